@@ -1,0 +1,20 @@
+//! The gRPC surface: tonic service implementations, conversion between
+//! protobuf and domain types, and the one mapping of errors to status codes.
+//! Only this module (and `server`) knows tonic and the generated types.
+
+mod convert;
+mod profiles;
+mod status;
+
+pub use profiles::ProfileApi;
+pub use status::to_status;
+
+/// Generated protobuf and gRPC code for `sightline.v1`.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("sightline.v1");
+
+    /// Encoded descriptors of the `sightline.v1` package, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("sightline_descriptor");
+}

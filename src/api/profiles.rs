@@ -1,0 +1,245 @@
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{identify_input, proto_profile, raw_identifier, track_input};
+use super::pb::{self, profile_service_server::ProfileService as ProfileRpc};
+use super::to_status;
+use crate::model::{Resolution, WriteCall, WriteOutcome};
+use crate::service::{ProfileLookup, ProfileService, ServiceError};
+use crate::store::ApplyResults;
+
+/// Items of one `Ingest` stream sent to the store together: large enough
+/// to amortise the queue round trip, small enough to keep a stream's
+/// memory bounded.
+const INGEST_CHUNK_ITEMS: usize = 256;
+/// Chunks of one stream waiting for durability while the next ones are
+/// read, so that reading and committing overlap.
+const INGEST_CHUNKS_IN_FLIGHT_MAX: usize = 4;
+
+/// `sightline.v1.ProfileService` over the domain service.
+pub struct ProfileApi {
+    service: Arc<ProfileService>,
+}
+
+impl ProfileApi {
+    pub fn new(service: Arc<ProfileService>) -> Self {
+        ProfileApi { service }
+    }
+
+    async fn write(
+        &self,
+        call: Result<WriteCall, ServiceError>,
+    ) -> Result<pb::WriteResponse, Status> {
+        let call = call.map_err(to_status)?;
+        let outcome = self.service.write(call).await.map_err(to_status)?;
+        Ok(write_response(outcome))
+    }
+}
+
+fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
+    let (resolution, merged, duplicate) = match outcome.resolution {
+        Resolution::Created => (pb::ResolutionOutcome::Created, Vec::new(), false),
+        Resolution::Attached => (pb::ResolutionOutcome::Attached, Vec::new(), false),
+        Resolution::Merged { absorbed } => (pb::ResolutionOutcome::Merged, absorbed, false),
+        Resolution::Duplicate => (pb::ResolutionOutcome::Unspecified, Vec::new(), true),
+    };
+    pb::WriteResponse {
+        profile_id: outcome.profile_id.to_string(),
+        outcome: resolution as i32,
+        merged_profile_ids: merged.iter().map(ToString::to_string).collect(),
+        duplicate,
+    }
+}
+
+#[tonic::async_trait]
+impl ProfileRpc for ProfileApi {
+    async fn identify(
+        &self,
+        request: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let call = identify_input(request.into_inner()).and_then(|i| self.service.identify_call(i));
+        self.write(call).await.map(Response::new)
+    }
+
+    async fn track(
+        &self,
+        request: Request<pb::TrackRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let call = track_input(request.into_inner()).and_then(|i| self.service.track_call(i));
+        self.write(call).await.map(Response::new)
+    }
+
+    async fn ingest(
+        &self,
+        request: Request<Streaming<pb::IngestRequest>>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        let mut items = request.into_inner();
+        let mut summary = IngestSummary::new(self.service.limits().ingest_errors_max);
+        let mut chunk = Chunk::default();
+        let mut in_flight: VecDeque<PendingChunk> = VecDeque::new();
+        let mut index: u64 = 0;
+        while let Some(item) = items.message().await? {
+            let message_id = item_message_id(&item);
+            match self.ingest_call(item) {
+                Ok(call) => chunk.push(index, call),
+                Err(error) => summary.reject(index, message_id, error),
+            }
+            index += 1;
+            if chunk.calls.len() >= INGEST_CHUNK_ITEMS {
+                in_flight.push_back(self.send_chunk(std::mem::take(&mut chunk)));
+                if in_flight.len() >= INGEST_CHUNKS_IN_FLIGHT_MAX {
+                    if let Some(pending) = in_flight.pop_front() {
+                        summary.settle(pending).await?;
+                    }
+                }
+            }
+        }
+        if !chunk.calls.is_empty() {
+            in_flight.push_back(self.send_chunk(chunk));
+        }
+        while let Some(pending) = in_flight.pop_front() {
+            summary.settle(pending).await?;
+        }
+        Ok(Response::new(summary.response))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let request = request.into_inner();
+        let lookup = match request.lookup {
+            Some(pb::get_profile_request::Lookup::ProfileId(id)) => ProfileLookup::ProfileId(id),
+            Some(pb::get_profile_request::Lookup::Identifier(identifier)) => {
+                ProfileLookup::Identifier(raw_identifier(identifier))
+            }
+            None => {
+                return Err(to_status(ServiceError::invalid(
+                    "lookup",
+                    "set profile_id or identifier",
+                )));
+            }
+        };
+        let events_limit = usize::try_from(request.events_limit).unwrap_or(usize::MAX);
+        let profile = self
+            .service
+            .get_profile(lookup, events_limit)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetProfileResponse {
+            profile: Some(proto_profile(&profile)),
+        }))
+    }
+}
+
+impl ProfileApi {
+    fn ingest_call(&self, item: pb::IngestRequest) -> Result<WriteCall, ServiceError> {
+        match item.item {
+            Some(pb::ingest_request::Item::Identify(identify)) => identify_input(identify)
+                .and_then(|input| self.service.identify_call(input))
+                .map_err(|error| error.within("identify.")),
+            Some(pb::ingest_request::Item::Track(track)) => track_input(track)
+                .and_then(|input| self.service.track_call(input))
+                .map_err(|error| error.within("track.")),
+            None => Err(ServiceError::invalid("item", "set identify or track")),
+        }
+    }
+
+    /// Starts committing a chunk at once, so the stream keeps being read
+    /// while the store works.
+    fn send_chunk(&self, chunk: Chunk) -> PendingChunk {
+        let service = Arc::clone(&self.service);
+        let Chunk { indices, calls } = chunk;
+        let message_ids = calls
+            .iter()
+            .map(|c| c.provenance.message_id.clone())
+            .collect();
+        PendingChunk {
+            indices,
+            message_ids,
+            results: tokio::spawn(async move { service.write_many(calls).await }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Chunk {
+    indices: Vec<u64>,
+    calls: Vec<WriteCall>,
+}
+
+impl Chunk {
+    fn push(&mut self, index: u64, call: WriteCall) {
+        self.indices.push(index);
+        self.calls.push(call);
+    }
+}
+
+struct PendingChunk {
+    indices: Vec<u64>,
+    message_ids: Vec<String>,
+    results: JoinHandle<Result<ApplyResults, ServiceError>>,
+}
+
+struct IngestSummary {
+    response: pb::IngestResponse,
+    errors_max: usize,
+}
+
+impl IngestSummary {
+    fn new(errors_max: usize) -> Self {
+        IngestSummary {
+            response: pb::IngestResponse::default(),
+            errors_max,
+        }
+    }
+
+    fn reject(&mut self, index: u64, message_id: String, error: ServiceError) {
+        self.response.rejected += 1;
+        if self.response.errors.len() >= self.errors_max {
+            return;
+        }
+        let (field, description) = match error {
+            ServiceError::InvalidArgument(violation) => (violation.field, violation.description),
+            other => (String::new(), to_status(other).message().to_owned()),
+        };
+        self.response.errors.push(pb::IngestItemError {
+            index,
+            message_id,
+            field,
+            description,
+        });
+    }
+
+    /// Waits until a chunk is durable and counts its outcomes. A chunk that
+    /// cannot be committed fails the whole stream: the caller must retry,
+    /// and message ids make the retry safe.
+    async fn settle(&mut self, pending: PendingChunk) -> Result<(), Status> {
+        let results = pending
+            .results
+            .await
+            .map_err(|_| Status::internal("internal error"))?
+            .map_err(to_status)?;
+        let items = pending.indices.into_iter().zip(pending.message_ids);
+        for ((index, message_id), result) in items.zip(results) {
+            match result {
+                Ok(outcome) if outcome.resolution == Resolution::Duplicate => {
+                    self.response.duplicate += 1;
+                }
+                Ok(_) => self.response.accepted += 1,
+                Err(error) => self.reject(index, message_id, error.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn item_message_id(item: &pb::IngestRequest) -> String {
+    match &item.item {
+        Some(pb::ingest_request::Item::Identify(identify)) => identify.message_id.clone(),
+        Some(pb::ingest_request::Item::Track(track)) => track.message_id.clone(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,233 @@
+//! Typed configuration: a TOML file, every field optional with a stated
+//! default, command-line flags override the file.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC server listens on. Loopback by default.
+    pub listen: SocketAddr,
+    /// Directory of the embedded database.
+    pub data_dir: PathBuf,
+    pub identity: IdentityConfig,
+    pub limits: Limits,
+    pub storage: StorageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./sightline-data"),
+            identity: IdentityConfig::default(),
+            limits: Limits::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// ISO 3166 alpha-2 region used to read phone numbers written without a
+    /// country code (`020 7946 0958` with `GB`).
+    pub default_region: String,
+    /// Fold provider-specific email aliases (dots and `+tags` at gmail.com and
+    /// googlemail.com) into one address. Off by default because it merges
+    /// addresses the person may consider distinct.
+    pub fold_email_aliases: bool,
+    /// Further identifier kinds accepted besides the built-in ones
+    /// (`[a-z][a-z0-9_]*`); their values are trimmed and otherwise kept as sent.
+    pub custom_kinds: Vec<String>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            default_region: "US".to_owned(),
+            fold_email_aliases: false,
+            custom_kinds: Vec::new(),
+        }
+    }
+}
+
+/// Upper bounds on everything a caller can make grow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub identifiers_per_call_max: usize,
+    pub identifier_value_bytes_max: usize,
+    /// Size of a call's traits, measured as compact JSON.
+    pub traits_bytes_max: usize,
+    /// Size of an event's properties, measured as compact JSON.
+    pub properties_bytes_max: usize,
+    /// Nesting depth of trait and property values.
+    pub value_depth_max: usize,
+    pub trait_name_bytes_max: usize,
+    pub event_name_bytes_max: usize,
+    pub message_id_bytes_max: usize,
+    pub source_bytes_max: usize,
+    /// Per-item errors returned by one `Ingest` call; further rejections are
+    /// counted only.
+    pub ingest_errors_max: usize,
+    /// Events returned by `GetProfile` when the request does not say.
+    pub events_per_read_default: usize,
+    pub events_per_read_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            identifiers_per_call_max: 20,
+            identifier_value_bytes_max: 256,
+            traits_bytes_max: 64 * 1024,
+            properties_bytes_max: 64 * 1024,
+            value_depth_max: 16,
+            trait_name_bytes_max: 128,
+            event_name_bytes_max: 200,
+            message_id_bytes_max: 128,
+            source_bytes_max: 128,
+            ingest_errors_max: 1000,
+            events_per_read_default: 20,
+            events_per_read_max: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// sled's page cache.
+    pub cache_capacity_bytes: u64,
+    /// Write commands waiting for the writer before callers wait for room.
+    pub write_queue_depth: usize,
+    /// Calls applied and made durable together in one group commit.
+    pub group_commit_calls_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            write_queue_depth: 1024,
+            group_commit_calls_max: 2048,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file; fields it does not set keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        phonenumber::country::Id::from_str(&self.identity.default_region).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "identity.default_region `{}` is not an ISO 3166 alpha-2 region",
+                self.identity.default_region
+            ))
+        })?;
+        for kind in &self.identity.custom_kinds {
+            let well_formed = kind.starts_with(|c: char| c.is_ascii_lowercase())
+                && kind
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && kind.len() <= 64;
+            if !well_formed {
+                return Err(ConfigError::Invalid(format!(
+                    "identity.custom_kinds: `{kind}` must match [a-z][a-z0-9_]* (at most 64 bytes)"
+                )));
+            }
+            if crate::model::IdentifierKind::built_in(kind).is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "identity.custom_kinds: `{kind}` is a built-in kind"
+                )));
+            }
+        }
+        let limits = &self.limits;
+        let positive = [
+            ("identifiers_per_call_max", limits.identifiers_per_call_max),
+            (
+                "identifier_value_bytes_max",
+                limits.identifier_value_bytes_max,
+            ),
+            ("events_per_read_max", limits.events_per_read_max),
+            ("value_depth_max", limits.value_depth_max),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be positive"
+                )));
+            }
+        }
+        if limits.events_per_read_default > limits.events_per_read_max {
+            return Err(ConfigError::Invalid(
+                "limits.events_per_read_default exceeds limits.events_per_read_max".to_owned(),
+            ));
+        }
+        if self.storage.write_queue_depth == 0 || self.storage.group_commit_calls_max == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.write_queue_depth and storage.group_commit_calls_max must be positive"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_files_override_them() {
+        Config::default().validate().expect("defaults valid");
+        let config: Config =
+            toml::from_str("listen = \"127.0.0.1:6000\"\n[identity]\ndefault_region = \"GB\"\n")
+                .expect("parses");
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.identity.default_region, "GB");
+        assert_eq!(config.limits.identifiers_per_call_max, 20);
+        config.validate().expect("valid");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_regions() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+        let mut config = Config::default();
+        config.identity.default_region = "XX".to_owned();
+        assert!(config.validate().is_err());
+        config.identity.default_region = "GB".to_owned();
+        config.identity.custom_kinds = vec!["Loyalty Id".to_owned()];
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! Sightline: a unified customer profile store.
+//!
+//! # Layout
+//! - [`model`]: domain types (identifiers, profiles, write calls, the clock). Pure.
+//! - [`identity`]: normalization and resolution rules. Pure.
+//! - [`store`]: the storage interface and its sled implementation; the only
+//!   module that knows sled.
+//! - [`service`]: validates requests against the limits and drives the store;
+//!   knows neither tonic nor sled.
+//! - [`api`]: tonic services, protobuf conversion, and the one mapping of
+//!   errors to gRPC status.
+//! - [`server`]: assembles services, health and reflection and runs them on a
+//!   given listener until a given shutdown signal.
+//! - [`config`]: typed configuration with defaults.
+
+pub mod api;
+pub mod config;
+pub mod identity;
+pub mod model;
+pub mod server;
+pub mod service;
+pub mod store;

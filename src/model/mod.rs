@@ -1,0 +1,14 @@
+//! Domain types shared by every layer. Pure: no I/O, no async, no generated
+//! protobuf types.
+
+mod identifier;
+mod profile;
+mod time;
+mod write;
+
+pub use identifier::{Identifier, IdentifierKind};
+pub use profile::{
+    EventView, IdentifierView, MergeView, ProfileId, ProfileView, Provenance, TraitView,
+};
+pub use time::{Clock, SystemClock, UnixMillis};
+pub use write::{Resolution, WriteCall, WriteOutcome, WritePayload};

@@ -1,0 +1,94 @@
+//! Assembles the gRPC server: the Sightline services, standard health and
+//! reflection. `run` takes its edges (listener, configuration, clock,
+//! shutdown signal) as arguments so that tests start a real server on an
+//! ephemeral port with a temporary data directory and a controlled clock.
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::api::{ProfileApi, pb};
+use crate::config::{Config, ConfigError};
+use crate::identity::Normalizer;
+use crate::model::Clock;
+use crate::service::ProfileService;
+use crate::store::{ProfileStore, SledStore, SledStoreOptions, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+type ProfileServer = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
+
+/// Serves until `shutdown` resolves, then stops accepting calls, lets the
+/// ones in flight finish, and returns once every acknowledged write is
+/// durable and the database is closed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let options = SledStoreOptions {
+        data_dir: config.data_dir.clone(),
+        cache_capacity_bytes: config.storage.cache_capacity_bytes,
+        write_queue_depth: config.storage.write_queue_depth,
+        group_commit_calls_max: config.storage.group_commit_calls_max,
+    };
+    let store: Arc<SledStore> =
+        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&options)).await??);
+    let normalizer = Normalizer::new(&config.identity, config.limits.identifier_value_bytes_max);
+    let service = Arc::new(ProfileService::new(
+        store.clone(),
+        normalizer,
+        config.limits.clone(),
+        clock,
+    ));
+
+    // The database is open: only now do health checks report SERVING.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ProfileServer>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let address = listener.local_addr().ok();
+    tracing::info!(address = ?address, data_dir = %config.data_dir.display(), "serving");
+    let shutdown_health = health.clone();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ProfileServer::new(ProfileApi::new(service)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing calls in flight");
+            shutdown_health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            shutdown_health.set_not_serving::<ProfileServer>().await;
+        })
+        .await?;
+
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    tracing::info!("stopped; every acknowledged write is durable");
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Key layout of the single sled tree. Every key starts with a one-byte
+//! table tag; integers are big-endian so that prefix scans come out in
+//! numeric (and, for events, time) order.
+//!
+//! | tag | key                                   | value                     |
+//! |-----|---------------------------------------|---------------------------|
+//! | `i` | kind, 0x00, normalized value          | live profile id (u64)     |
+//! | `p` | profile id                            | `ProfileRecord`           |
+//! | `a` | merged-away profile id                | survivor profile id (u64) |
+//! | `e` | profile id, timestamp, event sequence | `EventRecord`             |
+//! | `m` | message id                            | `DedupRecord`             |
+//! | `s` | counter name                          | u64                       |
+
+use crate::model::{Identifier, ProfileId, UnixMillis};
+
+pub const IDENTIFIER: u8 = b'i';
+pub const PROFILE: u8 = b'p';
+pub const ALIAS: u8 = b'a';
+pub const EVENT: u8 = b'e';
+pub const MESSAGE: u8 = b'm';
+
+pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
+pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
+
+pub fn identifier(identifier: &Identifier) -> Vec<u8> {
+    let kind = identifier.kind().as_str().as_bytes();
+    let value = identifier.value().as_bytes();
+    let mut key = Vec::with_capacity(2 + kind.len() + value.len());
+    key.push(IDENTIFIER);
+    key.extend_from_slice(kind);
+    // Kind names never contain 0x00 (config validation), so this separator
+    // keeps `(ab, c)` and `(a, bc)` apart.
+    key.push(0);
+    key.extend_from_slice(value);
+    key
+}
+
+pub fn profile(id: ProfileId) -> [u8; 9] {
+    tagged_u64(PROFILE, id.0)
+}
+
+pub fn alias(id: ProfileId) -> [u8; 9] {
+    tagged_u64(ALIAS, id.0)
+}
+
+pub fn events_of(id: ProfileId) -> [u8; 9] {
+    tagged_u64(EVENT, id.0)
+}
+
+pub fn event(id: ProfileId, timestamp: UnixMillis, sequence: u64) -> [u8; 25] {
+    let mut key = [0u8; 25];
+    key[..9].copy_from_slice(&events_of(id));
+    key[9..17].copy_from_slice(&sortable_i64(timestamp.0).to_be_bytes());
+    key[17..].copy_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The timestamp and sequence that follow the profile id in an event key.
+pub fn event_suffix(key: &[u8]) -> Option<&[u8]> {
+    (key.len() == 25).then(|| &key[9..])
+}
+
+/// The timestamp and sequence number encoded in an event key.
+pub fn decode_event(key: &[u8]) -> Option<(UnixMillis, u64)> {
+    let suffix = event_suffix(key)?;
+    let timestamp = decode_u64(&suffix[..8])? ^ (1 << 63);
+    Some((UnixMillis(timestamp as i64), decode_u64(&suffix[8..])?))
+}
+
+pub fn event_with_suffix(id: ProfileId, suffix: &[u8]) -> Vec<u8> {
+    let mut key = events_of(id).to_vec();
+    key.extend_from_slice(suffix);
+    key
+}
+
+pub fn message(message_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + message_id.len());
+    key.push(MESSAGE);
+    key.extend_from_slice(message_id.as_bytes());
+    key
+}
+
+pub fn encode_u64(value: u64) -> [u8; 8] {
+    value.to_be_bytes()
+}
+
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn tagged_u64(tag: u8, value: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = tag;
+    key[1..].copy_from_slice(&value.to_be_bytes());
+    key
+}
+
+/// Flips the sign bit so that negative timestamps sort before positive ones
+/// as unsigned big-endian bytes.
+fn sortable_i64(value: i64) -> u64 {
+    (value as u64) ^ (1 << 63)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_sort_by_time_then_sequence() {
+        let id = ProfileId(3);
+        let keys = [
+            event(id, UnixMillis(-5), 9),
+            event(id, UnixMillis(0), 2),
+            event(id, UnixMillis(0), 3),
+            event(id, UnixMillis(1_700_000_000_000), 1),
+        ];
+        let mut sorted = keys;
+        sorted.sort();
+        assert_eq!(sorted, keys);
+        assert!(keys.iter().all(|k| k.starts_with(&events_of(id))));
+        assert_eq!(event_suffix(&keys[1]), Some(&keys[1][9..]));
+        assert_eq!(decode_event(&keys[0]), Some((UnixMillis(-5), 9)));
+        assert_eq!(
+            decode_event(&keys[3]),
+            Some((UnixMillis(1_700_000_000_000), 1))
+        );
+    }
+
+    #[test]
+    fn profile_keys_of_neighbours_do_not_share_prefixes() {
+        assert!(!events_of(ProfileId(1)).starts_with(&events_of(ProfileId(256))[..]));
+    }
+}

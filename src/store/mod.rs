@@ -1,0 +1,62 @@
+//! Persistence. Everything above this module speaks the domain interface
+//! [`ProfileStore`]; only this module knows sled, keys and record formats.
+//!
+//! Writes go through one writer thread that applies a group of calls as one
+//! atomic batch, makes it durable once (flush, then `fdatasync` of the log
+//! file), and only then answers every caller in the group. Reads go straight
+//! to the database.
+
+mod apply;
+mod keys;
+mod overlay;
+mod records;
+mod sled_store;
+mod writer;
+
+use futures::future::BoxFuture;
+
+use crate::model::{Identifier, ProfileId, ProfileView, WriteCall, WriteOutcome};
+
+pub use sled_store::{SledStore, SledStoreOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sled::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored {what} cannot be read: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("a group commit failed; the store accepts no more writes: {0}")]
+    CommitFailed(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// The outcome of each call of one `apply`, in order. A call fails alone
+/// (its writes are discarded) when its own data cannot be read.
+pub type ApplyResults = Vec<Result<WriteOutcome, StoreError>>;
+
+/// The domain-level storage interface. One conformance suite (the tests of
+/// this module and the integration tests) runs against every implementation.
+pub trait ProfileStore: Send + Sync + 'static {
+    /// Applies the calls in order, each atomically, and resolves once all of
+    /// them are durable. Calls from concurrent `apply`s are serialised as if
+    /// they had run one after another.
+    fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>>;
+
+    /// The live profile holding this identifier.
+    fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError>;
+
+    /// Reads a profile by its id or by the id of a profile merged into it,
+    /// with at most `events_max` of its newest events.
+    fn read_profile(
+        &self,
+        id: ProfileId,
+        events_max: usize,
+    ) -> Result<Option<ProfileView>, StoreError>;
+
+    /// Stops accepting writes, finishes the queued ones and makes them
+    /// durable. Blocking.
+    fn close(&self) -> Result<(), StoreError>;
+}

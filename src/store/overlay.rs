@@ -1,0 +1,150 @@
+//! The writer's view of the database while it builds a group commit: writes
+//! of earlier calls in the group are visible to later ones, but nothing
+//! reaches sled (and so no reader) until the whole group is applied as one
+//! atomic batch.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::StoreError;
+
+/// `None` marks a deletion.
+type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Pending writes of one group commit, on top of the tree.
+pub struct GroupWrites<'t> {
+    tree: &'t sled::Tree,
+    changes: Changes,
+}
+
+impl<'t> GroupWrites<'t> {
+    pub fn new(tree: &'t sled::Tree) -> Self {
+        GroupWrites {
+            tree,
+            changes: Changes::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Starts the writes of one call; they join the group only on `commit`.
+    pub fn call(&mut self) -> CallWrites<'_, 't> {
+        CallWrites {
+            group: self,
+            changes: Changes::new(),
+        }
+    }
+
+    pub fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, change) in self.changes {
+            match change {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch
+    }
+}
+
+/// Pending writes of one call, on top of its group. Dropped without
+/// `commit`, they vanish: a call that fails leaves nothing behind.
+pub struct CallWrites<'g, 't> {
+    group: &'g mut GroupWrites<'t>,
+    changes: Changes,
+}
+
+impl CallWrites<'_, '_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(change) = self.changes.get(key) {
+            return Ok(change.clone());
+        }
+        if let Some(change) = self.group.changes.get(key) {
+            return Ok(change.clone());
+        }
+        Ok(self.group.tree.get(key)?.map(|value| value.to_vec()))
+    }
+
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.changes.insert(key.into(), Some(value.into()));
+    }
+
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.changes.insert(key.into(), None);
+    }
+
+    /// Every live key-value pair under `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<KeyValues, StoreError> {
+        let mut merged = BTreeMap::new();
+        for entry in self.group.tree.scan_prefix(prefix) {
+            let (key, value) = entry?;
+            merged.insert(key.to_vec(), Some(value.to_vec()));
+        }
+        for layer in [&self.group.changes, &self.changes] {
+            let range = layer.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+            for (key, change) in range.take_while(|(key, _)| key.starts_with(prefix)) {
+                merged.insert(key.clone(), change.clone());
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key, value)))
+            .collect())
+    }
+
+    pub fn commit(self) {
+        self.group.changes.extend(self.changes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> sled::Tree {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("temporary db");
+        db.open_tree("t").expect("tree")
+    }
+
+    #[test]
+    fn later_calls_see_earlier_commits_and_dropped_calls_vanish() {
+        let tree = tree();
+        tree.insert(b"a1", b"tree".as_slice()).expect("insert");
+        tree.insert(b"a2", b"tree".as_slice()).expect("insert");
+        let mut group = GroupWrites::new(&tree);
+
+        let mut first = group.call();
+        first.remove(b"a1".as_slice());
+        first.insert(b"a3".as_slice(), b"first".as_slice());
+        first.commit();
+
+        let mut abandoned = group.call();
+        abandoned.insert(b"a4".as_slice(), b"lost".as_slice());
+        drop(abandoned);
+
+        let mut second = group.call();
+        second.insert(b"a2".as_slice(), b"second".as_slice());
+        assert_eq!(second.get(b"a1").expect("get"), None);
+        let scanned = second.scan_prefix(b"a").expect("scan");
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"a2".to_vec(), b"second".to_vec()),
+            (b"a3".to_vec(), b"first".to_vec()),
+        ];
+        assert_eq!(scanned, expected);
+        second.commit();
+
+        tree.apply_batch(group.into_batch()).expect("apply");
+        assert_eq!(tree.get(b"a1").expect("get"), None);
+        assert_eq!(tree.get(b"a4").expect("get"), None);
+        assert_eq!(
+            tree.get(b"a3").expect("get").as_deref(),
+            Some(b"first".as_slice())
+        );
+    }
+}

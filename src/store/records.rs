@@ -1,0 +1,194 @@
+//! Stored value formats. Protobuf (through prost) because it is compact,
+//! already a dependency, and lets later versions add fields without
+//! rewriting the database. These types never leave the store.
+
+use prost::Message;
+
+use super::StoreError;
+use crate::model::{
+    EventView, Identifier, IdentifierKind, IdentifierView, MergeView, ProfileId, Provenance,
+    TraitView, UnixMillis,
+};
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ProvenanceRecord {
+    #[prost(string, tag = "1")]
+    pub message_id: String,
+    #[prost(string, tag = "2")]
+    pub source: String,
+    #[prost(int64, tag = "3")]
+    pub received_at_ms: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct IdentifierEntry {
+    #[prost(string, tag = "1")]
+    pub kind: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    #[prost(int64, tag = "3")]
+    pub first_seen_ms: i64,
+    #[prost(int64, tag = "4")]
+    pub last_seen_ms: i64,
+    #[prost(message, optional, tag = "5")]
+    pub provenance: Option<ProvenanceRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TraitEntry {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Compact JSON; `null` marks a removed trait, kept so that an older
+    /// value arriving late cannot bring it back.
+    #[prost(string, tag = "2")]
+    pub value_json: String,
+    #[prost(int64, tag = "3")]
+    pub updated_at_ms: i64,
+    #[prost(message, optional, tag = "4")]
+    pub provenance: Option<ProvenanceRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct MergeEntry {
+    #[prost(int64, tag = "1")]
+    pub at_ms: i64,
+    #[prost(string, tag = "2")]
+    pub message_id: String,
+    #[prost(uint64, repeated, tag = "3")]
+    pub absorbed: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ProfileRecord {
+    #[prost(int64, tag = "1")]
+    pub created_at_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub updated_at_ms: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub identifiers: Vec<IdentifierEntry>,
+    /// Sorted by name.
+    #[prost(message, repeated, tag = "4")]
+    pub traits: Vec<TraitEntry>,
+    /// Every profile ever merged into this one (their aliases point here).
+    #[prost(uint64, repeated, tag = "5")]
+    pub merged_ids: Vec<u64>,
+    #[prost(uint64, tag = "6")]
+    pub event_count: u64,
+    #[prost(message, repeated, tag = "7")]
+    pub merges: Vec<MergeEntry>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct EventRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub properties_json: String,
+    #[prost(message, optional, tag = "3")]
+    pub provenance: Option<ProvenanceRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DedupRecord {
+    /// The profile the original call resolved to (it may since have been
+    /// merged away; follow its alias).
+    #[prost(uint64, tag = "1")]
+    pub profile_id: u64,
+    #[prost(int64, tag = "2")]
+    pub received_at_ms: i64,
+}
+
+pub fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|source| StoreError::Corrupt {
+        what,
+        reason: source.to_string(),
+    })
+}
+
+impl From<&Provenance> for ProvenanceRecord {
+    fn from(provenance: &Provenance) -> Self {
+        ProvenanceRecord {
+            message_id: provenance.message_id.clone(),
+            source: provenance.source.clone(),
+            received_at_ms: provenance.received_at.0,
+        }
+    }
+}
+
+fn provenance_view(record: Option<&ProvenanceRecord>) -> Provenance {
+    record
+        .map(|record| Provenance {
+            message_id: record.message_id.clone(),
+            source: record.source.clone(),
+            received_at: UnixMillis(record.received_at_ms),
+        })
+        .unwrap_or_default()
+}
+
+impl IdentifierEntry {
+    pub fn matches(&self, identifier: &Identifier) -> bool {
+        self.kind == identifier.kind().as_str() && self.value == identifier.value()
+    }
+
+    pub fn to_identifier(&self) -> Identifier {
+        let kind = IdentifierKind::built_in(&self.kind)
+            .unwrap_or_else(|| IdentifierKind::Custom(self.kind.clone()));
+        Identifier::from_normalized(kind, self.value.clone())
+    }
+
+    pub fn to_view(&self) -> IdentifierView {
+        IdentifierView {
+            identifier: self.to_identifier(),
+            first_seen: UnixMillis(self.first_seen_ms),
+            last_seen: UnixMillis(self.last_seen_ms),
+            provenance: provenance_view(self.provenance.as_ref()),
+        }
+    }
+}
+
+impl TraitEntry {
+    /// `None` for a removed trait.
+    pub fn to_view(&self) -> Result<Option<TraitView>, StoreError> {
+        let value: serde_json::Value =
+            serde_json::from_str(&self.value_json).map_err(|source| StoreError::Corrupt {
+                what: "trait value",
+                reason: source.to_string(),
+            })?;
+        if value.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(TraitView {
+            name: self.name.clone(),
+            value,
+            updated_at: UnixMillis(self.updated_at_ms),
+            provenance: provenance_view(self.provenance.as_ref()),
+        }))
+    }
+}
+
+impl MergeEntry {
+    pub fn to_view(&self) -> MergeView {
+        MergeView {
+            at: UnixMillis(self.at_ms),
+            message_id: self.message_id.clone(),
+            absorbed: self.absorbed.iter().copied().map(ProfileId).collect(),
+        }
+    }
+}
+
+impl EventRecord {
+    pub fn to_view(&self, timestamp: UnixMillis, sequence: u64) -> Result<EventView, StoreError> {
+        let properties =
+            serde_json::from_str(&self.properties_json).map_err(|source| StoreError::Corrupt {
+                what: "event properties",
+                reason: source.to_string(),
+            })?;
+        Ok(EventView {
+            event_id: format!("e{sequence}"),
+            name: self.name.clone(),
+            properties,
+            timestamp,
+            provenance: provenance_view(self.provenance.as_ref()),
+        })
+    }
+}

@@ -1,0 +1,220 @@
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread::JoinHandle,
+};
+
+use futures::{FutureExt, future::BoxFuture};
+use tokio::sync::{mpsc, oneshot};
+
+use super::apply::{Counters, decode_profile_id};
+use super::records::{EventRecord, ProfileRecord, decode};
+use super::writer::{Command, Writer};
+use super::{ApplyResults, ProfileStore, StoreError, keys};
+use crate::model::{Identifier, ProfileId, ProfileView, WriteCall};
+
+/// How to open the sled store. Passed explicitly rather than relying on
+/// sled's defaults.
+#[derive(Debug, Clone)]
+pub struct SledStoreOptions {
+    pub data_dir: PathBuf,
+    pub cache_capacity_bytes: u64,
+    pub write_queue_depth: usize,
+    pub group_commit_calls_max: usize,
+}
+
+const TREE_NAME: &str = "sightline";
+/// A profile read races at most with merges that keep moving it; each retry
+/// follows one more alias.
+const READ_ATTEMPTS_MAX: usize = 4;
+
+/// The embedded default store: one sled tree with prefixed keys.
+pub struct SledStore {
+    tree: sled::Tree,
+    queue: mpsc::Sender<Command>,
+    /// Taken by `close`, which waits for the writer to finish its queue.
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SledStore {
+    pub fn open(options: &SledStoreOptions) -> Result<SledStore, StoreError> {
+        std::fs::create_dir_all(&options.data_dir)?;
+        let db = sled::Config::new()
+            .path(&options.data_dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            // Durability comes from the writer's explicit flush per group;
+            // a background flush thread would only add I/O.
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let tree = db.open_tree(TREE_NAME)?;
+        let log_file = File::open(log_file_path(&options.data_dir))?;
+        let counters = Counters {
+            next_profile_id: read_counter(&tree, keys::NEXT_PROFILE_ID)?,
+            next_event_sequence: read_counter(&tree, keys::NEXT_EVENT_SEQUENCE)?,
+        };
+        let (queue, receiver) = mpsc::channel(options.write_queue_depth);
+        let writer = Writer {
+            db,
+            tree: tree.clone(),
+            log_file,
+            counters,
+            group_calls_max: options.group_commit_calls_max,
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("sightline-writer".to_owned())
+            .spawn(move || writer.run(receiver))?;
+        Ok(SledStore {
+            tree,
+            queue,
+            writer_thread: Mutex::new(Some(writer_thread)),
+        })
+    }
+
+    fn resolve(&self, id: ProfileId) -> Result<ProfileId, StoreError> {
+        match self.tree.get(keys::alias(id))? {
+            Some(bytes) => decode_profile_id(&bytes),
+            None => Ok(id),
+        }
+    }
+
+    fn read_events(
+        &self,
+        id: ProfileId,
+        events_max: usize,
+    ) -> Result<Vec<crate::model::EventView>, StoreError> {
+        let mut newest_first = Vec::with_capacity(events_max.min(64));
+        for entry in self
+            .tree
+            .scan_prefix(keys::events_of(id))
+            .rev()
+            .take(events_max)
+        {
+            let (key, value) = entry?;
+            let (timestamp, sequence) = keys::decode_event(&key).ok_or(StoreError::Corrupt {
+                what: "event key",
+                reason: format!("unexpected length {}", key.len()),
+            })?;
+            let record: EventRecord = decode(&value, "event")?;
+            newest_first.push(record.to_view(timestamp, sequence)?);
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+}
+
+fn log_file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+fn read_counter(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    match tree.get(key)? {
+        Some(bytes) => keys::decode_u64(&bytes).ok_or(StoreError::Corrupt {
+            what: "counter",
+            reason: format!("expected 8 bytes, found {}", bytes.len()),
+        }),
+        // Profile id 0 is never handed out, so "p0" can never name a profile.
+        None => Ok(1),
+    }
+}
+
+impl ProfileStore for SledStore {
+    fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>> {
+        let queue = self.queue.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            queue
+                .send(Command::Apply { calls, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
+    fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError> {
+        match self.tree.get(keys::identifier(identifier))? {
+            Some(bytes) => decode_profile_id(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn read_profile(
+        &self,
+        id: ProfileId,
+        events_max: usize,
+    ) -> Result<Option<ProfileView>, StoreError> {
+        let mut live_id = self.resolve(id)?;
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let Some(bytes) = self.tree.get(keys::profile(live_id))? else {
+                // Merged away between the alias lookup and this read, or
+                // never existed.
+                let next = self.resolve(live_id)?;
+                if next == live_id {
+                    return Ok(None);
+                }
+                live_id = next;
+                continue;
+            };
+            let record: ProfileRecord = decode(&bytes, "profile")?;
+            let mut traits = Vec::with_capacity(record.traits.len());
+            for entry in &record.traits {
+                traits.extend(entry.to_view()?);
+            }
+            return Ok(Some(ProfileView {
+                profile_id: live_id,
+                merged_profile_ids: record.merged_ids.iter().copied().map(ProfileId).collect(),
+                identifiers: record.identifiers.iter().map(|e| e.to_view()).collect(),
+                traits,
+                events: self.read_events(live_id, events_max)?,
+                event_count: record.event_count,
+                merges: record.merges.iter().map(|m| m.to_view()).collect(),
+                created_at: crate::model::UnixMillis(record.created_at_ms),
+                updated_at: crate::model::UnixMillis(record.updated_at_ms),
+            }));
+        }
+        Err(StoreError::Corrupt {
+            what: "alias chain",
+            reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
+        })
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        let handle = self
+            .writer_thread
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .take();
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        // The writer finishes every call queued before this command. Not
+        // `blocking_send`: close may run on a runtime thread (e.g. in drop).
+        let mut shutdown = Command::Shutdown;
+        loop {
+            match self.queue.try_send(shutdown) {
+                Ok(()) => break,
+                Err(mpsc::error::TrySendError::Full(command)) => {
+                    shutdown = command;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::warn!("writer had already stopped");
+                    break;
+                }
+            }
+        }
+        handle
+            .join()
+            .map_err(|_| StoreError::CommitFailed("writer thread panicked".to_owned()))
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::error!(%error, "closing the store failed");
+        }
+    }
+}
