@@ -1,0 +1,12 @@
+//! Integration tests: each module drives a real server, started on an
+//! ephemeral loopback port with a temporary data directory, through the
+//! generated gRPC client. One test binary, so the suite links once.
+
+mod durability;
+mod idempotency;
+mod ingest;
+mod normalization;
+mod operations;
+mod resolution;
+mod support;
+mod validation;

@@ -1,0 +1,197 @@
+//! A real server per test, and small helpers to build requests.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use sightline::api::pb::{
+    self, get_profile_request::Lookup, profile_service_client::ProfileServiceClient,
+};
+use sightline::config::Config;
+use sightline::model::SystemClock;
+use sightline::server::ServerError;
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub type Client = ProfileServiceClient<Channel>;
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    data_dir: TempDir,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+/// The configuration every test starts from: UK phone numbers by default.
+pub fn test_config(data_dir: &TempDir) -> Config {
+    let mut config = Config::default();
+    config.data_dir = data_dir.path().to_owned();
+    config.identity.default_region = "GB".to_owned();
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temporary data dir");
+        TestServer::start_in(data_dir).await
+    }
+
+    /// Starts on an existing data directory, e.g. one a stopped server left.
+    pub async fn start_in(data_dir: TempDir) -> TestServer {
+        let config = test_config(&data_dir);
+        TestServer::start_with(data_dir, config).await
+    }
+
+    pub async fn start_with(data_dir: TempDir, config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let address = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sightline::server::run(
+            listener,
+            config,
+            Arc::new(SystemClock),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            address,
+            data_dir,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let endpoint = format!("http://{}", self.address);
+        for _ in 0..100 {
+            if let Ok(client) = ProfileServiceClient::connect(endpoint.clone()).await {
+                return client;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("server at {endpoint} did not accept connections");
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Stops gracefully and hands back the data directory.
+    pub async fn stop(self) -> TempDir {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+        self.data_dir
+    }
+}
+
+pub fn id(kind: &str, value: &str) -> pb::Identifier {
+    pb::Identifier {
+        kind: kind.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+pub fn email(value: &str) -> pb::Identifier {
+    id("email", value)
+}
+
+pub fn phone(value: &str) -> pb::Identifier {
+    id("phone", value)
+}
+
+pub fn user(value: &str) -> pb::Identifier {
+    id("user_id", value)
+}
+
+pub fn traits(pairs: &[(&str, prost_types::Value)]) -> Option<prost_types::Struct> {
+    Some(prost_types::Struct {
+        fields: pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect(),
+    })
+}
+
+pub fn text(value: &str) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue(value.to_owned())),
+    }
+}
+
+pub fn number(value: f64) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::NumberValue(value)),
+    }
+}
+
+pub fn at_seconds(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+pub fn identify(identifiers: Vec<pb::Identifier>) -> pb::IdentifyRequest {
+    pb::IdentifyRequest {
+        identifiers,
+        ..Default::default()
+    }
+}
+
+pub fn track(identifiers: Vec<pb::Identifier>, event: &str) -> pb::TrackRequest {
+    pb::TrackRequest {
+        identifiers,
+        event: event.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub async fn get_by(
+    client: &mut Client,
+    identifier: pb::Identifier,
+) -> Result<pb::Profile, tonic::Status> {
+    get(client, Lookup::Identifier(identifier)).await
+}
+
+pub async fn get_by_id(
+    client: &mut Client,
+    profile_id: &str,
+) -> Result<pb::Profile, tonic::Status> {
+    get(client, Lookup::ProfileId(profile_id.to_owned())).await
+}
+
+async fn get(client: &mut Client, lookup: Lookup) -> Result<pb::Profile, tonic::Status> {
+    let response = client
+        .get_profile(pb::GetProfileRequest {
+            lookup: Some(lookup),
+            events_limit: 1000,
+        })
+        .await?;
+    Ok(response.into_inner().profile.expect("profile in response"))
+}
+
+/// `kind:value` of every identifier on the profile, sorted.
+pub fn identifier_values(profile: &pb::Profile) -> Vec<String> {
+    let mut values: Vec<String> = profile
+        .identifiers
+        .iter()
+        .filter_map(|record| record.identifier.as_ref())
+        .map(|identifier| format!("{}:{}", identifier.kind, identifier.value))
+        .collect();
+    values.sort();
+    values
+}
+
+pub fn trait_text(profile: &pb::Profile, name: &str) -> Option<String> {
+    let value = profile.traits.as_ref()?.fields.get(name)?;
+    match &value.kind {
+        Some(prost_types::value::Kind::StringValue(text)) => Some(text.clone()),
+        other => Some(format!("{other:?}")),
+    }
+}
