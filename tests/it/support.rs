@@ -23,8 +23,10 @@ pub struct TestServer {
 
 /// The configuration every test starts from: UK phone numbers by default.
 pub fn test_config(data_dir: &TempDir) -> Config {
-    let mut config = Config::default();
-    config.data_dir = data_dir.path().to_owned();
+    let mut config = Config {
+        data_dir: data_dir.path().to_owned(),
+        ..Config::default()
+    };
     config.identity.default_region = "GB".to_owned();
     config
 }
