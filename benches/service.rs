@@ -1,1 +1,276 @@
-fn main() {}
+//! End-to-end benchmark of the real server binary over gRPC on loopback:
+//! durable ingest throughput through `Ingest`, and `GetProfile` latency and
+//! throughput at 16 calls in flight. Run with `cargo bench --bench service`.
+//!
+//! Sizes come from the environment: `BENCH_RUNS` (default 3),
+//! `BENCH_EVENTS` (events per ingest run, default 100000), `BENCH_PROFILES`
+//! (distinct people, default 10000), `BENCH_READ_SECONDS` (default 5).
+//! Every figure is reported per run and as the median over runs.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use sightline::api::pb::{
+    self, get_profile_request::Lookup, ingest_request::Item,
+    profile_service_client::ProfileServiceClient,
+};
+use tonic::transport::Channel;
+
+const READS_IN_FLIGHT: usize = 16;
+const INGEST_STREAMS: usize = 2;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data_dir.path())
+        .env("SIGHTLINE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sightline");
+    Server {
+        child,
+        port,
+        _data_dir: data_dir,
+    }
+}
+
+async fn connect(port: u16) -> ProfileServiceClient<Channel> {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..500 {
+        if let Ok(client) = ProfileServiceClient::connect(endpoint.clone()).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server did not start");
+}
+
+fn identifier(kind: &str, value: String) -> pb::Identifier {
+    pb::Identifier {
+        kind: kind.to_owned(),
+        value,
+    }
+}
+
+fn text(value: &str) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue(value.to_owned())),
+    }
+}
+
+fn number(value: f64) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::NumberValue(value)),
+    }
+}
+
+/// A realistic mix: one identify per person (with traits and two
+/// identifiers) followed by their events (page views, opens, orders).
+fn ingest_item(sequence: u64, profiles: u64) -> pb::IngestRequest {
+    let person = sequence % profiles;
+    let first_pass = sequence < profiles;
+    let identifiers = vec![identifier("user_id", format!("crm-{person}"))];
+    let timestamp = Some(prost_types::Timestamp {
+        seconds: 1_700_000_000 + i64::try_from(sequence).unwrap_or(0),
+        nanos: 0,
+    });
+    let item = if first_pass {
+        let mut with_email = identifiers;
+        with_email.push(identifier("email", format!("person{person}@example.com")));
+        Item::Identify(pb::IdentifyRequest {
+            identifiers: with_email,
+            traits: Some(prost_types::Struct {
+                fields: [
+                    ("first_name".to_owned(), text("Alex")),
+                    ("last_name".to_owned(), text("Morgan")),
+                    ("birthday".to_owned(), text("1988-04-02")),
+                    ("country".to_owned(), text("GB")),
+                ]
+                .into_iter()
+                .collect(),
+            }),
+            message_id: format!("identify-{sequence}"),
+            timestamp,
+            source: "bench".to_owned(),
+        })
+    } else {
+        let (event, properties) = match sequence % 10 {
+            0 => (
+                "Order Completed",
+                vec![
+                    ("order_id".to_owned(), text(&format!("o-{sequence}"))),
+                    ("revenue".to_owned(), number(49.5)),
+                    ("currency".to_owned(), text("GBP")),
+                ],
+            ),
+            1..=3 => (
+                "Email Opened",
+                vec![("campaign_id".to_owned(), text("c-42"))],
+            ),
+            _ => (
+                "Product Viewed",
+                vec![
+                    ("product_id".to_owned(), text("sku-123")),
+                    ("category".to_owned(), text("shoes")),
+                ],
+            ),
+        };
+        Item::Track(pb::TrackRequest {
+            identifiers,
+            event: event.to_owned(),
+            properties: Some(prost_types::Struct {
+                fields: properties.into_iter().collect(),
+            }),
+            message_id: format!("track-{sequence}"),
+            timestamp,
+            source: "bench".to_owned(),
+        })
+    };
+    pb::IngestRequest { item: Some(item) }
+}
+
+/// Loads `events` items over `INGEST_STREAMS` concurrent streams; returns
+/// accepted items per second (each acknowledged only once durable).
+async fn ingest_run(port: u16, events: u64, profiles: u64) -> f64 {
+    // Identifies first, on one stream, so people exist before their events.
+    let mut client = connect(port).await;
+    let identifies: Vec<_> = (0..profiles).map(|s| ingest_item(s, profiles)).collect();
+    let started = Instant::now();
+    let summary = client
+        .ingest(futures::stream::iter(identifies))
+        .await
+        .expect("ingest identifies")
+        .into_inner();
+    assert_eq!(summary.accepted, profiles, "{:?}", summary.errors.first());
+    let mut streams = Vec::new();
+    for stream in 0..INGEST_STREAMS as u64 {
+        let mut client = connect(port).await;
+        let items = (profiles..events)
+            .filter(move |s| s % INGEST_STREAMS as u64 == stream)
+            .map(move |s| ingest_item(s, profiles));
+        streams.push(tokio::spawn(async move {
+            client
+                .ingest(futures::stream::iter(items))
+                .await
+                .expect("ingest events")
+                .into_inner()
+                .accepted
+        }));
+    }
+    let mut accepted = profiles;
+    for stream in streams {
+        accepted += stream.await.expect("stream task");
+    }
+    assert_eq!(accepted, events);
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
+struct ReadFigures {
+    per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+async fn read_run(port: u16, profiles: u64, seconds: u64) -> ReadFigures {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for worker in 0..READS_IN_FLIGHT as u64 {
+        // One connection per worker, as independent service instances would.
+        let mut client = connect(port).await;
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+            let mut person = worker;
+            while Instant::now() < deadline {
+                person = (person * 7919 + 13) % profiles;
+                let request = pb::GetProfileRequest {
+                    lookup: Some(Lookup::Identifier(identifier(
+                        "email",
+                        format!("person{person}@example.com"),
+                    ))),
+                    events_limit: 0,
+                };
+                let started = Instant::now();
+                client.get_profile(request).await.expect("get profile");
+                histogram
+                    .record(started.elapsed().as_micros() as u64)
+                    .expect("record");
+            }
+            histogram
+        }));
+    }
+    let mut total = Histogram::<u64>::new(3).expect("histogram");
+    for worker in workers {
+        total.add(worker.await.expect("worker")).expect("merge");
+    }
+    ReadFigures {
+        per_second: total.len() as f64 / seconds as f64,
+        p50_us: total.value_at_quantile(0.50),
+        p99_us: total.value_at_quantile(0.99),
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn main() {
+    let runs = env_number("BENCH_RUNS", 3).max(1);
+    let events = env_number("BENCH_EVENTS", 100_000);
+    let profiles = env_number("BENCH_PROFILES", 10_000).min(events);
+    let read_seconds = env_number("BENCH_READ_SECONDS", 5);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    println!("sightline service benchmark: {runs} runs, {events} items over {profiles} profiles");
+
+    let (mut ingest_rates, mut read_rates, mut p50s, mut p99s) = (vec![], vec![], vec![], vec![]);
+    for run in 1..=runs {
+        let server = start_server();
+        let (rate, reads) = runtime.block_on(async {
+            let rate = ingest_run(server.port, events, profiles).await;
+            let reads = read_run(server.port, profiles, read_seconds).await;
+            (rate, reads)
+        });
+        println!(
+            "run {run}: ingest {rate:.0} items/s durable; GetProfile x{READS_IN_FLIGHT} in flight: {:.0} req/s, p50 {} us, p99 {} us",
+            reads.per_second, reads.p50_us, reads.p99_us
+        );
+        ingest_rates.push(rate);
+        read_rates.push(reads.per_second);
+        p50s.push(reads.p50_us as f64);
+        p99s.push(reads.p99_us as f64);
+    }
+    println!(
+        "median: ingest {:.0} items/s; GetProfile {:.0} req/s, p50 {:.0} us, p99 {:.0} us",
+        median(&mut ingest_rates),
+        median(&mut read_rates),
+        median(&mut p50s),
+        median(&mut p99s)
+    );
+}
