@@ -12,8 +12,10 @@
 //! - [`server`]: assembles services, health and reflection and runs them on a
 //!   given listener until a given shutdown signal.
 //! - [`config`]: typed configuration with defaults.
+//! - [`cli`]: the command-line client (a gRPC client of a running server).
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod model;

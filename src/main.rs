@@ -1,6 +1,8 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
+use sightline::api::pb::{self, get_profile_request::Lookup};
+use sightline::cli::{self, CliError};
 use sightline::config::Config;
 use sightline::model::SystemClock;
 use tracing_subscriber::EnvFilter;
@@ -30,6 +32,73 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Send an identify call to a running server.
+    Identify {
+        #[command(flatten)]
+        target: Target,
+        /// Identifier as kind:value (repeatable), e.g. email:jane@example.com.
+        #[arg(long = "id", required = true)]
+        identifiers: Vec<String>,
+        /// Trait as name=value (repeatable); the value is JSON or text.
+        #[arg(long = "trait")]
+        traits: Vec<String>,
+        #[command(flatten)]
+        call: CallOptions,
+    },
+    /// Send a track call (one event) to a running server.
+    Track {
+        #[command(flatten)]
+        target: Target,
+        /// Identifier as kind:value (repeatable).
+        #[arg(long = "id", required = true)]
+        identifiers: Vec<String>,
+        /// Event name, e.g. "Order Completed".
+        #[arg(long)]
+        event: String,
+        /// Property as name=value (repeatable); the value is JSON or text.
+        #[arg(long = "prop")]
+        properties: Vec<String>,
+        #[command(flatten)]
+        call: CallOptions,
+    },
+    /// Print one profile as JSON, looked up by identifier or profile id.
+    Profile {
+        #[command(flatten)]
+        target: Target,
+        /// Identifier as kind:value.
+        #[arg(
+            long = "id",
+            conflicts_with = "profile_id",
+            required_unless_present = "profile_id"
+        )]
+        identifier: Option<String>,
+        #[arg(long)]
+        profile_id: Option<String>,
+        /// Newest events to include (0: server default).
+        #[arg(long, default_value_t = 0)]
+        events: u32,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Address of the running server.
+    #[arg(
+        long,
+        env = "SIGHTLINE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+}
+
+#[derive(clap::Args)]
+struct CallOptions {
+    /// Idempotency key: a repeated message id is not applied twice.
+    #[arg(long, default_value = "")]
+    message_id: String,
+    /// Provenance: which system the data comes from.
+    #[arg(long, default_value = "cli")]
+    source: String,
 }
 
 fn main() -> ExitCode {
@@ -51,7 +120,99 @@ fn main() -> ExitCode {
                 }
             }
         }
+        client => match run_client(client) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("sightline: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let output = runtime.block_on(async move {
+        match command {
+            Command::Identify {
+                target,
+                identifiers,
+                traits,
+                call,
+            } => {
+                let request = pb::IdentifyRequest {
+                    identifiers: parse_identifiers(&identifiers)?,
+                    traits: cli::parse_fields(&traits)?,
+                    message_id: call.message_id,
+                    timestamp: None,
+                    source: call.source,
+                };
+                let response = cli::connect(&target.server)
+                    .await?
+                    .identify(request)
+                    .await?;
+                Ok::<_, CliError>(cli::write_response_json(&response.into_inner()))
+            }
+            Command::Track {
+                target,
+                identifiers,
+                event,
+                properties,
+                call,
+            } => {
+                let request = pb::TrackRequest {
+                    identifiers: parse_identifiers(&identifiers)?,
+                    event,
+                    properties: cli::parse_fields(&properties)?,
+                    message_id: call.message_id,
+                    timestamp: None,
+                    source: call.source,
+                };
+                let response = cli::connect(&target.server).await?.track(request).await?;
+                Ok(cli::write_response_json(&response.into_inner()))
+            }
+            Command::Profile {
+                target,
+                identifier,
+                profile_id,
+                events,
+            } => {
+                let lookup = match (identifier, profile_id) {
+                    (Some(identifier), _) => {
+                        Lookup::Identifier(cli::parse_identifier(&identifier)?)
+                    }
+                    (None, Some(profile_id)) => Lookup::ProfileId(profile_id),
+                    (None, None) => {
+                        return Err(CliError::Usage("give --id or --profile-id".to_owned()));
+                    }
+                };
+                let request = pb::GetProfileRequest {
+                    lookup: Some(lookup),
+                    events_limit: events,
+                };
+                let response = cli::connect(&target.server)
+                    .await?
+                    .get_profile(request)
+                    .await?;
+                let profile = response.into_inner().profile.unwrap_or_default();
+                Ok(cli::profile_json(&profile))
+            }
+            Command::Serve { .. } => {
+                Err(CliError::Usage("serve is not a client command".to_owned()))
+            }
+        }
+    })?;
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+fn parse_identifiers(texts: &[String]) -> Result<Vec<pb::Identifier>, CliError> {
+    texts
+        .iter()
+        .map(|text| cli::parse_identifier(text))
+        .collect()
 }
 
 fn init_tracing(json: bool) {

@@ -91,7 +91,7 @@ fn json_object(field: &str, object: Option<prost_types::Struct>) -> Result<Json,
 }
 
 /// `None` for a non-finite number, which JSON cannot hold.
-fn json_value(value: &prost_types::Value) -> Option<serde_json::Value> {
+pub(crate) fn json_value(value: &prost_types::Value) -> Option<serde_json::Value> {
     Some(match &value.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
         Some(Kind::BoolValue(flag)) => serde_json::Value::Bool(*flag),
@@ -115,7 +115,7 @@ fn json_value(value: &prost_types::Value) -> Option<serde_json::Value> {
     })
 }
 
-fn proto_value(value: &serde_json::Value) -> prost_types::Value {
+pub(crate) fn proto_value(value: &serde_json::Value) -> prost_types::Value {
     let kind = match value {
         serde_json::Value::Null => Kind::NullValue(0),
         serde_json::Value::Bool(flag) => Kind::BoolValue(*flag),

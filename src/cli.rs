@@ -1,0 +1,133 @@
+//! The command-line client: `identify`, `track` and `profile` against a
+//! running server, for operators and for trying Sightline out. Output is
+//! JSON on stdout.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use crate::api::convert::{json_value, proto_value};
+use crate::api::pb::{self, profile_service_client::ProfileServiceClient};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot connect to {server}: {source}")]
+    Connect {
+        server: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{}: {}", .0.code(), .0.message())]
+    Call(#[from] tonic::Status),
+}
+
+/// `kind:value`, e.g. `email:jane@example.com`.
+pub fn parse_identifier(text: &str) -> Result<pb::Identifier, CliError> {
+    let (kind, value) = text
+        .split_once(':')
+        .ok_or_else(|| CliError::Usage(format!("identifier `{text}` is not kind:value")))?;
+    Ok(pb::Identifier {
+        kind: kind.to_owned(),
+        value: value.to_owned(),
+    })
+}
+
+/// `name=value`; the value is read as JSON when it parses (`42`, `true`,
+/// `{"city":"Leeds"}`), as text otherwise.
+pub fn parse_fields(pairs: &[String]) -> Result<Option<prost_types::Struct>, CliError> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = BTreeMap::new();
+    for pair in pairs {
+        let (name, raw) = pair
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("`{pair}` is not name=value")))?;
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        fields.insert(name.to_owned(), proto_value(&value));
+    }
+    Ok(Some(prost_types::Struct { fields }))
+}
+
+pub async fn connect(server: &str) -> Result<ProfileServiceClient<Channel>, CliError> {
+    ProfileServiceClient::connect(server.to_owned())
+        .await
+        .map_err(|source| CliError::Connect {
+            server: server.to_owned(),
+            source,
+        })
+}
+
+pub fn write_response_json(response: &pb::WriteResponse) -> Value {
+    json!({
+        "profile_id": response.profile_id,
+        "outcome": response.outcome().as_str_name(),
+        "merged_profile_ids": response.merged_profile_ids,
+        "duplicate": response.duplicate,
+    })
+}
+
+fn timestamp_json(timestamp: Option<&prost_types::Timestamp>) -> Value {
+    timestamp.map_or(Value::Null, |t| Value::String(t.to_string()))
+}
+
+fn struct_json(object: Option<&prost_types::Struct>) -> Value {
+    let fields = object.map(|o| o.fields.iter()).into_iter().flatten();
+    Value::Object(
+        fields
+            .map(|(name, value)| (name.clone(), json_value(value).unwrap_or(Value::Null)))
+            .collect(),
+    )
+}
+
+fn provenance_json(provenance: Option<&pb::Provenance>) -> Value {
+    provenance.map_or(Value::Null, |p| {
+        json!({
+            "message_id": p.message_id,
+            "source": p.source,
+            "received_at": timestamp_json(p.received_at.as_ref()),
+        })
+    })
+}
+
+pub fn profile_json(profile: &pb::Profile) -> Value {
+    let identifiers: Vec<Value> = profile
+        .identifiers
+        .iter()
+        .map(|record| {
+            let identifier = record.identifier.clone().unwrap_or_default();
+            json!({
+                "kind": identifier.kind,
+                "value": identifier.value,
+                "first_seen": timestamp_json(record.first_seen.as_ref()),
+                "last_seen": timestamp_json(record.last_seen.as_ref()),
+                "provenance": provenance_json(record.provenance.as_ref()),
+            })
+        })
+        .collect();
+    let events: Vec<Value> = profile
+        .events
+        .iter()
+        .map(|event| {
+            json!({
+                "event_id": event.event_id,
+                "name": event.name,
+                "timestamp": timestamp_json(event.timestamp.as_ref()),
+                "properties": struct_json(event.properties.as_ref()),
+                "provenance": provenance_json(event.provenance.as_ref()),
+            })
+        })
+        .collect();
+    json!({
+        "profile_id": profile.profile_id,
+        "merged_profile_ids": profile.merged_profile_ids,
+        "identifiers": identifiers,
+        "traits": struct_json(profile.traits.as_ref()),
+        "event_count": profile.event_count,
+        "events": events,
+        "created_at": timestamp_json(profile.created_at.as_ref()),
+        "updated_at": timestamp_json(profile.updated_at.as_ref()),
+    })
+}
