@@ -1,7 +1,7 @@
 //! Typed configuration: a TOML file, every field optional with a stated
 //! default, command-line flags override the file.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use serde::Deserialize;
 
@@ -58,6 +58,95 @@ pub struct IdentityConfig {
     /// Further identifier kinds accepted besides the built-in ones
     /// (`[a-z][a-z0-9_]*`); their values are trimmed and otherwise kept as sent.
     pub custom_kinds: Vec<String>,
+    pub merge: MergeConfig,
+}
+
+/// Merge protection: what keeps dirty data from producing super-profiles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MergeConfig {
+    /// Identifier kinds from strongest to weakest evidence of identity.
+    /// Kinds not listed rank below every listed kind.
+    pub priority: Vec<String>,
+    /// Most identifiers of a kind one profile may hold; a merge or attach
+    /// that would exceed it does not happen. Kinds not listed use
+    /// `identifiers_per_kind_default`.
+    pub identifiers_per_kind_max: BTreeMap<String, usize>,
+    pub identifiers_per_kind_default: usize,
+    /// An identifier whose links were blocked for this many distinct
+    /// profiles (a shared tablet, a call-centre number) is a hub: it is no
+    /// longer used to resolve calls at all.
+    pub hub_profiles_min: usize,
+    /// Junk values never used for matching, as `kind:value` after
+    /// normalization.
+    pub blocked_values: Vec<String>,
+    /// Junk patterns: regular expressions matched against the normalized
+    /// value of the given kind.
+    pub blocked_patterns: Vec<BlockedPattern>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockedPattern {
+    pub kind: String,
+    pub regex: String,
+}
+
+impl Default for MergeConfig {
+    fn default() -> Self {
+        let pattern = |kind: &str, regex: &str| BlockedPattern {
+            kind: kind.to_owned(),
+            regex: regex.to_owned(),
+        };
+        MergeConfig {
+            priority: ["user_id", "email", "phone", "device_id", "anonymous_id"]
+                .map(str::to_owned)
+                .to_vec(),
+            identifiers_per_kind_max: [
+                ("user_id", 1),
+                ("email", 5),
+                ("phone", 5),
+                ("device_id", 20),
+                ("anonymous_id", 50),
+            ]
+            .into_iter()
+            .map(|(kind, max)| (kind.to_owned(), max))
+            .collect(),
+            identifiers_per_kind_default: 10,
+            hub_profiles_min: 5,
+            blocked_values: [
+                "email:test@example.com",
+                "email:test@test.com",
+                "email:noemail@noemail.com",
+                "user_id:0",
+                "user_id:null",
+                "user_id:undefined",
+                "user_id:unknown",
+                "anonymous_id:null",
+                "anonymous_id:undefined",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            blocked_patterns: vec![
+                // Placeholder mailboxes typed into forms and QA scripts.
+                pattern(
+                    "email",
+                    r"^(test|testing|noreply|no-reply|donotreply|do-not-reply|none|null|unknown|asdf|xxx+)@",
+                ),
+                pattern("email", r"@(test\.com|invalid|localhost)$"),
+                // One digit repeated, e.g. +440000000000 or +11111111111.
+                pattern("phone", r"^\+\d{1,3}(0{6,}|1{6,}|9{6,})$"),
+                pattern("phone", r"^\+\d{0,3}1234567890?$"),
+                // All-zero advertising ids and placeholders.
+                pattern("device_id", r"^[0-]+$"),
+                pattern(
+                    "device_id",
+                    r"^(null|undefined|unknown|none|n/a|test|default)$",
+                ),
+                pattern("anonymous_id", r"^[0-]+$"),
+            ],
+        }
+    }
 }
 
 impl Default for IdentityConfig {
@@ -66,6 +155,7 @@ impl Default for IdentityConfig {
             default_region: "US".to_owned(),
             fold_email_aliases: false,
             custom_kinds: Vec::new(),
+            merge: MergeConfig::default(),
         }
     }
 }
@@ -171,6 +261,30 @@ impl Config {
                     "identity.custom_kinds: `{kind}` is a built-in kind"
                 )));
             }
+        }
+        let merge = &self.identity.merge;
+        for pattern in &merge.blocked_patterns {
+            regex::Regex::new(&pattern.regex).map_err(|error| {
+                ConfigError::Invalid(format!(
+                    "identity.merge.blocked_patterns: `{}` is not a valid regular expression: {error}",
+                    pattern.regex
+                ))
+            })?;
+        }
+        for value in &merge.blocked_values {
+            if !value.contains(':') {
+                return Err(ConfigError::Invalid(format!(
+                    "identity.merge.blocked_values: `{value}` is not kind:value"
+                )));
+            }
+        }
+        if merge.identifiers_per_kind_max.values().any(|max| *max == 0)
+            || merge.identifiers_per_kind_default == 0
+            || merge.hub_profiles_min == 0
+        {
+            return Err(ConfigError::Invalid(
+                "identity.merge limits and hub_profiles_min must be positive".to_owned(),
+            ));
         }
         let limits = &self.limits;
         let positive = [

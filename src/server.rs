@@ -11,7 +11,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::{ProfileApi, pb};
 use crate::config::{Config, ConfigError};
-use crate::identity::Normalizer;
+use crate::identity::{MergeRules, Normalizer};
 use crate::model::Clock;
 use crate::service::ProfileService;
 use crate::store::{ProfileStore, SledStore, SledStoreOptions, StoreError};
@@ -58,7 +58,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     config.validate()?;
+    let merge_rules = MergeRules::new(&config.identity.merge);
     let options = SledStoreOptions {
+        merge_rules: merge_rules.clone(),
         data_dir: config.data_dir.clone(),
         cache_capacity_bytes: config.storage.cache_capacity_bytes,
         write_queue_depth: config.storage.write_queue_depth,
@@ -70,6 +72,7 @@ pub async fn run(
     let service = Arc::new(ProfileService::new(
         store.clone(),
         normalizer,
+        merge_rules,
         config.limits.clone(),
         clock,
     ));

@@ -5,7 +5,10 @@
 use prost_types::value::Kind;
 
 use super::pb;
-use crate::model::{EventView, IdentifierView, ProfileView, Provenance, TraitView, UnixMillis};
+use crate::model::{
+    EventView, Identifier, IdentifierView, JournalKind, JournalView, ProfileView, Provenance,
+    TraitView, UnixMillis,
+};
 use crate::service::{IdentifyInput, Json, RawIdentifier, ServiceError, TrackInput};
 
 /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the range RFC 3339 and
@@ -148,10 +151,7 @@ fn proto_provenance(provenance: &Provenance) -> pb::Provenance {
 
 fn proto_identifier(view: &IdentifierView) -> pb::IdentifierRecord {
     pb::IdentifierRecord {
-        identifier: Some(pb::Identifier {
-            kind: view.identifier.kind().as_str().to_owned(),
-            value: view.identifier.value().to_owned(),
-        }),
+        identifier: Some(proto_identifier_of(&view.identifier)),
         first_seen: Some(to_timestamp(view.first_seen)),
         last_seen: Some(to_timestamp(view.last_seen)),
         provenance: Some(proto_provenance(&view.provenance)),
@@ -177,6 +177,33 @@ fn proto_event(view: &EventView) -> pb::Event {
     }
 }
 
+pub fn proto_identifier_of(identifier: &Identifier) -> pb::Identifier {
+    pb::Identifier {
+        kind: identifier.kind().as_str().to_owned(),
+        value: identifier.value().to_owned(),
+    }
+}
+
+fn proto_journal(view: &JournalView) -> pb::JournalEntry {
+    let kind = match view.kind {
+        JournalKind::Merge => pb::journal_entry::Kind::Merge,
+        JournalKind::BlockedMerge => pb::journal_entry::Kind::BlockedMerge,
+        JournalKind::Unmerge => pb::journal_entry::Kind::Unmerge,
+    };
+    pb::JournalEntry {
+        kind: kind as i32,
+        at: Some(to_timestamp(view.at)),
+        message_id: view.message_id.clone(),
+        other_profile_ids: view
+            .other_profiles
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        identifiers: view.identifiers.iter().map(proto_identifier_of).collect(),
+        reason: view.reason.clone(),
+    }
+}
+
 pub fn proto_profile(view: &ProfileView) -> pb::Profile {
     pb::Profile {
         profile_id: view.profile_id.to_string(),
@@ -198,6 +225,7 @@ pub fn proto_profile(view: &ProfileView) -> pb::Profile {
         event_count: view.event_count,
         created_at: Some(to_timestamp(view.created_at)),
         updated_at: Some(to_timestamp(view.updated_at)),
+        journal: view.journal.iter().map(proto_journal).collect(),
     }
 }
 

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{identify_input, proto_profile, raw_identifier, track_input};
+use super::convert::{
+    identify_input, proto_identifier_of, proto_profile, raw_identifier, track_input,
+};
 use super::pb::{self, profile_service_server::ProfileService as ProfileRpc};
 use super::to_status;
-use crate::model::{Resolution, WriteCall, WriteOutcome};
-use crate::service::{ProfileLookup, ProfileService, ServiceError};
+use crate::model::{Identifier, Resolution, WriteCall, WriteOutcome};
+use crate::service::{ProfileLookup, ProfileService, ServiceError, UnmergeInput};
 use crate::store::ApplyResults;
 
 /// Items of one `Ingest` stream sent to the store together: large enough
@@ -40,6 +42,26 @@ impl ProfileApi {
 }
 
 fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
+    let blocked_links = outcome
+        .blocked
+        .iter()
+        .map(|link| pb::BlockedLink {
+            profile_id: link.profile_id.map(|id| id.to_string()).unwrap_or_default(),
+            identifiers: link.identifiers.iter().map(proto_identifier_of).collect(),
+            reason: link.reason.clone(),
+        })
+        .collect();
+    let ignored = |identifiers: &[Identifier], reason: &str| {
+        identifiers
+            .iter()
+            .map(|identifier| pb::IgnoredIdentifier {
+                identifier: Some(proto_identifier_of(identifier)),
+                reason: reason.to_owned(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut ignored_identifiers = ignored(&outcome.junk_ignored, "junk");
+    ignored_identifiers.extend(ignored(&outcome.hubs_ignored, "hub"));
     let (resolution, merged, duplicate) = match outcome.resolution {
         Resolution::Created => (pb::ResolutionOutcome::Created, Vec::new(), false),
         Resolution::Attached => (pb::ResolutionOutcome::Attached, Vec::new(), false),
@@ -51,6 +73,21 @@ fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
         outcome: resolution as i32,
         merged_profile_ids: merged.iter().map(ToString::to_string).collect(),
         duplicate,
+        blocked_links,
+        ignored_identifiers,
+    }
+}
+
+fn lookup(lookup: Option<pb::get_profile_request::Lookup>) -> Result<ProfileLookup, ServiceError> {
+    match lookup {
+        Some(pb::get_profile_request::Lookup::ProfileId(id)) => Ok(ProfileLookup::ProfileId(id)),
+        Some(pb::get_profile_request::Lookup::Identifier(identifier)) => {
+            Ok(ProfileLookup::Identifier(raw_identifier(identifier)))
+        }
+        None => Err(ServiceError::invalid(
+            "lookup",
+            "set profile_id or identifier",
+        )),
     }
 }
 
@@ -111,18 +148,7 @@ impl ProfileRpc for ProfileApi {
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
         let request = request.into_inner();
-        let lookup = match request.lookup {
-            Some(pb::get_profile_request::Lookup::ProfileId(id)) => ProfileLookup::ProfileId(id),
-            Some(pb::get_profile_request::Lookup::Identifier(identifier)) => {
-                ProfileLookup::Identifier(raw_identifier(identifier))
-            }
-            None => {
-                return Err(to_status(ServiceError::invalid(
-                    "lookup",
-                    "set profile_id or identifier",
-                )));
-            }
-        };
+        let lookup = lookup(request.lookup).map_err(to_status)?;
         let events_limit = usize::try_from(request.events_limit).unwrap_or(usize::MAX);
         let profile = self
             .service
@@ -130,6 +156,38 @@ impl ProfileRpc for ProfileApi {
             .map_err(to_status)?;
         Ok(Response::new(pb::GetProfileResponse {
             profile: Some(proto_profile(&profile)),
+        }))
+    }
+
+    async fn unmerge(
+        &self,
+        request: Request<pb::UnmergeRequest>,
+    ) -> Result<Response<pb::UnmergeResponse>, Status> {
+        let request = request.into_inner();
+        let target = request.lookup.map(|target| match target {
+            pb::unmerge_request::Lookup::ProfileId(id) => {
+                pb::get_profile_request::Lookup::ProfileId(id)
+            }
+            pb::unmerge_request::Lookup::Identifier(identifier) => {
+                pb::get_profile_request::Lookup::Identifier(identifier)
+            }
+        });
+        let input = UnmergeInput {
+            lookup: lookup(target).map_err(to_status)?,
+            identifiers: request
+                .identifiers
+                .into_iter()
+                .map(raw_identifier)
+                .collect(),
+            message_id: request.message_id,
+            reason: request.reason,
+        };
+        let outcome = self.service.unmerge(input).await.map_err(to_status)?;
+        Ok(Response::new(pb::UnmergeResponse {
+            profile_id: outcome.profile_id.to_string(),
+            new_profile_id: outcome.new_profile_id.to_string(),
+            moved_events: outcome.moved_events,
+            moved_trait_values: outcome.moved_trait_values,
         }))
     }
 }

@@ -190,6 +190,7 @@ mod tests {
             default_region: region.to_owned(),
             fold_email_aliases: fold,
             custom_kinds: vec!["loyalty_id".to_owned()],
+            ..IdentityConfig::default()
         };
         Normalizer::new(&config, 256)
     }

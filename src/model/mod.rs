@@ -8,7 +8,10 @@ mod write;
 
 pub use identifier::{Identifier, IdentifierKind};
 pub use profile::{
-    EventView, IdentifierView, MergeView, ProfileId, ProfileView, Provenance, TraitView,
+    EventView, IdentifierView, JournalKind, JournalView, ProfileId, ProfileView, Provenance,
+    TraitView,
 };
 pub use time::{Clock, SystemClock, UnixMillis};
-pub use write::{Resolution, WriteCall, WriteOutcome, WritePayload};
+pub use write::{
+    LinkBlocked, Resolution, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
+};

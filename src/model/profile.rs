@@ -72,12 +72,31 @@ pub struct EventView {
     pub provenance: Provenance,
 }
 
-/// One merge that formed a profile.
+/// What happened to a profile's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalKind {
+    /// Other profiles were merged into this one.
+    Merge,
+    /// A link a call asked for was refused by merge protection.
+    BlockedMerge,
+    /// Identifiers were split off into another profile (or, on the new
+    /// profile, split off from one).
+    Unmerge,
+}
+
+/// One entry of a profile's merge journal: enough to audit a merge and to
+/// undo it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MergeView {
+pub struct JournalView {
+    pub kind: JournalKind,
     pub at: UnixMillis,
+    /// The call (or operator request) that caused it.
     pub message_id: String,
-    pub absorbed: Vec<ProfileId>,
+    /// The other profiles involved: absorbed, refused, or split off.
+    pub other_profiles: Vec<ProfileId>,
+    /// The identifiers involved.
+    pub identifiers: Vec<Identifier>,
+    pub reason: String,
 }
 
 /// A profile as read from the store.
@@ -91,7 +110,8 @@ pub struct ProfileView {
     /// The newest events asked for, oldest first.
     pub events: Vec<EventView>,
     pub event_count: u64,
-    pub merges: Vec<MergeView>,
+    /// Merges, blocked merges and unmerges, oldest first.
+    pub journal: Vec<JournalView>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }

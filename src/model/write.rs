@@ -10,6 +10,9 @@ pub struct WriteCall {
     pub timestamp: UnixMillis,
     pub provenance: Provenance,
     pub payload: WritePayload,
+    /// Identifiers the caller sent that are junk (blocklisted): not used and
+    /// not stored, only reported back.
+    pub junk_ignored: Vec<Identifier>,
 }
 
 impl WriteCall {
@@ -43,9 +46,56 @@ pub enum Resolution {
     Duplicate,
 }
 
+/// A link a call asked for that merge protection refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkBlocked {
+    /// The profile that was not merged, or the profile created for
+    /// identifiers that could not join; `None` when they were dropped.
+    pub profile_id: Option<ProfileId>,
+    pub identifiers: Vec<Identifier>,
+    pub reason: String,
+}
+
 /// The store's answer to one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOutcome {
     pub profile_id: ProfileId,
     pub resolution: Resolution,
+    pub blocked: Vec<LinkBlocked>,
+    /// Identifiers not used because they link too many people (hubs).
+    pub hubs_ignored: Vec<Identifier>,
+    /// Identifiers not used because they are junk (blocklisted).
+    pub junk_ignored: Vec<Identifier>,
+}
+
+impl WriteOutcome {
+    pub fn duplicate(profile_id: ProfileId) -> Self {
+        WriteOutcome {
+            profile_id,
+            resolution: Resolution::Duplicate,
+            blocked: Vec::new(),
+            hubs_ignored: Vec::new(),
+            junk_ignored: Vec::new(),
+        }
+    }
+}
+
+/// An operator's request to split identifiers off a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnmergeCall {
+    /// The profile (or an id merged into it).
+    pub profile_id: ProfileId,
+    pub identifiers: Vec<Identifier>,
+    pub provenance: Provenance,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmergeOutcome {
+    /// The profile the identifiers were split from.
+    pub profile_id: ProfileId,
+    /// The new profile holding them.
+    pub new_profile_id: ProfileId,
+    pub moved_events: u64,
+    pub moved_trait_values: u64,
 }

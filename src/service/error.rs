@@ -16,6 +16,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -8,8 +8,10 @@ mod validate;
 use std::sync::Arc;
 
 use crate::config::Limits;
-use crate::identity::Normalizer;
-use crate::model::{Clock, ProfileId, ProfileView, UnixMillis, WriteCall, WriteOutcome};
+use crate::identity::{MergeRules, Normalizer};
+use crate::model::{
+    Clock, ProfileId, ProfileView, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+};
 use crate::store::{ApplyResults, ProfileStore};
 
 pub use error::{FieldViolation, ServiceError};
@@ -43,9 +45,19 @@ pub enum ProfileLookup {
     Identifier(RawIdentifier),
 }
 
+/// An operator's unmerge request as received.
+#[derive(Debug, Clone)]
+pub struct UnmergeInput {
+    pub lookup: ProfileLookup,
+    pub identifiers: Vec<RawIdentifier>,
+    pub message_id: String,
+    pub reason: String,
+}
+
 pub struct ProfileService {
     store: Arc<dyn ProfileStore>,
     normalizer: Normalizer,
+    merge_rules: MergeRules,
     limits: Limits,
     clock: Arc<dyn Clock>,
 }
@@ -54,12 +66,14 @@ impl ProfileService {
     pub fn new(
         store: Arc<dyn ProfileStore>,
         normalizer: Normalizer,
+        merge_rules: MergeRules,
         limits: Limits,
         clock: Arc<dyn Clock>,
     ) -> Self {
         ProfileService {
             store,
             normalizer,
+            merge_rules,
             limits,
             clock,
         }
@@ -70,11 +84,68 @@ impl ProfileService {
     }
 
     pub fn identify_call(&self, input: IdentifyInput) -> Result<WriteCall, ServiceError> {
-        validate::identify(&self.normalizer, &self.limits, self.clock.now(), input)
+        let call = validate::identify(&self.normalizer, &self.limits, self.clock.now(), input)?;
+        self.without_junk(call)
     }
 
     pub fn track_call(&self, input: TrackInput) -> Result<WriteCall, ServiceError> {
-        validate::track(&self.normalizer, &self.limits, self.clock.now(), input)
+        let call = validate::track(&self.normalizer, &self.limits, self.clock.now(), input)?;
+        self.without_junk(call)
+    }
+
+    /// Junk identifiers are never used for matching; a call with nothing
+    /// else cannot be attributed to anyone.
+    fn without_junk(&self, mut call: WriteCall) -> Result<WriteCall, ServiceError> {
+        let (junk, usable): (Vec<_>, Vec<_>) = std::mem::take(&mut call.identifiers)
+            .into_iter()
+            .partition(|identifier| self.merge_rules.is_junk(identifier));
+        if usable.is_empty() {
+            return Err(ServiceError::invalid(
+                "identifiers",
+                "every identifier is on the junk blocklist; nothing identifies a person",
+            ));
+        }
+        call.identifiers = usable;
+        call.junk_ignored = junk;
+        Ok(call)
+    }
+
+    /// Splits identifiers off a profile into a new one, with the events and
+    /// trait values that came with them.
+    pub async fn unmerge(&self, input: UnmergeInput) -> Result<UnmergeOutcome, ServiceError> {
+        let profile_id = self.profile_id(input.lookup)?;
+        let identifiers =
+            validate::identifiers(&self.normalizer, &self.limits, &input.identifiers)?;
+        let provenance = validate::provenance(
+            &self.limits,
+            self.clock.now(),
+            input.message_id,
+            "unmerge".to_owned(),
+        )?;
+        if input.reason.len() > self.limits.source_bytes_max * 4 {
+            return Err(ServiceError::invalid("reason", "too long"));
+        }
+        let call = UnmergeCall {
+            profile_id,
+            identifiers,
+            provenance,
+            reason: input.reason,
+        };
+        Ok(self.store.unmerge(call).await?)
+    }
+
+    fn profile_id(&self, lookup: ProfileLookup) -> Result<ProfileId, ServiceError> {
+        match lookup {
+            ProfileLookup::ProfileId(text) => text
+                .parse::<ProfileId>()
+                .map_err(|error| ServiceError::invalid("profile_id", error.to_string())),
+            ProfileLookup::Identifier(raw) => {
+                let identifier = validate::identifier(&self.normalizer, "identifier", &raw)?;
+                self.store.find_profile_id(&identifier)?.ok_or_else(|| {
+                    ServiceError::NotFound("no profile holds this identifier".to_owned())
+                })
+            }
+        }
     }
 
     /// Applies one validated call and returns once it is durable.
@@ -103,17 +174,7 @@ impl ProfileService {
             0 => self.limits.events_per_read_default,
             asked => asked.min(self.limits.events_per_read_max),
         };
-        let profile_id = match lookup {
-            ProfileLookup::ProfileId(text) => text
-                .parse::<ProfileId>()
-                .map_err(|error| ServiceError::invalid("profile_id", error.to_string()))?,
-            ProfileLookup::Identifier(raw) => {
-                let identifier = validate::identifier(&self.normalizer, "identifier", &raw)?;
-                self.store.find_profile_id(&identifier)?.ok_or_else(|| {
-                    ServiceError::NotFound("no profile holds this identifier".to_owned())
-                })?
-            }
-        };
+        let profile_id = self.profile_id(lookup)?;
         self.store
             .read_profile(profile_id, events_max)?
             .ok_or_else(|| ServiceError::NotFound(format!("profile {profile_id} does not exist")))

@@ -46,6 +46,7 @@ pub fn identify(
         payload: WritePayload::Identify {
             traits: input.traits,
         },
+        junk_ignored: Vec::new(),
     })
 }
 
@@ -76,6 +77,7 @@ pub fn track(
             event: event.to_owned(),
             properties: input.properties,
         },
+        junk_ignored: Vec::new(),
     })
 }
 
@@ -96,7 +98,7 @@ pub fn identifier(
 }
 
 /// Normalized and without repeats (`Jane@x.com` and `jane@x.com` are one).
-fn identifiers(
+pub fn identifiers(
     normalizer: &Normalizer,
     limits: &Limits,
     raw: &[RawIdentifier],
@@ -127,7 +129,7 @@ fn identifiers(
     Ok(normalized)
 }
 
-fn provenance(
+pub fn provenance(
     limits: &Limits,
     now: UnixMillis,
     message_id: String,

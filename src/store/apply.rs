@@ -1,6 +1,9 @@
 //! Applies one call to the pending writes of a group: identity resolution
-//! (create, attach, merge), traits, events and idempotency. Runs only on
-//! the writer thread, so calls never interleave.
+//! under merge protection (create, attach, merge, blocked links), traits,
+//! events, idempotency, and operator unmerges. Runs only on the writer
+//! thread, so calls never interleave.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 
@@ -8,13 +11,19 @@ use super::StoreError;
 use super::keys;
 use super::overlay::CallWrites;
 use super::records::{
-    DedupRecord, EventRecord, IdentifierEntry, MergeEntry, ProfileRecord, ProvenanceRecord,
-    TraitEntry, decode,
+    DedupRecord, EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE,
+    JOURNAL_MERGE, JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry,
+    decode,
 };
-use crate::identity::{ResolutionPlan, incoming_trait_wins, plan_resolution};
+use crate::identity::{KnownProfile, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
-    Identifier, ProfileId, Resolution, UnixMillis, WriteCall, WriteOutcome, WritePayload,
+    Identifier, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall, UnmergeOutcome,
+    WriteCall, WriteOutcome, WritePayload,
 };
+
+/// Values kept per trait name, one per origin; the oldest go first. Bounds
+/// the record of a profile that many sources write to.
+const TRAIT_ORIGINS_MAX: usize = 8;
 
 /// Sequence counters, owned by the writer and persisted with every group
 /// that advances them.
@@ -25,7 +34,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn persist(&self, writes: &mut CallWrites<'_, '_>) {
+    fn persist(&self, writes: &mut CallWrites<'_, '_>) {
         writes.insert(
             keys::NEXT_PROFILE_ID,
             keys::encode_u64(self.next_profile_id),
@@ -35,56 +44,100 @@ impl Counters {
             keys::encode_u64(self.next_event_sequence),
         );
     }
+
+    fn new_profile_id(&mut self) -> ProfileId {
+        let id = ProfileId(self.next_profile_id);
+        self.next_profile_id += 1;
+        id
+    }
 }
 
 pub fn apply_call(
     writes: &mut CallWrites<'_, '_>,
     counters: &mut Counters,
+    rules: &MergeRules,
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
     if let Some(message_id) = call.message_id() {
         if let Some(bytes) = writes.get(&keys::message(message_id))? {
             let original: DedupRecord = decode(&bytes, "message record")?;
             let profile_id = follow_alias(writes, ProfileId(original.profile_id))?;
-            return Ok(WriteOutcome {
-                profile_id,
-                resolution: Resolution::Duplicate,
-            });
+            return Ok(WriteOutcome::duplicate(profile_id));
         }
     }
 
-    let mut known = Vec::with_capacity(call.identifiers.len());
+    let mut usable = Vec::with_capacity(call.identifiers.len());
+    let mut hubs_ignored = Vec::new();
     for identifier in &call.identifiers {
-        if let Some(bytes) = writes.get(&keys::identifier(identifier))? {
-            known.push(decode_profile_id(&bytes)?);
+        if is_hub(writes, rules, identifier)? {
+            hubs_ignored.push(identifier.clone());
+        } else {
+            usable.push(identifier.clone());
         }
     }
-
-    let provenance = ProvenanceRecord::from(&call.provenance);
-    let received_at = call.provenance.received_at;
-    let (profile_id, mut record, resolution) = match plan_resolution(known) {
-        ResolutionPlan::Create => {
-            let id = ProfileId(counters.next_profile_id);
-            counters.next_profile_id += 1;
-            let record = ProfileRecord {
-                created_at_ms: received_at.0,
-                updated_at_ms: received_at.0,
-                ..ProfileRecord::default()
-            };
-            (id, record, Resolution::Created)
-        }
-        ResolutionPlan::Attach(id) => (id, load_profile(writes, id)?, Resolution::Attached),
-        ResolutionPlan::Merge { survivor, absorbed } => {
-            let mut record = load_profile(writes, survivor)?;
-            for &absorbed_id in &absorbed {
-                absorb(writes, survivor, &mut record, absorbed_id)?;
+    if usable.is_empty() {
+        return Err(StoreError::Precondition(
+            "every identifier of the call links too many profiles to resolve a person".to_owned(),
+        ));
+    }
+    let mut owners = Vec::with_capacity(usable.len());
+    let mut records: BTreeMap<ProfileId, ProfileRecord> = BTreeMap::new();
+    for identifier in &usable {
+        let owner = match writes.get(&keys::identifier(identifier))? {
+            Some(bytes) => Some(decode_profile_id(&bytes)?),
+            None => None,
+        };
+        if let Some(id) = owner {
+            if let std::collections::btree_map::Entry::Vacant(slot) = records.entry(id) {
+                slot.insert(load_profile(writes, id)?);
             }
-            record.merges.push(MergeEntry {
-                at_ms: received_at.0,
-                message_id: call.provenance.message_id.clone(),
-                absorbed: absorbed.iter().map(|id| id.0).collect(),
-            });
-            (survivor, record, Resolution::Merged { absorbed })
+        }
+        owners.push(owner);
+    }
+    let mut known = Vec::with_capacity(records.len());
+    for (id, record) in &records {
+        known.push(KnownProfile {
+            id: *id,
+            identifiers: record
+                .identifiers
+                .iter()
+                .map(IdentifierEntry::to_identifier)
+                .collect(),
+            separated_from: live_separations(writes, record)?,
+        });
+    }
+    let plan = plan_resolution(rules, &usable, &owners, &known);
+
+    let received_at = call.provenance.received_at;
+    let provenance = ProvenanceRecord {
+        identifier_hashes: usable.iter().map(Identifier::stable_hash).collect(),
+        ..ProvenanceRecord::from(&call.provenance)
+    };
+    let (profile_id, mut record, resolution) = match plan.survivor {
+        None => {
+            let id = counters.new_profile_id();
+            (id, new_record(received_at), Resolution::Created)
+        }
+        Some(survivor) => {
+            let mut record = take_record(&mut records, survivor)?;
+            for &absorbed in &plan.absorbed {
+                let absorbed_record = take_record(&mut records, absorbed)?;
+                absorb(writes, survivor, &mut record, absorbed, absorbed_record)?;
+            }
+            if plan.absorbed.is_empty() {
+                (survivor, record, Resolution::Attached)
+            } else {
+                record.journal.push(JournalEntry {
+                    at_ms: received_at.0,
+                    message_id: call.provenance.message_id.clone(),
+                    other_profiles: plan.absorbed.iter().map(|id| id.0).collect(),
+                    kind: JOURNAL_MERGE,
+                    identifiers: usable.iter().map(IdentifierRef::of).collect(),
+                    reason: "a call carried identifiers of several profiles".to_owned(),
+                });
+                let absorbed = plan.absorbed.clone();
+                (survivor, record, Resolution::Merged { absorbed })
+            }
         }
     };
 
@@ -92,10 +145,58 @@ pub fn apply_call(
         writes,
         profile_id,
         &mut record,
-        &call.identifiers,
+        &plan.attach,
         call.timestamp,
         &provenance,
     );
+    touch_identifiers(&mut record, &usable, call.timestamp);
+
+    let mut blocked = Vec::with_capacity(plan.blocked.len());
+    for link in &plan.blocked {
+        let reason = link.reason.to_string();
+        let other = match link.profile {
+            Some(id) => Some(id),
+            None if !link.identifiers.is_empty() && link.identifiers == plan.detached => {
+                let id = counters.new_profile_id();
+                let mut detached = new_record(received_at);
+                attach_identifiers(
+                    writes,
+                    id,
+                    &mut detached,
+                    &plan.detached,
+                    call.timestamp,
+                    &provenance,
+                );
+                records.insert(id, detached);
+                Some(id)
+            }
+            None => None,
+        };
+        let entry = JournalEntry {
+            at_ms: received_at.0,
+            message_id: call.provenance.message_id.clone(),
+            other_profiles: other.map(|id| id.0).into_iter().collect(),
+            kind: JOURNAL_BLOCKED_MERGE,
+            identifiers: link.identifiers.iter().map(IdentifierRef::of).collect(),
+            reason: reason.clone(),
+        };
+        if let Some(other_record) = other.and_then(|id| records.get_mut(&id)) {
+            let mirrored = JournalEntry {
+                other_profiles: vec![profile_id.0],
+                ..entry.clone()
+            };
+            record_journal_once(other_record, mirrored);
+        }
+        record_journal_once(&mut record, entry);
+        for weak in &link.weak_identifiers {
+            count_towards_hub(writes, rules, weak, [Some(profile_id), other])?;
+        }
+        blocked.push(LinkBlocked {
+            profile_id: other,
+            identifiers: link.identifiers.clone(),
+            reason,
+        });
+    }
 
     match &call.payload {
         WritePayload::Identify { traits } => {
@@ -121,6 +222,11 @@ pub fn apply_call(
 
     record.updated_at_ms = record.updated_at_ms.max(received_at.0);
     writes.insert(keys::profile(profile_id), record.encode_to_vec());
+    // Profiles on the refused side of a link keep their data; only their
+    // journal (and a detached profile's identifiers) changed.
+    for (id, other_record) in records {
+        writes.insert(keys::profile(id), other_record.encode_to_vec());
+    }
     if let Some(message_id) = call.message_id() {
         let dedup = DedupRecord {
             profile_id: profile_id.0,
@@ -133,19 +239,152 @@ pub fn apply_call(
     Ok(WriteOutcome {
         profile_id,
         resolution,
+        blocked,
+        hubs_ignored,
+        junk_ignored: call.junk_ignored.clone(),
+    })
+}
+
+/// Splits identifiers off a profile into a new one. Events and trait values
+/// that came with those identifiers alone move with them; what came with a
+/// linking call (identifiers from both sides) stays. The two profiles are
+/// marked as separated so that resolution does not merge them back.
+pub fn apply_unmerge(
+    writes: &mut CallWrites<'_, '_>,
+    counters: &mut Counters,
+    call: &UnmergeCall,
+) -> Result<UnmergeOutcome, StoreError> {
+    let profile_id = follow_alias(writes, call.profile_id)?;
+    let bytes = writes.get(&keys::profile(profile_id))?.ok_or_else(|| {
+        StoreError::NotFound(format!("profile {} does not exist", call.profile_id))
+    })?;
+    let mut record: ProfileRecord = decode(&bytes, "profile")?;
+    for (index, identifier) in call.identifiers.iter().enumerate() {
+        if !record
+            .identifiers
+            .iter()
+            .any(|entry| entry.matches(identifier))
+        {
+            return Err(StoreError::Invalid {
+                field: format!("identifiers[{index}]"),
+                description: format!("not on profile {profile_id}"),
+            });
+        }
+    }
+    if call.identifiers.is_empty() || record.identifiers.len() <= call.identifiers.len() {
+        return Err(StoreError::Invalid {
+            field: "identifiers".to_owned(),
+            description: "name some, but not all, of the profile's identifiers".to_owned(),
+        });
+    }
+
+    let new_id = counters.new_profile_id();
+    let received_at = call.provenance.received_at;
+    let mut split = new_record(received_at);
+    let hashes: Vec<u64> = call
+        .identifiers
+        .iter()
+        .map(Identifier::stable_hash)
+        .collect();
+
+    let (moved, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut record.identifiers)
+        .into_iter()
+        .partition(|entry| {
+            call.identifiers
+                .iter()
+                .any(|identifier| entry.matches(identifier))
+        });
+    record.identifiers = kept;
+    for entry in &moved {
+        writes.insert(
+            keys::identifier(&entry.to_identifier()),
+            keys::encode_u64(new_id.0),
+        );
+    }
+    split.identifiers = moved;
+
+    let came_with_split = |provenance: &Option<ProvenanceRecord>| {
+        provenance
+            .as_ref()
+            .is_some_and(|p| p.came_only_with(&hashes))
+    };
+    let (moved_traits, kept_traits): (Vec<_>, Vec<_>) = std::mem::take(&mut record.traits)
+        .into_iter()
+        .partition(|entry| came_with_split(&entry.provenance));
+    record.traits = kept_traits;
+    let moved_trait_values = moved_traits.len() as u64;
+    split.traits = moved_traits;
+
+    let mut moved_events = 0;
+    for (key, value) in writes.scan_prefix(&keys::events_of(profile_id))? {
+        let event: EventRecord = decode(&value, "event")?;
+        if !came_with_split(&event.provenance) {
+            continue;
+        }
+        let suffix = keys::event_suffix(&key).ok_or_else(|| corrupt_event_key(&key))?;
+        writes.insert(keys::event_with_suffix(new_id, suffix), value.clone());
+        writes.remove(key);
+        moved_events += 1;
+    }
+    record.event_count = record.event_count.saturating_sub(moved_events);
+    split.event_count = moved_events;
+
+    record.separated_from.push(new_id.0);
+    split.separated_from.push(profile_id.0);
+    let entry = JournalEntry {
+        at_ms: received_at.0,
+        message_id: call.provenance.message_id.clone(),
+        other_profiles: vec![new_id.0],
+        kind: JOURNAL_UNMERGE,
+        identifiers: call.identifiers.iter().map(IdentifierRef::of).collect(),
+        reason: call.reason.clone(),
+    };
+    split.journal.push(JournalEntry {
+        other_profiles: vec![profile_id.0],
+        ..entry.clone()
+    });
+    record.journal.push(entry);
+    record.updated_at_ms = record.updated_at_ms.max(received_at.0);
+
+    writes.insert(keys::profile(profile_id), record.encode_to_vec());
+    writes.insert(keys::profile(new_id), split.encode_to_vec());
+    counters.persist(writes);
+    Ok(UnmergeOutcome {
+        profile_id,
+        new_profile_id: new_id,
+        moved_events,
+        moved_trait_values,
+    })
+}
+
+fn new_record(created_at: UnixMillis) -> ProfileRecord {
+    ProfileRecord {
+        created_at_ms: created_at.0,
+        updated_at_ms: created_at.0,
+        ..ProfileRecord::default()
+    }
+}
+
+fn take_record(
+    records: &mut BTreeMap<ProfileId, ProfileRecord>,
+    id: ProfileId,
+) -> Result<ProfileRecord, StoreError> {
+    records.remove(&id).ok_or_else(|| StoreError::Corrupt {
+        what: "resolution plan",
+        reason: format!("planned profile {id} was not loaded"),
     })
 }
 
 /// Moves everything of `absorbed_id` into the survivor's record and keys:
-/// identifiers (and their index entries), traits (newer value wins), events,
-/// aliases and merge history. The absorbed profile becomes an alias.
+/// identifiers (and their index entries), trait values, events, aliases,
+/// separations and journal. The absorbed profile becomes an alias.
 fn absorb(
     writes: &mut CallWrites<'_, '_>,
     survivor: ProfileId,
     record: &mut ProfileRecord,
     absorbed_id: ProfileId,
+    absorbed: ProfileRecord,
 ) -> Result<(), StoreError> {
-    let absorbed = load_profile(writes, absorbed_id)?;
     for entry in absorbed.identifiers {
         writes.insert(
             keys::identifier(&entry.to_identifier()),
@@ -153,25 +392,11 @@ fn absorb(
         );
         record.identifiers.push(entry);
     }
-    for incoming in absorbed.traits {
-        match record
-            .traits
-            .binary_search_by(|t| t.name.cmp(&incoming.name))
-        {
-            // On equal timestamps the survivor's value stays, so that the
-            // result does not depend on which profile happened to be absorbed.
-            Ok(index) if incoming.updated_at_ms > record.traits[index].updated_at_ms => {
-                record.traits[index] = incoming;
-            }
-            Ok(_) => {}
-            Err(index) => record.traits.insert(index, incoming),
-        }
+    for entry in absorbed.traits {
+        insert_trait_entry(record, entry);
     }
     for (key, value) in writes.scan_prefix(&keys::events_of(absorbed_id))? {
-        let suffix = keys::event_suffix(&key).ok_or(StoreError::Corrupt {
-            what: "event key",
-            reason: format!("unexpected length {}", key.len()),
-        })?;
+        let suffix = keys::event_suffix(&key).ok_or_else(|| corrupt_event_key(&key))?;
         writes.insert(keys::event_with_suffix(survivor, suffix), value);
         writes.remove(key);
     }
@@ -188,8 +413,9 @@ fn absorb(
     }
     record.merged_ids.extend(former_ids);
     record.merged_ids.sort_unstable();
-    record.merges.extend(absorbed.merges);
-    record.merges.sort_by_key(|merge| merge.at_ms);
+    record.separated_from.extend(absorbed.separated_from);
+    record.journal.extend(absorbed.journal);
+    record.journal.sort_by_key(|entry| entry.at_ms);
     writes.remove(keys::profile(absorbed_id));
     Ok(())
 }
@@ -203,29 +429,41 @@ fn attach_identifiers(
     provenance: &ProvenanceRecord,
 ) {
     for identifier in identifiers {
-        match record
+        if record
             .identifiers
-            .iter_mut()
-            .find(|entry| entry.matches(identifier))
+            .iter()
+            .any(|entry| entry.matches(identifier))
         {
-            Some(entry) => {
-                entry.first_seen_ms = entry.first_seen_ms.min(seen_at.0);
-                entry.last_seen_ms = entry.last_seen_ms.max(seen_at.0);
-            }
-            None => {
-                writes.insert(keys::identifier(identifier), keys::encode_u64(profile_id.0));
-                record.identifiers.push(IdentifierEntry {
-                    kind: identifier.kind().as_str().to_owned(),
-                    value: identifier.value().to_owned(),
-                    first_seen_ms: seen_at.0,
-                    last_seen_ms: seen_at.0,
-                    provenance: Some(provenance.clone()),
-                });
-            }
+            continue;
+        }
+        writes.insert(keys::identifier(identifier), keys::encode_u64(profile_id.0));
+        record.identifiers.push(IdentifierEntry {
+            kind: identifier.kind().as_str().to_owned(),
+            value: identifier.value().to_owned(),
+            first_seen_ms: seen_at.0,
+            last_seen_ms: seen_at.0,
+            provenance: Some(provenance.clone()),
+        });
+    }
+}
+
+/// Widens first/last seen of the call's identifiers this profile holds.
+fn touch_identifiers(record: &mut ProfileRecord, identifiers: &[Identifier], seen_at: UnixMillis) {
+    for entry in &mut record.identifiers {
+        if identifiers
+            .iter()
+            .any(|identifier| entry.matches(identifier))
+        {
+            entry.first_seen_ms = entry.first_seen_ms.min(seen_at.0);
+            entry.last_seen_ms = entry.last_seen_ms.max(seen_at.0);
         }
     }
 }
 
+/// Last write wins per trait, kept per origin: a value replaces the values
+/// that came with the same or fewer identifiers (unless one of them is
+/// newer, which makes the incoming value stale); values that came with
+/// other identifiers stay beside it for a later unmerge.
 fn set_trait(
     record: &mut ProfileRecord,
     name: &str,
@@ -233,23 +471,117 @@ fn set_trait(
     set_at: UnixMillis,
     provenance: &ProvenanceRecord,
 ) {
-    let entry = TraitEntry {
-        name: name.to_owned(),
-        value_json: value.to_string(),
-        updated_at_ms: set_at.0,
-        provenance: Some(provenance.clone()),
+    let superseded = |entry: &TraitEntry| {
+        entry.name == name
+            && entry.provenance.as_ref().is_none_or(|p| {
+                p.identifier_hashes
+                    .iter()
+                    .all(|h| provenance.identifier_hashes.contains(h))
+            })
     };
-    match record
+    let stale = record
         .traits
-        .binary_search_by(|t| t.name.as_str().cmp(name))
-    {
-        Ok(index) => {
-            if incoming_trait_wins(UnixMillis(record.traits[index].updated_at_ms), set_at) {
-                record.traits[index] = entry;
-            }
-        }
-        Err(index) => record.traits.insert(index, entry),
+        .iter()
+        .filter(|entry| superseded(entry))
+        .any(|entry| !incoming_trait_wins(UnixMillis(entry.updated_at_ms), set_at));
+    if stale {
+        return;
     }
+    record.traits.retain(|entry| !superseded(entry));
+    insert_trait_entry(
+        record,
+        TraitEntry {
+            name: name.to_owned(),
+            value_json: value.to_string(),
+            updated_at_ms: set_at.0,
+            provenance: Some(provenance.clone()),
+        },
+    );
+}
+
+/// Inserts after the entries of the same name (arrival order breaks ties),
+/// then drops the oldest values of that name beyond the cap.
+fn insert_trait_entry(record: &mut ProfileRecord, entry: TraitEntry) {
+    let position = record.traits.partition_point(|t| t.name <= entry.name);
+    let name = entry.name.clone();
+    record.traits.insert(position, entry);
+    let same_name: Vec<usize> = (0..record.traits.len())
+        .filter(|&i| record.traits[i].name == name)
+        .collect();
+    if same_name.len() > TRAIT_ORIGINS_MAX {
+        if let Some(&oldest) = same_name
+            .iter()
+            .min_by_key(|&&i| record.traits[i].updated_at_ms)
+        {
+            record.traits.remove(oldest);
+        }
+    }
+}
+
+/// Adds a journal entry unless the same refusal is already recorded: a
+/// link that keeps being asked for is one fact, not one per call.
+fn record_journal_once(record: &mut ProfileRecord, entry: JournalEntry) {
+    let already = record.journal.iter().any(|existing| {
+        existing.kind == entry.kind
+            && existing.other_profiles == entry.other_profiles
+            && existing.identifiers == entry.identifiers
+            && existing.reason == entry.reason
+    });
+    if entry.kind != JOURNAL_BLOCKED_MERGE || !already {
+        record.journal.push(entry);
+    }
+}
+
+fn is_hub(
+    writes: &CallWrites<'_, '_>,
+    rules: &MergeRules,
+    identifier: &Identifier,
+) -> Result<bool, StoreError> {
+    Ok(match writes.get(&keys::hub(identifier))? {
+        Some(bytes) => {
+            let hub: HubRecord = decode(&bytes, "hub record")?;
+            hub.profiles.len() >= rules.hub_profiles_min()
+        }
+        None => false,
+    })
+}
+
+/// Remembers the distinct profiles an identifier tried to glue together;
+/// at `hub_profiles_min` it stops being used for resolution.
+fn count_towards_hub(
+    writes: &mut CallWrites<'_, '_>,
+    rules: &MergeRules,
+    identifier: &Identifier,
+    profiles: [Option<ProfileId>; 2],
+) -> Result<(), StoreError> {
+    let key = keys::hub(identifier);
+    let mut hub: HubRecord = match writes.get(&key)? {
+        Some(bytes) => decode(&bytes, "hub record")?,
+        None => HubRecord::default(),
+    };
+    let before = hub.profiles.len();
+    for id in profiles.into_iter().flatten() {
+        if hub.profiles.len() < rules.hub_profiles_min() && !hub.profiles.contains(&id.0) {
+            hub.profiles.push(id.0);
+        }
+    }
+    if hub.profiles.len() != before {
+        writes.insert(key, hub.encode_to_vec());
+    }
+    Ok(())
+}
+
+/// The live profiles this record was separated from (they may have been
+/// merged into others since).
+fn live_separations(
+    writes: &CallWrites<'_, '_>,
+    record: &ProfileRecord,
+) -> Result<BTreeSet<ProfileId>, StoreError> {
+    let mut live = BTreeSet::new();
+    for &id in &record.separated_from {
+        live.insert(follow_alias(writes, ProfileId(id))?);
+    }
+    Ok(live)
 }
 
 fn load_profile(writes: &CallWrites<'_, '_>, id: ProfileId) -> Result<ProfileRecord, StoreError> {
@@ -266,6 +598,13 @@ fn follow_alias(writes: &CallWrites<'_, '_>, id: ProfileId) -> Result<ProfileId,
     match writes.get(&keys::alias(id))? {
         Some(bytes) => decode_profile_id(&bytes),
         None => Ok(id),
+    }
+}
+
+fn corrupt_event_key(key: &[u8]) -> StoreError {
+    StoreError::Corrupt {
+        what: "event key",
+        reason: format!("unexpected length {}", key.len()),
     }
 }
 

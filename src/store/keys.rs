@@ -9,6 +9,7 @@
 //! | `a` | merged-away profile id                | survivor profile id (u64) |
 //! | `e` | profile id, timestamp, event sequence | `EventRecord`             |
 //! | `m` | message id                            | `DedupRecord`             |
+//! | `h` | kind, 0x00, normalized value          | `HubRecord`               |
 //! | `s` | counter name                          | u64                       |
 
 use crate::model::{Identifier, ProfileId, UnixMillis};
@@ -18,15 +19,24 @@ pub const PROFILE: u8 = b'p';
 pub const ALIAS: u8 = b'a';
 pub const EVENT: u8 = b'e';
 pub const MESSAGE: u8 = b'm';
+pub const HUB: u8 = b'h';
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
 
 pub fn identifier(identifier: &Identifier) -> Vec<u8> {
+    tagged_identifier(IDENTIFIER, identifier)
+}
+
+pub fn hub(identifier: &Identifier) -> Vec<u8> {
+    tagged_identifier(HUB, identifier)
+}
+
+fn tagged_identifier(tag: u8, identifier: &Identifier) -> Vec<u8> {
     let kind = identifier.kind().as_str().as_bytes();
     let value = identifier.value().as_bytes();
     let mut key = Vec::with_capacity(2 + kind.len() + value.len());
-    key.push(IDENTIFIER);
+    key.push(tag);
     key.extend_from_slice(kind);
     // Kind names never contain 0x00 (config validation), so this separator
     // keeps `(ab, c)` and `(a, bc)` apart.

@@ -15,7 +15,9 @@ mod writer;
 
 use futures::future::BoxFuture;
 
-use crate::model::{Identifier, ProfileId, ProfileView, WriteCall, WriteOutcome};
+use crate::model::{
+    Identifier, ProfileId, ProfileView, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+};
 
 pub use sled_store::{SledStore, SledStoreOptions};
 
@@ -31,6 +33,12 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is closed")]
     Closed,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{field}: {description}")]
+    Invalid { field: String, description: String },
+    #[error("{0}")]
+    Precondition(String),
 }
 
 /// The outcome of each call of one `apply`, in order. A call fails alone
@@ -44,6 +52,9 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// them are durable. Calls from concurrent `apply`s are serialised as if
     /// they had run one after another.
     fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>>;
+
+    /// Splits identifiers off a profile into a new profile, durably.
+    fn unmerge(&self, call: UnmergeCall) -> BoxFuture<'static, Result<UnmergeOutcome, StoreError>>;
 
     /// The live profile holding this identifier.
     fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError>;

@@ -6,8 +6,8 @@ use prost::Message;
 
 use super::StoreError;
 use crate::model::{
-    EventView, Identifier, IdentifierKind, IdentifierView, MergeView, ProfileId, Provenance,
-    TraitView, UnixMillis,
+    EventView, Identifier, IdentifierKind, IdentifierView, JournalKind, JournalView, ProfileId,
+    Provenance, TraitView, UnixMillis,
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -18,6 +18,22 @@ pub struct ProvenanceRecord {
     pub source: String,
     #[prost(int64, tag = "3")]
     pub received_at_ms: i64,
+    /// `Identifier::stable_hash` of each identifier the call carried: which
+    /// identifiers brought this data, for unmerge.
+    #[prost(fixed64, repeated, tag = "4")]
+    pub identifier_hashes: Vec<u64>,
+}
+
+impl ProvenanceRecord {
+    /// True when every identifier of the call is among `hashes`: the data
+    /// came with those identifiers alone.
+    pub fn came_only_with(&self, hashes: &[u64]) -> bool {
+        !self.identifier_hashes.is_empty()
+            && self
+                .identifier_hashes
+                .iter()
+                .all(|hash| hashes.contains(hash))
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -49,13 +65,32 @@ pub struct TraitEntry {
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct MergeEntry {
+pub struct IdentifierRef {
+    #[prost(string, tag = "1")]
+    pub kind: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// Journal kinds as stored; values never change meaning.
+pub const JOURNAL_MERGE: i32 = 0;
+pub const JOURNAL_BLOCKED_MERGE: i32 = 1;
+pub const JOURNAL_UNMERGE: i32 = 2;
+
+#[derive(Clone, PartialEq, Message)]
+pub struct JournalEntry {
     #[prost(int64, tag = "1")]
     pub at_ms: i64,
     #[prost(string, tag = "2")]
     pub message_id: String,
     #[prost(uint64, repeated, tag = "3")]
-    pub absorbed: Vec<u64>,
+    pub other_profiles: Vec<u64>,
+    #[prost(int32, tag = "4")]
+    pub kind: i32,
+    #[prost(message, repeated, tag = "5")]
+    pub identifiers: Vec<IdentifierRef>,
+    #[prost(string, tag = "6")]
+    pub reason: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -66,7 +101,9 @@ pub struct ProfileRecord {
     pub updated_at_ms: i64,
     #[prost(message, repeated, tag = "3")]
     pub identifiers: Vec<IdentifierEntry>,
-    /// Sorted by name.
+    /// Sorted by name; a name may have one value per origin (the set of
+    /// identifiers that brought it), so that an unmerge can give each side
+    /// back its own value. The newest value of a name is the trait.
     #[prost(message, repeated, tag = "4")]
     pub traits: Vec<TraitEntry>,
     /// Every profile ever merged into this one (their aliases point here).
@@ -75,7 +112,11 @@ pub struct ProfileRecord {
     #[prost(uint64, tag = "6")]
     pub event_count: u64,
     #[prost(message, repeated, tag = "7")]
-    pub merges: Vec<MergeEntry>,
+    pub journal: Vec<JournalEntry>,
+    /// Profiles an operator split from this one (or from a profile merged
+    /// into it); resolution never merges them back automatically.
+    #[prost(uint64, repeated, tag = "8")]
+    pub separated_from: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -86,6 +127,14 @@ pub struct EventRecord {
     pub properties_json: String,
     #[prost(message, optional, tag = "3")]
     pub provenance: Option<ProvenanceRecord>,
+}
+
+/// Distinct profiles an identifier was refused to link (up to the hub
+/// threshold).
+#[derive(Clone, PartialEq, Message)]
+pub struct HubRecord {
+    #[prost(uint64, repeated, tag = "1")]
+    pub profiles: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -111,6 +160,7 @@ impl From<&Provenance> for ProvenanceRecord {
             message_id: provenance.message_id.clone(),
             source: provenance.source.clone(),
             received_at_ms: provenance.received_at.0,
+            identifier_hashes: Vec::new(),
         }
     }
 }
@@ -131,9 +181,7 @@ impl IdentifierEntry {
     }
 
     pub fn to_identifier(&self) -> Identifier {
-        let kind = IdentifierKind::built_in(&self.kind)
-            .unwrap_or_else(|| IdentifierKind::Custom(self.kind.clone()));
-        Identifier::from_normalized(kind, self.value.clone())
+        identifier_from_parts(&self.kind, &self.value)
     }
 
     pub fn to_view(&self) -> IdentifierView {
@@ -166,13 +214,62 @@ impl TraitEntry {
     }
 }
 
-impl MergeEntry {
-    pub fn to_view(&self) -> MergeView {
-        MergeView {
+impl IdentifierRef {
+    pub fn of(identifier: &Identifier) -> Self {
+        IdentifierRef {
+            kind: identifier.kind().as_str().to_owned(),
+            value: identifier.value().to_owned(),
+        }
+    }
+
+    pub fn to_identifier(&self) -> Identifier {
+        identifier_from_parts(&self.kind, &self.value)
+    }
+}
+
+fn identifier_from_parts(kind: &str, value: &str) -> Identifier {
+    let kind =
+        IdentifierKind::built_in(kind).unwrap_or_else(|| IdentifierKind::Custom(kind.to_owned()));
+    Identifier::from_normalized(kind, value.to_owned())
+}
+
+impl JournalEntry {
+    pub fn to_view(&self) -> JournalView {
+        let kind = match self.kind {
+            JOURNAL_BLOCKED_MERGE => JournalKind::BlockedMerge,
+            JOURNAL_UNMERGE => JournalKind::Unmerge,
+            _ => JournalKind::Merge,
+        };
+        JournalView {
+            kind,
             at: UnixMillis(self.at_ms),
             message_id: self.message_id.clone(),
-            absorbed: self.absorbed.iter().copied().map(ProfileId).collect(),
+            other_profiles: self.other_profiles.iter().copied().map(ProfileId).collect(),
+            identifiers: self
+                .identifiers
+                .iter()
+                .map(IdentifierRef::to_identifier)
+                .collect(),
+            reason: self.reason.clone(),
         }
+    }
+}
+
+impl ProfileRecord {
+    /// The current value of every trait: per name, the newest entry (by
+    /// source time, then arrival). Removed traits (null) are left out.
+    pub fn trait_views(&self) -> Result<Vec<TraitView>, StoreError> {
+        let mut views = Vec::new();
+        for entries in self.traits.chunk_by(|a, b| a.name == b.name) {
+            let newest = entries.iter().max_by_key(|entry| {
+                let received = entry.provenance.as_ref().map_or(0, |p| p.received_at_ms);
+                (entry.updated_at_ms, received)
+            });
+            if let Some(entry) = newest {
+                views.extend(entry.to_view()?);
+            }
+        }
+        Ok(views)
     }
 }
 

@@ -12,7 +12,8 @@ use super::apply::{Counters, decode_profile_id};
 use super::records::{EventRecord, ProfileRecord, decode};
 use super::writer::{Command, Writer};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
-use crate::model::{Identifier, ProfileId, ProfileView, WriteCall};
+use crate::identity::MergeRules;
+use crate::model::{Identifier, ProfileId, ProfileView, UnmergeCall, UnmergeOutcome, WriteCall};
 
 /// How to open the sled store. Passed explicitly rather than relying on
 /// sled's defaults.
@@ -22,6 +23,7 @@ pub struct SledStoreOptions {
     pub cache_capacity_bytes: u64,
     pub write_queue_depth: usize,
     pub group_commit_calls_max: usize,
+    pub merge_rules: MergeRules,
 }
 
 const TREE_NAME: &str = "sightline";
@@ -61,6 +63,7 @@ impl SledStore {
             log_file,
             counters,
             group_calls_max: options.group_commit_calls_max,
+            rules: options.merge_rules.clone(),
         };
         let writer_thread = std::thread::Builder::new()
             .name("sightline-writer".to_owned())
@@ -133,6 +136,19 @@ impl ProfileStore for SledStore {
         .boxed()
     }
 
+    fn unmerge(&self, call: UnmergeCall) -> BoxFuture<'static, Result<UnmergeOutcome, StoreError>> {
+        let queue = self.queue.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            queue
+                .send(Command::Unmerge { call, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
     fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError> {
         match self.tree.get(keys::identifier(identifier))? {
             Some(bytes) => decode_profile_id(&bytes).map(Some),
@@ -158,10 +174,7 @@ impl ProfileStore for SledStore {
                 continue;
             };
             let record: ProfileRecord = decode(&bytes, "profile")?;
-            let mut traits = Vec::with_capacity(record.traits.len());
-            for entry in &record.traits {
-                traits.extend(entry.to_view()?);
-            }
+            let traits = record.trait_views()?;
             return Ok(Some(ProfileView {
                 profile_id: live_id,
                 merged_profile_ids: record.merged_ids.iter().copied().map(ProfileId).collect(),
@@ -169,7 +182,7 @@ impl ProfileStore for SledStore {
                 traits,
                 events: self.read_events(live_id, events_max)?,
                 event_count: record.event_count,
-                merges: record.merges.iter().map(|m| m.to_view()).collect(),
+                journal: record.journal.iter().map(|entry| entry.to_view()).collect(),
                 created_at: crate::model::UnixMillis(record.created_at_ms),
                 updated_at: crate::model::UnixMillis(record.updated_at_ms),
             }));

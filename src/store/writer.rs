@@ -6,15 +6,20 @@ use std::fs::File;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{Counters, apply_call};
+use super::apply::{Counters, apply_call, apply_unmerge};
 use super::overlay::GroupWrites;
 use super::{ApplyResults, StoreError};
-use crate::model::WriteCall;
+use crate::identity::MergeRules;
+use crate::model::{UnmergeCall, UnmergeOutcome, WriteCall};
 
 pub enum Command {
     Apply {
         calls: Vec<WriteCall>,
         reply: oneshot::Sender<Result<ApplyResults, StoreError>>,
+    },
+    Unmerge {
+        call: UnmergeCall,
+        reply: oneshot::Sender<Result<UnmergeOutcome, StoreError>>,
     },
     /// Finish what is queued ahead, then stop.
     Shutdown,
@@ -24,6 +29,7 @@ impl Command {
     fn call_count(&self) -> usize {
         match self {
             Command::Apply { calls, .. } => calls.len(),
+            Command::Unmerge { .. } => 1,
             Command::Shutdown => 0,
         }
     }
@@ -38,11 +44,46 @@ pub struct Writer {
     pub log_file: File,
     pub counters: Counters,
     pub group_calls_max: usize,
+    pub rules: MergeRules,
 }
 
-struct Pending {
-    results: ApplyResults,
-    reply: oneshot::Sender<Result<ApplyResults, StoreError>>,
+/// Answers computed for a group, sent once the group is durable.
+enum Pending {
+    Apply {
+        results: ApplyResults,
+        reply: oneshot::Sender<Result<ApplyResults, StoreError>>,
+    },
+    Unmerge {
+        result: Result<UnmergeOutcome, StoreError>,
+        reply: oneshot::Sender<Result<UnmergeOutcome, StoreError>>,
+    },
+}
+
+impl Pending {
+    fn answer(self) {
+        // A caller that gave up waiting still had its write applied;
+        // nothing to undo.
+        match self {
+            Pending::Apply { results, reply } => {
+                let _ = reply.send(Ok(results));
+            }
+            Pending::Unmerge { result, reply } => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn fail(self, error: &StoreError) {
+        let failure = || StoreError::CommitFailed(error.to_string());
+        match self {
+            Pending::Apply { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Pending::Unmerge { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -72,8 +113,14 @@ impl Writer {
                 // writes that are not durable.
                 queue.close();
                 while let Ok(command) = queue.try_recv() {
-                    if let Command::Apply { reply, .. } = command {
-                        let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
+                    match command {
+                        Command::Apply { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
+                        }
+                        Command::Unmerge { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
+                        }
+                        Command::Shutdown => {}
                     }
                 }
                 return;
@@ -93,25 +140,33 @@ impl Writer {
         let mut group = GroupWrites::new(&self.tree);
         let mut pending = Vec::with_capacity(commands.len());
         for command in commands {
-            let (calls, reply) = match command {
-                Command::Apply { calls, reply } => (calls, reply),
-                Command::Shutdown => {
-                    *stopping = true;
-                    continue;
+            match command {
+                Command::Apply { calls, reply } => {
+                    let mut results = Vec::with_capacity(calls.len());
+                    for call in &calls {
+                        let mut writes = group.call();
+                        let mut counters = self.counters;
+                        let result = apply_call(&mut writes, &mut counters, &self.rules, call);
+                        if result.is_ok() {
+                            writes.commit();
+                            self.counters = counters;
+                        }
+                        results.push(result);
+                    }
+                    pending.push(Pending::Apply { results, reply });
                 }
-            };
-            let mut results = Vec::with_capacity(calls.len());
-            for call in &calls {
-                let mut writes = group.call();
-                let mut counters = self.counters;
-                let result = apply_call(&mut writes, &mut counters, call);
-                if result.is_ok() {
-                    writes.commit();
-                    self.counters = counters;
+                Command::Unmerge { call, reply } => {
+                    let mut writes = group.call();
+                    let mut counters = self.counters;
+                    let result = apply_unmerge(&mut writes, &mut counters, &call);
+                    if result.is_ok() {
+                        writes.commit();
+                        self.counters = counters;
+                    }
+                    pending.push(Pending::Unmerge { result, reply });
                 }
-                results.push(result);
+                Command::Shutdown => *stopping = true,
             }
-            pending.push(Pending { results, reply });
         }
 
         let committed = if group.is_empty() {
@@ -125,17 +180,13 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
-                for Pending { results, reply } in pending {
-                    // A caller that gave up waiting still had its write
-                    // applied; nothing to undo.
-                    let _ = reply.send(Ok(results));
-                }
+                pending.into_iter().for_each(Pending::answer);
                 Ok(())
             }
             Err(error) => {
                 self.counters = counters_before;
-                for Pending { reply, .. } in pending {
-                    let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
+                for answer in pending {
+                    answer.fail(&error);
                 }
                 Err(error)
             }

@@ -59,11 +59,11 @@ async fn a_duplicate_reports_the_survivor_after_a_merge() {
         .await
         .unwrap()
         .into_inner();
-    let mut younger = identify(vec![user("b")]);
+    let mut younger = identify(vec![email("b@example.com")]);
     younger.message_id = "m-b".to_owned();
     client.identify(younger.clone()).await.unwrap();
     client
-        .identify(identify(vec![user("a"), user("b")]))
+        .identify(identify(vec![user("a"), email("b@example.com")]))
         .await
         .unwrap();
     let replay = client.identify(younger).await.unwrap().into_inner();

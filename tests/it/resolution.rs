@@ -194,7 +194,16 @@ async fn traits_are_last_write_wins_by_timestamp_not_arrival() {
 #[tokio::test]
 async fn concurrent_chain_links_end_in_exactly_one_profile() {
     const LINKS: usize = 200;
-    let server = TestServer::start().await;
+    // Concurrency, not merge protection, is under test: allow one person
+    // hundreds of user ids.
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    config
+        .identity
+        .merge
+        .identifiers_per_kind_max
+        .insert("user_id".to_owned(), 1_000);
+    let server = TestServer::start_with(data_dir, config).await;
     let client = server.client().await;
     let calls = (0..LINKS).map(|i| {
         let mut client = client.clone();
@@ -237,21 +246,26 @@ async fn concurrent_chain_links_end_in_exactly_one_profile() {
 async fn aliases_of_absorbed_profiles_follow_later_merges() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
+    let (x0, x1, x2) = (
+        email("x0@example.com"),
+        phone("+447911123000"),
+        id("anonymous_id", "x2"),
+    );
     let mut ids = Vec::new();
-    for i in 0..3 {
+    for identifier in [&x0, &x1, &x2] {
         let response = client
-            .identify(identify(vec![user(&format!("x{i}"))]))
+            .identify(identify(vec![identifier.clone()]))
             .await
             .unwrap();
         ids.push(response.into_inner().profile_id);
     }
     // x1 + x2 merge first (p2 absorbs p3), then x0 + x1 (p1 absorbs p2).
     client
-        .identify(identify(vec![user("x1"), user("x2")]))
+        .identify(identify(vec![x1.clone(), x2]))
         .await
         .unwrap();
     let last = client
-        .identify(identify(vec![user("x0"), user("x1")]))
+        .identify(identify(vec![x0, x1]))
         .await
         .unwrap()
         .into_inner();

@@ -1,0 +1,134 @@
+use std::collections::{HashMap, HashSet};
+
+use regex::Regex;
+
+use crate::config::MergeConfig;
+use crate::model::{Identifier, IdentifierKind};
+
+/// The configured merge-protection rules, compiled once.
+#[derive(Debug, Clone)]
+pub struct MergeRules {
+    /// Higher is stronger evidence; unlisted kinds rank 0.
+    priority: HashMap<String, u8>,
+    per_kind_max: HashMap<String, usize>,
+    per_kind_default: usize,
+    hub_profiles_min: usize,
+    blocked_values: HashSet<String>,
+    blocked_patterns: Vec<(String, Regex)>,
+}
+
+impl MergeRules {
+    /// `config` must have passed `Config::validate`; invalid patterns are
+    /// skipped with a warning rather than taking the server down.
+    pub fn new(config: &MergeConfig) -> MergeRules {
+        let listed = config.priority.len();
+        let priority = config
+            .priority
+            .iter()
+            .enumerate()
+            .map(|(rank, kind)| (kind.clone(), u8::try_from(listed - rank).unwrap_or(u8::MAX)))
+            .collect();
+        let blocked_patterns = config
+            .blocked_patterns
+            .iter()
+            .filter_map(|pattern| match Regex::new(&pattern.regex) {
+                Ok(regex) => Some((pattern.kind.clone(), regex)),
+                Err(error) => {
+                    tracing::warn!(%error, "ignoring an invalid blocked pattern");
+                    None
+                }
+            })
+            .collect();
+        MergeRules {
+            priority,
+            per_kind_max: config
+                .identifiers_per_kind_max
+                .clone()
+                .into_iter()
+                .collect(),
+            per_kind_default: config.identifiers_per_kind_default,
+            hub_profiles_min: config.hub_profiles_min,
+            blocked_values: config.blocked_values.iter().cloned().collect(),
+            blocked_patterns,
+        }
+    }
+
+    pub fn priority(&self, kind: &IdentifierKind) -> u8 {
+        self.priority.get(kind.as_str()).copied().unwrap_or(0)
+    }
+
+    pub fn per_profile_max(&self, kind: &IdentifierKind) -> usize {
+        self.per_kind_max
+            .get(kind.as_str())
+            .copied()
+            .unwrap_or(self.per_kind_default)
+    }
+
+    pub fn hub_profiles_min(&self) -> usize {
+        self.hub_profiles_min
+    }
+
+    /// Junk identifiers (placeholders, QA addresses, all-zero device ids)
+    /// are never used for matching.
+    pub fn is_junk(&self, identifier: &Identifier) -> bool {
+        let kind = identifier.kind().as_str();
+        let value = identifier.value();
+        if self.blocked_values.contains(&format!("{kind}:{value}")) {
+            return true;
+        }
+        self.blocked_patterns
+            .iter()
+            .any(|(pattern_kind, regex)| pattern_kind == kind && regex.is_match(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IdentityConfig;
+    use crate::identity::Normalizer;
+
+    fn identifier(kind: &str, value: &str) -> Identifier {
+        Normalizer::new(&IdentityConfig::default(), 256)
+            .normalize(kind, value)
+            .expect("valid identifier")
+    }
+
+    #[test]
+    fn default_blocklist_catches_placeholders_but_not_real_addresses() {
+        let rules = MergeRules::new(&MergeConfig::default());
+        for junk in [
+            identifier("email", "TEST@example.com"),
+            identifier("email", "noreply@shop.co.uk"),
+            identifier("device_id", "00000000-0000-0000-0000-000000000000"),
+            identifier("user_id", "undefined"),
+        ] {
+            assert!(rules.is_junk(&junk), "{junk:?}");
+        }
+        for real in [
+            identifier("email", "jane@example.com"),
+            identifier("email", "tester.jones@gmail.com"),
+            identifier("device_id", "a1b2c3"),
+            identifier("phone", "+16502530000"),
+        ] {
+            assert!(!rules.is_junk(&real), "{real:?}");
+        }
+    }
+
+    #[test]
+    fn priorities_follow_the_configured_order() {
+        let rules = MergeRules::new(&MergeConfig::default());
+        let order = [
+            IdentifierKind::UserId,
+            IdentifierKind::Email,
+            IdentifierKind::Phone,
+            IdentifierKind::DeviceId,
+            IdentifierKind::AnonymousId,
+            IdentifierKind::Custom("loyalty_id".to_owned()),
+        ];
+        for pair in order.windows(2) {
+            assert!(rules.priority(&pair[0]) > rules.priority(&pair[1]));
+        }
+        assert_eq!(rules.per_profile_max(&IdentifierKind::UserId), 1);
+    }
+}
