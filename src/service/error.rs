@@ -51,6 +51,9 @@ impl From<StoreError> for ServiceError {
             StoreError::Closed => {
                 ServiceError::Unavailable("the server is shutting down".to_owned())
             }
+            StoreError::NotFound(message) => ServiceError::NotFound(message),
+            StoreError::Invalid { field, description } => ServiceError::invalid(field, description),
+            StoreError::Precondition(message) => ServiceError::FailedPrecondition(message),
             other => ServiceError::Internal(other.to_string()),
         }
     }

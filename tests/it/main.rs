@@ -5,6 +5,7 @@
 mod durability;
 mod idempotency;
 mod ingest;
+mod merge_protection;
 mod normalization;
 mod operations;
 mod resolution;
