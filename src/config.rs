@@ -59,6 +59,31 @@ pub struct IdentityConfig {
     /// (`[a-z][a-z0-9_]*`); their values are trimmed and otherwise kept as sent.
     pub custom_kinds: Vec<String>,
     pub merge: MergeConfig,
+    pub fuzzy: FuzzyConfig,
+}
+
+/// Fuzzy matching of profiles that share no identifier (names, birthday,
+/// address), run on every identify that changes those traits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FuzzyConfig {
+    pub enabled: bool,
+    /// Score (0..1) at or above which a pair with corroborating evidence is
+    /// merged automatically.
+    pub auto_merge_score_min: f64,
+    /// Score at or above which a pair is listed for review.
+    pub review_score_min: f64,
+}
+
+impl Default for FuzzyConfig {
+    fn default() -> Self {
+        let thresholds = crate::identity::fuzzy::MatchThresholds::default();
+        FuzzyConfig {
+            enabled: true,
+            auto_merge_score_min: thresholds.auto_merge,
+            review_score_min: thresholds.review,
+        }
+    }
 }
 
 /// Merge protection: what keeps dirty data from producing super-profiles.
@@ -156,6 +181,7 @@ impl Default for IdentityConfig {
             fold_email_aliases: false,
             custom_kinds: Vec::new(),
             merge: MergeConfig::default(),
+            fuzzy: FuzzyConfig::default(),
         }
     }
 }
@@ -261,6 +287,17 @@ impl Config {
                     "identity.custom_kinds: `{kind}` is a built-in kind"
                 )));
             }
+        }
+        let fuzzy = &self.identity.fuzzy;
+        let in_range = |score: f64| (0.0..=1.0).contains(&score);
+        if !in_range(fuzzy.auto_merge_score_min)
+            || !in_range(fuzzy.review_score_min)
+            || fuzzy.review_score_min > fuzzy.auto_merge_score_min
+        {
+            return Err(ConfigError::Invalid(
+                "identity.fuzzy: scores must be in 0..1 with review_score_min <= auto_merge_score_min"
+                    .to_owned(),
+            ));
         }
         let merge = &self.identity.merge;
         for pattern in &merge.blocked_patterns {

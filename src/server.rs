@@ -58,7 +58,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     config.validate()?;
-    let merge_rules = MergeRules::new(&config.identity.merge);
+    let merge_rules = MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
     let options = SledStoreOptions {
         merge_rules: merge_rules.clone(),
         data_dir: config.data_dir.clone(),

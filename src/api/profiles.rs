@@ -5,12 +5,14 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
-    identify_input, proto_identifier_of, proto_profile, raw_identifier, track_input,
+    identify_input, proto_identifier_of, proto_profile, raw_identifier, to_timestamp, track_input,
 };
 use super::pb::{self, profile_service_server::ProfileService as ProfileRpc};
 use super::to_status;
-use crate::model::{Identifier, Resolution, WriteCall, WriteOutcome};
-use crate::service::{ProfileLookup, ProfileService, ServiceError, UnmergeInput};
+use crate::model::{
+    Identifier, MatchCandidate, Resolution, ReviewOutcome, WriteCall, WriteOutcome,
+};
+use crate::service::{ProfileLookup, ProfileService, ServiceError, UnmergeInput, candidate_id};
 use crate::store::ApplyResults;
 
 /// Items of one `Ingest` stream sent to the store together: large enough
@@ -189,6 +191,91 @@ impl ProfileRpc for ProfileApi {
             moved_events: outcome.moved_events,
             moved_trait_values: outcome.moved_trait_values,
         }))
+    }
+
+    async fn list_match_candidates(
+        &self,
+        request: Request<pb::ListMatchCandidatesRequest>,
+    ) -> Result<Response<pb::ListMatchCandidatesResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = usize::try_from(request.page_size).unwrap_or(usize::MAX);
+        let (candidates, next_page_token) = self
+            .service
+            .list_match_candidates(page_size, &request.page_token)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListMatchCandidatesResponse {
+            candidates: candidates.iter().map(proto_candidate).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn review_match_candidate(
+        &self,
+        request: Request<pb::ReviewMatchCandidateRequest>,
+    ) -> Result<Response<pb::ReviewMatchCandidateResponse>, Status> {
+        let request = request.into_inner();
+        let accept = match request.decision() {
+            pb::ReviewDecision::Accept => true,
+            pb::ReviewDecision::Reject => false,
+            pb::ReviewDecision::Unspecified => {
+                return Err(to_status(ServiceError::invalid(
+                    "decision",
+                    "set REVIEW_DECISION_ACCEPT or REVIEW_DECISION_REJECT",
+                )));
+            }
+        };
+        let outcome = self
+            .service
+            .review_match_candidate(
+                &request.candidate_id,
+                accept,
+                request.message_id,
+                request.reviewer,
+            )
+            .await
+            .map_err(to_status)?;
+        let response = match outcome {
+            ReviewOutcome::Merged { survivor, absorbed } => pb::ReviewMatchCandidateResponse {
+                decision: pb::ReviewDecision::Accept as i32,
+                profile_id: survivor.to_string(),
+                merged_profile_ids: vec![absorbed.to_string()],
+            },
+            ReviewOutcome::Rejected => pb::ReviewMatchCandidateResponse {
+                decision: pb::ReviewDecision::Reject as i32,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn run_matching(
+        &self,
+        _request: Request<pb::RunMatchingRequest>,
+    ) -> Result<Response<pb::RunMatchingResponse>, Status> {
+        let outcome = self.service.run_matching().await.map_err(to_status)?;
+        Ok(Response::new(pb::RunMatchingResponse {
+            profiles_checked: outcome.profiles_checked,
+            merges: outcome.merges,
+            candidates: outcome.candidates,
+        }))
+    }
+}
+
+fn proto_candidate(candidate: &MatchCandidate) -> pb::MatchCandidate {
+    pb::MatchCandidate {
+        candidate_id: candidate_id(candidate.first, candidate.second),
+        profile_ids: candidate.live.iter().map(ToString::to_string).collect(),
+        score: candidate.score,
+        evidence: candidate
+            .evidence
+            .iter()
+            .map(|evidence| pb::FieldEvidence {
+                field: evidence.field.clone(),
+                similarity: evidence.similarity,
+                weight: evidence.weight,
+            })
+            .collect(),
+        found_at: Some(to_timestamp(candidate.found_at)),
     }
 }
 

@@ -9,6 +9,7 @@ mod rules;
 
 pub use normalize::{NormalizeError, Normalizer};
 pub use resolve::{
-    BlockReason, BlockedLink, KnownProfile, ResolutionPlan, incoming_trait_wins, plan_resolution,
+    BlockReason, BlockedLink, KnownProfile, ResolutionPlan, incoming_trait_wins, merge_allowed,
+    plan_resolution,
 };
 pub use rules::MergeRules;

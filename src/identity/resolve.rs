@@ -296,6 +296,34 @@ pub fn plan_resolution(
     plan
 }
 
+/// Whether two whole profiles may be merged without a call linking them (a
+/// fuzzy match, a reviewed candidate): per-kind limits and operator
+/// separations apply; the weak-link rule does not, since differing emails
+/// are exactly what a typo produces.
+pub fn merge_allowed(
+    rules: &MergeRules,
+    first: &KnownProfile,
+    second: &KnownProfile,
+) -> Result<(), BlockReason> {
+    if first.separated_from.contains(&second.id) || second.separated_from.contains(&first.id) {
+        return Err(BlockReason::Separated);
+    }
+    let mut values = values_by_kind(&first.identifiers);
+    for (kind, theirs) in values_by_kind(&second.identifiers) {
+        values.entry(kind).or_default().extend(theirs);
+    }
+    for (kind, union) in values {
+        let max = rules.per_profile_max(&kind);
+        if union.len() > max {
+            return Err(BlockReason::KindLimit {
+                kind: kind.to_string(),
+                max,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn values_by_kind<'a>(
     identifiers: impl IntoIterator<Item = &'a Identifier>,
 ) -> BTreeMap<IdentifierKind, BTreeSet<String>> {
@@ -319,7 +347,7 @@ pub fn incoming_trait_wins(stored_at: UnixMillis, incoming_at: UnixMillis) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{IdentityConfig, MergeConfig};
+    use crate::config::{FuzzyConfig, IdentityConfig, MergeConfig};
     use crate::identity::Normalizer;
 
     fn id(kind: &str, value: &str) -> Identifier {
@@ -337,7 +365,7 @@ mod tests {
     }
 
     fn rules() -> MergeRules {
-        MergeRules::new(&MergeConfig::default())
+        MergeRules::new(&MergeConfig::default(), &FuzzyConfig::default())
     }
 
     #[test]

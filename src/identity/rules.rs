@@ -2,7 +2,8 @@ use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 
-use crate::config::MergeConfig;
+use super::fuzzy::MatchThresholds;
+use crate::config::{FuzzyConfig, MergeConfig};
 use crate::model::{Identifier, IdentifierKind};
 
 /// The configured merge-protection rules, compiled once.
@@ -15,12 +16,14 @@ pub struct MergeRules {
     hub_profiles_min: usize,
     blocked_values: HashSet<String>,
     blocked_patterns: Vec<(String, Regex)>,
+    /// `None` when fuzzy matching is off.
+    fuzzy: Option<MatchThresholds>,
 }
 
 impl MergeRules {
     /// `config` must have passed `Config::validate`; invalid patterns are
     /// skipped with a warning rather than taking the server down.
-    pub fn new(config: &MergeConfig) -> MergeRules {
+    pub fn new(config: &MergeConfig, fuzzy: &FuzzyConfig) -> MergeRules {
         let listed = config.priority.len();
         let priority = config
             .priority
@@ -50,7 +53,15 @@ impl MergeRules {
             hub_profiles_min: config.hub_profiles_min,
             blocked_values: config.blocked_values.iter().cloned().collect(),
             blocked_patterns,
+            fuzzy: fuzzy.enabled.then_some(MatchThresholds {
+                auto_merge: fuzzy.auto_merge_score_min,
+                review: fuzzy.review_score_min,
+            }),
         }
+    }
+
+    pub fn fuzzy_thresholds(&self) -> Option<&MatchThresholds> {
+        self.fuzzy.as_ref()
     }
 
     pub fn priority(&self, kind: &IdentifierKind) -> u8 {
@@ -85,7 +96,7 @@ impl MergeRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IdentityConfig;
+    use crate::config::{FuzzyConfig, IdentityConfig};
     use crate::identity::Normalizer;
 
     fn identifier(kind: &str, value: &str) -> Identifier {
@@ -96,7 +107,7 @@ mod tests {
 
     #[test]
     fn default_blocklist_catches_placeholders_but_not_real_addresses() {
-        let rules = MergeRules::new(&MergeConfig::default());
+        let rules = MergeRules::new(&MergeConfig::default(), &FuzzyConfig::default());
         for junk in [
             identifier("email", "TEST@example.com"),
             identifier("email", "noreply@shop.co.uk"),
@@ -117,7 +128,7 @@ mod tests {
 
     #[test]
     fn priorities_follow_the_configured_order() {
-        let rules = MergeRules::new(&MergeConfig::default());
+        let rules = MergeRules::new(&MergeConfig::default(), &FuzzyConfig::default());
         let order = [
             IdentifierKind::UserId,
             IdentifierKind::Email,

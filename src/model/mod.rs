@@ -2,11 +2,15 @@
 //! protobuf types.
 
 mod identifier;
+mod matching;
 mod profile;
 mod time;
 mod write;
 
 pub use identifier::{Identifier, IdentifierKind};
+pub use matching::{
+    CandidateReview, MatchCandidate, MatchEvidence, MatchPassOutcome, ReviewOutcome,
+};
 pub use profile::{
     EventView, IdentifierView, JournalKind, JournalView, ProfileId, ProfileView, Provenance,
     TraitView,

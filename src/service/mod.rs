@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::config::Limits;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
-    Clock, ProfileId, ProfileView, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    CandidateReview, Clock, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
+    ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 use crate::store::{ApplyResults, ProfileStore};
 
@@ -52,6 +53,26 @@ pub struct UnmergeInput {
     pub identifiers: Vec<RawIdentifier>,
     pub message_id: String,
     pub reason: String,
+}
+
+const CANDIDATES_PER_PAGE_DEFAULT: usize = 100;
+const CANDIDATES_PER_PAGE_MAX: usize = 1000;
+/// Profiles matched per writer job in a batch pass: small enough that
+/// identify and track calls queued meanwhile wait milliseconds, not seconds.
+const MATCHING_CHUNK_PROFILES: usize = 256;
+
+/// A candidate is named by its two profile ids, lower first: `p3:p9`.
+pub fn candidate_id(first: ProfileId, second: ProfileId) -> String {
+    format!("{}:{}", first.min(second), first.max(second))
+}
+
+fn parse_candidate_id(text: &str, field: &str) -> Result<(ProfileId, ProfileId), ServiceError> {
+    let malformed =
+        || ServiceError::invalid(field, "a candidate id is two profile ids joined by `:`");
+    let (first, second) = text.split_once(':').ok_or_else(malformed)?;
+    let first = first.parse::<ProfileId>().map_err(|_| malformed())?;
+    let second = second.parse::<ProfileId>().map_err(|_| malformed())?;
+    Ok((first, second))
 }
 
 pub struct ProfileService {
@@ -132,6 +153,67 @@ impl ProfileService {
             reason: input.reason,
         };
         Ok(self.store.unmerge(call).await?)
+    }
+
+    /// One page of pending match candidates and the token of the next.
+    pub fn list_match_candidates(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<MatchCandidate>, String), ServiceError> {
+        let limit = match page_size {
+            0 => CANDIDATES_PER_PAGE_DEFAULT,
+            asked => asked.min(CANDIDATES_PER_PAGE_MAX),
+        };
+        let after = match page_token {
+            "" => None,
+            token => Some(parse_candidate_id(token, "page_token")?),
+        };
+        let candidates = self.store.list_match_candidates(after, limit)?;
+        let next = match candidates.last() {
+            Some(last) if candidates.len() == limit => candidate_id(last.first, last.second),
+            _ => String::new(),
+        };
+        Ok((candidates, next))
+    }
+
+    pub async fn review_match_candidate(
+        &self,
+        candidate: &str,
+        accept: bool,
+        message_id: String,
+        reviewer: String,
+    ) -> Result<ReviewOutcome, ServiceError> {
+        let (first, second) = parse_candidate_id(candidate, "candidate_id")?;
+        let provenance =
+            validate::provenance(&self.limits, self.clock.now(), message_id, reviewer)?;
+        let review = CandidateReview {
+            first,
+            second,
+            accept,
+            provenance,
+        };
+        Ok(self.store.review_match_candidate(review).await?)
+    }
+
+    /// Matches every stored profile, a chunk at a time so that ingest keeps
+    /// flowing between chunks.
+    pub async fn run_matching(&self) -> Result<MatchPassOutcome, ServiceError> {
+        let mut total = MatchPassOutcome::default();
+        let mut after = None;
+        loop {
+            let ids = self
+                .store
+                .profile_ids_after(after, MATCHING_CHUNK_PROFILES)?;
+            let Some(last) = ids.last().copied() else {
+                return Ok(total);
+            };
+            let outcome = self.store.match_profiles(ids, self.clock.now()).await?;
+            total.profiles_checked += outcome.profiles_checked;
+            total.merges += outcome.merges;
+            total.candidates += outcome.candidates;
+            after = Some(last);
+        }
     }
 
     fn profile_id(&self, lookup: ProfileLookup) -> Result<ProfileId, ServiceError> {

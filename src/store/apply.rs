@@ -9,12 +9,14 @@ use prost::Message;
 
 use super::StoreError;
 use super::keys;
+use super::matching::{Cause, MATCHING_TRAITS, fields_of, match_profile, reindex};
 use super::overlay::CallWrites;
 use super::records::{
     DedupRecord, EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE,
     JOURNAL_MERGE, JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry,
     decode,
 };
+use crate::identity::fuzzy::MatchFields;
 use crate::identity::{KnownProfile, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
     Identifier, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall, UnmergeOutcome,
@@ -113,15 +115,27 @@ pub fn apply_call(
         identifier_hashes: usable.iter().map(Identifier::stable_hash).collect(),
         ..ProvenanceRecord::from(&call.provenance)
     };
-    let (profile_id, mut record, resolution) = match plan.survivor {
+    let touches_matching = match &call.payload {
+        WritePayload::Identify { traits } => traits
+            .keys()
+            .any(|name| MATCHING_TRAITS.contains(&name.as_str())),
+        WritePayload::Track { .. } => false,
+    } || !plan.absorbed.is_empty();
+    let mut fields_before = MatchFields::default();
+    let (profile_id, mut record, mut resolution) = match plan.survivor {
         None => {
             let id = counters.new_profile_id();
             (id, new_record(received_at), Resolution::Created)
         }
         Some(survivor) => {
             let mut record = take_record(&mut records, survivor)?;
+            if touches_matching {
+                fields_before = fields_of(&record)?;
+            }
             for &absorbed in &plan.absorbed {
                 let absorbed_record = take_record(&mut records, absorbed)?;
+                let absorbed_fields = fields_of(&absorbed_record)?;
+                reindex(writes, absorbed, &absorbed_fields, &MatchFields::default());
                 absorb(writes, survivor, &mut record, absorbed, absorbed_record)?;
             }
             if plan.absorbed.is_empty() {
@@ -221,12 +235,34 @@ pub fn apply_call(
     }
 
     record.updated_at_ms = record.updated_at_ms.max(received_at.0);
-    writes.insert(keys::profile(profile_id), record.encode_to_vec());
     // Profiles on the refused side of a link keep their data; only their
     // journal (and a detached profile's identifiers) changed.
     for (id, other_record) in records {
         writes.insert(keys::profile(id), other_record.encode_to_vec());
     }
+    let (profile_id, record) = if touches_matching {
+        let fields_after = fields_of(&record)?;
+        reindex(writes, profile_id, &fields_before, &fields_after);
+        let cause = Cause {
+            at: received_at,
+            message_id: &call.provenance.message_id,
+        };
+        let (survivor, record, report) =
+            match_profile(writes, rules, &cause, profile_id, record, &fields_after)?;
+        if !report.merged_away.is_empty() {
+            let mut absorbed = match resolution {
+                Resolution::Merged { absorbed } => absorbed,
+                _ => Vec::new(),
+            };
+            absorbed.extend(report.merged_away);
+            absorbed.retain(|id| *id != survivor);
+            resolution = Resolution::Merged { absorbed };
+        }
+        (survivor, record)
+    } else {
+        (profile_id, record)
+    };
+    writes.insert(keys::profile(profile_id), record.encode_to_vec());
     if let Some(message_id) = call.message_id() {
         let dedup = DedupRecord {
             profile_id: profile_id.0,
@@ -278,6 +314,7 @@ pub fn apply_unmerge(
         });
     }
 
+    let fields_before = fields_of(&record)?;
     let new_id = counters.new_profile_id();
     let received_at = call.provenance.received_at;
     let mut split = new_record(received_at);
@@ -346,6 +383,8 @@ pub fn apply_unmerge(
     record.journal.push(entry);
     record.updated_at_ms = record.updated_at_ms.max(received_at.0);
 
+    reindex(writes, profile_id, &fields_before, &fields_of(&record)?);
+    reindex(writes, new_id, &MatchFields::default(), &fields_of(&split)?);
     writes.insert(keys::profile(profile_id), record.encode_to_vec());
     writes.insert(keys::profile(new_id), split.encode_to_vec());
     counters.persist(writes);
@@ -378,7 +417,7 @@ fn take_record(
 /// Moves everything of `absorbed_id` into the survivor's record and keys:
 /// identifiers (and their index entries), trait values, events, aliases,
 /// separations and journal. The absorbed profile becomes an alias.
-fn absorb(
+pub(super) fn absorb(
     writes: &mut CallWrites<'_, '_>,
     survivor: ProfileId,
     record: &mut ProfileRecord,
@@ -573,7 +612,7 @@ fn count_towards_hub(
 
 /// The live profiles this record was separated from (they may have been
 /// merged into others since).
-fn live_separations(
+pub(super) fn live_separations(
     writes: &CallWrites<'_, '_>,
     record: &ProfileRecord,
 ) -> Result<BTreeSet<ProfileId>, StoreError> {
@@ -584,7 +623,10 @@ fn live_separations(
     Ok(live)
 }
 
-fn load_profile(writes: &CallWrites<'_, '_>, id: ProfileId) -> Result<ProfileRecord, StoreError> {
+pub(super) fn load_profile(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+) -> Result<ProfileRecord, StoreError> {
     let bytes = writes
         .get(&keys::profile(id))?
         .ok_or_else(|| StoreError::Corrupt {
@@ -594,7 +636,10 @@ fn load_profile(writes: &CallWrites<'_, '_>, id: ProfileId) -> Result<ProfileRec
     decode(&bytes, "profile")
 }
 
-fn follow_alias(writes: &CallWrites<'_, '_>, id: ProfileId) -> Result<ProfileId, StoreError> {
+pub(super) fn follow_alias(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+) -> Result<ProfileId, StoreError> {
     match writes.get(&keys::alias(id))? {
         Some(bytes) => decode_profile_id(&bytes),
         None => Ok(id),

@@ -10,6 +10,9 @@
 //! | `e` | profile id, timestamp, event sequence | `EventRecord`             |
 //! | `m` | message id                            | `DedupRecord`             |
 //! | `h` | kind, 0x00, normalized value          | `HubRecord`               |
+//! | `f` | blocking key, 0x00, profile id        | empty (fuzzy index)       |
+//! | `c` | lower profile id, higher profile id   | `CandidateRecord`         |
+//! | `r` | lower profile id, higher profile id   | `RejectionRecord`         |
 //! | `s` | counter name                          | u64                       |
 
 use crate::model::{Identifier, ProfileId, UnixMillis};
@@ -20,6 +23,9 @@ pub const ALIAS: u8 = b'a';
 pub const EVENT: u8 = b'e';
 pub const MESSAGE: u8 = b'm';
 pub const HUB: u8 = b'h';
+pub const FUZZY: u8 = b'f';
+pub const CANDIDATE: u8 = b'c';
+pub const REJECTION: u8 = b'r';
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
@@ -87,6 +93,61 @@ pub fn message(message_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + message_id.len());
     key.push(MESSAGE);
     key.extend_from_slice(message_id.as_bytes());
+    key
+}
+
+/// All profiles under one blocking key share this prefix.
+pub fn fuzzy_block(block: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + block.len() + 8);
+    key.push(FUZZY);
+    // Blocking keys are built from normalized letters and digits; a NUL in
+    // one would only split a block, never join two.
+    key.extend(block.bytes().filter(|byte| *byte != 0));
+    key.push(0);
+    key
+}
+
+pub fn fuzzy(block: &str, id: ProfileId) -> Vec<u8> {
+    let mut key = fuzzy_block(block);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+/// The profile id at the end of a fuzzy index key.
+pub fn fuzzy_profile(key: &[u8]) -> Option<ProfileId> {
+    let start = key.len().checked_sub(8)?;
+    decode_u64(&key[start..]).map(ProfileId)
+}
+
+/// Pairs are stored once, lower id first.
+pub fn candidate(first: ProfileId, second: ProfileId) -> [u8; 17] {
+    pair(CANDIDATE, first, second)
+}
+
+pub fn rejection(first: ProfileId, second: ProfileId) -> [u8; 17] {
+    pair(REJECTION, first, second)
+}
+
+pub fn decode_pair(key: &[u8]) -> Option<(ProfileId, ProfileId)> {
+    if key.len() != 17 {
+        return None;
+    }
+    Some((
+        ProfileId(decode_u64(&key[1..9])?),
+        ProfileId(decode_u64(&key[9..])?),
+    ))
+}
+
+fn pair(tag: u8, first: ProfileId, second: ProfileId) -> [u8; 17] {
+    let (low, high) = if first <= second {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let mut key = [0u8; 17];
+    key[0] = tag;
+    key[1..9].copy_from_slice(&low.0.to_be_bytes());
+    key[9..].copy_from_slice(&high.0.to_be_bytes());
     key
 }
 

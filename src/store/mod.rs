@@ -8,6 +8,7 @@
 
 mod apply;
 mod keys;
+mod matching;
 mod overlay;
 mod records;
 mod sled_store;
@@ -16,7 +17,8 @@ mod writer;
 use futures::future::BoxFuture;
 
 use crate::model::{
-    Identifier, ProfileId, ProfileView, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    CandidateReview, Identifier, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
+    ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 
 pub use sled_store::{SledStore, SledStoreOptions};
@@ -55,6 +57,35 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     /// Splits identifiers off a profile into a new profile, durably.
     fn unmerge(&self, call: UnmergeCall) -> BoxFuture<'static, Result<UnmergeOutcome, StoreError>>;
+
+    /// Accepts (merges, subject to merge protection) or rejects (never
+    /// proposed again) a pending match candidate.
+    fn review_match_candidate(
+        &self,
+        review: CandidateReview,
+    ) -> BoxFuture<'static, Result<ReviewOutcome, StoreError>>;
+
+    /// Runs fuzzy matching for these profiles as if their traits had just
+    /// changed.
+    fn match_profiles(
+        &self,
+        ids: Vec<ProfileId>,
+        at: UnixMillis,
+    ) -> BoxFuture<'static, Result<MatchPassOutcome, StoreError>>;
+
+    /// Pending match candidates in key order, after the given pair.
+    fn list_match_candidates(
+        &self,
+        after: Option<(ProfileId, ProfileId)>,
+        limit: usize,
+    ) -> Result<Vec<MatchCandidate>, StoreError>;
+
+    /// Live profile ids in order, after the given one.
+    fn profile_ids_after(
+        &self,
+        after: Option<ProfileId>,
+        limit: usize,
+    ) -> Result<Vec<ProfileId>, StoreError>;
 
     /// The live profile holding this identifier.
     fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError>;

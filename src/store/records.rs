@@ -138,6 +138,36 @@ pub struct HubRecord {
 }
 
 #[derive(Clone, PartialEq, Message)]
+pub struct EvidenceRecord {
+    #[prost(string, tag = "1")]
+    pub field: String,
+    #[prost(double, tag = "2")]
+    pub similarity: f64,
+    #[prost(double, tag = "3")]
+    pub weight: f64,
+}
+
+/// A likely duplicate pair waiting for review.
+#[derive(Clone, PartialEq, Message)]
+pub struct CandidateRecord {
+    #[prost(double, tag = "1")]
+    pub score: f64,
+    #[prost(message, repeated, tag = "2")]
+    pub evidence: Vec<EvidenceRecord>,
+    #[prost(int64, tag = "3")]
+    pub found_at_ms: i64,
+}
+
+/// A pair a reviewer said is not one person; never proposed again.
+#[derive(Clone, PartialEq, Message)]
+pub struct RejectionRecord {
+    #[prost(int64, tag = "1")]
+    pub at_ms: i64,
+    #[prost(string, tag = "2")]
+    pub message_id: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
 pub struct DedupRecord {
     /// The profile the original call resolved to (it may since have been
     /// merged away; follow its alias).

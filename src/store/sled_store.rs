@@ -8,12 +8,17 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{mpsc, oneshot};
 
+use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
-use super::records::{EventRecord, ProfileRecord, decode};
-use super::writer::{Command, Writer};
+use super::matching;
+use super::records::{CandidateRecord, EventRecord, ProfileRecord, decode};
+use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
 use crate::identity::MergeRules;
-use crate::model::{Identifier, ProfileId, ProfileView, UnmergeCall, UnmergeOutcome, WriteCall};
+use crate::model::{
+    CandidateReview, Identifier, MatchCandidate, MatchEvidence, MatchPassOutcome, ProfileId,
+    ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
+};
 
 /// How to open the sled store. Passed explicitly rather than relying on
 /// sled's defaults.
@@ -122,6 +127,29 @@ fn read_counter(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
     }
 }
 
+impl SledStore {
+    /// Queues a job for the writer and resolves with its answer once its
+    /// group is durable.
+    fn submit<T, F>(&self, body: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: for<'c, 'g, 't> FnOnce(&mut JobContext<'c, 'g, 't>) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let queue = self.queue.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            queue
+                .send(Command::Job(job(body, reply)))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+}
+
 impl ProfileStore for SledStore {
     fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>> {
         let queue = self.queue.clone();
@@ -137,16 +165,93 @@ impl ProfileStore for SledStore {
     }
 
     fn unmerge(&self, call: UnmergeCall) -> BoxFuture<'static, Result<UnmergeOutcome, StoreError>> {
-        let queue = self.queue.clone();
-        async move {
-            let (reply, answer) = oneshot::channel();
-            queue
-                .send(Command::Unmerge { call, reply })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
+        self.submit(move |context| apply_unmerge(context.writes, context.counters, &call))
+    }
+
+    fn review_match_candidate(
+        &self,
+        review: CandidateReview,
+    ) -> BoxFuture<'static, Result<ReviewOutcome, StoreError>> {
+        self.submit(move |context| matching::review(context, &review))
+    }
+
+    fn match_profiles(
+        &self,
+        ids: Vec<ProfileId>,
+        at: UnixMillis,
+    ) -> BoxFuture<'static, Result<MatchPassOutcome, StoreError>> {
+        self.submit(move |context| matching::match_stored(context, &ids, at))
+    }
+
+    fn list_match_candidates(
+        &self,
+        after: Option<(ProfileId, ProfileId)>,
+        limit: usize,
+    ) -> Result<Vec<MatchCandidate>, StoreError> {
+        let start = match after {
+            Some((first, second)) => {
+                let mut key = keys::candidate(first, second).to_vec();
+                // Just past the given pair.
+                key.push(0);
+                key
+            }
+            None => vec![keys::CANDIDATE],
+        };
+        let mut candidates = Vec::new();
+        for entry in self.tree.range(start..) {
+            let (key, value) = entry?;
+            if key.first() != Some(&keys::CANDIDATE) || candidates.len() >= limit {
+                break;
+            }
+            let Some((first, second)) = keys::decode_pair(&key) else {
+                continue;
+            };
+            let live = [self.resolve(first)?, self.resolve(second)?];
+            let stale = live[0] == live[1]
+                || self.tree.get(keys::profile(live[0]))?.is_none()
+                || self.tree.get(keys::profile(live[1]))?.is_none()
+                || self.tree.get(keys::rejection(live[0], live[1]))?.is_some();
+            if stale {
+                continue;
+            }
+            let record: CandidateRecord = decode(&value, "candidate")?;
+            candidates.push(MatchCandidate {
+                first,
+                second,
+                live,
+                score: record.score,
+                evidence: record
+                    .evidence
+                    .into_iter()
+                    .map(|evidence| MatchEvidence {
+                        field: evidence.field,
+                        similarity: evidence.similarity,
+                        weight: evidence.weight,
+                    })
+                    .collect(),
+                found_at: UnixMillis(record.found_at_ms),
+            });
         }
-        .boxed()
+        Ok(candidates)
+    }
+
+    fn profile_ids_after(
+        &self,
+        after: Option<ProfileId>,
+        limit: usize,
+    ) -> Result<Vec<ProfileId>, StoreError> {
+        let start = keys::profile(ProfileId(after.map_or(0, |id| id.0.saturating_add(1))));
+        let mut ids = Vec::with_capacity(limit.min(1024));
+        for entry in self.tree.range(start..) {
+            let (key, _) = entry?;
+            if key.first() != Some(&keys::PROFILE) || ids.len() >= limit {
+                break;
+            }
+            if let Some(id) = keys::decode_u64(&key[1..]) {
+                ids.push(ProfileId(id));
+            }
+        }
+        Ok(ids)
     }
 
     fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError> {

@@ -1,4 +1,4 @@
-//! The single writer: drains queued calls, applies a group of them as one
+//! The single writer: drains queued commands, applies a group of them as one
 //! atomic batch, makes the batch durable, then answers every caller of the
 //! group (group commit).
 
@@ -6,21 +6,35 @@ use std::fs::File;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{Counters, apply_call, apply_unmerge};
-use super::overlay::GroupWrites;
+use super::apply::{Counters, apply_call};
+use super::overlay::{CallWrites, GroupWrites};
 use super::{ApplyResults, StoreError};
 use crate::identity::MergeRules;
-use crate::model::{UnmergeCall, UnmergeOutcome, WriteCall};
+use crate::model::WriteCall;
+
+/// What a job may touch: the pending writes of its own (dropped unless it
+/// succeeds), the sequence counters and the identity rules.
+pub struct JobContext<'c, 'g, 't> {
+    pub writes: &'c mut CallWrites<'g, 't>,
+    pub counters: &'c mut Counters,
+    pub rules: &'c MergeRules,
+}
+
+/// Answers a job's caller once its group is durable (`None`) or failed.
+pub type Settle = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// A write other than identify/track (unmerge, review, matching pass): runs
+/// on the writer thread, reports whether its writes should be kept, and
+/// hands back how to answer its caller.
+pub type Job =
+    Box<dyn for<'c, 'g, 't> FnOnce(&mut JobContext<'c, 'g, 't>) -> (bool, Settle) + Send>;
 
 pub enum Command {
     Apply {
         calls: Vec<WriteCall>,
         reply: oneshot::Sender<Result<ApplyResults, StoreError>>,
     },
-    Unmerge {
-        call: UnmergeCall,
-        reply: oneshot::Sender<Result<UnmergeOutcome, StoreError>>,
-    },
+    Job(Job),
     /// Finish what is queued ahead, then stop.
     Shutdown,
 }
@@ -29,10 +43,44 @@ impl Command {
     fn call_count(&self) -> usize {
         match self {
             Command::Apply { calls, .. } => calls.len(),
-            Command::Unmerge { .. } => 1,
+            Command::Job(_) => 1,
             Command::Shutdown => 0,
         }
     }
+
+    fn refuse(self, error: &StoreError) {
+        match self {
+            Command::Apply { reply, .. } => {
+                let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
+            }
+            // A job never run has nothing to answer with but the failure;
+            // dropping it closes its reply channel, which callers see as
+            // the store being closed.
+            Command::Job(_) | Command::Shutdown => {}
+        }
+    }
+}
+
+/// Wraps a fallible job body into a `Job` answering on `reply`.
+pub fn job<T, F>(body: F, reply: oneshot::Sender<Result<T, StoreError>>) -> Job
+where
+    T: Send + 'static,
+    F: for<'c, 'g, 't> FnOnce(&mut JobContext<'c, 'g, 't>) -> Result<T, StoreError>
+        + Send
+        + 'static,
+{
+    Box::new(move |context| {
+        let result = body(context);
+        let succeeded = result.is_ok();
+        let settle: Settle = Box::new(move |commit_error| {
+            let answer = match commit_error {
+                Some(error) => Err(StoreError::CommitFailed(error.to_string())),
+                None => result,
+            };
+            let _ = reply.send(answer);
+        });
+        (succeeded, settle)
+    })
 }
 
 pub struct Writer {
@@ -53,35 +101,21 @@ enum Pending {
         results: ApplyResults,
         reply: oneshot::Sender<Result<ApplyResults, StoreError>>,
     },
-    Unmerge {
-        result: Result<UnmergeOutcome, StoreError>,
-        reply: oneshot::Sender<Result<UnmergeOutcome, StoreError>>,
-    },
+    Job(Settle),
 }
 
 impl Pending {
-    fn answer(self) {
-        // A caller that gave up waiting still had its write applied;
-        // nothing to undo.
-        match self {
-            Pending::Apply { results, reply } => {
+    /// `None` when the group is durable. A caller that gave up waiting
+    /// still had its write applied; nothing to undo.
+    fn answer(self, commit_error: Option<&StoreError>) {
+        match (self, commit_error) {
+            (Pending::Apply { results, reply }, None) => {
                 let _ = reply.send(Ok(results));
             }
-            Pending::Unmerge { result, reply } => {
-                let _ = reply.send(result);
+            (Pending::Apply { reply, .. }, Some(error)) => {
+                let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
             }
-        }
-    }
-
-    fn fail(self, error: &StoreError) {
-        let failure = || StoreError::CommitFailed(error.to_string());
-        match self {
-            Pending::Apply { reply, .. } => {
-                let _ = reply.send(Err(failure()));
-            }
-            Pending::Unmerge { reply, .. } => {
-                let _ = reply.send(Err(failure()));
-            }
+            (Pending::Job(settle), commit_error) => settle(commit_error),
         }
     }
 }
@@ -113,15 +147,7 @@ impl Writer {
                 // writes that are not durable.
                 queue.close();
                 while let Ok(command) = queue.try_recv() {
-                    match command {
-                        Command::Apply { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
-                        }
-                        Command::Unmerge { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
-                        }
-                        Command::Shutdown => {}
-                    }
+                    command.refuse(&error);
                 }
                 return;
             }
@@ -155,15 +181,20 @@ impl Writer {
                     }
                     pending.push(Pending::Apply { results, reply });
                 }
-                Command::Unmerge { call, reply } => {
+                Command::Job(job) => {
                     let mut writes = group.call();
                     let mut counters = self.counters;
-                    let result = apply_unmerge(&mut writes, &mut counters, &call);
-                    if result.is_ok() {
+                    let mut context = JobContext {
+                        writes: &mut writes,
+                        counters: &mut counters,
+                        rules: &self.rules,
+                    };
+                    let (succeeded, settle) = job(&mut context);
+                    if succeeded {
                         writes.commit();
                         self.counters = counters;
                     }
-                    pending.push(Pending::Unmerge { result, reply });
+                    pending.push(Pending::Job(settle));
                 }
                 Command::Shutdown => *stopping = true,
             }
@@ -180,13 +211,13 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
-                pending.into_iter().for_each(Pending::answer);
+                pending.into_iter().for_each(|answer| answer.answer(None));
                 Ok(())
             }
             Err(error) => {
                 self.counters = counters_before;
                 for answer in pending {
-                    answer.fail(&error);
+                    answer.answer(Some(&error));
                 }
                 Err(error)
             }

@@ -3,6 +3,7 @@
 //! generated gRPC client. One test binary, so the suite links once.
 
 mod durability;
+mod fuzzy;
 mod idempotency;
 mod ingest;
 mod merge_protection;

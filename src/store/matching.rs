@@ -1,0 +1,350 @@
+//! Fuzzy matching inside the store: keeping the blocking-key index in step
+//! with profiles' traits, scoring the profiles that share a key with a
+//! changed one, merging corroborated matches, and recording the rest as
+//! candidates for review. The rules themselves live in `identity::fuzzy`.
+
+use std::collections::BTreeSet;
+
+use prost::Message;
+
+use super::StoreError;
+use super::apply::{absorb, follow_alias, live_separations, load_profile};
+use super::keys;
+use super::overlay::CallWrites;
+use super::records::{
+    CandidateRecord, EvidenceRecord, IdentifierEntry, IdentifierRef, JOURNAL_MERGE, JournalEntry,
+    ProfileRecord, RejectionRecord, decode,
+};
+use super::writer::JobContext;
+use crate::identity::fuzzy::{
+    BLOCK_PROFILES_MAX, MatchDecision, MatchFields, MatchScore, blocking_keys, decide, score,
+};
+use crate::identity::{KnownProfile, MergeRules, merge_allowed};
+use crate::model::{CandidateReview, MatchPassOutcome, ProfileId, ReviewOutcome, UnixMillis};
+
+/// Trait names that feed matching; a call touching none of them (and
+/// merging nothing) leaves the index as it is.
+pub const MATCHING_TRAITS: [&str; 4] = ["first_name", "last_name", "birthday", "address"];
+
+/// Who caused a matching pass, for the journal.
+pub struct Cause<'a> {
+    pub at: UnixMillis,
+    pub message_id: &'a str,
+}
+
+/// What a matching pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MatchReport {
+    /// Profiles merged away by automatic matches.
+    pub merged_away: Vec<ProfileId>,
+    pub candidates_recorded: u64,
+}
+
+pub fn fields_of(record: &ProfileRecord) -> Result<MatchFields, StoreError> {
+    let traits = record
+        .trait_views()?
+        .into_iter()
+        .map(|view| (view.name, view.value))
+        .collect();
+    Ok(MatchFields::from_traits(&traits))
+}
+
+/// Moves a profile's entries in the blocking index from the keys of
+/// `before` to those of `after`.
+pub fn reindex(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+    before: &MatchFields,
+    after: &MatchFields,
+) {
+    let old: BTreeSet<String> = blocking_keys(before).into_iter().collect();
+    let new: BTreeSet<String> = blocking_keys(after).into_iter().collect();
+    for block in old.difference(&new) {
+        writes.remove(keys::fuzzy(block, id));
+    }
+    for block in new.difference(&old) {
+        writes.insert(keys::fuzzy(block, id), Vec::new());
+    }
+}
+
+/// Compares a profile with every profile sharing a blocking key: merges
+/// corroborated matches (oldest survives, merge protection applies) and
+/// records the others above the review threshold as candidates. Returns the
+/// surviving profile and its record.
+pub fn match_profile(
+    writes: &mut CallWrites<'_, '_>,
+    rules: &MergeRules,
+    cause: &Cause<'_>,
+    id: ProfileId,
+    record: ProfileRecord,
+    fields: &MatchFields,
+) -> Result<(ProfileId, ProfileRecord, MatchReport), StoreError> {
+    let mut report = MatchReport::default();
+    let Some(thresholds) = rules.fuzzy_thresholds().copied() else {
+        return Ok((id, record, report));
+    };
+    let mut others = BTreeSet::new();
+    for block in blocking_keys(fields) {
+        let members = writes.scan_prefix(&keys::fuzzy_block(&block))?;
+        // A huge block means the key is not selective (a default birthday,
+        // a placeholder postcode); scoring it would make matching quadratic.
+        if members.len() > BLOCK_PROFILES_MAX {
+            continue;
+        }
+        others.extend(
+            members
+                .iter()
+                .filter_map(|(key, _)| keys::fuzzy_profile(key))
+                .filter(|other| *other != id),
+        );
+    }
+
+    let mut scored = Vec::new();
+    for other in others {
+        if writes.get(&keys::rejection(id, other))?.is_some() {
+            continue;
+        }
+        let Some(bytes) = writes.get(&keys::profile(other))? else {
+            continue;
+        };
+        let other_record: ProfileRecord = decode(&bytes, "profile")?;
+        let match_score = score(fields, &fields_of(&other_record)?);
+        let decision = decide(&match_score, &thresholds);
+        if decision != MatchDecision::NoMatch {
+            scored.push((other, match_score, decision));
+        }
+    }
+    scored.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+
+    let (mut current_id, mut current) = (id, record);
+    for (other, match_score, decision) in scored {
+        // An earlier merge in this pass may have absorbed it.
+        let other = follow_alias(writes, other)?;
+        if other == current_id {
+            continue;
+        }
+        let Some(bytes) = writes.get(&keys::profile(other))? else {
+            continue;
+        };
+        let other_record: ProfileRecord = decode(&bytes, "profile")?;
+        if decision == MatchDecision::AutoMerge {
+            let ours = known(writes, current_id, &current)?;
+            let theirs = known(writes, other, &other_record)?;
+            if merge_allowed(rules, &ours, &theirs).is_ok() {
+                let reason = format!("fuzzy match, score {:.3}", match_score.score);
+                let (survivor, merged, gone) = merge_pair(
+                    writes,
+                    cause,
+                    (current_id, current),
+                    (other, other_record),
+                    reason,
+                )?;
+                current_id = survivor;
+                current = merged;
+                report.merged_away.push(gone);
+                continue;
+            }
+        }
+        if ours_separated(writes, &current, other)? {
+            continue;
+        }
+        record_candidate(writes, current_id, other, &match_score, cause.at)?;
+        report.candidates_recorded += 1;
+    }
+    Ok((current_id, current, report))
+}
+
+/// Merges two whole profiles (the older survives), keeps the blocking index
+/// right, and journals it. Returns the survivor, its record and the id that
+/// became an alias.
+pub fn merge_pair(
+    writes: &mut CallWrites<'_, '_>,
+    cause: &Cause<'_>,
+    first: (ProfileId, ProfileRecord),
+    second: (ProfileId, ProfileRecord),
+    reason: String,
+) -> Result<(ProfileId, ProfileRecord, ProfileId), StoreError> {
+    let ((keep, mut kept), (gone, gone_record)) = if first.0 < second.0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let kept_before = fields_of(&kept)?;
+    let gone_fields = fields_of(&gone_record)?;
+    let identifiers: Vec<IdentifierRef> = kept
+        .identifiers
+        .iter()
+        .chain(&gone_record.identifiers)
+        .map(|entry| IdentifierRef::of(&entry.to_identifier()))
+        .collect();
+    absorb(writes, keep, &mut kept, gone, gone_record)?;
+    kept.journal.push(JournalEntry {
+        at_ms: cause.at.0,
+        message_id: cause.message_id.to_owned(),
+        other_profiles: vec![gone.0],
+        kind: JOURNAL_MERGE,
+        identifiers,
+        reason,
+    });
+    reindex(writes, gone, &gone_fields, &MatchFields::default());
+    reindex(writes, keep, &kept_before, &fields_of(&kept)?);
+    writes.remove(keys::candidate(keep, gone));
+    Ok((keep, kept, gone))
+}
+
+pub fn record_rejection(
+    writes: &mut CallWrites<'_, '_>,
+    first: ProfileId,
+    second: ProfileId,
+    cause: &Cause<'_>,
+) {
+    let rejection = RejectionRecord {
+        at_ms: cause.at.0,
+        message_id: cause.message_id.to_owned(),
+    };
+    writes.insert(keys::rejection(first, second), rejection.encode_to_vec());
+    writes.remove(keys::candidate(first, second));
+}
+
+fn record_candidate(
+    writes: &mut CallWrites<'_, '_>,
+    first: ProfileId,
+    second: ProfileId,
+    match_score: &MatchScore,
+    found_at: UnixMillis,
+) -> Result<(), StoreError> {
+    let key = keys::candidate(first, second);
+    let found_at_ms = match writes.get(&key)? {
+        Some(bytes) => decode::<CandidateRecord>(&bytes, "candidate")?.found_at_ms,
+        None => found_at.0,
+    };
+    let candidate = CandidateRecord {
+        score: match_score.score,
+        evidence: match_score
+            .evidence
+            .iter()
+            .map(|evidence| EvidenceRecord {
+                field: evidence.field.to_owned(),
+                similarity: evidence.similarity,
+                weight: evidence.weight,
+            })
+            .collect(),
+        found_at_ms,
+    };
+    writes.insert(key, candidate.encode_to_vec());
+    Ok(())
+}
+
+fn ours_separated(
+    writes: &CallWrites<'_, '_>,
+    record: &ProfileRecord,
+    other: ProfileId,
+) -> Result<bool, StoreError> {
+    Ok(live_separations(writes, record)?.contains(&other))
+}
+
+pub fn known(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+    record: &ProfileRecord,
+) -> Result<KnownProfile, StoreError> {
+    Ok(KnownProfile {
+        id,
+        identifiers: record
+            .identifiers
+            .iter()
+            .map(IdentifierEntry::to_identifier)
+            .collect(),
+        separated_from: live_separations(writes, record)?,
+    })
+}
+
+/// Loads a live profile for review, following aliases.
+pub fn load_live(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+) -> Result<(ProfileId, ProfileRecord), StoreError> {
+    let live = follow_alias(writes, id)?;
+    if writes.get(&keys::profile(live))?.is_none() {
+        return Err(StoreError::NotFound(format!("profile {id} does not exist")));
+    }
+    Ok((live, load_profile(writes, live)?))
+}
+
+/// A reviewer's verdict on a pending candidate.
+pub fn review(
+    context: &mut JobContext<'_, '_, '_>,
+    review: &CandidateReview,
+) -> Result<ReviewOutcome, StoreError> {
+    let writes = &mut *context.writes;
+    let candidate_key = keys::candidate(review.first, review.second);
+    if writes.get(&candidate_key)?.is_none() {
+        return Err(StoreError::NotFound(format!(
+            "no pending match candidate {}:{}",
+            review.first.min(review.second),
+            review.first.max(review.second)
+        )));
+    }
+    let (first, first_record) = load_live(writes, review.first)?;
+    let (second, second_record) = load_live(writes, review.second)?;
+    let cause = Cause {
+        at: review.provenance.received_at,
+        message_id: &review.provenance.message_id,
+    };
+    writes.remove(candidate_key);
+    if first == second {
+        return Err(StoreError::Precondition(
+            "the two profiles have been merged already".to_owned(),
+        ));
+    }
+    if !review.accept {
+        record_rejection(writes, first, second, &cause);
+        return Ok(ReviewOutcome::Rejected);
+    }
+    let ours = known(writes, first, &first_record)?;
+    let theirs = known(writes, second, &second_record)?;
+    merge_allowed(context.rules, &ours, &theirs)
+        .map_err(|reason| StoreError::Precondition(format!("merge protection: {reason}")))?;
+    let reason = format!("match candidate accepted by {}", review.provenance.source);
+    let (survivor, record, absorbed) = merge_pair(
+        writes,
+        &cause,
+        (first, first_record),
+        (second, second_record),
+        reason,
+    )?;
+    writes.insert(keys::profile(survivor), record.encode_to_vec());
+    Ok(ReviewOutcome::Merged { survivor, absorbed })
+}
+
+/// The batch pass: matches each live, matchable profile of `ids`.
+pub fn match_stored(
+    context: &mut JobContext<'_, '_, '_>,
+    ids: &[ProfileId],
+    at: UnixMillis,
+) -> Result<MatchPassOutcome, StoreError> {
+    let mut outcome = MatchPassOutcome::default();
+    let cause = Cause { at, message_id: "" };
+    for &id in ids {
+        let writes = &mut *context.writes;
+        let Some(bytes) = writes.get(&keys::profile(id))? else {
+            continue;
+        };
+        let record: ProfileRecord = decode(&bytes, "profile")?;
+        let fields = fields_of(&record)?;
+        outcome.profiles_checked += 1;
+        if !fields.is_matchable() {
+            continue;
+        }
+        // Profiles stored before matching was enabled have no index entries yet.
+        reindex(writes, id, &MatchFields::default(), &fields);
+        let (survivor, record, report) =
+            match_profile(writes, context.rules, &cause, id, record, &fields)?;
+        outcome.candidates += report.candidates_recorded;
+        if !report.merged_away.is_empty() {
+            outcome.merges += report.merged_away.len() as u64;
+            writes.insert(keys::profile(survivor), record.encode_to_vec());
+        }
+    }
+    Ok(outcome)
+}

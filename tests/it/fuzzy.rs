@@ -1,0 +1,322 @@
+//! Fuzzy matching: likely duplicates that share no identifier.
+
+use sightline::api::pb::{self, ReviewDecision};
+use sightline::config::Config;
+use tempfile::TempDir;
+use tonic::Code;
+
+use crate::support::*;
+
+fn person(
+    email_value: &str,
+    first: &str,
+    last: &str,
+    birthday: &str,
+    postal_code: &str,
+) -> pb::IdentifyRequest {
+    let address = prost_types::Value {
+        kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
+            fields: [
+                ("postal_code".to_owned(), text(postal_code)),
+                ("country".to_owned(), text("GB")),
+            ]
+            .into_iter()
+            .collect(),
+        })),
+    };
+    let mut request = identify(vec![email(email_value)]);
+    request.traits = traits(&[
+        ("first_name", text(first)),
+        ("last_name", text(last)),
+        ("birthday", text(birthday)),
+        ("address", address),
+    ]);
+    request
+}
+
+/// Review-only matching: nothing merges automatically.
+fn review_only(data_dir: &TempDir) -> Config {
+    let mut config = test_config(data_dir);
+    config.identity.fuzzy.auto_merge_score_min = 1.0;
+    config
+}
+
+async fn candidates(client: &mut Client) -> Vec<pb::MatchCandidate> {
+    client
+        .list_match_candidates(pb::ListMatchCandidatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .candidates
+}
+
+#[tokio::test]
+async fn a_typo_in_the_name_with_the_same_birthday_and_postcode_is_one_person() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let jon = client
+        .identify(person(
+            "jon@example.com",
+            "Jon",
+            "Smith",
+            "1985-03-02",
+            "SW1A 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .identify(person(
+            "john.smith@example.org",
+            "John",
+            "Smith",
+            "1962-11-30",
+            "M1 1AE",
+        ))
+        .await
+        .unwrap();
+    let john = client
+        .identify(person(
+            "jsmyth@example.net",
+            "John",
+            "Smyth",
+            "1985-03-02",
+            "SW1A 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        john.profile_id, jon.profile_id,
+        "merged into the older profile"
+    );
+    assert_eq!(john.outcome(), pb::ResolutionOutcome::Merged);
+    let profile = get_by(&mut client, email("jsmyth@example.net"))
+        .await
+        .unwrap();
+    assert_eq!(
+        identifier_values(&profile),
+        vec!["email:jon@example.com", "email:jsmyth@example.net"],
+        "the 1962 John Smith stays apart"
+    );
+    assert!(
+        profile
+            .journal
+            .iter()
+            .any(|e| e.reason.starts_with("fuzzy match"))
+    );
+}
+
+#[tokio::test]
+async fn below_the_auto_merge_threshold_pairs_become_candidates_with_evidence() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = review_only(&data_dir);
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    let jon = client
+        .identify(person(
+            "jon@example.com",
+            "Jon",
+            "Smith",
+            "1985-03-02",
+            "SW1A 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let other = client
+        .identify(person(
+            "john.smith@example.org",
+            "John",
+            "Smith",
+            "1962-11-30",
+            "M1 1AE",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let john = client
+        .identify(person(
+            "jsmyth@example.net",
+            "John",
+            "Smyth",
+            "1985-03-02",
+            "SW1A 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(john.profile_id, jon.profile_id);
+
+    let pending = candidates(&mut client).await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let candidate = &pending[0];
+    let mut ids = candidate.profile_ids.clone();
+    ids.sort();
+    let mut expected = vec![jon.profile_id.clone(), john.profile_id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(!candidate.profile_ids.contains(&other.profile_id));
+    assert!(candidate.score > 0.5 && candidate.score <= 1.0);
+    let fields: Vec<&str> = candidate
+        .evidence
+        .iter()
+        .map(|e| e.field.as_str())
+        .collect();
+    for field in ["first_name", "last_name", "birthday", "postal_code"] {
+        assert!(fields.contains(&field), "{fields:?}");
+    }
+
+    let accepted = client
+        .review_match_candidate(pb::ReviewMatchCandidateRequest {
+            candidate_id: candidate.candidate_id.clone(),
+            decision: ReviewDecision::Accept as i32,
+            message_id: "review-1".to_owned(),
+            reviewer: "data-steward".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.profile_id, jon.profile_id);
+    assert_eq!(accepted.merged_profile_ids, vec![john.profile_id.clone()]);
+    assert_eq!(
+        get_by(&mut client, email("jsmyth@example.net"))
+            .await
+            .unwrap()
+            .profile_id,
+        jon.profile_id
+    );
+    assert!(candidates(&mut client).await.is_empty());
+    let again = client
+        .review_match_candidate(pb::ReviewMatchCandidateRequest {
+            candidate_id: candidate.candidate_id.clone(),
+            decision: ReviewDecision::Accept as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_rejected_pair_is_not_proposed_again() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = review_only(&data_dir);
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    client
+        .identify(person(
+            "a1@example.com",
+            "Maria",
+            "Lopez",
+            "1990-07-14",
+            "LS1 4AP",
+        ))
+        .await
+        .unwrap();
+    client
+        .identify(person(
+            "a2@example.com",
+            "Marie",
+            "Lopez",
+            "1990-07-14",
+            "LS1 4AP",
+        ))
+        .await
+        .unwrap();
+    let pending = candidates(&mut client).await;
+    assert_eq!(pending.len(), 1);
+    let rejected = client
+        .review_match_candidate(pb::ReviewMatchCandidateRequest {
+            candidate_id: pending[0].candidate_id.clone(),
+            decision: ReviewDecision::Reject as i32,
+            message_id: String::new(),
+            reviewer: "data-steward".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rejected.decision(), ReviewDecision::Reject);
+    // Touching the traits again, and a full pass, propose nothing.
+    client
+        .identify(person(
+            "a2@example.com",
+            "Marie",
+            "Lopez",
+            "1990-07-14",
+            "LS1 4AP",
+        ))
+        .await
+        .unwrap();
+    let pass = client
+        .run_matching(pb::RunMatchingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pass.profiles_checked, 2);
+    assert!(candidates(&mut client).await.is_empty());
+
+    let malformed = client
+        .review_match_candidate(pb::ReviewMatchCandidateRequest {
+            candidate_id: "nonsense".to_owned(),
+            decision: ReviewDecision::Accept as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let undecided = client
+        .review_match_candidate(pb::ReviewMatchCandidateRequest {
+            candidate_id: pending[0].candidate_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(undecided.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_batch_pass_matches_profiles_stored_while_matching_was_off() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    config.identity.fuzzy.enabled = false;
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    let first = client
+        .identify(person(
+            "b1@example.com",
+            "Aisha",
+            "Khan",
+            "1979-01-23",
+            "B1 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client
+        .identify(person(
+            "b2@example.com",
+            "Aisha",
+            "Khan",
+            "1979-01-23",
+            "B1 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(first.profile_id, second.profile_id);
+    drop(client);
+    let data_dir = server.stop().await;
+
+    let server = TestServer::start_in(data_dir).await;
+    let mut client = server.client().await;
+    let pass = client
+        .run_matching(pb::RunMatchingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // The first profile checked absorbs the second, which is then gone.
+    assert_eq!((pass.profiles_checked, pass.merges), (1, 1));
+    let profile = get_by(&mut client, email("b2@example.com")).await.unwrap();
+    assert_eq!(profile.profile_id, first.profile_id);
+}
