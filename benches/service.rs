@@ -7,70 +7,17 @@
 //! (distinct people, default 10000), `BENCH_READ_SECONDS` (default 5).
 //! Every figure is reported per run and as the median over runs.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{connect, env_number, start_server};
+
 use hdrhistogram::Histogram;
-use sightline::api::pb::{
-    self, get_profile_request::Lookup, ingest_request::Item,
-    profile_service_client::ProfileServiceClient,
-};
-use tonic::transport::Channel;
+use sightline::api::pb::{self, get_profile_request::Lookup, ingest_request::Item};
 
 const READS_IN_FLIGHT: usize = 16;
 const INGEST_STREAMS: usize = 2;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let data_dir = tempfile::tempdir().expect("data dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data_dir.path())
-        .env("SIGHTLINE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start sightline");
-    Server {
-        child,
-        port,
-        _data_dir: data_dir,
-    }
-}
-
-async fn connect(port: u16) -> ProfileServiceClient<Channel> {
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..500 {
-        if let Ok(client) = ProfileServiceClient::connect(endpoint.clone()).await {
-            return client;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("server did not start");
-}
 
 fn identifier(kind: &str, value: String) -> pb::Identifier {
     pb::Identifier {

@@ -13,12 +13,14 @@
 //!   given listener until a given shutdown signal.
 //! - [`config`]: typed configuration with defaults.
 //! - [`cli`]: the command-line client (a gRPC client of a running server).
+//! - [`quality`]: the identity-resolution quality harness (a gRPC client too).
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod model;
+pub mod quality;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -5,6 +5,7 @@ use sightline::api::pb::{self, get_profile_request::Lookup};
 use sightline::cli::{self, CliError};
 use sightline::config::Config;
 use sightline::model::SystemClock;
+use sightline::quality::{QualityOptions, parse_scenarios, run_quality};
 use tracing_subscriber::EnvFilter;
 
 /// Sightline: a unified customer profile store.
@@ -77,6 +78,22 @@ enum Command {
         /// Newest events to include (0: server default).
         #[arg(long, default_value_t = 0)]
         events: u32,
+    },
+    /// Measure identity resolution: load generated dirty data with known
+    /// truth into a running (empty) server and report pairwise precision,
+    /// recall and F1 per scenario.
+    Quality {
+        #[command(flatten)]
+        target: Target,
+        /// People generated per scenario.
+        #[arg(long, default_value_t = 1000)]
+        people: usize,
+        #[arg(long, default_value_t = 20240101)]
+        seed: u64,
+        /// `all`, or a comma-separated list: clean, typos, nicknames_swaps,
+        /// changes, shared_devices, junk.
+        #[arg(long, default_value = "all")]
+        scenarios: String,
     },
 }
 
@@ -199,12 +216,34 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 let profile = response.into_inner().profile.unwrap_or_default();
                 Ok(cli::profile_json(&profile))
             }
+            Command::Quality {
+                target,
+                people,
+                seed,
+                scenarios,
+            } => {
+                let options = QualityOptions {
+                    server: target.server,
+                    people_per_scenario: people,
+                    seed,
+                    scenarios: parse_scenarios(&scenarios)
+                        .map_err(|error| CliError::Usage(error.to_string()))?,
+                    ..QualityOptions::default()
+                };
+                let report = run_quality(options)
+                    .await
+                    .map_err(|error| CliError::Usage(error.to_string()))?;
+                println!("{report}");
+                Ok(serde_json::Value::Null)
+            }
             Command::Serve { .. } => {
                 Err(CliError::Usage("serve is not a client command".to_owned()))
             }
         }
     })?;
-    println!("{}", serde_json::to_string_pretty(&output)?);
+    if !output.is_null() {
+        println!("{}", serde_json::to_string_pretty(&output)?);
+    }
     Ok(())
 }
 

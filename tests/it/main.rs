@@ -9,6 +9,7 @@ mod ingest;
 mod merge_protection;
 mod normalization;
 mod operations;
+mod quality;
 mod resolution;
 mod support;
 mod validation;

@@ -1,0 +1,60 @@
+//! What the benchmarks share: the real server binary in a temporary data
+//! directory, and a client that waits for it to listen.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sightline::api::pb::profile_service_client::ProfileServiceClient;
+use tonic::transport::Channel;
+
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_server() -> Server {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data_dir.path())
+        .env("SIGHTLINE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sightline");
+    Server {
+        child,
+        port,
+        _data_dir: data_dir,
+    }
+}
+
+pub async fn connect(port: u16) -> ProfileServiceClient<Channel> {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..500 {
+        if let Ok(client) = ProfileServiceClient::connect(endpoint.clone()).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server did not start");
+}

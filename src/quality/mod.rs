@@ -1,0 +1,232 @@
+//! The identity-resolution quality harness: generates dirty customer data
+//! whose truth is known, loads it into a running server through `Ingest`,
+//! asks the server where every record ended up, and scores the profiles
+//! against the truth with pairwise precision, recall and F1 (design §2.5),
+//! plus a count of super-profiles (design §2.3).
+//!
+//! Like [`crate::cli`], this is a gRPC client of a running server, so it
+//! uses the generated types directly. Run it against an empty server: data
+//! already there can join the harness's records and skew the score.
+//!
+//! # Wiring a `sightline quality` subcommand
+//!
+//! In `src/main.rs`, add a client command with the `Target` flags and
+//! `--people <n>` (per scenario), `--seed <n>` and
+//! `--scenarios <all|clean,typos,...>`; run it on the client runtime like
+//! the other client commands:
+//!
+//! ```no_run
+//! # async fn wire(server: String, people: usize, seed: u64, scenarios: &str)
+//! # -> Result<(), sightline::quality::QualityError> {
+//! use sightline::quality::{QualityOptions, parse_scenarios, run_quality};
+//!
+//! let options = QualityOptions {
+//!     server,
+//!     people_per_scenario: people,
+//!     seed,
+//!     scenarios: parse_scenarios(scenarios)?,
+//!     ..QualityOptions::default()
+//! };
+//! let report = run_quality(options).await?;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+
+mod evaluate;
+mod generate;
+mod load;
+mod metrics;
+mod names;
+mod report;
+
+pub use evaluate::{Placement, place_records};
+pub use generate::{
+    Address, Dataset, PEOPLE_PER_SCENARIO_MAX, Person, PersonId, Record, Scenario, generate,
+    parse_scenarios,
+};
+pub use load::{LoadSummary, load};
+pub use metrics::{ClusterScore, PairCounts, SuperProfiles, score};
+pub use report::{QualityReport, ScenarioReport};
+
+use tonic::transport::Channel;
+
+use crate::api::pb::profile_service_client::ProfileServiceClient;
+
+/// Most items per `Ingest` call: the server's default
+/// `limits.ingest_errors_max`, so every rejection of a call is listed.
+pub const INGEST_CHUNK_ITEMS_MAX: usize = 1_000;
+
+/// Most `GetProfile` calls in flight at once.
+pub const LOOKUPS_IN_FLIGHT_MAX: usize = 64;
+
+/// Largest `GetProfile` answer accepted. A super-profile can hold the
+/// identifiers of thousands of people, well past tonic's 4 MiB default,
+/// and finding such profiles is the point of the harness.
+const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityOptions {
+    /// The server's address, e.g. `http://127.0.0.1:50051`.
+    pub server: String,
+    /// People generated per scenario, 1..=[`PEOPLE_PER_SCENARIO_MAX`].
+    pub people_per_scenario: usize,
+    /// The same seed gives the same data (see [`generate`]).
+    pub seed: u64,
+    /// Scenarios to run, in this order; see [`parse_scenarios`].
+    pub scenarios: Vec<Scenario>,
+    /// Items per `Ingest` call, 1..=[`INGEST_CHUNK_ITEMS_MAX`]; must not
+    /// exceed the server's `limits.ingest_errors_max`.
+    pub ingest_chunk_items: usize,
+    /// `GetProfile` calls in flight, 1..=[`LOOKUPS_IN_FLIGHT_MAX`].
+    pub lookups_in_flight: usize,
+    /// A profile with records of more than this many people is a
+    /// super-profile.
+    pub super_profile_persons_max: usize,
+}
+
+impl Default for QualityOptions {
+    fn default() -> Self {
+        QualityOptions {
+            server: "http://127.0.0.1:50051".to_owned(),
+            people_per_scenario: 200,
+            seed: 42,
+            scenarios: Scenario::ALL.to_vec(),
+            ingest_chunk_items: 500,
+            lookups_in_flight: 16,
+            super_profile_persons_max: 3,
+        }
+    }
+}
+
+impl QualityOptions {
+    fn validate(&self) -> Result<(), QualityError> {
+        let in_range = |name: &str, value: usize, max: usize| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(QualityError::Options(format!("{name} must be 1..={max}")))
+            }
+        };
+        in_range(
+            "people_per_scenario",
+            self.people_per_scenario,
+            PEOPLE_PER_SCENARIO_MAX,
+        )?;
+        in_range(
+            "ingest_chunk_items",
+            self.ingest_chunk_items,
+            INGEST_CHUNK_ITEMS_MAX,
+        )?;
+        in_range(
+            "lookups_in_flight",
+            self.lookups_in_flight,
+            LOOKUPS_IN_FLIGHT_MAX,
+        )?;
+        if self.scenarios.is_empty() {
+            return Err(QualityError::Options("no scenario selected".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QualityError {
+    #[error("invalid quality options: {0}")]
+    Options(String),
+    #[error(
+        "unknown scenario `{0}`: expected `all` or a comma-separated list of \
+         clean, typos, nicknames_swaps, changes, shared_devices, junk"
+    )]
+    UnknownScenario(String),
+    #[error("cannot connect to {server}: {source}")]
+    Connect {
+        server: String,
+        source: tonic::transport::Error,
+    },
+    #[error("ingest failed: {}: {}", .0.code(), .0.message())]
+    Ingest(tonic::Status),
+    #[error(
+        "ingest rejected {rejected} items but listed {listed}: lower ingest_chunk_items \
+         to at most the server's limits.ingest_errors_max"
+    )]
+    RejectionsNotListed { rejected: u64, listed: usize },
+    #[error("ingest reported an error for item {index} of a call with {items} items")]
+    UnknownItem { index: u64, items: usize },
+    #[error("profile lookup failed: {}: {}", .0.code(), .0.message())]
+    Lookup(tonic::Status),
+}
+
+/// Runs the selected scenarios one after another against the server at
+/// `options.server` and scores each. Scenarios use disjoint identifiers, so
+/// one does not disturb another's score.
+pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, QualityError> {
+    options.validate()?;
+    let mut client = ProfileServiceClient::connect(options.server.clone())
+        .await
+        .map_err(|source| QualityError::Connect {
+            server: options.server.clone(),
+            source,
+        })?
+        .max_decoding_message_size(RESPONSE_BYTES_MAX);
+    let mut scenarios = Vec::with_capacity(options.scenarios.len());
+    for &scenario in &options.scenarios {
+        let report = run_scenario(&mut client, &options, scenario).await?;
+        tracing::info!(
+            scenario = %scenario,
+            records = report.records,
+            rejected = report.rejected,
+            precision = report.precision(),
+            recall = report.recall(),
+            super_profiles = report.super_profiles.count,
+            "quality scenario scored"
+        );
+        scenarios.push(report);
+    }
+    Ok(QualityReport {
+        seed: options.seed,
+        people_per_scenario: options.people_per_scenario,
+        super_profile_persons_max: options.super_profile_persons_max,
+        scenarios,
+    })
+}
+
+/// What a scored record is clustered by.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Cluster<'a> {
+    Profile(&'a str),
+    /// An unresolved record: alone, keyed by its position.
+    Alone(usize),
+}
+
+async fn run_scenario(
+    client: &mut ProfileServiceClient<Channel>,
+    options: &QualityOptions,
+    scenario: Scenario,
+) -> Result<ScenarioReport, QualityError> {
+    let dataset = generate(scenario, options.people_per_scenario, options.seed)?;
+    let load = load(client, &dataset.records, options.ingest_chunk_items).await?;
+    let placements = place_records(
+        client,
+        &dataset.records,
+        &load.rejected_records,
+        options.lookups_in_flight,
+    )
+    .await?;
+    let unresolved = placements
+        .iter()
+        .filter(|placement| **placement == Placement::Unresolved)
+        .count() as u64;
+    let assignments = dataset
+        .records
+        .iter()
+        .zip(&placements)
+        .enumerate()
+        .filter_map(|(position, (record, placement))| match placement {
+            Placement::Excluded => None,
+            Placement::Profile(profile_id) => Some((record.person, Cluster::Profile(profile_id))),
+            Placement::Unresolved => Some((record.person, Cluster::Alone(position))),
+        });
+    let score = score(assignments, options.super_profile_persons_max);
+    Ok(ScenarioReport::new(&dataset, &load, unresolved, &score))
+}

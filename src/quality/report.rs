@@ -1,0 +1,145 @@
+//! The harness's result: per scenario, what the server did with the records
+//! and how well the profiles it built match the truth.
+
+use std::fmt;
+
+use super::generate::{Dataset, Scenario};
+use super::load::LoadSummary;
+use super::metrics::{ClusterScore, PairCounts, SuperProfiles};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioReport {
+    pub scenario: Scenario,
+    pub people: usize,
+    /// Records sent, resends included: `accepted + duplicate + rejected`.
+    pub records: u64,
+    pub accepted: u64,
+    pub duplicate: u64,
+    /// Records the server refused (e.g. an invalid junk phone), counted
+    /// apart from the score: they are in no profile.
+    pub rejected: u64,
+    /// Rejected records whose identifiers are all well-formed: refused for
+    /// another reason, e.g. merge protection finding that every identifier
+    /// of the call is a hub (a shared tablet) that resolves no person.
+    pub rejected_unexpected: u64,
+    /// Records scored: neither rejected nor resends.
+    pub records_scored: u64,
+    /// Scored records none of whose identifiers finds a profile.
+    pub unresolved: u64,
+    /// Profiles the scored records ended in (an unresolved record counts as
+    /// one of its own).
+    pub profiles: usize,
+    pub pairs: PairCounts,
+    pub super_profiles: SuperProfiles,
+}
+
+impl ScenarioReport {
+    pub(super) fn new(
+        dataset: &Dataset,
+        load: &LoadSummary,
+        unresolved: u64,
+        score: &ClusterScore,
+    ) -> Self {
+        let rejected_unexpected = dataset
+            .records
+            .iter()
+            .zip(&load.rejected_records)
+            .filter(|(record, rejected)| **rejected && !record.invalid_on_purpose)
+            .count() as u64;
+        ScenarioReport {
+            scenario: dataset.scenario,
+            people: dataset.people.len(),
+            records: load.records,
+            accepted: load.accepted,
+            duplicate: load.duplicate,
+            rejected: load.rejected,
+            rejected_unexpected,
+            records_scored: score.records,
+            unresolved,
+            profiles: score.clusters,
+            pairs: score.pairs,
+            super_profiles: score.super_profiles,
+        }
+    }
+
+    pub fn precision(&self) -> f64 {
+        self.pairs.precision()
+    }
+
+    pub fn recall(&self) -> f64 {
+        self.pairs.recall()
+    }
+
+    pub fn f1(&self) -> f64 {
+        self.pairs.f1()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityReport {
+    pub seed: u64,
+    pub people_per_scenario: usize,
+    /// A profile with records of more than this many people is a
+    /// super-profile.
+    pub super_profile_persons_max: usize,
+    /// In the order the scenarios ran.
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+impl QualityReport {
+    pub fn scenario(&self, scenario: Scenario) -> Option<&ScenarioReport> {
+        self.scenarios
+            .iter()
+            .find(|report| report.scenario == scenario)
+    }
+}
+
+impl fmt::Display for QualityReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "identity resolution quality: seed {}, {} people per scenario, \
+             super-profile = records of more than {} people",
+            self.seed, self.people_per_scenario, self.super_profile_persons_max
+        )?;
+        writeln!(
+            f,
+            "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>6} {:>5} {:>9}",
+            "scenario",
+            "people",
+            "records",
+            "accepted",
+            "dup",
+            "rejected",
+            "unexpected",
+            "unresolved",
+            "profiles",
+            "precision",
+            "recall",
+            "f1",
+            "super",
+            "swallowed"
+        )?;
+        for report in &self.scenarios {
+            writeln!(
+                f,
+                "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9.4} {:>6.4} {:>6.4} {:>5} {:>9}",
+                report.scenario.name(),
+                report.people,
+                report.records,
+                report.accepted,
+                report.duplicate,
+                report.rejected,
+                report.rejected_unexpected,
+                report.unresolved,
+                report.profiles,
+                report.precision(),
+                report.recall(),
+                report.f1(),
+                report.super_profiles.count,
+                report.super_profiles.persons_swallowed
+            )?;
+        }
+        Ok(())
+    }
+}

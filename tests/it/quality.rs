@@ -1,0 +1,57 @@
+//! The identity-resolution quality harness against a real server: a small
+//! run of every scenario. Only the clean scenario has a fixed expectation;
+//! the others are printed, as fuzzy matching and merge protection move them.
+
+use sightline::quality::{QualityOptions, Scenario, run_quality};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_small_run_scores_every_scenario_and_clean_data_perfectly() {
+    let server = TestServer::start().await;
+    // Waits until the server accepts connections.
+    let _ = server.client().await;
+    let options = QualityOptions {
+        server: format!("http://{}", server.address),
+        people_per_scenario: 60,
+        seed: 20_240_101,
+        ..QualityOptions::default()
+    };
+    let report = run_quality(options).await.expect("harness run");
+    println!("{report}");
+
+    for scenario in Scenario::ALL {
+        let scenario_report = report
+            .scenario(scenario)
+            .unwrap_or_else(|| panic!("{scenario} missing from the report"));
+        assert_eq!(scenario_report.people, 60, "{scenario}");
+        assert_eq!(
+            scenario_report.records,
+            scenario_report.accepted + scenario_report.duplicate + scenario_report.rejected,
+            "{scenario}"
+        );
+        assert!(
+            scenario_report.duplicate > 0,
+            "{scenario}: resends are duplicates"
+        );
+        // On a fresh server the duplicates are exactly the resends that
+        // were not rejected, and neither is scored.
+        assert_eq!(
+            scenario_report.records_scored + scenario_report.duplicate + scenario_report.rejected,
+            scenario_report.records,
+            "{scenario}: every record is scored, a duplicate or rejected"
+        );
+    }
+
+    let clean = report.scenario(Scenario::Clean).expect("clean scenario");
+    assert_eq!(clean.rejected, 0);
+    assert_eq!(clean.unresolved, 0);
+    assert_eq!(clean.precision(), 1.0);
+    assert_eq!(clean.recall(), 1.0);
+    assert_eq!(clean.profiles, 60);
+
+    // Per item, without failing the batch: an invalid phone is rejected
+    // by normalization whatever merge protection does.
+    let junk = report.scenario(Scenario::Junk).expect("junk scenario");
+    assert!(junk.rejected > 0, "the junk phone is rejected per item");
+}
