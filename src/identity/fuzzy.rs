@@ -244,6 +244,13 @@ pub const FIELD_BIRTHDAY: &str = "birthday";
 pub const FIELD_POSTAL_CODE: &str = "postal_code";
 pub const FIELD_STREET: &str = "street";
 pub const FIELD_CITY: &str = "city";
+/// Not a trait: a call once carried identifiers of both profiles and merge
+/// protection refused the link (a device or cookie seen with both).
+pub const FIELD_REFUSED_LINK: &str = "refused_link";
+/// A refused link is the same person's own device as often as a shared one:
+/// on its own it proves nothing (that is why it was refused), beside
+/// agreeing names and birthday it is strong corroboration.
+const REFUSED_LINK_BITS: f64 = 5.0;
 
 /// A validated calendar date of birth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -675,6 +682,17 @@ pub struct MatchScore {
 }
 
 impl MatchScore {
+    /// Adds the evidence of a refused link between the two profiles.
+    pub fn with_refused_link(mut self) -> MatchScore {
+        self.evidence.push(FieldEvidence {
+            field: FIELD_REFUSED_LINK,
+            similarity: 1.0,
+            weight: REFUSED_LINK_BITS,
+        });
+        self.score = probability(self.evidence_bits());
+        self
+    }
+
     /// The summed evidence, in bits.
     pub fn evidence_bits(&self) -> f64 {
         self.evidence.iter().map(|evidence| evidence.weight).sum()

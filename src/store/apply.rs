@@ -17,7 +17,9 @@ use super::records::{
     decode,
 };
 use crate::identity::fuzzy::MatchFields;
-use crate::identity::{KnownProfile, MergeRules, incoming_trait_wins, plan_resolution};
+use crate::identity::{
+    BlockReason, KnownProfile, MergeRules, incoming_trait_wins, plan_resolution,
+};
 use crate::model::{
     Identifier, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall, UnmergeOutcome,
     WriteCall, WriteOutcome, WritePayload,
@@ -120,7 +122,11 @@ pub fn apply_call(
             .keys()
             .any(|name| MATCHING_TRAITS.contains(&name.as_str())),
         WritePayload::Track { .. } => false,
-    } || !plan.absorbed.is_empty();
+    } || !plan.absorbed.is_empty()
+        // A refused weak link is new evidence that the two may be one person.
+        || plan.blocked.iter().any(|link| {
+            link.profile.is_some() && matches!(link.reason, BlockReason::WeakLink { .. })
+        });
     let mut fields_before = MatchFields::default();
     let (profile_id, mut record, mut resolution) = match plan.survivor {
         None => {
@@ -148,6 +154,7 @@ pub fn apply_call(
                     kind: JOURNAL_MERGE,
                     identifiers: usable.iter().map(IdentifierRef::of).collect(),
                     reason: "a call carried identifiers of several profiles".to_owned(),
+                    weak_link: false,
                 });
                 let absorbed = plan.absorbed.clone();
                 (survivor, record, Resolution::Merged { absorbed })
@@ -193,6 +200,7 @@ pub fn apply_call(
             kind: JOURNAL_BLOCKED_MERGE,
             identifiers: link.identifiers.iter().map(IdentifierRef::of).collect(),
             reason: reason.clone(),
+            weak_link: matches!(link.reason, BlockReason::WeakLink { .. }),
         };
         if let Some(other_record) = other.and_then(|id| records.get_mut(&id)) {
             let mirrored = JournalEntry {
@@ -375,6 +383,7 @@ pub fn apply_unmerge(
         kind: JOURNAL_UNMERGE,
         identifiers: call.identifiers.iter().map(IdentifierRef::of).collect(),
         reason: call.reason.clone(),
+        weak_link: false,
     };
     split.journal.push(JournalEntry {
         other_profiles: vec![profile_id.0],

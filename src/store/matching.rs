@@ -108,7 +108,10 @@ pub fn match_profile(
             continue;
         };
         let other_record: ProfileRecord = decode(&bytes, "profile")?;
-        let match_score = score(fields, &fields_of(&other_record)?);
+        let mut match_score = score(fields, &fields_of(&other_record)?);
+        if refused_weak_link(&record, id, &other_record, other) {
+            match_score = match_score.with_refused_link();
+        }
         let decision = decide(&match_score, &thresholds);
         if decision != MatchDecision::NoMatch {
             scored.push((other, match_score, decision));
@@ -185,6 +188,7 @@ pub fn merge_pair(
         kind: JOURNAL_MERGE,
         identifiers,
         reason,
+        weak_link: false,
     });
     reindex(writes, gone, &gone_fields, &MatchFields::default());
     reindex(writes, keep, &kept_before, &fields_of(&kept)?);
@@ -233,6 +237,28 @@ fn record_candidate(
     };
     writes.insert(key, candidate.encode_to_vec());
     Ok(())
+}
+
+/// Whether either profile's journal holds a weak link refused between them
+/// (by their current ids or ids merged into them since).
+fn refused_weak_link(
+    first: &ProfileRecord,
+    first_id: ProfileId,
+    second: &ProfileRecord,
+    second_id: ProfileId,
+) -> bool {
+    let names = |record: &ProfileRecord, id: ProfileId| {
+        let mut ids: BTreeSet<u64> = record.merged_ids.iter().copied().collect();
+        ids.insert(id.0);
+        ids
+    };
+    let (first_ids, second_ids) = (names(first, first_id), names(second, second_id));
+    let refers_to = |record: &ProfileRecord, others: &BTreeSet<u64>| {
+        record.journal.iter().any(|entry| {
+            entry.weak_link && entry.other_profiles.iter().any(|id| others.contains(id))
+        })
+    };
+    refers_to(first, &second_ids) || refers_to(second, &first_ids)
 }
 
 fn ours_separated(

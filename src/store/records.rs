@@ -91,6 +91,11 @@ pub struct JournalEntry {
     pub identifiers: Vec<IdentifierRef>,
     #[prost(string, tag = "6")]
     pub reason: String,
+    /// A blocked merge refused because only weaker identifiers linked two
+    /// different values of a stronger kind; fuzzy matching counts it as
+    /// evidence.
+    #[prost(bool, tag = "7")]
+    pub weak_link: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]

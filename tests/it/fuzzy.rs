@@ -320,3 +320,58 @@ async fn the_batch_pass_matches_profiles_stored_while_matching_was_off() {
     let profile = get_by(&mut client, email("b2@example.com")).await.unwrap();
     assert_eq!(profile.profile_id, first.profile_id);
 }
+
+#[tokio::test]
+async fn a_refused_device_link_corroborates_a_name_and_birthday_match() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let phone_device = id("device_id", "own-phone-1");
+    let mut first = person(
+        "old@example.com",
+        "Priya",
+        "Sharma",
+        "1991-05-17",
+        "LS6 2AB",
+    );
+    first.identifiers.push(phone_device.clone());
+    let original = client.identify(first).await.unwrap().into_inner();
+
+    // Months later, a new email on the same phone: refused (a device alone
+    // must not make two emails one person)...
+    let refused = client
+        .identify(identify(vec![email("new@example.com"), phone_device]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(refused.profile_id, original.profile_id);
+    assert_eq!(refused.blocked_links.len(), 1);
+
+    // ...until the same name and birthday arrive, from a new address.
+    let moved = client
+        .identify(person(
+            "new@example.com",
+            "Priya",
+            "Sharma",
+            "1991-05-17",
+            "M20 3CD",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.profile_id, original.profile_id, "{moved:?}");
+
+    // Without the device link, the same traits only make a candidate.
+    let stranger = client
+        .identify(person(
+            "third@example.com",
+            "Priya",
+            "Sharma",
+            "1991-05-17",
+            "B1 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(stranger.profile_id, original.profile_id);
+    assert_eq!(candidates(&mut client).await.len(), 1);
+}
