@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::StoreError;
 use super::keys;
-use super::matching::{Cause, MATCHING_TRAITS, fields_of, match_profile, reindex};
+use super::matching::{Cause, MATCHING_TRAITS, fields_of, known, match_profile, reindex};
 use super::overlay::CallWrites;
 use super::records::{
     DedupRecord, EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE,
@@ -17,9 +17,7 @@ use super::records::{
     decode,
 };
 use crate::identity::fuzzy::MatchFields;
-use crate::identity::{
-    BlockReason, KnownProfile, MergeRules, incoming_trait_wins, plan_resolution,
-};
+use crate::identity::{BlockReason, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
     Identifier, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall, UnmergeOutcome,
     WriteCall, WriteOutcome, WritePayload,
@@ -98,19 +96,11 @@ pub fn apply_call(
         }
         owners.push(owner);
     }
-    let mut known = Vec::with_capacity(records.len());
+    let mut known_profiles = Vec::with_capacity(records.len());
     for (id, record) in &records {
-        known.push(KnownProfile {
-            id: *id,
-            identifiers: record
-                .identifiers
-                .iter()
-                .map(IdentifierEntry::to_identifier)
-                .collect(),
-            separated_from: live_separations(writes, record)?,
-        });
+        known_profiles.push(known(writes, *id, record)?);
     }
-    let plan = plan_resolution(rules, &usable, &owners, &known);
+    let plan = plan_resolution(rules, &usable, &owners, &known_profiles);
 
     let received_at = call.provenance.received_at;
     let provenance = ProvenanceRecord {
