@@ -3,7 +3,7 @@
 //! and at a large population. Run with `cargo bench --bench matching`;
 //! `BENCH_MATCH_SIZES` (default `10000,1000000`) sets the populations and
 //! `BENCH_PROBE` (default 5000) the identifies timed at each size, three
-//! times, median reported.
+//! times, median reported. `BENCH_SERVER_CONFIG` names a server config file.
 
 mod common;
 

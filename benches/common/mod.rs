@@ -33,9 +33,15 @@ pub fn start_server() -> Server {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sightline"));
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data_dir.path())
+        .arg(data_dir.path());
+    // A server configuration to benchmark, e.g. another cache size.
+    if let Ok(config) = std::env::var("BENCH_SERVER_CONFIG") {
+        command.args(["--config", &config]);
+    }
+    let child = command
         .env("SIGHTLINE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -244,6 +244,7 @@ pub const FIELD_BIRTHDAY: &str = "birthday";
 pub const FIELD_POSTAL_CODE: &str = "postal_code";
 pub const FIELD_STREET: &str = "street";
 pub const FIELD_CITY: &str = "city";
+pub const FIELD_EMAIL: &str = "email";
 /// Not a trait: a call once carried identifiers of both profiles and merge
 /// protection refused the link (a device or cookie seen with both).
 pub const FIELD_REFUSED_LINK: &str = "refused_link";
@@ -342,9 +343,37 @@ pub struct MatchFields {
     city: Option<String>,
     postal_code: Option<String>,
     country: Option<String>,
+    /// Normalized email identifiers: not traits, but a mistyped address is
+    /// the commonest way one person ends up with two profiles.
+    emails: Vec<String>,
 }
 
+/// Emails compared per profile; bounds the pairwise comparison.
+const EMAILS_COMPARED_MAX: usize = 5;
+/// Jaro-Winkler over whole addresses at or above which two different
+/// addresses read as one mistyped (`jane.doe@gmail.com` / `jane.deo@gmail.com`).
+const EMAIL_NEAR_SIMILARITY_MIN: f64 = 0.93;
+/// A mistyped copy of one address: strong, but not conclusive (family
+/// members share patterns such as `smith.family1@` / `smith.family2@`).
+const EMAIL_NEAR: f64 = 6.0;
+/// The same mailbox name at another provider (`jane.doe@gmail.com` /
+/// `jane.doe@work.com`).
+const EMAIL_SAME_MAILBOX: f64 = 3.0;
+/// Mailbox names shorter than this (`info`, `jo`) say little about a person.
+const MAILBOX_CHARS_MIN: usize = 5;
+
 impl MatchFields {
+    /// Adds the profile's (normalized) email identifiers as evidence.
+    /// Different addresses are no evidence against: people have several.
+    pub fn with_emails<'a>(mut self, emails: impl IntoIterator<Item = &'a str>) -> MatchFields {
+        self.emails = emails
+            .into_iter()
+            .take(EMAILS_COMPARED_MAX)
+            .map(|email| email.chars().take(RAW_CHARS_MAX).collect())
+            .collect();
+        self
+    }
+
     /// Values of the wrong JSON type, unparsable or placeholder values are
     /// treated as missing.
     pub fn from_traits(traits: &Map<String, Value>) -> MatchFields {
@@ -366,6 +395,7 @@ impl MatchFields {
                 .and_then(postal_code_text)
                 .and_then(|code| normalize_postal_code(&code)),
             country: address_text("country").and_then(normalize_country),
+            emails: Vec::new(),
         }
     }
 
@@ -735,6 +765,7 @@ pub fn score(a: &MatchFields, b: &MatchFields) -> MatchScore {
             evidence.push(evidence_of(FIELD_CITY, similarity, weight));
         }
     }
+    evidence.extend(compare_emails(&a.emails, &b.emails));
     let bits: f64 = evidence.iter().map(|evidence| evidence.weight).sum();
     MatchScore {
         score: probability(bits),
@@ -756,6 +787,29 @@ fn evidence_of(field: &'static str, similarity: f64, weight: f64) -> FieldEviden
 
 /// Compares names straight (first with first, last with last) and, when both
 /// sides have both names, crossed; the reading with more evidence wins.
+/// The closest pair of addresses, if any pair says something: a near-copy
+/// (a typo) or the same mailbox name at another provider. Unrelated
+/// addresses give no evidence either way.
+fn compare_emails(a: &[String], b: &[String]) -> Option<FieldEvidence> {
+    let mut best: Option<FieldEvidence> = None;
+    for (email_a, email_b) in a.iter().flat_map(|x| b.iter().map(move |y| (x, y))) {
+        let similarity = jaro_winkler(email_a, email_b);
+        let mailbox = |email: &str| email.split('@').next().unwrap_or_default().to_owned();
+        let (mailbox_a, mailbox_b) = (mailbox(email_a), mailbox(email_b));
+        let weight = if similarity >= EMAIL_NEAR_SIMILARITY_MIN {
+            EMAIL_NEAR
+        } else if mailbox_a == mailbox_b && mailbox_a.chars().count() >= MAILBOX_CHARS_MIN {
+            EMAIL_SAME_MAILBOX
+        } else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|current| weight > current.weight) {
+            best = Some(evidence_of(FIELD_EMAIL, similarity, weight));
+        }
+    }
+    best
+}
+
 fn compare_names(a: &MatchFields, b: &MatchFields) -> Vec<FieldEvidence> {
     let mut straight = Vec::with_capacity(2);
     if let (Some(given_a), Some(given_b)) = (a.given_name(), b.given_name()) {
@@ -963,7 +1017,16 @@ fn corroborated(score: &MatchScore) -> bool {
         score.weight_of(FIELD_FIRST_NAME),
         score.weight_of(FIELD_LAST_NAME),
     ) {
-        (Some(first), Some(last)) => first >= FIRST_NAME.exact && last >= LAST_NAME.close,
+        // A typo in the given name counts when the address is a near-copy
+        // too: twins (`Jon`/`Joan`) do not share a mistyped email.
+        (Some(first), Some(last)) => {
+            let email_near = score
+                .weight_of(FIELD_EMAIL)
+                .is_some_and(|w| w >= EMAIL_NEAR);
+            let given_agrees =
+                first >= FIRST_NAME.exact || (email_near && first >= FIRST_NAME.close);
+            given_agrees && last >= LAST_NAME.close
+        }
         _ => {
             let mut crossed = score
                 .evidence
@@ -1095,6 +1158,36 @@ mod tests {
         let jon = person("Jon Parker", "2001-06-09", "LS1 4AP");
         let joan = person("Joan Parker", "2001-06-09", "LS1 4AP");
         assert_eq!(decision(&jon, &joan), MatchDecision::Review);
+    }
+
+    #[test]
+    fn a_mistyped_email_lets_a_typo_in_the_given_name_merge() {
+        let jon = person("Jonathan Parker", "2001-06-09", "LS1 4AP")
+            .with_emails(["jonathan.parker@gmail.com"]);
+        let typed = person("Jonatahn Parker", "2001-06-09", "LS1 4AP")
+            .with_emails(["jonathan.praker@gmail.com"]);
+        assert_eq!(decision(&jon, &typed), MatchDecision::AutoMerge);
+        let unrelated_email = person("Jonatahn Parker", "2001-06-09", "LS1 4AP")
+            .with_emails(["jp.leeds@outlook.com"]);
+        assert_eq!(decision(&jon, &unrelated_email), MatchDecision::Review);
+        // Twins with their own addresses stay apart.
+        let joan = person("Joan Parker", "2001-06-09", "LS1 4AP").with_emails(["joan.p@gmail.com"]);
+        let jon = person("Jon Parker", "2001-06-09", "LS1 4AP").with_emails(["jon.p@gmail.com"]);
+        assert_ne!(decision(&jon, &joan), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn different_emails_are_no_evidence_against() {
+        let a = person("Anna Kowalski", "1979-02-28", "B1 1AA");
+        let with_emails = |email: &str| a.clone().with_emails([email]);
+        assert_eq!(
+            score(&a, &a).score,
+            score(
+                &with_emails("anna@home.pl"),
+                &with_emails("kowalski.a@work.com")
+            )
+            .score
+        );
     }
 
     #[test]

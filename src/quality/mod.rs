@@ -2,7 +2,11 @@
 //! whose truth is known, loads it into a running server through `Ingest`,
 //! asks the server where every record ended up, and scores the profiles
 //! against the truth with pairwise precision, recall and F1 (design §2.5),
-//! plus a count of super-profiles (design §2.3).
+//! plus a count of super-profiles (design §2.3). It then judges the
+//! fuzzy-matching review queue (`ListMatchCandidates`) the same way: how
+//! many candidates are left for a human, how many of them are right, and
+//! what the profiles would score once a perfect reviewer had decided them
+//! (`review.rs` says why).
 //!
 //! Like [`crate::cli`], this is a gRPC client of a running server, so it
 //! uses the generated types directly. Run it against an empty server: data
@@ -39,6 +43,7 @@ mod load;
 mod metrics;
 mod names;
 mod report;
+mod review;
 
 pub use evaluate::{Placement, place_records};
 pub use generate::{
@@ -48,6 +53,10 @@ pub use generate::{
 pub use load::{LoadSummary, load};
 pub use metrics::{ClusterScore, PairCounts, SuperProfiles, score};
 pub use report::{QualityReport, ScenarioReport};
+pub use review::{
+    CANDIDATES_MAX, CANDIDATES_PER_PAGE, CandidatePair, ReviewScore, list_candidates,
+    majority_persons,
+};
 
 use tonic::transport::Channel;
 
@@ -155,11 +164,29 @@ pub enum QualityError {
     UnknownItem { index: u64, items: usize },
     #[error("profile lookup failed: {}: {}", .0.code(), .0.message())]
     Lookup(tonic::Status),
+    #[error("listing match candidates failed: {}: {}", .0.code(), .0.message())]
+    ListCandidates(tonic::Status),
+    #[error("match candidate {candidate_id} names {profile_ids} profiles, not 2")]
+    MalformedCandidate {
+        candidate_id: String,
+        profile_ids: usize,
+    },
+    #[error("the server listed more than {max} match candidates")]
+    TooManyCandidates { max: usize },
+    #[error("match candidate paging did not advance past page token `{0}`")]
+    CandidatePaging(String),
 }
 
 /// Runs the selected scenarios one after another against the server at
 /// `options.server` and scores each. Scenarios use disjoint identifiers, so
 /// one does not disturb another's score.
+///
+/// Each scenario's review queue is listed right after its records are
+/// placed, so the candidates and the placements describe one state of the
+/// server: a later scenario's load can still merge profiles and leave the
+/// earlier placements naming merged-away ids. The queue is listed whole
+/// each time (it holds earlier scenarios' candidates too, which the
+/// scenario's review leaves out); that is a few pages per scenario.
 pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, QualityError> {
     options.validate()?;
     let mut client = ProfileServiceClient::connect(options.server.clone())
@@ -179,6 +206,9 @@ pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, Quali
             precision = report.precision(),
             recall = report.recall(),
             super_profiles = report.super_profiles.count,
+            candidates = report.candidates,
+            candidates_true = report.candidates_true,
+            review_recall = report.review_recall(),
             "quality scenario scored"
         );
         scenarios.push(report);
@@ -217,7 +247,7 @@ async fn run_scenario(
         .iter()
         .filter(|placement| **placement == Placement::Unresolved)
         .count() as u64;
-    let assignments = dataset
+    let assignments: Vec<_> = dataset
         .records
         .iter()
         .zip(&placements)
@@ -226,7 +256,15 @@ async fn run_scenario(
             Placement::Excluded => None,
             Placement::Profile(profile_id) => Some((record.person, Cluster::Profile(profile_id))),
             Placement::Unresolved => Some((record.person, Cluster::Alone(position))),
-        });
-    let score = score(assignments, options.super_profile_persons_max);
-    Ok(ScenarioReport::new(&dataset, &load, unresolved, &score))
+        })
+        .collect();
+    let score = score(
+        assignments.iter().cloned(),
+        options.super_profile_persons_max,
+    );
+    let candidates = list_candidates(client).await?;
+    let review = review::review(&assignments, &candidates);
+    Ok(ScenarioReport::new(
+        &dataset, &load, unresolved, &score, &review,
+    ))
 }

@@ -46,7 +46,12 @@ pub fn fields_of(record: &ProfileRecord) -> Result<MatchFields, StoreError> {
         .into_iter()
         .map(|view| (view.name, view.value))
         .collect();
-    Ok(MatchFields::from_traits(&traits))
+    let emails = record
+        .identifiers
+        .iter()
+        .filter(|entry| entry.kind == "email")
+        .map(|entry| entry.value.as_str());
+    Ok(MatchFields::from_traits(&traits).with_emails(emails))
 }
 
 /// Moves a profile's entries in the blocking index from the keys of

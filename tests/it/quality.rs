@@ -1,6 +1,8 @@
 //! The identity-resolution quality harness against a real server: a small
 //! run of every scenario. Only the clean scenario has a fixed expectation;
-//! the others are printed, as fuzzy matching and merge protection move them.
+//! the others are printed, as fuzzy matching and merge protection move them,
+//! apart from what holds whatever they score: a review can only add joins,
+//! so it never lowers recall.
 
 use sightline::quality::{QualityOptions, Scenario, run_quality};
 
@@ -41,6 +43,14 @@ async fn a_small_run_scores_every_scenario_and_clean_data_perfectly() {
             scenario_report.records,
             "{scenario}: every record is scored, a duplicate or rejected"
         );
+        assert!(
+            scenario_report.candidates_true <= scenario_report.candidates,
+            "{scenario}: true candidates are among the candidates"
+        );
+        assert!(
+            scenario_report.review_recall() >= scenario_report.recall(),
+            "{scenario}: accepting candidates only joins profiles"
+        );
     }
 
     let clean = report.scenario(Scenario::Clean).expect("clean scenario");
@@ -49,6 +59,8 @@ async fn a_small_run_scores_every_scenario_and_clean_data_perfectly() {
     assert_eq!(clean.precision(), 1.0);
     assert_eq!(clean.recall(), 1.0);
     assert_eq!(clean.profiles, 60);
+    // One profile per person already: nothing is left to review.
+    assert_eq!(clean.candidates, 0);
 
     // Per item, without failing the batch: an invalid phone is rejected
     // by normalization whatever merge protection does.
