@@ -131,7 +131,7 @@ pub fn apply_call(
             for &absorbed in &plan.absorbed {
                 let absorbed_record = take_record(&mut records, absorbed)?;
                 let absorbed_fields = fields_of(&absorbed_record)?;
-                reindex(writes, absorbed, &absorbed_fields, &MatchFields::default());
+                reindex(writes, absorbed, &absorbed_fields, &MatchFields::default())?;
                 absorb(writes, survivor, &mut record, absorbed, absorbed_record)?;
             }
             if plan.absorbed.is_empty() {
@@ -240,7 +240,7 @@ pub fn apply_call(
     }
     let (profile_id, record) = if touches_matching {
         let fields_after = fields_of(&record)?;
-        reindex(writes, profile_id, &fields_before, &fields_after);
+        reindex(writes, profile_id, &fields_before, &fields_after)?;
         let cause = Cause {
             at: received_at,
             message_id: &call.provenance.message_id,
@@ -382,8 +382,8 @@ pub fn apply_unmerge(
     record.journal.push(entry);
     record.updated_at_ms = record.updated_at_ms.max(received_at.0);
 
-    reindex(writes, profile_id, &fields_before, &fields_of(&record)?);
-    reindex(writes, new_id, &MatchFields::default(), &fields_of(&split)?);
+    reindex(writes, profile_id, &fields_before, &fields_of(&record)?)?;
+    reindex(writes, new_id, &MatchFields::default(), &fields_of(&split)?)?;
     writes.insert(keys::profile(profile_id), record.encode_to_vec());
     writes.insert(keys::profile(new_id), split.encode_to_vec());
     counters.persist(writes);

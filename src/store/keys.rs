@@ -10,7 +10,7 @@
 //! | `e` | profile id, timestamp, event sequence | `EventRecord`             |
 //! | `m` | message id                            | `DedupRecord`             |
 //! | `h` | kind, 0x00, normalized value          | `HubRecord`               |
-//! | `f` | blocking key, 0x00, profile id        | empty (fuzzy index)       |
+//! | `f` | blocking key                          | profile ids (u64s)        |
 //! | `c` | lower profile id, higher profile id   | `CandidateRecord`         |
 //! | `r` | lower profile id, higher profile id   | `RejectionRecord`         |
 //! | `s` | counter name                          | u64                       |
@@ -96,27 +96,26 @@ pub fn message(message_id: &str) -> Vec<u8> {
     key
 }
 
-/// All profiles under one blocking key share this prefix.
+/// One blocking key; its value lists the profiles under it. A list read
+/// with one point lookup is much cheaper in sled than a prefix scan.
 pub fn fuzzy_block(block: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + block.len() + 8);
+    let mut key = Vec::with_capacity(1 + block.len());
     key.push(FUZZY);
-    // Blocking keys are built from normalized letters and digits; a NUL in
-    // one would only split a block, never join two.
-    key.extend(block.bytes().filter(|byte| *byte != 0));
-    key.push(0);
+    key.extend(block.bytes());
     key
 }
 
-pub fn fuzzy(block: &str, id: ProfileId) -> Vec<u8> {
-    let mut key = fuzzy_block(block);
-    key.extend_from_slice(&id.0.to_be_bytes());
-    key
+/// Profile ids packed as big-endian u64s.
+pub fn encode_ids(ids: &[ProfileId]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.0.to_be_bytes()).collect()
 }
 
-/// The profile id at the end of a fuzzy index key.
-pub fn fuzzy_profile(key: &[u8]) -> Option<ProfileId> {
-    let start = key.len().checked_sub(8)?;
-    decode_u64(&key[start..]).map(ProfileId)
+pub fn decode_ids(bytes: &[u8]) -> Vec<ProfileId> {
+    bytes
+        .chunks_exact(8)
+        .filter_map(decode_u64)
+        .map(ProfileId)
+        .collect()
 }
 
 /// Pairs are stored once, lower id first.

@@ -61,15 +61,37 @@ pub fn reindex(
     id: ProfileId,
     before: &MatchFields,
     after: &MatchFields,
-) {
+) -> Result<(), StoreError> {
     let old: BTreeSet<String> = blocking_keys(before).into_iter().collect();
     let new: BTreeSet<String> = blocking_keys(after).into_iter().collect();
     for block in old.difference(&new) {
-        writes.remove(keys::fuzzy(block, id));
+        let key = keys::fuzzy_block(block);
+        let mut members = block_members(writes, &key)?;
+        members.retain(|member| *member != id);
+        if members.is_empty() {
+            writes.remove(key);
+        } else {
+            writes.insert(key, keys::encode_ids(&members));
+        }
     }
     for block in new.difference(&old) {
-        writes.insert(keys::fuzzy(block, id), Vec::new());
+        let key = keys::fuzzy_block(block);
+        let mut members = block_members(writes, &key)?;
+        // Past the cap a block is skipped by matching anyway; growing it
+        // further would only make every write to it slower.
+        if !members.contains(&id) && members.len() <= BLOCK_PROFILES_MAX {
+            members.push(id);
+            writes.insert(key, keys::encode_ids(&members));
+        }
     }
+    Ok(())
+}
+
+fn block_members(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<Vec<ProfileId>, StoreError> {
+    Ok(writes
+        .get(key)?
+        .map(|bytes| keys::decode_ids(&bytes))
+        .unwrap_or_default())
 }
 
 /// Compares a profile with every profile sharing a blocking key: merges
@@ -90,18 +112,13 @@ pub fn match_profile(
     };
     let mut others = BTreeSet::new();
     for block in blocking_keys(fields) {
-        let members = writes.scan_prefix(&keys::fuzzy_block(&block))?;
+        let members = block_members(writes, &keys::fuzzy_block(&block))?;
         // A huge block means the key is not selective (a default birthday,
         // a placeholder postcode); scoring it would make matching quadratic.
         if members.len() > BLOCK_PROFILES_MAX {
             continue;
         }
-        others.extend(
-            members
-                .iter()
-                .filter_map(|(key, _)| keys::fuzzy_profile(key))
-                .filter(|other| *other != id),
-        );
+        others.extend(members.into_iter().filter(|other| *other != id));
     }
 
     let mut scored = Vec::new();
@@ -195,8 +212,8 @@ pub fn merge_pair(
         reason,
         weak_link: false,
     });
-    reindex(writes, gone, &gone_fields, &MatchFields::default());
-    reindex(writes, keep, &kept_before, &fields_of(&kept)?);
+    reindex(writes, gone, &gone_fields, &MatchFields::default())?;
+    reindex(writes, keep, &kept_before, &fields_of(&kept)?)?;
     writes.remove(keys::candidate(keep, gone));
     Ok((keep, kept, gone))
 }
@@ -368,7 +385,7 @@ pub fn match_stored(
             continue;
         }
         // Profiles stored before matching was enabled have no index entries yet.
-        reindex(writes, id, &MatchFields::default(), &fields);
+        reindex(writes, id, &MatchFields::default(), &fields)?;
         let (survivor, record, report) =
             match_profile(writes, context.rules, &cause, id, record, &fields)?;
         outcome.candidates += report.candidates_recorded;
