@@ -232,7 +232,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// sled's page cache.
+    /// sled's page cache. Identity lookups and fuzzy matching read randomly
+    /// across the whole store; at a million profiles a cache much smaller
+    /// than 1 GiB makes each identify several times slower.
     pub cache_capacity_bytes: u64,
     /// Write commands waiting for the writer before callers wait for room.
     pub write_queue_depth: usize,
@@ -243,7 +245,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: 1024 * 1024 * 1024,
             write_queue_depth: 1024,
             group_commit_calls_max: 2048,
         }
