@@ -17,6 +17,15 @@ use hdrhistogram::Histogram;
 use sightline::api::pb::{self, get_profile_request::Lookup, ingest_request::Item};
 
 const READS_IN_FLIGHT: usize = 16;
+/// Varied names and birthdays, so that fuzzy matching sees a realistic
+/// population rather than ten thousand namesakes.
+const FIRST_NAMES: &[&str] = &[
+    "Alex", "Sam", "Priya", "Tom", "Aisha", "Liam", "Mei", "Omar", "Grace", "Jack", "Sofia",
+];
+const LAST_NAMES: &[&str] = &[
+    "Morgan", "Patel", "Smith", "Nguyen", "Kowalski", "Okafor", "Brown", "Khan", "Evans", "Garcia",
+    "Murphy", "Chen", "Taylor",
+];
 const INGEST_STREAMS: usize = 2;
 
 fn identifier(kind: &str, value: String) -> pb::Identifier {
@@ -55,9 +64,23 @@ fn ingest_item(sequence: u64, profiles: u64) -> pb::IngestRequest {
             identifiers: with_email,
             traits: Some(prost_types::Struct {
                 fields: [
-                    ("first_name".to_owned(), text("Alex")),
-                    ("last_name".to_owned(), text("Morgan")),
-                    ("birthday".to_owned(), text("1988-04-02")),
+                    (
+                        "first_name".to_owned(),
+                        text(FIRST_NAMES[person as usize % FIRST_NAMES.len()]),
+                    ),
+                    (
+                        "last_name".to_owned(),
+                        text(LAST_NAMES[(person / 7) as usize % LAST_NAMES.len()]),
+                    ),
+                    (
+                        "birthday".to_owned(),
+                        text(&format!(
+                            "{}-{:02}-{:02}",
+                            1940 + person % 60,
+                            1 + (person / 60) % 12,
+                            1 + (person / 720) % 28
+                        )),
+                    ),
                     ("country".to_owned(), text("GB")),
                 ]
                 .into_iter()

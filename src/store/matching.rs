@@ -17,7 +17,7 @@ use super::records::{
 };
 use super::writer::JobContext;
 use crate::identity::fuzzy::{
-    BLOCK_PROFILES_MAX, MatchDecision, MatchFields, MatchScore, blocking_keys, decide, score,
+    MatchDecision, MatchFields, MatchScore, blocking_keys, decide, score,
 };
 use crate::identity::{KnownProfile, MergeRules, merge_allowed};
 use crate::model::{CandidateReview, MatchPassOutcome, ProfileId, ReviewOutcome, UnixMillis};
@@ -25,6 +25,15 @@ use crate::model::{CandidateReview, MatchPassOutcome, ProfileId, ReviewOutcome, 
 /// Trait names that feed matching; a call touching none of them (and
 /// merging nothing) leaves the index as it is.
 pub const MATCHING_TRAITS: [&str; 4] = ["first_name", "last_name", "birthday", "address"];
+
+/// Profiles scored per blocking key. A block this large is not selective
+/// (a placeholder birthday, a very common name at a popular date) and
+/// scoring it would make every identify touching it expensive; real
+/// duplicates share several keys, so skipping one loses little.
+const BLOCK_SCORED_MAX: usize = 100;
+/// Review candidates recorded per matching pass, best first: a person has a
+/// handful of duplicates, not hundreds, and a reviewer cannot use more.
+const CANDIDATES_PER_PASS_MAX: u64 = 10;
 
 /// Who caused a matching pass, for the journal.
 pub struct Cause<'a> {
@@ -79,7 +88,7 @@ pub fn reindex(
         let mut members = block_members(writes, &key)?;
         // Past the cap a block is skipped by matching anyway; growing it
         // further would only make every write to it slower.
-        if !members.contains(&id) && members.len() <= BLOCK_PROFILES_MAX {
+        if !members.contains(&id) && members.len() <= BLOCK_SCORED_MAX {
             members.push(id);
             writes.insert(key, keys::encode_ids(&members));
         }
@@ -115,7 +124,7 @@ pub fn match_profile(
         let members = block_members(writes, &keys::fuzzy_block(&block))?;
         // A huge block means the key is not selective (a default birthday,
         // a placeholder postcode); scoring it would make matching quadratic.
-        if members.len() > BLOCK_PROFILES_MAX {
+        if members.len() > BLOCK_SCORED_MAX {
             continue;
         }
         others.extend(members.into_iter().filter(|other| *other != id));
@@ -170,7 +179,9 @@ pub fn match_profile(
                 continue;
             }
         }
-        if ours_separated(writes, &current, other)? {
+        if report.candidates_recorded >= CANDIDATES_PER_PASS_MAX
+            || ours_separated(writes, &current, other)?
+        {
             continue;
         }
         record_candidate(writes, current_id, other, &match_score, cause.at)?;
