@@ -73,6 +73,12 @@ pub struct FuzzyConfig {
     pub auto_merge_score_min: f64,
     /// Score at or above which a pair is listed for review.
     pub review_score_min: f64,
+    /// Agreeing fields besides the names that an automatic merge needs, one
+    /// of them an exact birthday or postal code. 1 (with
+    /// `auto_merge_score_min` ≤ 0.97) lets names and an exact birthday alone
+    /// merge: more recall, and in a large population some namesakes born
+    /// on the same day merged.
+    pub corroborating_fields_min: usize,
 }
 
 impl Default for FuzzyConfig {
@@ -82,6 +88,7 @@ impl Default for FuzzyConfig {
             enabled: true,
             auto_merge_score_min: thresholds.auto_merge,
             review_score_min: thresholds.review,
+            corroborating_fields_min: thresholds.corroborating_fields_min,
         }
     }
 }
@@ -295,9 +302,10 @@ impl Config {
         if !in_range(fuzzy.auto_merge_score_min)
             || !in_range(fuzzy.review_score_min)
             || fuzzy.review_score_min > fuzzy.auto_merge_score_min
+            || fuzzy.corroborating_fields_min == 0
         {
             return Err(ConfigError::Invalid(
-                "identity.fuzzy: scores must be in 0..1 with review_score_min <= auto_merge_score_min"
+                "identity.fuzzy: scores must be in 0..1 with review_score_min <= auto_merge_score_min, corroborating_fields_min >= 1"
                     .to_owned(),
             ));
         }

@@ -971,6 +971,12 @@ pub struct MatchThresholds {
     /// Score at or above which a pair is listed for review. A score below it
     /// is no match even if it reaches `auto_merge` (a misconfiguration).
     pub review: f64,
+    /// Agreeing fields besides the names an automatic merge needs, one of
+    /// them an exact birthday or postal code. 2 by default; 1 lets names
+    /// and an exact birthday alone merge (with `auto_merge` ≤ 0.97), which
+    /// raises recall but, in a large population, merges some namesakes born
+    /// on the same day.
+    pub corroborating_fields_min: usize,
 }
 
 impl Default for MatchThresholds {
@@ -983,6 +989,7 @@ impl Default for MatchThresholds {
         MatchThresholds {
             auto_merge: 0.99,
             review: 0.5,
+            corroborating_fields_min: 2,
         }
     }
 }
@@ -1005,14 +1012,16 @@ pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision
     if !reviewable {
         return MatchDecision::NoMatch;
     }
-    if score.score >= thresholds.auto_merge && corroborated(score) {
+    if score.score >= thresholds.auto_merge
+        && corroborated(score, thresholds.corroborating_fields_min)
+    {
         MatchDecision::AutoMerge
     } else {
         MatchDecision::Review
     }
 }
 
-fn corroborated(score: &MatchScore) -> bool {
+fn corroborated(score: &MatchScore, agreeing_fields_min: usize) -> bool {
     let names_agree = match (
         score.weight_of(FIELD_FIRST_NAME),
         score.weight_of(FIELD_LAST_NAME),
@@ -1053,7 +1062,7 @@ fn corroborated(score: &MatchScore) -> bool {
             ) && evidence.weight > 0.0
         })
         .count();
-    names_agree && anchored && agreeing_other_fields >= 2
+    names_agree && anchored && agreeing_other_fields >= agreeing_fields_min.max(1)
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ impl MergeRules {
             fuzzy: fuzzy.enabled.then_some(MatchThresholds {
                 auto_merge: fuzzy.auto_merge_score_min,
                 review: fuzzy.review_score_min,
+                corroborating_fields_min: fuzzy.corroborating_fields_min,
             }),
         }
     }
