@@ -31,6 +31,27 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub limits: Limits,
     pub storage: StorageConfig,
+    pub computed: ComputedConfig,
+}
+
+/// Thresholds of the computed traits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComputedConfig {
+    /// An order within this many days makes a customer `active`.
+    pub active_days: i64,
+    /// Beyond `active_days` and up to this: `lapsing`; beyond: `inactive`.
+    pub lapsing_days: i64,
+}
+
+impl Default for ComputedConfig {
+    fn default() -> Self {
+        let defaults = crate::computed::LifecycleThresholds::default();
+        ComputedConfig {
+            active_days: defaults.active_days,
+            lapsing_days: defaults.lapsing_days,
+        }
+    }
 }
 
 impl Default for Config {
@@ -41,6 +62,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            computed: ComputedConfig::default(),
         }
     }
 }
@@ -296,6 +318,12 @@ impl Config {
                     "identity.custom_kinds: `{kind}` is a built-in kind"
                 )));
             }
+        }
+        if self.computed.active_days <= 0 || self.computed.lapsing_days < self.computed.active_days
+        {
+            return Err(ConfigError::Invalid(
+                "computed: 0 < active_days <= lapsing_days".to_owned(),
+            ));
         }
         let fuzzy = &self.identity.fuzzy;
         let in_range = |score: f64| (0.0..=1.0).contains(&score);

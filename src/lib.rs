@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod computed;
 pub mod config;
 pub mod identity;
 pub mod model;

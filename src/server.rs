@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::api::{ProfileApi, pb};
+use crate::computed::LifecycleThresholds;
 use crate::config::{Config, ConfigError};
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::Clock;
@@ -69,13 +70,19 @@ pub async fn run(
     let store: Arc<SledStore> =
         Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&options)).await??);
     let normalizer = Normalizer::new(&config.identity, config.limits.identifier_value_bytes_max);
-    let service = Arc::new(ProfileService::new(
-        store.clone(),
-        normalizer,
-        merge_rules,
-        config.limits.clone(),
-        clock,
-    ));
+    let service = Arc::new(
+        ProfileService::new(
+            store.clone(),
+            normalizer,
+            merge_rules,
+            config.limits.clone(),
+            clock,
+        )
+        .with_lifecycle(LifecycleThresholds {
+            active_days: config.computed.active_days,
+            lapsing_days: config.computed.lapsing_days,
+        }),
+    );
 
     // The database is open: only now do health checks report SERVING.
     let (health, health_service) = tonic_health::server::health_reporter();

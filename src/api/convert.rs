@@ -5,6 +5,7 @@
 use prost_types::value::Kind;
 
 use super::pb;
+use crate::computed::ComputedTraits;
 use crate::model::{
     EventView, Identifier, IdentifierView, JournalKind, JournalView, ProfileView, Provenance,
     TraitView, UnixMillis,
@@ -204,7 +205,29 @@ fn proto_journal(view: &JournalView) -> pb::JournalEntry {
     }
 }
 
-pub fn proto_profile(view: &ProfileView) -> pb::Profile {
+fn proto_computed(traits: &ComputedTraits) -> pb::ComputedTraits {
+    pb::ComputedTraits {
+        recency_days: traits.recency_days,
+        frequency: traits.frequency,
+        monetary: traits.monetary,
+        lifetime_value: traits.lifetime_value,
+        average_order_value: traits.average_order_value,
+        first_order_at: traits.first_order_at.map(to_timestamp),
+        last_order_at: traits.last_order_at.map(to_timestamp),
+        email_opens_30d: traits.email_opens_30d,
+        email_opens_90d: traits.email_opens_90d,
+        email_clicks_30d: traits.email_clicks_30d,
+        email_clicks_90d: traits.email_clicks_90d,
+        conversions_30d: traits.conversions_30d,
+        conversions_90d: traits.conversions_90d,
+        engagement_group: traits.engagement_group.to_owned(),
+        lifecycle_stage: traits.lifecycle_stage.to_owned(),
+        last_seen_at: traits.last_seen_at.map(to_timestamp),
+        interests: traits.interests.iter().cloned().collect(),
+    }
+}
+
+pub fn proto_profile(view: &ProfileView, computed: &ComputedTraits) -> pb::Profile {
     pb::Profile {
         profile_id: view.profile_id.to_string(),
         merged_profile_ids: view
@@ -226,6 +249,7 @@ pub fn proto_profile(view: &ProfileView) -> pb::Profile {
         created_at: Some(to_timestamp(view.created_at)),
         updated_at: Some(to_timestamp(view.updated_at)),
         journal: view.journal.iter().map(proto_journal).collect(),
+        computed: Some(proto_computed(computed)),
     }
 }
 

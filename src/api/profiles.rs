@@ -157,7 +157,7 @@ impl ProfileRpc for ProfileApi {
             .get_profile(lookup, events_limit)
             .map_err(to_status)?;
         Ok(Response::new(pb::GetProfileResponse {
-            profile: Some(proto_profile(&profile)),
+            profile: Some(proto_profile(&profile.profile, &profile.computed)),
         }))
     }
 

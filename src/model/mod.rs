@@ -15,7 +15,7 @@ pub use profile::{
     EventView, IdentifierView, JournalKind, JournalView, ProfileId, ProfileView, Provenance,
     TraitView,
 };
-pub use time::{Clock, SystemClock, UnixMillis};
+pub use time::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use write::{
     LinkBlocked, Resolution, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
 };

@@ -112,6 +112,8 @@ pub struct ProfileView {
     pub event_count: u64,
     /// Merges, blocked merges and unmerges, oldest first.
     pub journal: Vec<JournalView>,
+    /// Aggregates behind the computed traits.
+    pub activity: crate::computed::Activity,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }

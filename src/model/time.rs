@@ -35,3 +35,33 @@ impl Clock for SystemClock {
         UnixMillis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
     }
 }
+
+/// A clock that moves only when told to: tests and simulations set the
+/// time instead of sleeping.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now_ms: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(at: UnixMillis) -> Self {
+        ManualClock {
+            now_ms: std::sync::atomic::AtomicI64::new(at.0),
+        }
+    }
+
+    pub fn set(&self, at: UnixMillis) {
+        self.now_ms.store(at.0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn advance_days(&self, days: i64) {
+        self.now_ms
+            .fetch_add(days * 86_400_000, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(self.now_ms.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}

@@ -7,6 +7,7 @@ mod validate;
 
 use std::sync::Arc;
 
+use crate::computed::{ComputedTraits, LifecycleThresholds, compute};
 use crate::config::Limits;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
@@ -75,8 +76,16 @@ fn parse_candidate_id(text: &str, field: &str) -> Result<(ProfileId, ProfileId),
     Ok((first, second))
 }
 
+/// A profile with its computed traits as of the read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRead {
+    pub profile: ProfileView,
+    pub computed: ComputedTraits,
+}
+
 pub struct ProfileService {
     store: Arc<dyn ProfileStore>,
+    lifecycle: LifecycleThresholds,
     normalizer: Normalizer,
     merge_rules: MergeRules,
     limits: Limits,
@@ -93,11 +102,18 @@ impl ProfileService {
     ) -> Self {
         ProfileService {
             store,
+            lifecycle: LifecycleThresholds::default(),
             normalizer,
             merge_rules,
             limits,
             clock,
         }
+    }
+
+    /// Lifecycle thresholds other than the defaults.
+    pub fn with_lifecycle(mut self, lifecycle: LifecycleThresholds) -> Self {
+        self.lifecycle = lifecycle;
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -251,14 +267,19 @@ impl ProfileService {
         &self,
         lookup: ProfileLookup,
         events_limit: usize,
-    ) -> Result<ProfileView, ServiceError> {
+    ) -> Result<ProfileRead, ServiceError> {
         let events_max = match events_limit {
             0 => self.limits.events_per_read_default,
             asked => asked.min(self.limits.events_per_read_max),
         };
         let profile_id = self.profile_id(lookup)?;
-        self.store
+        let profile = self
+            .store
             .read_profile(profile_id, events_max)?
-            .ok_or_else(|| ServiceError::NotFound(format!("profile {profile_id} does not exist")))
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("profile {profile_id} does not exist"))
+            })?;
+        let computed = compute(&profile.activity, self.clock.now(), &self.lifecycle);
+        Ok(ProfileRead { profile, computed })
     }
 }

@@ -68,6 +68,7 @@ pub fn track(
         &input.properties,
         limits.properties_bytes_max,
     )?;
+    event_conventions(event, &input.properties)?;
     let provenance = provenance(limits, now, input.message_id, input.source)?;
     Ok(WriteCall {
         identifiers,
@@ -79,6 +80,69 @@ pub fn track(
         },
         junk_ignored: Vec::new(),
     })
+}
+
+/// Standard events feed computed traits, so their properties must have the
+/// documented types (design 3.1); other events are free-form.
+fn event_conventions(event: &str, properties: &Json) -> Result<(), ServiceError> {
+    let non_negative_number = |value: &serde_json::Value, field: String| match value.as_f64() {
+        Some(number) if number >= 0.0 => Ok(()),
+        _ => Err(ServiceError::invalid(
+            field,
+            "must be a non-negative number",
+        )),
+    };
+    match event {
+        crate::computed::ORDER_COMPLETED => {
+            if let Some(revenue) = properties.get("revenue") {
+                if !revenue.is_number() {
+                    return Err(ServiceError::invalid(
+                        "properties.revenue",
+                        "must be a number",
+                    ));
+                }
+            }
+            let Some(products) = properties.get("products") else {
+                return Ok(());
+            };
+            let products = products.as_array().ok_or_else(|| {
+                ServiceError::invalid("properties.products", "must be a list of products")
+            })?;
+            for (index, product) in products.iter().enumerate() {
+                let product = product.as_object().ok_or_else(|| {
+                    ServiceError::invalid(
+                        format!("properties.products[{index}]"),
+                        "must be an object",
+                    )
+                })?;
+                for field in ["price", "quantity"] {
+                    if let Some(value) = product.get(field) {
+                        non_negative_number(
+                            value,
+                            format!("properties.products[{index}].{field}"),
+                        )?;
+                    }
+                }
+                if let Some(category) = product.get("category") {
+                    if !category.is_string() {
+                        return Err(ServiceError::invalid(
+                            format!("properties.products[{index}].category"),
+                            "must be text",
+                        ));
+                    }
+                }
+            }
+        }
+        crate::computed::PRODUCT_VIEWED | crate::computed::PAGE_VIEWED => {
+            if let Some(category) = properties.get("category") {
+                if !category.is_string() {
+                    return Err(ServiceError::invalid("properties.category", "must be text"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 pub fn identifier(

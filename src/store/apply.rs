@@ -16,6 +16,7 @@ use super::records::{
     JOURNAL_MERGE, JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry,
     decode,
 };
+use crate::computed::Activity;
 use crate::identity::fuzzy::MatchFields;
 use crate::identity::{BlockReason, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
@@ -217,6 +218,7 @@ pub fn apply_call(
             }
         }
         WritePayload::Track { event, properties } => {
+            let event_name = event.as_str();
             let sequence = counters.next_event_sequence;
             counters.next_event_sequence += 1;
             let event = EventRecord {
@@ -229,6 +231,9 @@ pub fn apply_call(
                 event.encode_to_vec(),
             );
             record.event_count += 1;
+            let mut activity = record.activity();
+            activity.record_event(event_name, properties, call.timestamp);
+            record.set_activity(&activity);
         }
     }
 
@@ -350,12 +355,21 @@ pub fn apply_unmerge(
     let moved_trait_values = moved_traits.len() as u64;
     split.traits = moved_traits;
 
+    // Whatever is derived from the events is recomputed for both sides.
     let mut moved_events = 0;
+    let (mut kept_activity, mut split_activity) = (Activity::default(), Activity::default());
     for (key, value) in writes.scan_prefix(&keys::events_of(profile_id))? {
         let event: EventRecord = decode(&value, "event")?;
+        let (timestamp, _) = keys::decode_event(&key).ok_or_else(|| corrupt_event_key(&key))?;
+        let properties = match serde_json::from_str(&event.properties_json) {
+            Ok(serde_json::Value::Object(properties)) => properties,
+            _ => serde_json::Map::new(),
+        };
         if !came_with_split(&event.provenance) {
+            kept_activity.record_event(&event.name, &properties, timestamp);
             continue;
         }
+        split_activity.record_event(&event.name, &properties, timestamp);
         let suffix = keys::event_suffix(&key).ok_or_else(|| corrupt_event_key(&key))?;
         writes.insert(keys::event_with_suffix(new_id, suffix), value.clone());
         writes.remove(key);
@@ -363,6 +377,8 @@ pub fn apply_unmerge(
     }
     record.event_count = record.event_count.saturating_sub(moved_events);
     split.event_count = moved_events;
+    record.set_activity(&kept_activity);
+    split.set_activity(&split_activity);
 
     record.separated_from.push(new_id.0);
     split.separated_from.push(profile_id.0);
@@ -423,6 +439,7 @@ pub(super) fn absorb(
     absorbed_id: ProfileId,
     absorbed: ProfileRecord,
 ) -> Result<(), StoreError> {
+    let absorbed_activity = absorbed.activity();
     for entry in absorbed.identifiers {
         writes.insert(
             keys::identifier(&entry.to_identifier()),
@@ -439,6 +456,9 @@ pub(super) fn absorb(
         writes.remove(key);
     }
     record.event_count += absorbed.event_count;
+    let mut activity = record.activity();
+    activity.merge(&absorbed_activity);
+    record.set_activity(&activity);
     record.created_at_ms = record.created_at_ms.min(absorbed.created_at_ms);
     record.updated_at_ms = record.updated_at_ms.max(absorbed.updated_at_ms);
 

@@ -5,6 +5,7 @@
 use prost::Message;
 
 use super::StoreError;
+use crate::computed::{Activity, DayCounts, Interest};
 use crate::model::{
     EventView, Identifier, IdentifierKind, IdentifierView, JournalKind, JournalView, ProfileId,
     Provenance, TraitView, UnixMillis,
@@ -122,6 +123,116 @@ pub struct ProfileRecord {
     /// into it); resolution never merges them back automatically.
     #[prost(uint64, repeated, tag = "8")]
     pub separated_from: Vec<u64>,
+    /// Aggregates behind the computed traits, kept up to date per event.
+    #[prost(message, optional, tag = "9")]
+    pub activity: Option<ActivityRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DayCountsRecord {
+    #[prost(int64, tag = "1")]
+    pub day: i64,
+    #[prost(uint32, tag = "2")]
+    pub opens: u32,
+    #[prost(uint32, tag = "3")]
+    pub clicks: u32,
+    #[prost(uint32, tag = "4")]
+    pub orders: u32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct InterestRecord {
+    #[prost(string, tag = "1")]
+    pub category: String,
+    #[prost(double, tag = "2")]
+    pub score: f64,
+    #[prost(int64, tag = "3")]
+    pub at_ms: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ActivityRecord {
+    #[prost(uint64, tag = "1")]
+    pub order_count: u64,
+    #[prost(double, tag = "2")]
+    pub revenue_total: f64,
+    #[prost(int64, optional, tag = "3")]
+    pub first_order_ms: Option<i64>,
+    #[prost(int64, optional, tag = "4")]
+    pub last_order_ms: Option<i64>,
+    #[prost(int64, optional, tag = "5")]
+    pub last_seen_ms: Option<i64>,
+    #[prost(message, repeated, tag = "6")]
+    pub days: Vec<DayCountsRecord>,
+    #[prost(message, repeated, tag = "7")]
+    pub interests: Vec<InterestRecord>,
+}
+
+impl ProfileRecord {
+    pub fn activity(&self) -> Activity {
+        let Some(record) = &self.activity else {
+            return Activity::default();
+        };
+        Activity {
+            order_count: record.order_count,
+            revenue_total: record.revenue_total,
+            first_order_at: record.first_order_ms.map(UnixMillis),
+            last_order_at: record.last_order_ms.map(UnixMillis),
+            last_seen_at: record.last_seen_ms.map(UnixMillis),
+            days: record
+                .days
+                .iter()
+                .map(|day| {
+                    let counts = DayCounts {
+                        opens: day.opens,
+                        clicks: day.clicks,
+                        orders: day.orders,
+                    };
+                    (day.day, counts)
+                })
+                .collect(),
+            interests: record
+                .interests
+                .iter()
+                .map(|interest| {
+                    let value = Interest {
+                        score: interest.score,
+                        at: UnixMillis(interest.at_ms),
+                    };
+                    (interest.category.clone(), value)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn set_activity(&mut self, activity: &Activity) {
+        self.activity = Some(ActivityRecord {
+            order_count: activity.order_count,
+            revenue_total: activity.revenue_total,
+            first_order_ms: activity.first_order_at.map(|at| at.0),
+            last_order_ms: activity.last_order_at.map(|at| at.0),
+            last_seen_ms: activity.last_seen_at.map(|at| at.0),
+            days: activity
+                .days
+                .iter()
+                .map(|(day, counts)| DayCountsRecord {
+                    day: *day,
+                    opens: counts.opens,
+                    clicks: counts.clicks,
+                    orders: counts.orders,
+                })
+                .collect(),
+            interests: activity
+                .interests
+                .iter()
+                .map(|(category, interest)| InterestRecord {
+                    category: category.clone(),
+                    score: interest.score,
+                    at_ms: interest.at.0,
+                })
+                .collect(),
+        });
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]

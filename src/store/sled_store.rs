@@ -288,6 +288,7 @@ impl ProfileStore for SledStore {
                 events: self.read_events(live_id, events_max)?,
                 event_count: record.event_count,
                 journal: record.journal.iter().map(|entry| entry.to_view()).collect(),
+                activity: record.activity(),
                 created_at: crate::model::UnixMillis(record.created_at_ms),
                 updated_at: crate::model::UnixMillis(record.updated_at_ms),
             }));

@@ -6,7 +6,7 @@ use sightline::api::pb::{
     self, get_profile_request::Lookup, profile_service_client::ProfileServiceClient,
 };
 use sightline::config::Config;
-use sightline::model::SystemClock;
+use sightline::model::{Clock, SystemClock};
 use sightline::server::ServerError;
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -44,19 +44,24 @@ impl TestServer {
     }
 
     pub async fn start_with(data_dir: TempDir, config: Config) -> TestServer {
+        TestServer::start_with_clock(data_dir, config, Arc::new(SystemClock)).await
+    }
+
+    /// Starts with a clock the test sets, so that time-dependent traits can
+    /// be checked without sleeping.
+    pub async fn start_with_clock(
+        data_dir: TempDir,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let address = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sightline::server::run(
-            listener,
-            config,
-            Arc::new(SystemClock),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(sightline::server::run(listener, config, clock, async {
+            let _ = stopped.await;
+        }));
         TestServer {
             address,
             data_dir,
