@@ -7,8 +7,8 @@ use prost_types::value::Kind;
 use super::pb;
 use crate::computed::ComputedTraits;
 use crate::model::{
-    EventView, Identifier, IdentifierView, JournalKind, JournalView, ProfileView, Provenance,
-    TraitView, UnixMillis,
+    ConsentView, EventView, Identifier, IdentifierView, JournalKind, JournalView, ProfileView,
+    Provenance, TraitView, UnixMillis,
 };
 use crate::service::{IdentifyInput, Json, RawIdentifier, ServiceError, TrackInput};
 
@@ -49,7 +49,7 @@ fn raw_identifiers(identifiers: Vec<pb::Identifier>) -> Vec<RawIdentifier> {
     identifiers.into_iter().map(raw_identifier).collect()
 }
 
-fn timestamp(
+pub(crate) fn timestamp(
     field: &str,
     timestamp: Option<prost_types::Timestamp>,
 ) -> Result<Option<UnixMillis>, ServiceError> {
@@ -227,6 +227,21 @@ fn proto_computed(traits: &ComputedTraits) -> pb::ComputedTraits {
     }
 }
 
+fn proto_consent(view: &ConsentView) -> pb::Consent {
+    let state = if view.granted {
+        pb::ConsentState::Granted
+    } else {
+        pb::ConsentState::Withdrawn
+    };
+    pb::Consent {
+        channel: view.channel.as_str().to_owned(),
+        purpose: view.purpose.as_str().to_owned(),
+        state: state as i32,
+        at: Some(to_timestamp(view.at)),
+        provenance: Some(proto_provenance(&view.provenance)),
+    }
+}
+
 pub fn proto_profile(view: &ProfileView, computed: &ComputedTraits) -> pb::Profile {
     pb::Profile {
         profile_id: view.profile_id.to_string(),
@@ -250,6 +265,8 @@ pub fn proto_profile(view: &ProfileView, computed: &ComputedTraits) -> pb::Profi
         updated_at: Some(to_timestamp(view.updated_at)),
         journal: view.journal.iter().map(proto_journal).collect(),
         computed: Some(proto_computed(computed)),
+        consents: view.consents.iter().map(proto_consent).collect(),
+        consent_history: view.consent_history.iter().map(proto_consent).collect(),
     }
 }
 

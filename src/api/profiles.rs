@@ -5,14 +5,17 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
-    identify_input, proto_identifier_of, proto_profile, raw_identifier, to_timestamp, track_input,
+    identify_input, proto_identifier_of, proto_profile, raw_identifier, timestamp, to_timestamp,
+    track_input,
 };
 use super::pb::{self, profile_service_server::ProfileService as ProfileRpc};
 use super::to_status;
 use crate::model::{
     Identifier, MatchCandidate, Resolution, ReviewOutcome, WriteCall, WriteOutcome,
 };
-use crate::service::{ProfileLookup, ProfileService, ServiceError, UnmergeInput, candidate_id};
+use crate::service::{
+    ConsentInput, ProfileLookup, ProfileService, ServiceError, UnmergeInput, candidate_id,
+};
 use crate::store::ApplyResults;
 
 /// Items of one `Ingest` stream sent to the store together: large enough
@@ -246,6 +249,48 @@ impl ProfileRpc for ProfileApi {
             },
         };
         Ok(Response::new(response))
+    }
+
+    async fn update_consent(
+        &self,
+        request: Request<pb::UpdateConsentRequest>,
+    ) -> Result<Response<pb::UpdateConsentResponse>, Status> {
+        let request = request.into_inner();
+        let target = request.lookup.map(|target| match target {
+            pb::update_consent_request::Lookup::ProfileId(id) => {
+                pb::get_profile_request::Lookup::ProfileId(id)
+            }
+            pb::update_consent_request::Lookup::Identifier(identifier) => {
+                pb::get_profile_request::Lookup::Identifier(identifier)
+            }
+        });
+        let changes = request
+            .changes
+            .into_iter()
+            .map(|change| {
+                let granted = match change.state() {
+                    pb::ConsentState::Granted => Some(true),
+                    pb::ConsentState::Withdrawn => Some(false),
+                    pb::ConsentState::Unspecified => None,
+                };
+                (change.channel, change.purpose, granted)
+            })
+            .collect();
+        let input = ConsentInput {
+            lookup: lookup(target).map_err(to_status)?,
+            changes,
+            timestamp: timestamp("timestamp", request.timestamp).map_err(to_status)?,
+            message_id: request.message_id,
+            source: request.source,
+        };
+        let profile_id = self
+            .service
+            .update_consent(input)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::UpdateConsentResponse {
+            profile_id: profile_id.to_string(),
+        }))
     }
 
     async fn run_matching(

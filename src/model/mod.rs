@@ -1,12 +1,14 @@
 //! Domain types shared by every layer. Pure: no I/O, no async, no generated
 //! protobuf types.
 
+mod consent;
 mod identifier;
 mod matching;
 mod profile;
 mod time;
 mod write;
 
+pub use consent::{Channel, ConsentCall, ConsentView, Purpose, UnknownConsentTerm};
 pub use identifier::{Identifier, IdentifierKind};
 pub use matching::{
     CandidateReview, MatchCandidate, MatchEvidence, MatchPassOutcome, ReviewOutcome,

@@ -114,6 +114,10 @@ pub struct ProfileView {
     pub journal: Vec<JournalView>,
     /// Aggregates behind the computed traits.
     pub activity: crate::computed::Activity,
+    /// The current decision per channel and purpose.
+    pub consents: Vec<super::ConsentView>,
+    /// Every decision recorded, oldest first.
+    pub consent_history: Vec<super::ConsentView>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }

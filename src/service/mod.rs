@@ -11,8 +11,9 @@ use crate::computed::{ComputedTraits, LifecycleThresholds, compute};
 use crate::config::Limits;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
-    CandidateReview, Clock, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
-    ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    CandidateReview, Channel, Clock, ConsentCall, MatchCandidate, MatchPassOutcome, ProfileId,
+    ProfileView, Purpose, ReviewOutcome, UnixMillis, UnknownConsentTerm, UnmergeCall,
+    UnmergeOutcome, WriteCall, WriteOutcome,
 };
 use crate::store::{ApplyResults, ProfileStore};
 
@@ -46,6 +47,20 @@ pub enum ProfileLookup {
     ProfileId(String),
     Identifier(RawIdentifier),
 }
+
+/// Consent decisions as received.
+#[derive(Debug, Clone)]
+pub struct ConsentInput {
+    pub lookup: ProfileLookup,
+    /// Channel, purpose, granted.
+    pub changes: Vec<(String, String, Option<bool>)>,
+    pub timestamp: Option<UnixMillis>,
+    pub message_id: String,
+    pub source: String,
+}
+
+/// Decisions per consent call: every channel times every purpose.
+const CONSENT_CHANGES_MAX: usize = 15;
 
 /// An operator's unmerge request as received.
 #[derive(Debug, Clone)]
@@ -145,6 +160,42 @@ impl ProfileService {
         call.identifiers = usable;
         call.junk_ignored = junk;
         Ok(call)
+    }
+
+    /// Records consent decisions; returns the profile they were recorded on.
+    pub async fn update_consent(&self, input: ConsentInput) -> Result<ProfileId, ServiceError> {
+        if input.changes.is_empty() || input.changes.len() > CONSENT_CHANGES_MAX {
+            return Err(ServiceError::invalid(
+                "changes",
+                format!("between 1 and {CONSENT_CHANGES_MAX} changes"),
+            ));
+        }
+        let mut changes = Vec::with_capacity(input.changes.len());
+        for (index, (channel, purpose, granted)) in input.changes.iter().enumerate() {
+            let channel: Channel = channel.parse().map_err(|error: UnknownConsentTerm| {
+                ServiceError::invalid(format!("changes[{index}].channel"), error.to_string())
+            })?;
+            let purpose: Purpose = purpose.parse().map_err(|error: UnknownConsentTerm| {
+                ServiceError::invalid(format!("changes[{index}].purpose"), error.to_string())
+            })?;
+            let granted = granted.ok_or_else(|| {
+                ServiceError::invalid(
+                    format!("changes[{index}].state"),
+                    "set GRANTED or WITHDRAWN",
+                )
+            })?;
+            changes.push((channel, purpose, granted));
+        }
+        let profile_id = self.profile_id(input.lookup)?;
+        let now = self.clock.now();
+        let provenance = validate::provenance(&self.limits, now, input.message_id, input.source)?;
+        let call = ConsentCall {
+            profile_id,
+            changes,
+            at: input.timestamp.unwrap_or(now),
+            provenance,
+        };
+        Ok(self.store.update_consent(call).await?)
     }
 
     /// Splits identifiers off a profile into a new one, with the events and

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use prost::Message;
 
 use super::StoreError;
+use super::consent::{consents_for_split, merge_consents};
 use super::keys;
 use super::matching::{Cause, MATCHING_TRAITS, fields_of, known, match_profile, reindex};
 use super::overlay::CallWrites;
@@ -379,6 +380,7 @@ pub fn apply_unmerge(
     split.event_count = moved_events;
     record.set_activity(&kept_activity);
     split.set_activity(&split_activity);
+    split.consents = consents_for_split(&record);
 
     record.separated_from.push(new_id.0);
     split.separated_from.push(profile_id.0);
@@ -439,6 +441,7 @@ pub(super) fn absorb(
     absorbed_id: ProfileId,
     absorbed: ProfileRecord,
 ) -> Result<(), StoreError> {
+    merge_consents(record, &absorbed);
     let absorbed_activity = absorbed.activity();
     for entry in absorbed.identifiers {
         writes.insert(

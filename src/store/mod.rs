@@ -7,6 +7,7 @@
 //! to the database.
 
 mod apply;
+mod consent;
 mod keys;
 mod matching;
 mod overlay;
@@ -17,8 +18,8 @@ mod writer;
 use futures::future::BoxFuture;
 
 use crate::model::{
-    CandidateReview, Identifier, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
-    ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchPassOutcome, ProfileId,
+    ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 
 pub use sled_store::{SledStore, SledStoreOptions};
@@ -86,6 +87,13 @@ pub trait ProfileStore: Send + Sync + 'static {
         after: Option<ProfileId>,
         limit: usize,
     ) -> Result<Vec<ProfileId>, StoreError>;
+
+    /// Records consent decisions for a profile, durably; returns the live
+    /// profile they were recorded on.
+    fn update_consent(
+        &self,
+        call: ConsentCall,
+    ) -> BoxFuture<'static, Result<ProfileId, StoreError>>;
 
     /// The live profile holding this identifier.
     fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError>;

@@ -7,8 +7,8 @@ use prost::Message;
 use super::StoreError;
 use crate::computed::{Activity, DayCounts, Interest};
 use crate::model::{
-    EventView, Identifier, IdentifierKind, IdentifierView, JournalKind, JournalView, ProfileId,
-    Provenance, TraitView, UnixMillis,
+    ConsentView, EventView, Identifier, IdentifierKind, IdentifierView, JournalKind, JournalView,
+    ProfileId, Provenance, TraitView, UnixMillis,
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -126,6 +126,43 @@ pub struct ProfileRecord {
     /// Aggregates behind the computed traits, kept up to date per event.
     #[prost(message, optional, tag = "9")]
     pub activity: Option<ActivityRecord>,
+    /// The current decision per channel and purpose.
+    #[prost(message, repeated, tag = "10")]
+    pub consents: Vec<ConsentEntry>,
+    /// Every decision recorded, oldest first (bounded).
+    #[prost(message, repeated, tag = "11")]
+    pub consent_history: Vec<ConsentEntry>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ConsentEntry {
+    #[prost(string, tag = "1")]
+    pub channel: String,
+    #[prost(string, tag = "2")]
+    pub purpose: String,
+    #[prost(bool, tag = "3")]
+    pub granted: bool,
+    #[prost(int64, tag = "4")]
+    pub at_ms: i64,
+    #[prost(message, optional, tag = "5")]
+    pub provenance: Option<ProvenanceRecord>,
+}
+
+impl ConsentEntry {
+    /// `None` for a channel or purpose this version does not know.
+    pub fn to_view(&self) -> Option<ConsentView> {
+        Some(ConsentView {
+            channel: self.channel.parse().ok()?,
+            purpose: self.purpose.parse().ok()?,
+            granted: self.granted,
+            at: UnixMillis(self.at_ms),
+            provenance: provenance_view(self.provenance.as_ref()),
+        })
+    }
+
+    pub fn same_subject(&self, other: &ConsentEntry) -> bool {
+        self.channel == other.channel && self.purpose == other.purpose
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -10,14 +10,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
+use super::consent;
 use super::matching;
 use super::records::{CandidateRecord, EventRecord, ProfileRecord, decode};
 use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
 use crate::identity::MergeRules;
 use crate::model::{
-    CandidateReview, Identifier, MatchCandidate, MatchEvidence, MatchPassOutcome, ProfileId,
-    ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
+    CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchEvidence, MatchPassOutcome,
+    ProfileId, ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
 };
 
 /// How to open the sled store. Passed explicitly rather than relying on
@@ -168,6 +169,13 @@ impl ProfileStore for SledStore {
         self.submit(move |context| apply_unmerge(context.writes, context.counters, &call))
     }
 
+    fn update_consent(
+        &self,
+        call: ConsentCall,
+    ) -> BoxFuture<'static, Result<ProfileId, StoreError>> {
+        self.submit(move |context| consent::apply_consent(context.writes, &call))
+    }
+
     fn review_match_candidate(
         &self,
         review: CandidateReview,
@@ -289,6 +297,12 @@ impl ProfileStore for SledStore {
                 event_count: record.event_count,
                 journal: record.journal.iter().map(|entry| entry.to_view()).collect(),
                 activity: record.activity(),
+                consents: record.consents.iter().filter_map(|e| e.to_view()).collect(),
+                consent_history: record
+                    .consent_history
+                    .iter()
+                    .filter_map(|e| e.to_view())
+                    .collect(),
                 created_at: crate::model::UnixMillis(record.created_at_ms),
                 updated_at: crate::model::UnixMillis(record.updated_at_ms),
             }));

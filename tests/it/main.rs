@@ -3,6 +3,7 @@
 //! generated gRPC client. One test binary, so the suite links once.
 
 mod computed;
+mod consent;
 mod durability;
 mod fuzzy;
 mod idempotency;

@@ -1,0 +1,99 @@
+//! Consent per channel and purpose: recording decisions, and combining two
+//! profiles' decisions so that a merge never widens what a person agreed to.
+
+use prost::Message;
+
+use super::StoreError;
+use super::apply::follow_alias;
+use super::keys;
+use super::overlay::CallWrites;
+use super::records::{ConsentEntry, ProfileRecord, ProvenanceRecord, decode};
+use crate::model::{ConsentCall, ProfileId};
+
+/// Decisions kept in a profile's history; the oldest go first.
+const CONSENT_HISTORY_MAX: usize = 500;
+
+/// Records the decisions of one call. A decision older than the current
+/// one for its channel and purpose (a late delivery) joins the history but
+/// does not change the state.
+pub fn apply_consent(
+    writes: &mut CallWrites<'_, '_>,
+    call: &ConsentCall,
+) -> Result<ProfileId, StoreError> {
+    let profile_id = follow_alias(writes, call.profile_id)?;
+    let bytes = writes.get(&keys::profile(profile_id))?.ok_or_else(|| {
+        StoreError::NotFound(format!("profile {} does not exist", call.profile_id))
+    })?;
+    let mut record: ProfileRecord = decode(&bytes, "profile")?;
+    let provenance = ProvenanceRecord::from(&call.provenance);
+    for (channel, purpose, granted) in &call.changes {
+        let entry = ConsentEntry {
+            channel: channel.as_str().to_owned(),
+            purpose: purpose.as_str().to_owned(),
+            granted: *granted,
+            at_ms: call.at.0,
+            provenance: Some(provenance.clone()),
+        };
+        push_history(&mut record, entry.clone());
+        match record
+            .consents
+            .iter_mut()
+            .find(|current| current.same_subject(&entry))
+        {
+            Some(current) if current.at_ms > entry.at_ms => {}
+            Some(current) => *current = entry,
+            None => record.consents.push(entry),
+        }
+    }
+    record.updated_at_ms = record.updated_at_ms.max(call.provenance.received_at.0);
+    writes.insert(keys::profile(profile_id), record.encode_to_vec());
+    Ok(profile_id)
+}
+
+/// Most restrictive wins: a withdrawal on either side stands, whatever its
+/// time; between two grants (or two withdrawals) the later one is kept.
+pub fn merge_consents(record: &mut ProfileRecord, absorbed: &ProfileRecord) {
+    for theirs in &absorbed.consents {
+        match record
+            .consents
+            .iter_mut()
+            .find(|ours| ours.same_subject(theirs))
+        {
+            None => record.consents.push(theirs.clone()),
+            Some(ours) => {
+                let keep_theirs = match (ours.granted, theirs.granted) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    _ => theirs.at_ms > ours.at_ms,
+                };
+                if keep_theirs {
+                    *ours = theirs.clone();
+                }
+            }
+        }
+    }
+    for entry in &absorbed.consent_history {
+        push_history(record, entry.clone());
+    }
+    record.consent_history.sort_by_key(|entry| entry.at_ms);
+}
+
+/// The consents a profile split off by an unmerge starts with: only the
+/// withdrawals. A grant given on the merged profile may have come from the
+/// other person, and consent must never be assumed.
+pub fn consents_for_split(record: &ProfileRecord) -> Vec<ConsentEntry> {
+    record
+        .consents
+        .iter()
+        .filter(|entry| !entry.granted)
+        .cloned()
+        .collect()
+}
+
+fn push_history(record: &mut ProfileRecord, entry: ConsentEntry) {
+    record.consent_history.push(entry);
+    if record.consent_history.len() > CONSENT_HISTORY_MAX {
+        let excess = record.consent_history.len() - CONSENT_HISTORY_MAX;
+        record.consent_history.drain(..excess);
+    }
+}

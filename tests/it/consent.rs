@@ -1,0 +1,183 @@
+//! Consent per channel and purpose, with history; merges never widen it.
+
+use sightline::api::pb::{self, ConsentState};
+use tonic::Code;
+
+use crate::support::*;
+
+fn change(channel: &str, purpose: &str, state: ConsentState) -> pb::ConsentChange {
+    pb::ConsentChange {
+        channel: channel.to_owned(),
+        purpose: purpose.to_owned(),
+        state: state as i32,
+    }
+}
+
+fn update(
+    who: pb::Identifier,
+    changes: Vec<pb::ConsentChange>,
+    seconds: i64,
+) -> pb::UpdateConsentRequest {
+    pb::UpdateConsentRequest {
+        lookup: Some(pb::update_consent_request::Lookup::Identifier(who)),
+        changes,
+        timestamp: at_seconds(seconds),
+        message_id: String::new(),
+        source: "preference-centre".to_owned(),
+    }
+}
+
+fn state_of(profile: &pb::Profile, channel: &str, purpose: &str) -> Option<ConsentState> {
+    profile
+        .consents
+        .iter()
+        .find(|consent| consent.channel == channel && consent.purpose == purpose)
+        .map(|consent| consent.state())
+}
+
+#[tokio::test]
+async fn decisions_are_kept_with_history_and_late_ones_do_not_override() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let who = email("consent@example.com");
+    client.identify(identify(vec![who.clone()])).await.unwrap();
+    client
+        .update_consent(update(
+            who.clone(),
+            vec![
+                change("email", "marketing", ConsentState::Granted),
+                change("sms", "marketing", ConsentState::Granted),
+            ],
+            1_000,
+        ))
+        .await
+        .unwrap();
+    client
+        .update_consent(update(
+            who.clone(),
+            vec![change("email", "marketing", ConsentState::Withdrawn)],
+            2_000,
+        ))
+        .await
+        .unwrap();
+    // A grant captured earlier but delivered late changes nothing.
+    client
+        .update_consent(update(
+            who.clone(),
+            vec![change("email", "marketing", ConsentState::Granted)],
+            1_500,
+        ))
+        .await
+        .unwrap();
+    let profile = get_by(&mut client, who).await.unwrap();
+    assert_eq!(
+        state_of(&profile, "email", "marketing"),
+        Some(ConsentState::Withdrawn)
+    );
+    assert_eq!(
+        state_of(&profile, "sms", "marketing"),
+        Some(ConsentState::Granted)
+    );
+    assert_eq!(profile.consent_history.len(), 4);
+    let source = &profile.consents[0].provenance.as_ref().unwrap().source;
+    assert_eq!(source, "preference-centre");
+}
+
+#[tokio::test]
+async fn a_withdrawal_on_either_side_of_a_merge_stands() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let (first, second) = (email("c1@example.com"), phone("+447911123987"));
+    client
+        .identify(identify(vec![first.clone()]))
+        .await
+        .unwrap();
+    client
+        .identify(identify(vec![second.clone()]))
+        .await
+        .unwrap();
+    client
+        .update_consent(update(
+            first.clone(),
+            vec![change("email", "marketing", ConsentState::Withdrawn)],
+            1_000,
+        ))
+        .await
+        .unwrap();
+    client
+        .update_consent(update(
+            second.clone(),
+            vec![
+                change("email", "marketing", ConsentState::Granted),
+                change("push", "analytics", ConsentState::Granted),
+            ],
+            5_000,
+        ))
+        .await
+        .unwrap();
+    client
+        .identify(identify(vec![first.clone(), second]))
+        .await
+        .unwrap();
+    let profile = get_by(&mut client, first).await.unwrap();
+    assert_eq!(
+        state_of(&profile, "email", "marketing"),
+        Some(ConsentState::Withdrawn)
+    );
+    assert_eq!(
+        state_of(&profile, "push", "analytics"),
+        Some(ConsentState::Granted)
+    );
+    assert_eq!(profile.consent_history.len(), 3);
+}
+
+#[tokio::test]
+async fn unknown_channels_purposes_and_profiles_are_rejected() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let who = email("strict@example.com");
+    client.identify(identify(vec![who.clone()])).await.unwrap();
+    let cases = [
+        (
+            change("fax", "marketing", ConsentState::Granted),
+            "changes[0].channel",
+        ),
+        (
+            change("email", "selling", ConsentState::Granted),
+            "changes[0].purpose",
+        ),
+        (
+            change("email", "marketing", ConsentState::Unspecified),
+            "changes[0].state",
+        ),
+    ];
+    for (bad, field) in cases {
+        let status = client
+            .update_consent(update(who.clone(), vec![bad], 1))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+    let empty = client
+        .update_consent(update(who.clone(), vec![], 1))
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert!(
+        get_by(&mut client, who)
+            .await
+            .unwrap()
+            .consent_history
+            .is_empty()
+    );
+    let unknown = client
+        .update_consent(update(
+            email("nobody@example.com"),
+            vec![change("email", "marketing", ConsentState::Granted)],
+            1,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
