@@ -217,6 +217,9 @@ pub struct ComputedTraits {
     pub last_seen_at: Option<UnixMillis>,
     /// Category → score decayed to now, strongest first.
     pub interests: Vec<(String, f64)>,
+    /// 1–5 by population quintile (see [`RfmQuintiles`]); set by the
+    /// caller that holds the current quintiles.
+    pub rfm_scores: Option<(u8, u8, u8)>,
 }
 
 pub fn compute(
@@ -277,6 +280,7 @@ pub fn compute(
         lifecycle_stage,
         last_seen_at: activity.last_seen_at,
         interests,
+        rfm_scores: None,
     }
 }
 
@@ -376,6 +380,30 @@ mod tests {
     }
 
     #[test]
+    fn rfm_scores_rank_against_population_quintiles() {
+        let samples: Vec<(f64, f64, f64)> = (0..100)
+            .map(|i| (i as f64, (i % 10) as f64 + 1.0, i as f64 * 10.0))
+            .collect();
+        let quintiles = RfmQuintiles::from_population(&samples, UnixMillis(0));
+        let mut best = Activity::default();
+        for day in 0..12 {
+            order(&mut best, 100.0, UnixMillis(day * DAY_MS));
+        }
+        let traits = compute(
+            &best,
+            UnixMillis(12 * DAY_MS),
+            &LifecycleThresholds::default(),
+        );
+        assert_eq!(quintiles.scores(&traits), Some((5, 5, 5)));
+        let lead = compute(
+            &Activity::default(),
+            UnixMillis(0),
+            &LifecycleThresholds::default(),
+        );
+        assert_eq!(quintiles.scores(&lead), None);
+    }
+
+    #[test]
     fn interests_decay_and_rank() {
         let mut activity = Activity::default();
         let view = |category: &str| props(json!({ "category": category }));
@@ -388,5 +416,58 @@ mod tests {
             "{:?}",
             traits.interests
         );
+    }
+}
+
+/// Population quintile cut points for RFM scores, refreshed periodically.
+/// Each list holds the 20th, 40th, 60th and 80th percentile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RfmQuintiles {
+    pub recency_days: Vec<f64>,
+    pub frequency: Vec<f64>,
+    pub monetary: Vec<f64>,
+    pub computed_at: UnixMillis,
+    /// Customers (profiles with an order) the cut points were taken from.
+    pub customers: u64,
+}
+
+impl RfmQuintiles {
+    /// Cut points from every customer's recency, frequency and monetary.
+    pub fn from_population(samples: &[(f64, f64, f64)], at: UnixMillis) -> RfmQuintiles {
+        let cuts = |pick: fn(&(f64, f64, f64)) -> f64| -> Vec<f64> {
+            let mut values: Vec<f64> = samples.iter().map(pick).collect();
+            values.sort_by(|a, b| a.total_cmp(b));
+            if values.is_empty() {
+                return Vec::new();
+            }
+            // The largest value of each of the lower four fifths: a value
+            // above it belongs to a higher fifth, and ties (most customers
+            // order once) stay together in the lower one.
+            (1..5)
+                .map(|fifth| values[(values.len() * fifth).div_ceil(5).saturating_sub(1)])
+                .collect()
+        };
+        RfmQuintiles {
+            recency_days: cuts(|s| s.0),
+            frequency: cuts(|s| s.1),
+            monetary: cuts(|s| s.2),
+            computed_at: at,
+            customers: samples.len() as u64,
+        }
+    }
+
+    /// 1–5 scores; `None` without orders or before the first refresh.
+    pub fn scores(&self, traits: &ComputedTraits) -> Option<(u8, u8, u8)> {
+        let recency = traits.recency_days? as f64;
+        if self.recency_days.len() != 4 {
+            return None;
+        }
+        // Recent customers score high; frequent and big spenders too.
+        let rank =
+            |cuts: &[f64], value: f64| 1 + cuts.iter().filter(|cut| value > **cut).count() as u8;
+        let r_score = 6 - rank(&self.recency_days, recency);
+        let f_score = rank(&self.frequency, traits.frequency as f64);
+        let m_score = rank(&self.monetary, traits.monetary);
+        Some((r_score, f_score, m_score))
     }
 }

@@ -42,6 +42,12 @@ pub struct ComputedConfig {
     pub active_days: i64,
     /// Beyond `active_days` and up to this: `lapsing`; beyond: `inactive`.
     pub lapsing_days: i64,
+    /// Events older than this are removed by the maintenance job (lifetime
+    /// aggregates stay); 0 keeps events forever.
+    pub event_retention_days: i64,
+    /// How often the maintenance job refreshes the RFM quintiles and applies
+    /// retention; 0 runs it only on demand (`RunMaintenance`).
+    pub maintenance_interval_secs: u64,
 }
 
 impl Default for ComputedConfig {
@@ -50,6 +56,8 @@ impl Default for ComputedConfig {
         ComputedConfig {
             active_days: defaults.active_days,
             lapsing_days: defaults.lapsing_days,
+            event_retention_days: 0,
+            maintenance_interval_secs: 3600,
         }
     }
 }
@@ -322,7 +330,7 @@ impl Config {
         if self.computed.active_days <= 0 || self.computed.lapsing_days < self.computed.active_days
         {
             return Err(ConfigError::Invalid(
-                "computed: 0 < active_days <= lapsing_days".to_owned(),
+                "computed: 0 < active_days <= lapsing_days, event_retention_days >= 0".to_owned(),
             ));
         }
         let fuzzy = &self.identity.fuzzy;

@@ -29,6 +29,35 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot load maintenance state: {0}")]
+    Maintenance(String),
+}
+
+/// Refreshes RFM quintiles and applies retention every `interval_secs`
+/// (never when 0). A failed run is logged and retried at the next tick.
+fn spawn_maintenance(
+    service: Arc<ProfileService>,
+    interval_secs: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if interval_secs == 0 {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(interval_secs);
+        // The first run waits a full period: start-up stays fast.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            ticks.tick().await;
+            match service.run_maintenance().await {
+                Ok(report) => tracing::info!(
+                    customers = report.customers,
+                    events_removed = report.events_removed,
+                    "maintenance done"
+                ),
+                Err(error) => tracing::warn!(%error, "maintenance failed"),
+            }
+        }
+    }))
 }
 
 /// Accepted connections with Nagle's algorithm off: small gRPC responses
@@ -78,10 +107,20 @@ pub async fn run(
             config.limits.clone(),
             clock,
         )
-        .with_lifecycle(LifecycleThresholds {
-            active_days: config.computed.active_days,
-            lapsing_days: config.computed.lapsing_days,
-        }),
+        .with_computed(
+            LifecycleThresholds {
+                active_days: config.computed.active_days,
+                lapsing_days: config.computed.lapsing_days,
+            },
+            config.computed.event_retention_days,
+        ),
+    );
+    service
+        .load_rfm()
+        .map_err(|error| ServerError::Maintenance(error.to_string()))?;
+    let maintenance = spawn_maintenance(
+        Arc::clone(&service),
+        config.computed.maintenance_interval_secs,
     );
 
     // The database is open: only now do health checks report SERVING.
@@ -114,6 +153,11 @@ pub async fn run(
         })
         .await?;
 
+    if let Some(task) = maintenance {
+        task.abort();
+        // Wait until it is gone, so that nothing holds the store past close.
+        let _ = task.await;
+    }
     tokio::task::spawn_blocking(move || store.close()).await??;
     tracing::info!("stopped; every acknowledged write is durable");
     Ok(())

@@ -224,6 +224,9 @@ fn proto_computed(traits: &ComputedTraits) -> pb::ComputedTraits {
         lifecycle_stage: traits.lifecycle_stage.to_owned(),
         last_seen_at: traits.last_seen_at.map(to_timestamp),
         interests: traits.interests.iter().cloned().collect(),
+        r_score: traits.rfm_scores.map(|scores| u32::from(scores.0)),
+        f_score: traits.rfm_scores.map(|scores| u32::from(scores.1)),
+        m_score: traits.rfm_scores.map(|scores| u32::from(scores.2)),
     }
 }
 

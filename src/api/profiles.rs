@@ -293,6 +293,17 @@ impl ProfileRpc for ProfileApi {
         }))
     }
 
+    async fn run_maintenance(
+        &self,
+        _request: Request<pb::RunMaintenanceRequest>,
+    ) -> Result<Response<pb::RunMaintenanceResponse>, Status> {
+        let report = self.service.run_maintenance().await.map_err(to_status)?;
+        Ok(Response::new(pb::RunMaintenanceResponse {
+            customers: report.customers,
+            events_removed: report.events_removed,
+        }))
+    }
+
     async fn run_matching(
         &self,
         _request: Request<pb::RunMatchingRequest>,

@@ -7,7 +7,7 @@ mod validate;
 
 use std::sync::Arc;
 
-use crate::computed::{ComputedTraits, LifecycleThresholds, compute};
+use crate::computed::{ComputedTraits, LifecycleThresholds, RfmQuintiles, compute};
 use crate::config::Limits;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
@@ -15,7 +15,7 @@ use crate::model::{
     ProfileView, Purpose, ReviewOutcome, UnixMillis, UnknownConsentTerm, UnmergeCall,
     UnmergeOutcome, WriteCall, WriteOutcome,
 };
-use crate::store::{ApplyResults, ProfileStore};
+use crate::store::{ApplyResults, ProfileStore, StoreError};
 
 pub use error::{FieldViolation, ServiceError};
 pub use validate::{Json, RawIdentifier};
@@ -98,9 +98,27 @@ pub struct ProfileRead {
     pub computed: ComputedTraits,
 }
 
+/// What one maintenance run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Customers the RFM quintiles were taken from.
+    pub customers: u64,
+    pub events_removed: u64,
+}
+
+/// Profiles per retention job on the writer: small enough that ingest
+/// waits milliseconds between jobs.
+const RETENTION_CHUNK_PROFILES: usize = 256;
+const DAY_MS: i64 = 86_400_000;
+
 pub struct ProfileService {
     store: Arc<dyn ProfileStore>,
     lifecycle: LifecycleThresholds,
+    /// 0 keeps events forever.
+    event_retention_days: i64,
+    /// The latest quintiles, read on every profile read; replaced by each
+    /// maintenance run.
+    rfm: std::sync::RwLock<Option<RfmQuintiles>>,
     normalizer: Normalizer,
     merge_rules: MergeRules,
     limits: Limits,
@@ -118,6 +136,8 @@ impl ProfileService {
         ProfileService {
             store,
             lifecycle: LifecycleThresholds::default(),
+            event_retention_days: 0,
+            rfm: std::sync::RwLock::new(None),
             normalizer,
             merge_rules,
             limits,
@@ -125,10 +145,70 @@ impl ProfileService {
         }
     }
 
-    /// Lifecycle thresholds other than the defaults.
-    pub fn with_lifecycle(mut self, lifecycle: LifecycleThresholds) -> Self {
+    /// Lifecycle thresholds and event retention other than the defaults.
+    pub fn with_computed(
+        mut self,
+        lifecycle: LifecycleThresholds,
+        event_retention_days: i64,
+    ) -> Self {
         self.lifecycle = lifecycle;
+        self.event_retention_days = event_retention_days;
         self
+    }
+
+    /// Picks up the quintiles a previous run stored.
+    pub fn load_rfm(&self) -> Result<(), ServiceError> {
+        let stored = self.store.load_rfm_quintiles()?;
+        if let Ok(mut cached) = self.rfm.write() {
+            *cached = stored;
+        }
+        Ok(())
+    }
+
+    /// Refreshes the RFM quintiles over the whole population and applies
+    /// event retention.
+    pub async fn run_maintenance(&self) -> Result<MaintenanceReport, ServiceError> {
+        let now = self.clock.now();
+        let lifecycle = self.lifecycle;
+        let store = Arc::clone(&self.store);
+        let quintiles = tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::new();
+            store.for_each_activity(&mut |activity| {
+                if activity.order_count > 0 {
+                    let traits = compute(activity, now, &lifecycle);
+                    let recency = traits.recency_days.unwrap_or_default() as f64;
+                    samples.push((recency, traits.frequency as f64, traits.monetary));
+                }
+            })?;
+            Ok::<_, StoreError>(RfmQuintiles::from_population(&samples, now))
+        })
+        .await
+        .map_err(|error| ServiceError::Internal(error.to_string()))??;
+        let customers = quintiles.customers;
+        self.store.save_rfm_quintiles(quintiles.clone()).await?;
+        if let Ok(mut cached) = self.rfm.write() {
+            *cached = Some(quintiles);
+        }
+
+        let mut events_removed = 0;
+        if self.event_retention_days > 0 {
+            let cutoff = UnixMillis(now.0 - self.event_retention_days * DAY_MS);
+            let mut after = None;
+            loop {
+                let ids = self
+                    .store
+                    .profile_ids_after(after, RETENTION_CHUNK_PROFILES)?;
+                let Some(last) = ids.last().copied() else {
+                    break;
+                };
+                events_removed += self.store.expire_events(ids, cutoff).await?;
+                after = Some(last);
+            }
+        }
+        Ok(MaintenanceReport {
+            customers,
+            events_removed,
+        })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -330,7 +410,12 @@ impl ProfileService {
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("profile {profile_id} does not exist"))
             })?;
-        let computed = compute(&profile.activity, self.clock.now(), &self.lifecycle);
+        let mut computed = compute(&profile.activity, self.clock.now(), &self.lifecycle);
+        if let Ok(rfm) = self.rfm.read() {
+            computed.rfm_scores = rfm
+                .as_ref()
+                .and_then(|quintiles| quintiles.scores(&computed));
+        }
         Ok(ProfileRead { profile, computed })
     }
 }

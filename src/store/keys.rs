@@ -29,6 +29,7 @@ pub const REJECTION: u8 = b'r';
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
+pub const RFM_QUINTILES: &[u8] = b"srfm_quintiles";
 
 pub fn identifier(identifier: &Identifier) -> Vec<u8> {
     tagged_identifier(IDENTIFIER, identifier)

@@ -17,6 +17,8 @@ mod writer;
 
 use futures::future::BoxFuture;
 
+use crate::computed::{Activity, RfmQuintiles};
+
 use crate::model::{
     CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchPassOutcome, ProfileId,
     ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
@@ -94,6 +96,26 @@ pub trait ProfileStore: Send + Sync + 'static {
         &self,
         call: ConsentCall,
     ) -> BoxFuture<'static, Result<ProfileId, StoreError>>;
+
+    /// Calls `visit` with the aggregates of every live profile (a full scan,
+    /// for population statistics). Blocking.
+    fn for_each_activity(&self, visit: &mut dyn FnMut(&Activity)) -> Result<(), StoreError>;
+
+    /// Stores the population quintiles, durably.
+    fn save_rfm_quintiles(
+        &self,
+        quintiles: RfmQuintiles,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    fn load_rfm_quintiles(&self) -> Result<Option<RfmQuintiles>, StoreError>;
+
+    /// Removes these profiles' events older than `cutoff`; lifetime
+    /// aggregates stay. Returns how many were removed.
+    fn expire_events(
+        &self,
+        ids: Vec<ProfileId>,
+        cutoff: UnixMillis,
+    ) -> BoxFuture<'static, Result<u64, StoreError>>;
 
     /// The live profile holding this identifier.
     fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError>;

@@ -134,6 +134,21 @@ pub struct ProfileRecord {
     pub consent_history: Vec<ConsentEntry>,
 }
 
+/// The latest population quintiles for RFM scores.
+#[derive(Clone, PartialEq, Message)]
+pub struct RfmRecord {
+    #[prost(double, repeated, tag = "1")]
+    pub recency_days: Vec<f64>,
+    #[prost(double, repeated, tag = "2")]
+    pub frequency: Vec<f64>,
+    #[prost(double, repeated, tag = "3")]
+    pub monetary: Vec<f64>,
+    #[prost(int64, tag = "4")]
+    pub computed_at_ms: i64,
+    #[prost(uint64, tag = "5")]
+    pub customers: u64,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct ConsentEntry {
     #[prost(string, tag = "1")]

@@ -12,14 +12,16 @@ use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
 use super::consent;
 use super::matching;
-use super::records::{CandidateRecord, EventRecord, ProfileRecord, decode};
+use super::records::{CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode};
 use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
+use crate::computed::{Activity, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::model::{
     CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchEvidence, MatchPassOutcome,
     ProfileId, ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
 };
+use prost::Message;
 
 /// How to open the sled store. Passed explicitly rather than relying on
 /// sled's defaults.
@@ -167,6 +169,83 @@ impl ProfileStore for SledStore {
 
     fn unmerge(&self, call: UnmergeCall) -> BoxFuture<'static, Result<UnmergeOutcome, StoreError>> {
         self.submit(move |context| apply_unmerge(context.writes, context.counters, &call))
+    }
+
+    fn for_each_activity(&self, visit: &mut dyn FnMut(&Activity)) -> Result<(), StoreError> {
+        for entry in self.tree.scan_prefix([keys::PROFILE]) {
+            let (_, value) = entry?;
+            let record: ProfileRecord = decode(&value, "profile")?;
+            visit(&record.activity());
+        }
+        Ok(())
+    }
+
+    fn save_rfm_quintiles(
+        &self,
+        quintiles: RfmQuintiles,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.submit(move |context| {
+            let record = RfmRecord {
+                recency_days: quintiles.recency_days,
+                frequency: quintiles.frequency,
+                monetary: quintiles.monetary,
+                computed_at_ms: quintiles.computed_at.0,
+                customers: quintiles.customers,
+            };
+            context
+                .writes
+                .insert(keys::RFM_QUINTILES, record.encode_to_vec());
+            Ok(())
+        })
+    }
+
+    fn load_rfm_quintiles(&self) -> Result<Option<RfmQuintiles>, StoreError> {
+        let Some(bytes) = self.tree.get(keys::RFM_QUINTILES)? else {
+            return Ok(None);
+        };
+        let record: RfmRecord = decode(&bytes, "rfm quintiles")?;
+        Ok(Some(RfmQuintiles {
+            recency_days: record.recency_days,
+            frequency: record.frequency,
+            monetary: record.monetary,
+            computed_at: UnixMillis(record.computed_at_ms),
+            customers: record.customers,
+        }))
+    }
+
+    fn expire_events(
+        &self,
+        ids: Vec<ProfileId>,
+        cutoff: UnixMillis,
+    ) -> BoxFuture<'static, Result<u64, StoreError>> {
+        self.submit(move |context| {
+            let mut removed = 0;
+            for id in ids {
+                let Some(bytes) = context.writes.get(&keys::profile(id))? else {
+                    continue;
+                };
+                let mut expired = 0;
+                // Event keys sort by time, so the old ones are a prefix run.
+                for (key, _) in context.writes.scan_prefix(&keys::events_of(id))? {
+                    match keys::decode_event(&key) {
+                        Some((timestamp, _)) if timestamp < cutoff => {
+                            context.writes.remove(key);
+                            expired += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                if expired > 0 {
+                    let mut record: ProfileRecord = decode(&bytes, "profile")?;
+                    record.event_count = record.event_count.saturating_sub(expired);
+                    context
+                        .writes
+                        .insert(keys::profile(id), record.encode_to_vec());
+                    removed += expired;
+                }
+            }
+            Ok(removed)
+        })
     }
 
     fn update_consent(

@@ -246,3 +246,80 @@ async fn unmerge_recomputes_the_traits_of_both_sides() {
     assert_eq!(computed(&mut client, ann).await, ann_before);
     assert_eq!(computed(&mut client, bob).await, bob_before);
 }
+
+#[tokio::test]
+async fn rfm_scores_rank_customers_after_a_maintenance_run() {
+    let (server, _clock) = start(100).await;
+    let mut client = server.client().await;
+    for (index, revenue) in [10.0, 20.0, 40.0, 80.0, 160.0].into_iter().enumerate() {
+        let who = email(&format!("rfm{index}@example.com"));
+        for order_number in 0..=index as i64 {
+            client
+                .track(order(
+                    who.clone(),
+                    revenue,
+                    50 + index as i64 * 10 - order_number,
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    let before = computed(&mut client, email("rfm4@example.com")).await;
+    assert_eq!(before.m_score, None, "no quintiles before the first run");
+    let report = client
+        .run_maintenance(pb::RunMaintenanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.customers, 5);
+    let best = computed(&mut client, email("rfm4@example.com")).await;
+    assert_eq!(
+        (best.r_score, best.f_score, best.m_score),
+        (Some(5), Some(5), Some(5))
+    );
+    let least = computed(&mut client, email("rfm0@example.com")).await;
+    assert_eq!(
+        (least.r_score, least.f_score, least.m_score),
+        (Some(1), Some(1), Some(1))
+    );
+    client
+        .identify(identify(vec![email("lead@example.com")]))
+        .await
+        .unwrap();
+    let lead = computed(&mut client, email("lead@example.com")).await;
+    assert_eq!(
+        (lead.r_score, lead.lifecycle_stage.as_str()),
+        (None, "lead")
+    );
+}
+
+#[tokio::test]
+async fn retention_removes_old_events_and_keeps_lifetime_aggregates() {
+    let clock = Arc::new(ManualClock::new(UnixMillis(
+        (START_SECONDS + 60 * DAY_SECONDS) * 1000,
+    )));
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    config.computed.event_retention_days = 30;
+    let server = TestServer::start_with_clock(data_dir, config, clock).await;
+    let mut client = server.client().await;
+    let who = email("old-events@example.com");
+    client.track(order(who.clone(), 70.0, 1)).await.unwrap();
+    client.track(order(who.clone(), 30.0, 50)).await.unwrap();
+    client
+        .track(event(who.clone(), "Page Viewed", 55))
+        .await
+        .unwrap();
+    let report = client
+        .run_maintenance(pb::RunMaintenanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.events_removed, 1);
+    let profile = get_by(&mut client, who).await.unwrap();
+    assert_eq!(profile.event_count, 2);
+    assert_eq!(profile.events.len(), 2);
+    let traits = profile.computed.unwrap();
+    assert_eq!((traits.frequency, traits.monetary), (2, 100.0));
+    assert_eq!(traits.first_order_at, at_day(1));
+}
