@@ -120,9 +120,39 @@ pub fn profile_json(profile: &pb::Profile) -> Value {
             })
         })
         .collect();
+    let computed = profile.computed.clone().unwrap_or_default();
+    let consents: Vec<Value> = profile
+        .consents
+        .iter()
+        .map(|consent| {
+            json!({
+                "channel": consent.channel,
+                "purpose": consent.purpose,
+                "state": consent.state().as_str_name(),
+                "at": timestamp_json(consent.at.as_ref()),
+            })
+        })
+        .collect();
     json!({
         "profile_id": profile.profile_id,
         "merged_profile_ids": profile.merged_profile_ids,
+        "computed": {
+            "recency_days": computed.recency_days,
+            "frequency": computed.frequency,
+            "monetary": computed.monetary,
+            "average_order_value": computed.average_order_value,
+            "r_score": computed.r_score,
+            "f_score": computed.f_score,
+            "m_score": computed.m_score,
+            "email_opens_30d": computed.email_opens_30d,
+            "email_clicks_30d": computed.email_clicks_30d,
+            "conversions_30d": computed.conversions_30d,
+            "engagement_group": computed.engagement_group,
+            "lifecycle_stage": computed.lifecycle_stage,
+            "last_seen_at": timestamp_json(computed.last_seen_at.as_ref()),
+            "interests": computed.interests,
+        },
+        "consents": consents,
         "identifiers": identifiers,
         "traits": struct_json(profile.traits.as_ref()),
         "event_count": profile.event_count,
