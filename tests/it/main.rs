@@ -4,6 +4,7 @@
 
 mod computed;
 mod consent;
+mod crash;
 mod durability;
 mod fuzzy;
 mod idempotency;

@@ -1,8 +1,7 @@
 //! What operators and generic gRPC clients rely on: health, reflection, and
 //! the binary's graceful shutdown on SIGTERM.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -60,40 +59,12 @@ async fn reflection_lists_the_services() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("free port")
-}
-
-fn spawn_binary(data_dir: &std::path::Path, port: u16) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the sightline binary")
-}
-
-async fn connect(port: u16) -> Client {
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..250 {
-        if let Ok(client) = Client::connect(endpoint.clone()).await {
-            return client;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("binary did not start listening on {endpoint}");
-}
-
 #[tokio::test]
 async fn the_binary_shuts_down_gracefully_on_sigterm_keeping_acknowledged_writes() {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = spawn_binary(data_dir.path(), port);
-    let mut client = connect(port).await;
+    let mut client = connect_port(port).await;
     for i in 0..20 {
         let mut event = track(vec![user("sig")], "Page Viewed");
         event.message_id = format!("sig-{i}");
@@ -112,7 +83,7 @@ async fn the_binary_shuts_down_gracefully_on_sigterm_keeping_acknowledged_writes
 
     let port = free_port();
     let mut child = spawn_binary(data_dir.path(), port);
-    let mut client = connect(port).await;
+    let mut client = connect_port(port).await;
     let profile = get_by(&mut client, user("sig")).await;
     let _ = child.kill();
     let _ = child.wait();

@@ -202,3 +202,32 @@ pub fn trait_text(profile: &pb::Profile, name: &str) -> Option<String> {
         other => Some(format!("{other:?}")),
     }
 }
+
+/// The real binary, as an operator runs it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("free port")
+}
+
+pub fn spawn_binary(data_dir: &std::path::Path, port: u16) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the sightline binary")
+}
+
+pub async fn connect_port(port: u16) -> Client {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..250 {
+        if let Ok(client) = Client::connect(endpoint.clone()).await {
+            return client;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("binary did not start listening on {endpoint}");
+}
