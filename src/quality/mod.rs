@@ -41,7 +41,7 @@ mod evaluate;
 mod generate;
 mod load;
 mod metrics;
-mod names;
+pub mod names;
 mod report;
 mod review;
 

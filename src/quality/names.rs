@@ -4,7 +4,7 @@
 //! the data set, on any machine.
 
 /// Common given names in the UK and the US, both sexes.
-pub(super) const FIRST_NAMES: &[&str] = &[
+pub const FIRST_NAMES: &[&str] = &[
     "James",
     "John",
     "Robert",
@@ -243,7 +243,7 @@ pub(super) const FIRST_NAMES: &[&str] = &[
 
 /// Common surnames in the UK and the US. A few carry an apostrophe, which
 /// email addresses drop.
-pub(super) const LAST_NAMES: &[&str] = &[
+pub const LAST_NAMES: &[&str] = &[
     "Smith",
     "Jones",
     "Williams",
