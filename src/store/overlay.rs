@@ -3,7 +3,7 @@
 //! reaches sled (and so no reader) until the whole group is applied as one
 //! atomic batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use super::StoreError;
@@ -12,16 +12,55 @@ use super::StoreError;
 type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Every key of the tables that are sparse (a few records among millions of
+/// profiles) and asked for on every call, kept in memory so that the common
+/// answer, "no such record", costs no read of the tree. A key stays listed
+/// after its record is removed: that only costs a read.
+#[derive(Debug, Default)]
+pub struct SparseKeys {
+    tags: Vec<u8>,
+    keys: HashSet<Vec<u8>>,
+}
+
+impl SparseKeys {
+    /// Lists every existing key of the tables with these tags.
+    pub fn load(tree: &sled::Tree, tags: &[u8]) -> Result<SparseKeys, StoreError> {
+        let mut keys = HashSet::new();
+        for tag in tags {
+            for entry in tree.scan_prefix([*tag]) {
+                let (key, _) = entry?;
+                keys.insert(key.to_vec());
+            }
+        }
+        Ok(SparseKeys {
+            tags: tags.to_vec(),
+            keys,
+        })
+    }
+
+    fn certainly_absent(&self, key: &[u8]) -> bool {
+        key.first().is_some_and(|tag| self.tags.contains(tag)) && !self.keys.contains(key)
+    }
+
+    fn note(&mut self, key: &[u8]) {
+        if key.first().is_some_and(|tag| self.tags.contains(tag)) {
+            self.keys.insert(key.to_vec());
+        }
+    }
+}
+
 /// Pending writes of one group commit, on top of the tree.
 pub struct GroupWrites<'t> {
     tree: &'t sled::Tree,
+    sparse: &'t mut SparseKeys,
     changes: Changes,
 }
 
 impl<'t> GroupWrites<'t> {
-    pub fn new(tree: &'t sled::Tree) -> Self {
+    pub fn new(tree: &'t sled::Tree, sparse: &'t mut SparseKeys) -> Self {
         GroupWrites {
             tree,
+            sparse,
             changes: Changes::new(),
         }
     }
@@ -65,6 +104,9 @@ impl CallWrites<'_, '_> {
         if let Some(change) = self.group.changes.get(key) {
             return Ok(change.clone());
         }
+        if self.group.sparse.certainly_absent(key) {
+            return Ok(None);
+        }
         Ok(self.group.tree.get(key)?.map(|value| value.to_vec()))
     }
 
@@ -96,6 +138,11 @@ impl CallWrites<'_, '_> {
     }
 
     pub fn commit(self) {
+        for (key, change) in &self.changes {
+            if change.is_some() {
+                self.group.sparse.note(key);
+            }
+        }
         self.group.changes.extend(self.changes);
     }
 }
@@ -117,7 +164,8 @@ mod tests {
         let tree = tree();
         tree.insert(b"a1", b"tree".as_slice()).expect("insert");
         tree.insert(b"a2", b"tree".as_slice()).expect("insert");
-        let mut group = GroupWrites::new(&tree);
+        let mut sparse = SparseKeys::default();
+        let mut group = GroupWrites::new(&tree, &mut sparse);
 
         let mut first = group.call();
         first.remove(b"a1".as_slice());
@@ -145,6 +193,29 @@ mod tests {
         assert_eq!(
             tree.get(b"a3").expect("get").as_deref(),
             Some(b"first".as_slice())
+        );
+    }
+
+    #[test]
+    fn sparse_tables_answer_absent_keys_from_memory_and_see_new_ones() {
+        let tree = tree();
+        tree.insert(b"h-known", b"1".as_slice()).expect("insert");
+        let mut sparse = SparseKeys::load(&tree, b"h").expect("load");
+        let mut group = GroupWrites::new(&tree, &mut sparse);
+        let mut writes = group.call();
+        assert_eq!(
+            writes.get(b"h-known").expect("get").as_deref(),
+            Some(b"1".as_slice())
+        );
+        assert_eq!(writes.get(b"h-missing").expect("get"), None);
+        writes.insert(b"h-new".as_slice(), b"2".as_slice());
+        writes.commit();
+        tree.apply_batch(group.into_batch()).expect("apply");
+        let mut group = GroupWrites::new(&tree, &mut sparse);
+        let writes = group.call();
+        assert_eq!(
+            writes.get(b"h-new").expect("get").as_deref(),
+            Some(b"2".as_slice())
         );
     }
 }

@@ -12,6 +12,7 @@ use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
 use super::consent;
 use super::matching;
+use super::overlay::SparseKeys;
 use super::records::{CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode};
 use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
@@ -72,6 +73,7 @@ impl SledStore {
             counters,
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),
+            sparse: SparseKeys::load(&tree, &[keys::HUB, keys::REJECTION])?,
         };
         let writer_thread = std::thread::Builder::new()
             .name("sightline-writer".to_owned())

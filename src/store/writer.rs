@@ -7,7 +7,7 @@ use std::fs::File;
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Counters, apply_call};
-use super::overlay::{CallWrites, GroupWrites};
+use super::overlay::{CallWrites, GroupWrites, SparseKeys};
 use super::{ApplyResults, StoreError};
 use crate::identity::MergeRules;
 use crate::model::WriteCall;
@@ -93,6 +93,8 @@ pub struct Writer {
     pub counters: Counters,
     pub group_calls_max: usize,
     pub rules: MergeRules,
+    /// Keys of the hub and rejection tables, asked for on every call.
+    pub sparse: SparseKeys,
 }
 
 /// Answers computed for a group, sent once the group is durable.
@@ -163,7 +165,7 @@ impl Writer {
         stopping: &mut bool,
     ) -> Result<(), StoreError> {
         let counters_before = self.counters;
-        let mut group = GroupWrites::new(&self.tree);
+        let mut group = GroupWrites::new(&self.tree, &mut self.sparse);
         let mut pending = Vec::with_capacity(commands.len());
         for command in commands {
             match command {
