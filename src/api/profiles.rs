@@ -83,17 +83,34 @@ fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
     }
 }
 
-fn lookup(lookup: Option<pb::get_profile_request::Lookup>) -> Result<ProfileLookup, ServiceError> {
-    match lookup {
-        Some(pb::get_profile_request::Lookup::ProfileId(id)) => Ok(ProfileLookup::ProfileId(id)),
-        Some(pb::get_profile_request::Lookup::Identifier(identifier)) => {
-            Ok(ProfileLookup::Identifier(raw_identifier(identifier)))
+/// Every request that names one profile carries the same oneof; each
+/// generated copy converts here, so the rule lives in one place.
+macro_rules! profile_lookup_from {
+    ($($oneof:path),+) => {$(
+        impl From<$oneof> for ProfileLookup {
+            fn from(lookup: $oneof) -> Self {
+                use $oneof as Lookup;
+                match lookup {
+                    Lookup::ProfileId(id) => ProfileLookup::ProfileId(id),
+                    Lookup::Identifier(identifier) => {
+                        ProfileLookup::Identifier(raw_identifier(identifier))
+                    }
+                }
+            }
         }
-        None => Err(ServiceError::invalid(
-            "lookup",
-            "set profile_id or identifier",
-        )),
-    }
+    )+};
+}
+
+profile_lookup_from!(
+    pb::get_profile_request::Lookup,
+    pb::unmerge_request::Lookup,
+    pb::update_consent_request::Lookup
+);
+
+fn lookup(lookup: Option<impl Into<ProfileLookup>>) -> Result<ProfileLookup, ServiceError> {
+    lookup
+        .map(Into::into)
+        .ok_or_else(|| ServiceError::invalid("lookup", "set profile_id or identifier"))
 }
 
 #[tonic::async_trait]
@@ -169,16 +186,8 @@ impl ProfileRpc for ProfileApi {
         request: Request<pb::UnmergeRequest>,
     ) -> Result<Response<pb::UnmergeResponse>, Status> {
         let request = request.into_inner();
-        let target = request.lookup.map(|target| match target {
-            pb::unmerge_request::Lookup::ProfileId(id) => {
-                pb::get_profile_request::Lookup::ProfileId(id)
-            }
-            pb::unmerge_request::Lookup::Identifier(identifier) => {
-                pb::get_profile_request::Lookup::Identifier(identifier)
-            }
-        });
         let input = UnmergeInput {
-            lookup: lookup(target).map_err(to_status)?,
+            lookup: lookup(request.lookup).map_err(to_status)?,
             identifiers: request
                 .identifiers
                 .into_iter()
@@ -256,14 +265,6 @@ impl ProfileRpc for ProfileApi {
         request: Request<pb::UpdateConsentRequest>,
     ) -> Result<Response<pb::UpdateConsentResponse>, Status> {
         let request = request.into_inner();
-        let target = request.lookup.map(|target| match target {
-            pb::update_consent_request::Lookup::ProfileId(id) => {
-                pb::get_profile_request::Lookup::ProfileId(id)
-            }
-            pb::update_consent_request::Lookup::Identifier(identifier) => {
-                pb::get_profile_request::Lookup::Identifier(identifier)
-            }
-        });
         let changes = request
             .changes
             .into_iter()
@@ -277,7 +278,7 @@ impl ProfileRpc for ProfileApi {
             })
             .collect();
         let input = ConsentInput {
-            lookup: lookup(target).map_err(to_status)?,
+            lookup: lookup(request.lookup).map_err(to_status)?,
             changes,
             timestamp: timestamp("timestamp", request.timestamp).map_err(to_status)?,
             message_id: request.message_id,

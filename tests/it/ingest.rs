@@ -51,14 +51,7 @@ async fn one_bad_item_does_not_reject_the_others() {
 #[tokio::test]
 async fn large_streams_apply_every_item_in_order() {
     const ITEMS: usize = 3_000;
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&data_dir);
-    config
-        .identity
-        .merge
-        .identifiers_per_kind_max
-        .insert("device_id".to_owned(), ITEMS);
-    let server = TestServer::start_with(data_dir, config).await;
+    let server = TestServer::start_allowing("device_id", ITEMS).await;
     let mut client = server.client().await;
     // Each item links a new device to a shared user id, and later items
     // depend on earlier ones across chunk boundaries.

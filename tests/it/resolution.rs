@@ -196,14 +196,7 @@ async fn concurrent_chain_links_end_in_exactly_one_profile() {
     const LINKS: usize = 200;
     // Concurrency, not merge protection, is under test: allow one person
     // hundreds of user ids.
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&data_dir);
-    config
-        .identity
-        .merge
-        .identifiers_per_kind_max
-        .insert("user_id".to_owned(), 1_000);
-    let server = TestServer::start_with(data_dir, config).await;
+    let server = TestServer::start_allowing("user_id", 1_000).await;
     let client = server.client().await;
     let calls = (0..LINKS).map(|i| {
         let mut client = client.clone();

@@ -38,6 +38,19 @@ impl TestServer {
     }
 
     /// Starts on an existing data directory, e.g. one a stopped server left.
+    /// Starts with a higher per-profile limit for one identifier kind, for
+    /// tests about something other than merge protection.
+    pub async fn start_allowing(kind: &str, per_profile_max: usize) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temporary data dir");
+        let mut config = test_config(&data_dir);
+        config
+            .identity
+            .merge
+            .identifiers_per_kind_max
+            .insert(kind.to_owned(), per_profile_max);
+        TestServer::start_with(data_dir, config).await
+    }
+
     pub async fn start_in(data_dir: TempDir) -> TestServer {
         let config = test_config(&data_dir);
         TestServer::start_with(data_dir, config).await
