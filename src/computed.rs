@@ -419,6 +419,10 @@ mod tests {
     }
 }
 
+/// The latest quintiles, shared by every reader of computed traits and
+/// replaced by each maintenance run.
+pub type RfmCache = std::sync::Arc<std::sync::RwLock<Option<RfmQuintiles>>>;
+
 /// Population quintile cut points for RFM scores, refreshed periodically.
 /// Each list holds the 20th, 40th, 60th and 80th percentile.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -32,6 +32,31 @@ pub struct Config {
     pub limits: Limits,
     pub storage: StorageConfig,
     pub computed: ComputedConfig,
+    pub segments: SegmentsConfig,
+}
+
+/// Segment definitions and their upkeep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegmentsConfig {
+    /// Segments that may be defined at once.
+    pub segments_max: usize,
+    /// Length of a rule's source text.
+    pub rule_bytes_max: usize,
+    /// How often rules that depend on time (`now`, computed traits, event
+    /// windows) are re-evaluated over every profile; 0 only on demand
+    /// (`RunMaintenance`).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            segments_max: 100,
+            rule_bytes_max: 4096,
+            sweep_interval_secs: 3600,
+        }
+    }
 }
 
 /// Thresholds of the computed traits.
@@ -71,6 +96,7 @@ impl Default for Config {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             computed: ComputedConfig::default(),
+            segments: SegmentsConfig::default(),
         }
     }
 }
@@ -331,6 +357,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "computed: 0 < active_days <= lapsing_days, event_retention_days >= 0".to_owned(),
+            ));
+        }
+        if self.segments.segments_max == 0 || self.segments.rule_bytes_max == 0 {
+            return Err(ConfigError::Invalid(
+                "segments: segments_max and rule_bytes_max must be positive".to_owned(),
             ));
         }
         let fuzzy = &self.identity.fuzzy;

@@ -5,6 +5,8 @@
 //! - [`identity`]: normalization and resolution rules. Pure.
 //! - [`store`]: the storage interface and its sled implementation; the only
 //!   module that knows sled.
+//! - [`segments`]: segment rules (CEL), their checking and evaluation, and
+//!   the segment use cases; knows neither tonic nor sled.
 //! - [`service`]: validates requests against the limits and drives the store;
 //!   knows neither tonic nor sled.
 //! - [`api`]: tonic services, protobuf conversion, and the one mapping of
@@ -22,6 +24,7 @@ pub mod config;
 pub mod identity;
 pub mod model;
 pub mod quality;
+pub mod segments;
 pub mod server;
 pub mod service;
 pub mod store;

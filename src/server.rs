@@ -9,11 +9,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::api::{ProfileApi, pb};
-use crate::computed::LifecycleThresholds;
+use crate::api::{ProfileApi, SegmentApi, pb};
+use crate::computed::{LifecycleThresholds, RfmCache};
 use crate::config::{Config, ConfigError};
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::Clock;
+use crate::segments::{SegmentRegistry, SegmentService};
 use crate::service::ProfileService;
 use crate::store::{ProfileStore, SledStore, SledStoreOptions, StoreError};
 
@@ -77,6 +78,29 @@ fn incoming_without_delay(
 }
 
 type ProfileServer = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
+type SegmentServer = pb::segment_service_server::SegmentServiceServer<SegmentApi>;
+
+/// Re-evaluates time-dependent segment rules every `interval_secs` (never
+/// when 0).
+fn spawn_sweep(
+    segments: Arc<SegmentService>,
+    interval_secs: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if interval_secs == 0 {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(interval_secs);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            ticks.tick().await;
+            match segments.sweep().await {
+                Ok(profiles) => tracing::info!(profiles, "segment sweep done"),
+                Err(error) => tracing::warn!(%error, "segment sweep failed"),
+            }
+        }
+    }))
+}
 
 /// Serves until `shutdown` resolves, then stops accepting calls, lets the
 /// ones in flight finish, and returns once every acknowledged write is
@@ -96,8 +120,21 @@ pub async fn run(
         write_queue_depth: config.storage.write_queue_depth,
         group_commit_calls_max: config.storage.group_commit_calls_max,
     };
-    let store: Arc<SledStore> =
-        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&options)).await??);
+    let lifecycle = LifecycleThresholds {
+        active_days: config.computed.active_days,
+        lapsing_days: config.computed.lapsing_days,
+    };
+    let rfm = RfmCache::default();
+    let registry = Arc::new(SegmentRegistry::new(
+        Arc::clone(&clock),
+        lifecycle,
+        Arc::clone(&rfm),
+    ));
+    let rules = Arc::clone(&registry);
+    let store: Arc<SledStore> = Arc::new(
+        tokio::task::spawn_blocking(move || SledStore::open_with_segments(&options, rules))
+            .await??,
+    );
     let normalizer = Normalizer::new(&config.identity, config.limits.identifier_value_bytes_max);
     let service = Arc::new(
         ProfileService::new(
@@ -105,27 +142,34 @@ pub async fn run(
             normalizer,
             merge_rules,
             config.limits.clone(),
-            clock,
+            Arc::clone(&clock),
         )
-        .with_computed(
-            LifecycleThresholds {
-                active_days: config.computed.active_days,
-                lapsing_days: config.computed.lapsing_days,
-            },
-            config.computed.event_retention_days,
-        ),
+        .with_computed(lifecycle, config.computed.event_retention_days)
+        .with_rfm_cache(rfm),
     );
     service
         .load_rfm()
+        .map_err(|error| ServerError::Maintenance(error.to_string()))?;
+    let segments = Arc::new(SegmentService::new(
+        store.clone(),
+        registry,
+        Arc::clone(&service),
+        config.segments.clone(),
+        clock,
+    ));
+    segments
+        .load()
         .map_err(|error| ServerError::Maintenance(error.to_string()))?;
     let maintenance = spawn_maintenance(
         Arc::clone(&service),
         config.computed.maintenance_interval_secs,
     );
+    let sweep = spawn_sweep(Arc::clone(&segments), config.segments.sweep_interval_secs);
 
     // The database is open: only now do health checks report SERVING.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProfileServer>().await;
+    health.set_serving::<SegmentServer>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -142,7 +186,10 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ProfileServer::new(ProfileApi::new(service)))
+        .add_service(ProfileServer::new(
+            ProfileApi::new(service).with_segments(Arc::clone(&segments)),
+        ))
+        .add_service(SegmentServer::new(SegmentApi::new(segments)))
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");
@@ -150,10 +197,11 @@ pub async fn run(
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
             shutdown_health.set_not_serving::<ProfileServer>().await;
+            shutdown_health.set_not_serving::<SegmentServer>().await;
         })
         .await?;
 
-    if let Some(task) = maintenance {
+    for task in [maintenance, sweep].into_iter().flatten() {
         task.abort();
         // Wait until it is gone, so that nothing holds the store past close.
         let _ = task.await;

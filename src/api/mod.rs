@@ -4,9 +4,11 @@
 
 pub(crate) mod convert;
 mod profiles;
+mod segments;
 mod status;
 
 pub use profiles::ProfileApi;
+pub use segments::SegmentApi;
 pub use status::to_status;
 
 /// Generated protobuf and gRPC code for `sightline.v1`.

@@ -13,6 +13,7 @@ use super::to_status;
 use crate::model::{
     Identifier, MatchCandidate, Resolution, ReviewOutcome, WriteCall, WriteOutcome,
 };
+use crate::segments::SegmentService;
 use crate::service::{
     ConsentInput, ProfileLookup, ProfileService, ServiceError, UnmergeInput, candidate_id,
 };
@@ -29,11 +30,21 @@ const INGEST_CHUNKS_IN_FLIGHT_MAX: usize = 4;
 /// `sightline.v1.ProfileService` over the domain service.
 pub struct ProfileApi {
     service: Arc<ProfileService>,
+    /// Swept by `RunMaintenance` too, when attached.
+    segments: Option<Arc<SegmentService>>,
 }
 
 impl ProfileApi {
     pub fn new(service: Arc<ProfileService>) -> Self {
-        ProfileApi { service }
+        ProfileApi {
+            service,
+            segments: None,
+        }
+    }
+
+    pub fn with_segments(mut self, segments: Arc<SegmentService>) -> Self {
+        self.segments = Some(segments);
+        self
     }
 
     async fn write(
@@ -299,9 +310,14 @@ impl ProfileRpc for ProfileApi {
         _request: Request<pb::RunMaintenanceRequest>,
     ) -> Result<Response<pb::RunMaintenanceResponse>, Status> {
         let report = self.service.run_maintenance().await.map_err(to_status)?;
+        let segment_profiles_evaluated = match &self.segments {
+            Some(segments) => segments.sweep().await.map_err(to_status)?,
+            None => 0,
+        };
         Ok(Response::new(pb::RunMaintenanceResponse {
             customers: report.customers,
             events_removed: report.events_removed,
+            segment_profiles_evaluated,
         }))
     }
 

@@ -15,6 +15,7 @@ pub fn to_status(error: ServiceError) -> Status {
         ServiceError::NotFound(message) => Status::not_found(message),
         ServiceError::Unavailable(message) => Status::unavailable(message),
         ServiceError::FailedPrecondition(message) => Status::failed_precondition(message),
+        ServiceError::ResourceExhausted(message) => Status::resource_exhausted(message),
         ServiceError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error")

@@ -5,6 +5,7 @@ mod consent;
 mod identifier;
 mod matching;
 mod profile;
+mod segment;
 mod time;
 mod write;
 
@@ -16,6 +17,10 @@ pub use matching::{
 pub use profile::{
     EventView, IdentifierView, JournalKind, JournalView, ProfileId, ProfileView, Provenance,
     TraitView,
+};
+pub use segment::{
+    EventCounter, Membership, MembershipChange, MembershipRules, ProfileFacts, SegmentDefinition,
+    SegmentNumber, SegmentScope,
 };
 pub use time::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use write::{

@@ -18,6 +18,8 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

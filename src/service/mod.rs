@@ -7,7 +7,7 @@ mod validate;
 
 use std::sync::Arc;
 
-use crate::computed::{ComputedTraits, LifecycleThresholds, RfmQuintiles, compute};
+use crate::computed::{ComputedTraits, LifecycleThresholds, RfmCache, RfmQuintiles, compute};
 use crate::config::Limits;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
@@ -118,7 +118,7 @@ pub struct ProfileService {
     event_retention_days: i64,
     /// The latest quintiles, read on every profile read; replaced by each
     /// maintenance run.
-    rfm: std::sync::RwLock<Option<RfmQuintiles>>,
+    rfm: RfmCache,
     normalizer: Normalizer,
     merge_rules: MergeRules,
     limits: Limits,
@@ -137,7 +137,7 @@ impl ProfileService {
             store,
             lifecycle: LifecycleThresholds::default(),
             event_retention_days: 0,
-            rfm: std::sync::RwLock::new(None),
+            rfm: RfmCache::default(),
             normalizer,
             merge_rules,
             limits,
@@ -153,6 +153,12 @@ impl ProfileService {
     ) -> Self {
         self.lifecycle = lifecycle;
         self.event_retention_days = event_retention_days;
+        self
+    }
+
+    /// Shares a quintiles cache with other readers of computed traits.
+    pub fn with_rfm_cache(mut self, cache: RfmCache) -> Self {
+        self.rfm = cache;
         self
     }
 
@@ -363,7 +369,9 @@ impl ProfileService {
         }
     }
 
-    fn profile_id(&self, lookup: ProfileLookup) -> Result<ProfileId, ServiceError> {
+    /// The profile id a lookup names; by identifier, the live profile
+    /// holding it.
+    pub fn profile_id(&self, lookup: ProfileLookup) -> Result<ProfileId, ServiceError> {
         match lookup {
             ProfileLookup::ProfileId(text) => text
                 .parse::<ProfileId>()

@@ -13,6 +13,8 @@
 //! | `f` | blocking key                          | profile ids (u64s)        |
 //! | `c` | lower profile id, higher profile id   | `CandidateRecord`         |
 //! | `r` | lower profile id, higher profile id   | `RejectionRecord`         |
+//! | `d` | segment id                            | `SegmentRecord`           |
+//! | `g` | profile id                            | `MembershipRecord`        |
 //! | `s` | counter name                          | u64                       |
 
 use crate::model::{Identifier, ProfileId, UnixMillis};
@@ -26,10 +28,13 @@ pub const HUB: u8 = b'h';
 pub const FUZZY: u8 = b'f';
 pub const CANDIDATE: u8 = b'c';
 pub const REJECTION: u8 = b'r';
+pub const SEGMENT: u8 = b'd';
+pub const MEMBERSHIP: u8 = b'g';
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
 pub const RFM_QUINTILES: &[u8] = b"srfm_quintiles";
+pub const NEXT_SEGMENT_NUMBER: &[u8] = b"snext_segment_number";
 
 pub fn identifier(identifier: &Identifier) -> Vec<u8> {
     tagged_identifier(IDENTIFIER, identifier)
@@ -58,6 +63,17 @@ pub fn profile(id: ProfileId) -> [u8; 9] {
 
 pub fn alias(id: ProfileId) -> [u8; 9] {
     tagged_u64(ALIAS, id.0)
+}
+
+pub fn segment(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(SEGMENT);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn membership(id: ProfileId) -> [u8; 9] {
+    tagged_u64(MEMBERSHIP, id.0)
 }
 
 pub fn events_of(id: ProfileId) -> [u8; 9] {

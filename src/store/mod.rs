@@ -10,6 +10,7 @@ mod apply;
 mod consent;
 mod keys;
 mod matching;
+mod membership;
 mod overlay;
 mod records;
 mod sled_store;
@@ -20,10 +21,12 @@ use futures::future::BoxFuture;
 use crate::computed::{Activity, RfmQuintiles};
 
 use crate::model::{
-    CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchPassOutcome, ProfileId,
-    ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchPassOutcome, Membership,
+    MembershipChange, ProfileId, ProfileView, ReviewOutcome, SegmentDefinition, SegmentNumber,
+    SegmentScope, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 
+pub use membership::{SegmentDraft, SegmentMembers};
 pub use sled_store::{SledStore, SledStoreOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,52 @@ pub trait ProfileStore: Send + Sync + 'static {
         id: ProfileId,
         events_max: usize,
     ) -> Result<Option<ProfileView>, StoreError>;
+
+    /// Creates or replaces a segment definition, durably. Returns it,
+    /// whether it is new, and whether its members must be computed.
+    fn put_segment(
+        &self,
+        draft: SegmentDraft,
+    ) -> BoxFuture<'static, Result<(SegmentDefinition, bool, bool), StoreError>>;
+
+    /// Removes a definition; `None` when there was none.
+    fn delete_segment(
+        &self,
+        id: String,
+    ) -> BoxFuture<'static, Result<Option<SegmentDefinition>, StoreError>>;
+
+    /// Records that a version's members are computed over every profile;
+    /// `None` when the definition changed or went meanwhile.
+    fn mark_segment_ready(
+        &self,
+        id: String,
+        version: u64,
+    ) -> BoxFuture<'static, Result<Option<SegmentDefinition>, StoreError>>;
+
+    fn segments(&self) -> Result<Vec<SegmentDefinition>, StoreError>;
+
+    /// Re-evaluates the segments in `scope` for these profiles, durably.
+    fn evaluate_memberships(
+        &self,
+        ids: Vec<ProfileId>,
+        scope: SegmentScope,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// The live profile an id names (itself, or the profile it was merged
+    /// into) and its memberships; `None` when there is no such profile.
+    fn memberships_of(
+        &self,
+        id: ProfileId,
+    ) -> Result<Option<(ProfileId, Vec<Membership>)>, StoreError>;
+
+    /// A segment's members and holdout members as of now.
+    fn segment_members(&self, number: SegmentNumber) -> SegmentMembers;
+
+    /// Members and holdout members of a segment.
+    fn segment_counts(&self, number: SegmentNumber) -> (u64, u64);
+
+    /// Every membership change from now on, as groups become durable.
+    fn watch_memberships(&self) -> tokio::sync::broadcast::Receiver<MembershipChange>;
 
     /// Stops accepting writes, finishes the queued ones and makes them
     /// durable. Blocking.

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use super::StoreError;
+use crate::model::MembershipChange;
 
 /// `None` marks a deletion.
 type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -54,6 +55,8 @@ pub struct GroupWrites<'t> {
     tree: &'t sled::Tree,
     sparse: &'t mut SparseKeys,
     changes: Changes,
+    /// Membership changes of the group, published once it is durable.
+    membership_changes: Vec<MembershipChange>,
 }
 
 impl<'t> GroupWrites<'t> {
@@ -62,7 +65,21 @@ impl<'t> GroupWrites<'t> {
             tree,
             sparse,
             changes: Changes::new(),
+            membership_changes: Vec::new(),
         }
+    }
+
+    /// Keys under `prefix` written (or removed) by the group so far.
+    pub fn changed_keys(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        self.changes
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    pub fn take_membership_changes(&mut self) -> Vec<MembershipChange> {
+        std::mem::take(&mut self.membership_changes)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,6 +91,7 @@ impl<'t> GroupWrites<'t> {
         CallWrites {
             group: self,
             changes: Changes::new(),
+            membership_changes: Vec::new(),
         }
     }
 
@@ -94,6 +112,7 @@ impl<'t> GroupWrites<'t> {
 pub struct CallWrites<'g, 't> {
     group: &'g mut GroupWrites<'t>,
     changes: Changes,
+    membership_changes: Vec<MembershipChange>,
 }
 
 impl CallWrites<'_, '_> {
@@ -118,15 +137,28 @@ impl CallWrites<'_, '_> {
         self.changes.insert(key.into(), None);
     }
 
+    pub fn note_membership_change(&mut self, change: MembershipChange) {
+        self.membership_changes.push(change);
+    }
+
     /// Every live key-value pair under `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<KeyValues, StoreError> {
+        self.scan_prefix_from(prefix, prefix)
+    }
+
+    /// Every live key-value pair under `prefix` from `start` on, in key
+    /// order.
+    pub fn scan_prefix_from(&self, prefix: &[u8], start: &[u8]) -> Result<KeyValues, StoreError> {
         let mut merged = BTreeMap::new();
-        for entry in self.group.tree.scan_prefix(prefix) {
+        for entry in self.group.tree.range(start..) {
             let (key, value) = entry?;
+            if !key.starts_with(prefix) {
+                break;
+            }
             merged.insert(key.to_vec(), Some(value.to_vec()));
         }
         for layer in [&self.group.changes, &self.changes] {
-            let range = layer.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+            let range = layer.range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
             for (key, change) in range.take_while(|(key, _)| key.starts_with(prefix)) {
                 merged.insert(key.clone(), change.clone());
             }
@@ -144,6 +176,9 @@ impl CallWrites<'_, '_> {
             }
         }
         self.group.changes.extend(self.changes);
+        self.group
+            .membership_changes
+            .extend(self.membership_changes);
     }
 }
 

@@ -287,6 +287,38 @@ impl ProfileRecord {
     }
 }
 
+/// A segment definition.
+#[derive(Clone, PartialEq, Message)]
+pub struct SegmentRecord {
+    #[prost(uint32, tag = "1")]
+    pub number: u32,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub description: String,
+    #[prost(string, tag = "4")]
+    pub rule: String,
+    #[prost(double, tag = "5")]
+    pub holdout_percent: f64,
+    #[prost(int64, tag = "6")]
+    pub created_at_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub updated_at_ms: i64,
+    #[prost(uint64, tag = "8")]
+    pub version: u64,
+    #[prost(uint64, tag = "9")]
+    pub ready_version: u64,
+}
+
+/// The segments one live profile is in; numbers, never names or values.
+#[derive(Clone, PartialEq, Message)]
+pub struct MembershipRecord {
+    #[prost(uint32, repeated, tag = "1")]
+    pub members: Vec<u32>,
+    #[prost(uint32, repeated, tag = "2")]
+    pub holdout: Vec<u32>,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct EventRecord {
     #[prost(string, tag = "1")]

@@ -1,7 +1,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     thread::JoinHandle,
 };
 
@@ -12,6 +12,7 @@ use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
 use super::consent;
 use super::matching;
+use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
 use super::overlay::SparseKeys;
 use super::records::{CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode};
 use super::writer::{Command, JobContext, Writer, job};
@@ -20,7 +21,8 @@ use crate::computed::{Activity, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::model::{
     CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchEvidence, MatchPassOutcome,
-    ProfileId, ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
+    Membership, MembershipChange, MembershipRules, ProfileId, ProfileView, ReviewOutcome,
+    SegmentDefinition, SegmentScope, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
 };
 use prost::Message;
 
@@ -43,6 +45,7 @@ const READ_ATTEMPTS_MAX: usize = 4;
 /// The embedded default store: one sled tree with prefixed keys.
 pub struct SledStore {
     tree: sled::Tree,
+    memberships: Arc<MembershipIndex>,
     queue: mpsc::Sender<Command>,
     /// Taken by `close`, which waits for the writer to finish its queue.
     writer_thread: Mutex<Option<JoinHandle<()>>>,
@@ -50,6 +53,15 @@ pub struct SledStore {
 
 impl SledStore {
     pub fn open(options: &SledStoreOptions) -> Result<SledStore, StoreError> {
+        SledStore::open_with_segments(options, Arc::new(NoSegments))
+    }
+
+    /// Opens the store with the segment rules its writer evaluates changed
+    /// profiles against.
+    pub fn open_with_segments(
+        options: &SledStoreOptions,
+        segments: Arc<dyn MembershipRules>,
+    ) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&options.data_dir)?;
         let db = sled::Config::new()
             .path(&options.data_dir)
@@ -66,6 +78,7 @@ impl SledStore {
             next_event_sequence: read_counter(&tree, keys::NEXT_EVENT_SEQUENCE)?,
         };
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
+        let memberships = Arc::new(MembershipIndex::load(&tree)?);
         let writer = Writer {
             db,
             tree: tree.clone(),
@@ -74,12 +87,15 @@ impl SledStore {
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),
             sparse: SparseKeys::load(&tree, &[keys::HUB, keys::REJECTION])?,
+            segments,
+            memberships: Arc::clone(&memberships),
         };
         let writer_thread = std::thread::Builder::new()
             .name("sightline-writer".to_owned())
             .spawn(move || writer.run(receiver))?;
         Ok(SledStore {
             tree,
+            memberships,
             queue,
             writer_thread: Mutex::new(Some(writer_thread)),
         })
@@ -156,6 +172,89 @@ impl SledStore {
 }
 
 impl ProfileStore for SledStore {
+    fn put_segment(
+        &self,
+        draft: SegmentDraft,
+    ) -> BoxFuture<'static, Result<(SegmentDefinition, bool, bool), StoreError>> {
+        self.submit(move |context| membership::put_segment(context.writes, draft))
+    }
+
+    fn delete_segment(
+        &self,
+        id: String,
+    ) -> BoxFuture<'static, Result<Option<SegmentDefinition>, StoreError>> {
+        let deleted = self.submit(move |context| membership::delete_segment(context.writes, &id));
+        let memberships = Arc::clone(&self.memberships);
+        async move {
+            let deleted = deleted.await?;
+            if let Some(definition) = &deleted {
+                memberships.drop_segment(definition.number);
+            }
+            Ok(deleted)
+        }
+        .boxed()
+    }
+
+    fn mark_segment_ready(
+        &self,
+        id: String,
+        version: u64,
+    ) -> BoxFuture<'static, Result<Option<SegmentDefinition>, StoreError>> {
+        self.submit(move |context| membership::mark_ready(context.writes, &id, version))
+    }
+
+    fn segments(&self) -> Result<Vec<SegmentDefinition>, StoreError> {
+        let mut definitions = Vec::new();
+        for entry in self.tree.scan_prefix([keys::SEGMENT]) {
+            let (key, value) = entry?;
+            let id = String::from_utf8_lossy(&key[1..]).into_owned();
+            definitions.push(membership::definition_of(&id, &decode(&value, "segment")?));
+        }
+        Ok(definitions)
+    }
+
+    fn evaluate_memberships(
+        &self,
+        ids: Vec<ProfileId>,
+        scope: SegmentScope,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.submit(move |context| {
+            membership::evaluate_profiles(context.writes, context.segments, &ids, scope)
+        })
+    }
+
+    fn memberships_of(
+        &self,
+        id: ProfileId,
+    ) -> Result<Option<(ProfileId, Vec<Membership>)>, StoreError> {
+        let live = self.resolve(id)?;
+        // Read first: a profile that exists without a membership record is
+        // in no segment; one that does not exist is not found.
+        let memberships = self.tree.get(keys::membership(live))?;
+        if !self.tree.contains_key(keys::profile(live))? {
+            return Ok(None);
+        }
+        let memberships = match memberships {
+            Some(bytes) => membership::memberships_of_record(&decode(&bytes, "membership")?)
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Some((live, memberships)))
+    }
+
+    fn segment_members(&self, number: crate::model::SegmentNumber) -> SegmentMembers {
+        self.memberships.members(number)
+    }
+
+    fn segment_counts(&self, number: crate::model::SegmentNumber) -> (u64, u64) {
+        self.memberships.counts(number)
+    }
+
+    fn watch_memberships(&self) -> tokio::sync::broadcast::Receiver<MembershipChange> {
+        self.memberships.subscribe()
+    }
+
     fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>> {
         let queue = self.queue.clone();
         async move {

@@ -6,11 +6,14 @@ use std::fs::File;
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::sync::Arc;
+
 use super::apply::{Counters, apply_call};
+use super::membership::{MembershipIndex, evaluate_profiles};
 use super::overlay::{CallWrites, GroupWrites, SparseKeys};
-use super::{ApplyResults, StoreError};
+use super::{ApplyResults, StoreError, keys};
 use crate::identity::MergeRules;
-use crate::model::WriteCall;
+use crate::model::{MembershipRules, ProfileId, SegmentScope, WriteCall};
 
 /// What a job may touch: the pending writes of its own (dropped unless it
 /// succeeds), the sequence counters and the identity rules.
@@ -18,6 +21,7 @@ pub struct JobContext<'c, 'g, 't> {
     pub writes: &'c mut CallWrites<'g, 't>,
     pub counters: &'c mut Counters,
     pub rules: &'c MergeRules,
+    pub segments: &'c dyn MembershipRules,
 }
 
 /// Answers a job's caller once its group is durable (`None`) or failed.
@@ -95,6 +99,8 @@ pub struct Writer {
     pub rules: MergeRules,
     /// Keys of the hub and rejection tables, asked for on every call.
     pub sparse: SparseKeys,
+    pub segments: Arc<dyn MembershipRules>,
+    pub memberships: Arc<MembershipIndex>,
 }
 
 /// Answers computed for a group, sent once the group is durable.
@@ -190,6 +196,7 @@ impl Writer {
                         writes: &mut writes,
                         counters: &mut counters,
                         rules: &self.rules,
+                        segments: self.segments.as_ref(),
                     };
                     let (succeeded, settle) = job(&mut context);
                     if succeeded {
@@ -201,6 +208,8 @@ impl Writer {
                 Command::Shutdown => *stopping = true,
             }
         }
+        reevaluate_changed_profiles(&mut group, self.segments.as_ref());
+        let membership_changes = group.take_membership_changes();
 
         let committed = if group.is_empty() {
             Ok(())
@@ -213,6 +222,9 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                // Before answering: a caller that reads memberships right
+                // after its acknowledgement sees them.
+                self.memberships.publish(membership_changes);
                 pending.into_iter().for_each(|answer| answer.answer(None));
                 Ok(())
             }
@@ -230,5 +242,29 @@ impl Writer {
         self.db.flush()?;
         self.log_file.sync_data()?;
         Ok(())
+    }
+}
+
+/// Every profile whose record the group changed (created, updated, merged
+/// away, split) is evaluated once against every segment, in the same batch.
+fn reevaluate_changed_profiles(group: &mut GroupWrites<'_>, segments: &dyn MembershipRules) {
+    if segments.segments_in(SegmentScope::All).is_empty() {
+        return;
+    }
+    let changed: Vec<ProfileId> = group
+        .changed_keys(&[keys::PROFILE])
+        .iter()
+        .filter_map(|key| keys::decode_u64(key.get(1..)?))
+        .map(ProfileId)
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let mut writes = group.call();
+    match evaluate_profiles(&mut writes, segments, &changed, SegmentScope::All) {
+        Ok(()) => writes.commit(),
+        // The profile changes stand; memberships catch up at the next
+        // change or sweep.
+        Err(error) => tracing::error!(%error, "segment evaluation failed for a group"),
     }
 }

@@ -14,5 +14,6 @@ mod normalization;
 mod operations;
 mod quality;
 mod resolution;
+mod segments;
 mod support;
 mod validation;

@@ -1,0 +1,221 @@
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{raw_identifier, to_timestamp};
+use super::pb::{self, segment_service_server::SegmentService as SegmentRpc};
+use super::to_status;
+use crate::model::ProfileId;
+use crate::segments::{SegmentInput, SegmentService, SegmentSummary};
+use crate::service::{ProfileLookup, ServiceError};
+
+/// Members sent per message batch of `ListMembers` before yielding.
+const MEMBERS_STREAM_BUFFER: usize = 256;
+const WATCH_STREAM_BUFFER: usize = 64;
+
+/// `sightline.v1.SegmentService` over the domain service.
+pub struct SegmentApi {
+    service: Arc<SegmentService>,
+}
+
+impl SegmentApi {
+    pub fn new(service: Arc<SegmentService>) -> Self {
+        SegmentApi { service }
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn proto_segment(summary: SegmentSummary) -> pb::Segment {
+    let definition = summary.definition;
+    pb::Segment {
+        ready: definition.is_ready(),
+        id: definition.id,
+        name: definition.name,
+        description: definition.description,
+        rule: definition.rule,
+        holdout_percent: definition.holdout_percent,
+        created_at: Some(to_timestamp(definition.created_at)),
+        updated_at: Some(to_timestamp(definition.updated_at)),
+        member_count: summary.member_count,
+        holdout_count: summary.holdout_count,
+    }
+}
+
+impl From<pb::check_membership_request::Lookup> for ProfileLookup {
+    fn from(lookup: pb::check_membership_request::Lookup) -> Self {
+        use pb::check_membership_request::Lookup;
+        match lookup {
+            Lookup::ProfileId(id) => ProfileLookup::ProfileId(id),
+            Lookup::Identifier(identifier) => ProfileLookup::Identifier(raw_identifier(identifier)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl SegmentRpc for SegmentApi {
+    async fn put_segment(
+        &self,
+        request: Request<pb::PutSegmentRequest>,
+    ) -> Result<Response<pb::PutSegmentResponse>, Status> {
+        let segment = request
+            .into_inner()
+            .segment
+            .ok_or_else(|| to_status(ServiceError::invalid("segment", "required")))?;
+        let input = SegmentInput {
+            id: segment.id,
+            name: segment.name,
+            description: segment.description,
+            rule: segment.rule,
+            holdout_percent: segment.holdout_percent,
+        };
+        let (summary, created) = self.service.put(input).await.map_err(to_status)?;
+        Ok(Response::new(pb::PutSegmentResponse {
+            segment: Some(proto_segment(summary)),
+            created,
+        }))
+    }
+
+    async fn get_segment(
+        &self,
+        request: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::GetSegmentResponse>, Status> {
+        let summary = self
+            .service
+            .get(&request.into_inner().id)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetSegmentResponse {
+            segment: Some(proto_segment(summary)),
+        }))
+    }
+
+    async fn list_segments(
+        &self,
+        _request: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        Ok(Response::new(pb::ListSegmentsResponse {
+            segments: self.service.list().into_iter().map(proto_segment).collect(),
+        }))
+    }
+
+    async fn delete_segment(
+        &self,
+        request: Request<pb::DeleteSegmentRequest>,
+    ) -> Result<Response<pb::DeleteSegmentResponse>, Status> {
+        self.service
+            .delete(&request.into_inner().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteSegmentResponse {}))
+    }
+
+    type ListMembersStream = ResponseStream<pb::SegmentMember>;
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<Self::ListMembersStream>, Status> {
+        let request = request.into_inner();
+        let after = match request.after_profile_id.as_str() {
+            "" => None,
+            text => Some(text.parse::<ProfileId>().map_err(|error| {
+                to_status(ServiceError::invalid("after_profile_id", error.to_string()))
+            })?),
+        };
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let members = self
+            .service
+            .members(&request.segment_id, request.include_holdout, after, limit)
+            .map_err(to_status)?;
+        // A bounded channel: a slow reader holds a snapshot of the bitmap,
+        // never the writer.
+        let (sender, receiver) = tokio::sync::mpsc::channel(MEMBERS_STREAM_BUFFER);
+        tokio::spawn(async move {
+            for member in members {
+                let message = pb::SegmentMember {
+                    profile_id: member.profile.to_string(),
+                    holdout: member.holdout,
+                };
+                if sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    async fn check_membership(
+        &self,
+        request: Request<pb::CheckMembershipRequest>,
+    ) -> Result<Response<pb::CheckMembershipResponse>, Status> {
+        let lookup = request
+            .into_inner()
+            .lookup
+            .map(ProfileLookup::from)
+            .ok_or_else(|| {
+                to_status(ServiceError::invalid(
+                    "lookup",
+                    "set profile_id or identifier",
+                ))
+            })?;
+        let check = self.service.check(lookup).map_err(to_status)?;
+        Ok(Response::new(pb::CheckMembershipResponse {
+            profile_id: check.profile.to_string(),
+            memberships: check
+                .memberships
+                .into_iter()
+                .map(|(segment_id, holdout)| pb::Membership {
+                    segment_id,
+                    holdout,
+                })
+                .collect(),
+        }))
+    }
+
+    type WatchMembershipStream = ResponseStream<pb::MembershipChange>;
+
+    async fn watch_membership(
+        &self,
+        request: Request<pb::WatchMembershipRequest>,
+    ) -> Result<Response<Self::WatchMembershipStream>, Status> {
+        let mut watch = self
+            .service
+            .watch(&request.into_inner().segment_ids)
+            .map_err(to_status)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_STREAM_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = sender.closed() => return,
+                    next = watch.next() => next,
+                };
+                let message = match next {
+                    Ok(named) => Ok(pb::MembershipChange {
+                        segment_id: named.segment_id,
+                        profile_id: named.change.profile.to_string(),
+                        kind: if named.change.entered {
+                            pb::membership_change::Kind::Entered
+                        } else {
+                            pb::membership_change::Kind::Exited
+                        } as i32,
+                        holdout: named.change.holdout,
+                        at: Some(to_timestamp(named.change.at)),
+                    }),
+                    Err(error) => Err(to_status(error)),
+                };
+                let ended = message.is_err();
+                // The client went away, or the stream ends with the error.
+                if sender.send(message).await.is_err() || ended {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+}

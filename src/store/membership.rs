@@ -1,0 +1,428 @@
+//! Segment definitions and memberships.
+//!
+//! Each live profile's memberships are one record (`g` + profile id, segment
+//! numbers only), rewritten in the same atomic batch as the change that
+//! caused it, so a read right after an acknowledgement sees the new state.
+//! Per segment, the members are kept in memory as compressed bitmaps, built
+//! from those records at start-up and updated once a group is durable; they
+//! answer counts and listings without touching the database.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::RwLock;
+
+use prost::Message;
+use roaring::RoaringTreemap;
+use tokio::sync::broadcast;
+
+use super::StoreError;
+use super::keys;
+use super::overlay::CallWrites;
+use super::records::{EventRecord, MembershipRecord, ProfileRecord, SegmentRecord, decode};
+use crate::model::{
+    EventCounter, Membership, MembershipChange, MembershipRules, ProfileFacts, ProfileId,
+    SegmentDefinition, SegmentNumber, SegmentScope, UnixMillis,
+};
+
+/// How many changes a watcher may fall behind before it is dropped.
+const WATCH_BUFFER: usize = 16_384;
+
+/// One segment's members, split by whether they are held out.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentMembers {
+    pub members: RoaringTreemap,
+    pub holdout: RoaringTreemap,
+}
+
+/// The in-memory side of memberships: bitmaps per segment and the stream of
+/// changes watchers subscribe to.
+pub struct MembershipIndex {
+    segments: RwLock<HashMap<SegmentNumber, SegmentMembers>>,
+    changes: broadcast::Sender<MembershipChange>,
+}
+
+impl MembershipIndex {
+    pub fn load(tree: &sled::Tree) -> Result<MembershipIndex, StoreError> {
+        let mut segments: HashMap<SegmentNumber, SegmentMembers> = HashMap::new();
+        for entry in tree.scan_prefix([keys::MEMBERSHIP]) {
+            let (key, value) = entry?;
+            let Some(profile) = keys::decode_u64(&key[1..]) else {
+                continue;
+            };
+            let record: MembershipRecord = decode(&value, "membership")?;
+            for number in record.members {
+                segments.entry(number).or_default().members.insert(profile);
+            }
+            for number in record.holdout {
+                segments.entry(number).or_default().holdout.insert(profile);
+            }
+        }
+        let (changes, _) = broadcast::channel(WATCH_BUFFER);
+        Ok(MembershipIndex {
+            segments: RwLock::new(segments),
+            changes,
+        })
+    }
+
+    /// Applies the changes of a durable group and tells watchers.
+    pub fn publish(&self, changes: Vec<MembershipChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Ok(mut segments) = self.segments.write() {
+            for change in &changes {
+                let sets = segments.entry(change.segment).or_default();
+                let set = if change.holdout {
+                    &mut sets.holdout
+                } else {
+                    &mut sets.members
+                };
+                if change.entered {
+                    set.insert(change.profile.0);
+                } else {
+                    set.remove(change.profile.0);
+                }
+            }
+        }
+        for change in changes {
+            // No watcher is not an error.
+            let _ = self.changes.send(change);
+        }
+    }
+
+    pub fn drop_segment(&self, number: SegmentNumber) {
+        if let Ok(mut segments) = self.segments.write() {
+            segments.remove(&number);
+        }
+    }
+
+    /// A copy of a segment's members as of now (cheap: bitmaps compress).
+    pub fn members(&self, number: SegmentNumber) -> SegmentMembers {
+        self.segments
+            .read()
+            .ok()
+            .and_then(|segments| segments.get(&number).cloned())
+            .unwrap_or_default()
+    }
+
+    pub fn counts(&self, number: SegmentNumber) -> (u64, u64) {
+        self.segments
+            .read()
+            .ok()
+            .and_then(|segments| {
+                segments
+                    .get(&number)
+                    .map(|sets| (sets.members.len(), sets.holdout.len()))
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipChange> {
+        self.changes.subscribe()
+    }
+}
+
+/// Re-evaluates the segments in `scope` for these profiles and rewrites
+/// their membership records; changes are noted on `writes` for publishing
+/// once durable. A profile that no longer exists (merged away, erased)
+/// leaves every segment.
+pub fn evaluate_profiles(
+    writes: &mut CallWrites<'_, '_>,
+    rules: &dyn MembershipRules,
+    ids: &[ProfileId],
+    scope: SegmentScope,
+) -> Result<(), StoreError> {
+    let known: BTreeSet<SegmentNumber> = rules.segments_in(SegmentScope::All).into_iter().collect();
+    let considered: BTreeSet<SegmentNumber> = match scope {
+        SegmentScope::All => known.clone(),
+        other => rules.segments_in(other).into_iter().collect(),
+    };
+    let considered_list: Vec<SegmentNumber> = considered.iter().copied().collect();
+    let at = rules.now();
+    for &id in ids {
+        let old = read_memberships(writes, id)?;
+        let new: BTreeSet<Membership> = match writes.get(&keys::profile(id))? {
+            None => BTreeSet::new(),
+            Some(bytes) => {
+                let record: ProfileRecord = decode(&bytes, "profile")?;
+                let events = OverlayEvents { writes, id };
+                let facts = profile_facts(id, &record, &events)?;
+                let evaluated = rules.evaluate(&facts, &considered_list);
+                old.iter()
+                    .copied()
+                    .filter(|m| known.contains(&m.segment) && !considered.contains(&m.segment))
+                    .chain(evaluated)
+                    .collect()
+            }
+        };
+        if new == old {
+            continue;
+        }
+        for left in old.difference(&new) {
+            writes.note_membership_change(change(left, id, false, at));
+        }
+        for entered in new.difference(&old) {
+            writes.note_membership_change(change(entered, id, true, at));
+        }
+        write_memberships(writes, id, &new);
+    }
+    Ok(())
+}
+
+fn change(
+    membership: &Membership,
+    profile: ProfileId,
+    entered: bool,
+    at: UnixMillis,
+) -> MembershipChange {
+    MembershipChange {
+        segment: membership.segment,
+        profile,
+        entered,
+        holdout: membership.holdout,
+        at,
+    }
+}
+
+pub fn read_memberships(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+) -> Result<BTreeSet<Membership>, StoreError> {
+    match writes.get(&keys::membership(id))? {
+        Some(bytes) => Ok(memberships_of_record(&decode(&bytes, "membership")?)),
+        None => Ok(BTreeSet::new()),
+    }
+}
+
+pub fn memberships_of_record(record: &MembershipRecord) -> BTreeSet<Membership> {
+    let members = record.members.iter().map(|&segment| Membership {
+        segment,
+        holdout: false,
+    });
+    let holdout = record.holdout.iter().map(|&segment| Membership {
+        segment,
+        holdout: true,
+    });
+    members.chain(holdout).collect()
+}
+
+fn write_memberships(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+    memberships: &BTreeSet<Membership>,
+) {
+    if memberships.is_empty() {
+        writes.remove(keys::membership(id));
+        return;
+    }
+    let record = MembershipRecord {
+        members: memberships
+            .iter()
+            .filter(|m| !m.holdout)
+            .map(|m| m.segment)
+            .collect(),
+        holdout: memberships
+            .iter()
+            .filter(|m| m.holdout)
+            .map(|m| m.segment)
+            .collect(),
+    };
+    writes.insert(keys::membership(id), record.encode_to_vec());
+}
+
+fn profile_facts<'a>(
+    id: ProfileId,
+    record: &ProfileRecord,
+    events: &'a dyn EventCounter,
+) -> Result<ProfileFacts<'a>, StoreError> {
+    let traits = record
+        .trait_views()?
+        .into_iter()
+        .map(|view| (view.name, view.value))
+        .collect();
+    let consents = record
+        .consents
+        .iter()
+        .filter_map(|entry| entry.to_view())
+        .filter(|view| view.granted)
+        .map(|view| (view.channel, view.purpose))
+        .collect();
+    let mut identifier_kinds: Vec<String> = record
+        .identifiers
+        .iter()
+        .map(|entry| entry.kind.clone())
+        .collect();
+    identifier_kinds.sort();
+    identifier_kinds.dedup();
+    Ok(ProfileFacts {
+        id,
+        traits,
+        activity: record.activity(),
+        consents,
+        identifier_kinds,
+        events,
+    })
+}
+
+/// Counts events through the pending writes, so that events of the same
+/// group are seen.
+struct OverlayEvents<'a, 'g, 't> {
+    writes: &'a CallWrites<'g, 't>,
+    id: ProfileId,
+}
+
+impl EventCounter for OverlayEvents<'_, '_, '_> {
+    fn count_since(&self, name: &str, since: UnixMillis) -> u64 {
+        let prefix = keys::events_of(self.id);
+        let start = keys::event(self.id, since, 0);
+        let Ok(events) = self.writes.scan_prefix_from(&prefix, &start) else {
+            return 0;
+        };
+        events
+            .iter()
+            .filter(|(_, value)| {
+                EventRecord::decode(value.as_slice()).is_ok_and(|event| event.name == name)
+            })
+            .count() as u64
+    }
+}
+
+/// What a segment change asks of the store.
+#[derive(Debug, Clone)]
+pub struct SegmentDraft {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub rule: String,
+    pub holdout_percent: f64,
+    pub at: UnixMillis,
+}
+
+/// Stores a definition; returns it, whether it is new, and whether its
+/// members must be (re)computed.
+pub fn put_segment(
+    writes: &mut CallWrites<'_, '_>,
+    draft: SegmentDraft,
+) -> Result<(SegmentDefinition, bool, bool), StoreError> {
+    let key = keys::segment(&draft.id);
+    let existing: Option<SegmentRecord> = match writes.get(&key)? {
+        Some(bytes) => Some(decode(&bytes, "segment")?),
+        None => None,
+    };
+    let created = existing.is_none();
+    let record = match existing {
+        Some(old) => {
+            let same_members =
+                old.rule == draft.rule && old.holdout_percent == draft.holdout_percent;
+            let version = if same_members {
+                old.version
+            } else {
+                old.version + 1
+            };
+            SegmentRecord {
+                number: old.number,
+                name: draft.name,
+                description: draft.description,
+                rule: draft.rule,
+                holdout_percent: draft.holdout_percent,
+                created_at_ms: old.created_at_ms,
+                updated_at_ms: draft.at.0,
+                version,
+                ready_version: old.ready_version,
+            }
+        }
+        None => {
+            let number = match writes.get(keys::NEXT_SEGMENT_NUMBER)? {
+                Some(bytes) => keys::decode_u64(&bytes).unwrap_or(1),
+                None => 1,
+            };
+            writes.insert(
+                keys::NEXT_SEGMENT_NUMBER,
+                keys::encode_u64(number + 1).to_vec(),
+            );
+            SegmentRecord {
+                number: u32::try_from(number).map_err(|_| {
+                    StoreError::Precondition("segment numbers are exhausted".to_owned())
+                })?,
+                name: draft.name,
+                description: draft.description,
+                rule: draft.rule,
+                holdout_percent: draft.holdout_percent,
+                created_at_ms: draft.at.0,
+                updated_at_ms: draft.at.0,
+                version: 1,
+                ready_version: 0,
+            }
+        }
+    };
+    writes.insert(key, record.encode_to_vec());
+    let definition = definition_of(&draft.id, &record);
+    let needs_backfill = !definition.is_ready();
+    Ok((definition, created, needs_backfill))
+}
+
+/// Removes a definition; its numbers left in membership records are
+/// dropped at each profile's next evaluation and ignored until then.
+pub fn delete_segment(
+    writes: &mut CallWrites<'_, '_>,
+    id: &str,
+) -> Result<Option<SegmentDefinition>, StoreError> {
+    let key = keys::segment(id);
+    let Some(bytes) = writes.get(&key)? else {
+        return Ok(None);
+    };
+    let record: SegmentRecord = decode(&bytes, "segment")?;
+    writes.remove(key);
+    Ok(Some(definition_of(id, &record)))
+}
+
+/// Marks a version's members as computed, unless the definition changed
+/// meanwhile.
+pub fn mark_ready(
+    writes: &mut CallWrites<'_, '_>,
+    id: &str,
+    version: u64,
+) -> Result<Option<SegmentDefinition>, StoreError> {
+    let key = keys::segment(id);
+    let Some(bytes) = writes.get(&key)? else {
+        return Ok(None);
+    };
+    let mut record: SegmentRecord = decode(&bytes, "segment")?;
+    if record.version != version {
+        return Ok(None);
+    }
+    record.ready_version = version;
+    writes.insert(key, record.encode_to_vec());
+    Ok(Some(definition_of(id, &record)))
+}
+
+pub fn definition_of(id: &str, record: &SegmentRecord) -> SegmentDefinition {
+    SegmentDefinition {
+        id: id.to_owned(),
+        number: record.number,
+        name: record.name.clone(),
+        description: record.description.clone(),
+        rule: record.rule.clone(),
+        holdout_percent: record.holdout_percent,
+        created_at: UnixMillis(record.created_at_ms),
+        updated_at: UnixMillis(record.updated_at_ms),
+        version: record.version,
+        ready_version: record.ready_version,
+    }
+}
+
+/// The rules used when no segment service is attached: there are none.
+pub struct NoSegments;
+
+impl MembershipRules for NoSegments {
+    fn segments_in(&self, _scope: SegmentScope) -> Vec<SegmentNumber> {
+        Vec::new()
+    }
+
+    fn evaluate(&self, _facts: &ProfileFacts<'_>, _segments: &[SegmentNumber]) -> Vec<Membership> {
+        Vec::new()
+    }
+
+    fn now(&self) -> UnixMillis {
+        UnixMillis(0)
+    }
+}
