@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let protos = [
         "proto/sightline/v1/profile.proto",
         "proto/sightline/v1/segment.proto",
+        "proto/sightline/v1/privacy.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("sightline_descriptor.bin"))

@@ -33,6 +33,74 @@ pub struct Config {
     pub storage: StorageConfig,
     pub computed: ComputedConfig,
     pub segments: SegmentsConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// Data-subject requests: suppression, the access log, and the Art. 15
+/// information every export carries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Hex secret (at least 16 bytes) behind the keyed hashes of suppressed
+    /// identifiers. When unset, a random one is generated at first start and
+    /// kept in the database; set it to keep the secret apart from the data.
+    pub suppression_key: Option<String>,
+    /// Reads of a profile are logged for this many days; 0 keeps them until
+    /// the profile is erased.
+    pub access_log_retention_days: i64,
+    /// Why the data is processed.
+    pub purposes: Vec<String>,
+    /// Who receives it.
+    pub recipients: Vec<String>,
+    /// How long it is kept, in words.
+    pub retention: String,
+    /// Where it comes from, beyond the sources recorded per item.
+    pub sources: Vec<String>,
+    /// Who to contact (the controller or its data protection officer).
+    pub controller_contact: String,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            suppression_key: None,
+            access_log_retention_days: 365,
+            purposes: vec![
+                "Maintaining a single customer profile across systems".to_owned(),
+                "Personalisation and marketing, where consent was given".to_owned(),
+                "Analytics of customer behaviour".to_owned(),
+            ],
+            recipients: vec!["Internal services of the controller".to_owned()],
+            retention: "Kept while the customer relationship lasts, or until erasure is requested"
+                .to_owned(),
+            sources: vec![
+                "Provided by the data subject".to_owned(),
+                "Collected from the data subject's use of websites, apps and emails".to_owned(),
+            ],
+            controller_contact: String::new(),
+        }
+    }
+}
+
+impl PrivacyConfig {
+    pub fn suppression_key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(text) = &self.suppression_key else {
+            return Ok(None);
+        };
+        let invalid = || {
+            ConfigError::Invalid(
+                "privacy.suppression_key: expected at least 32 hex digits".to_owned(),
+            )
+        };
+        if text.len() < 32 || text.len() % 2 != 0 {
+            return Err(invalid());
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&text[at..at + 2], 16).map_err(|_| invalid()))
+            .collect::<Result<Vec<u8>, _>>()
+            .map(Some)
+    }
 }
 
 /// Segment definitions and their upkeep.
@@ -97,6 +165,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             computed: ComputedConfig::default(),
             segments: SegmentsConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -357,6 +426,12 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "computed: 0 < active_days <= lapsing_days, event_retention_days >= 0".to_owned(),
+            ));
+        }
+        self.privacy.suppression_key_bytes()?;
+        if self.privacy.access_log_retention_days < 0 {
+            return Err(ConfigError::Invalid(
+                "privacy.access_log_retention_days must not be negative".to_owned(),
             ));
         }
         if self.segments.segments_max == 0 || self.segments.rule_bytes_max == 0 {

@@ -7,6 +7,8 @@
 //!   module that knows sled.
 //! - [`segments`]: segment rules (CEL), their checking and evaluation, and
 //!   the segment use cases; knows neither tonic nor sled.
+//! - [`privacy`]: subject-access exports, erasure with suppression, their
+//!   audit records and the access log; knows neither tonic nor sled.
 //! - [`service`]: validates requests against the limits and drives the store;
 //!   knows neither tonic nor sled.
 //! - [`api`]: tonic services, protobuf conversion, and the one mapping of
@@ -23,6 +25,7 @@ pub mod computed;
 pub mod config;
 pub mod identity;
 pub mod model;
+pub mod privacy;
 pub mod quality;
 pub mod segments;
 pub mod server;

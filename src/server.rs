@@ -9,11 +9,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::api::{ProfileApi, SegmentApi, pb};
+use crate::api::{PrivacyApi, ProfileApi, SegmentApi, pb};
 use crate::computed::{LifecycleThresholds, RfmCache};
 use crate::config::{Config, ConfigError};
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::Clock;
+use crate::privacy::{AccessLog, PrivacyService};
 use crate::segments::{SegmentRegistry, SegmentService};
 use crate::service::ProfileService;
 use crate::store::{ProfileStore, SledStore, SledStoreOptions, StoreError};
@@ -79,11 +80,13 @@ fn incoming_without_delay(
 
 type ProfileServer = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
 type SegmentServer = pb::segment_service_server::SegmentServiceServer<SegmentApi>;
+type PrivacyServer = pb::privacy_service_server::PrivacyServiceServer<PrivacyApi>;
 
 /// Re-evaluates time-dependent segment rules every `interval_secs` (never
 /// when 0).
 fn spawn_sweep(
     segments: Arc<SegmentService>,
+    privacy: Arc<PrivacyService>,
     interval_secs: u64,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if interval_secs == 0 {
@@ -97,6 +100,10 @@ fn spawn_sweep(
             match segments.sweep().await {
                 Ok(profiles) => tracing::info!(profiles, "segment sweep done"),
                 Err(error) => tracing::warn!(%error, "segment sweep failed"),
+            }
+            match privacy.expire_access_log().await {
+                Ok(removed) => tracing::info!(removed, "access log retention applied"),
+                Err(error) => tracing::warn!(%error, "access log retention failed"),
             }
         }
     }))
@@ -119,6 +126,7 @@ pub async fn run(
         cache_capacity_bytes: config.storage.cache_capacity_bytes,
         write_queue_depth: config.storage.write_queue_depth,
         group_commit_calls_max: config.storage.group_commit_calls_max,
+        suppression_key: config.privacy.suppression_key_bytes()?,
     };
     let lifecycle = LifecycleThresholds {
         active_days: config.computed.active_days,
@@ -164,12 +172,24 @@ pub async fn run(
         Arc::clone(&service),
         config.computed.maintenance_interval_secs,
     );
-    let sweep = spawn_sweep(Arc::clone(&segments), config.segments.sweep_interval_secs);
+    let privacy = Arc::new(PrivacyService::new(
+        store.clone(),
+        Arc::clone(&service),
+        Arc::clone(&segments),
+        config.privacy.clone(),
+    ));
+    let sweep = spawn_sweep(
+        Arc::clone(&segments),
+        Arc::clone(&privacy),
+        config.segments.sweep_interval_secs,
+    );
+    let (access_log, access_log_task) = AccessLog::start(store.clone());
 
     // The database is open: only now do health checks report SERVING.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProfileServer>().await;
     health.set_serving::<SegmentServer>().await;
+    health.set_serving::<PrivacyServer>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -187,9 +207,12 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ProfileServer::new(
-            ProfileApi::new(service).with_segments(Arc::clone(&segments)),
+            ProfileApi::new(service)
+                .with_segments(Arc::clone(&segments))
+                .with_access_log(access_log),
         ))
         .add_service(SegmentServer::new(SegmentApi::new(segments)))
+        .add_service(PrivacyServer::new(PrivacyApi::new(privacy)))
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");
@@ -198,6 +221,7 @@ pub async fn run(
                 .await;
             shutdown_health.set_not_serving::<ProfileServer>().await;
             shutdown_health.set_not_serving::<SegmentServer>().await;
+            shutdown_health.set_not_serving::<PrivacyServer>().await;
         })
         .await?;
 
@@ -206,6 +230,9 @@ pub async fn run(
         // Wait until it is gone, so that nothing holds the store past close.
         let _ = task.await;
     }
+    // The server and its handles to the access log are gone: the log writes
+    // what is queued and ends.
+    let _ = access_log_task.await;
     tokio::task::spawn_blocking(move || store.close()).await??;
     tracing::info!("stopped; every acknowledged write is durable");
     Ok(())

@@ -2,11 +2,14 @@
 //! protobuf and domain types, and the one mapping of errors to status codes.
 //! Only this module (and `server`) knows tonic and the generated types.
 
+mod caller;
 pub(crate) mod convert;
+mod privacy;
 mod profiles;
 mod segments;
 mod status;
 
+pub use privacy::PrivacyApi;
 pub use profiles::ProfileApi;
 pub use segments::SegmentApi;
 pub use status::to_status;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::caller::caller_name;
 use super::convert::{
     identify_input, proto_identifier_of, proto_profile, raw_identifier, timestamp, to_timestamp,
     track_input,
@@ -11,8 +12,9 @@ use super::convert::{
 use super::pb::{self, profile_service_server::ProfileService as ProfileRpc};
 use super::to_status;
 use crate::model::{
-    Identifier, MatchCandidate, Resolution, ReviewOutcome, WriteCall, WriteOutcome,
+    AccessEntry, Identifier, MatchCandidate, Resolution, ReviewOutcome, WriteCall, WriteOutcome,
 };
+use crate::privacy::AccessLog;
 use crate::segments::SegmentService;
 use crate::service::{
     ConsentInput, ProfileLookup, ProfileService, ServiceError, UnmergeInput, candidate_id,
@@ -32,6 +34,8 @@ pub struct ProfileApi {
     service: Arc<ProfileService>,
     /// Swept by `RunMaintenance` too, when attached.
     segments: Option<Arc<SegmentService>>,
+    /// Reads of profiles are logged here, when attached.
+    access_log: Option<AccessLog>,
 }
 
 impl ProfileApi {
@@ -39,7 +43,13 @@ impl ProfileApi {
         ProfileApi {
             service,
             segments: None,
+            access_log: None,
         }
+    }
+
+    pub fn with_access_log(mut self, access_log: AccessLog) -> Self {
+        self.access_log = Some(access_log);
+        self
     }
 
     pub fn with_segments(mut self, segments: Arc<SegmentService>) -> Self {
@@ -78,18 +88,25 @@ fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
     };
     let mut ignored_identifiers = ignored(&outcome.junk_ignored, "junk");
     ignored_identifiers.extend(ignored(&outcome.hubs_ignored, "hub"));
+    let suppressed = outcome.resolution == Resolution::Suppressed;
     let (resolution, merged, duplicate) = match outcome.resolution {
         Resolution::Created => (pb::ResolutionOutcome::Created, Vec::new(), false),
         Resolution::Attached => (pb::ResolutionOutcome::Attached, Vec::new(), false),
         Resolution::Merged { absorbed } => (pb::ResolutionOutcome::Merged, absorbed, false),
         Resolution::Duplicate => (pb::ResolutionOutcome::Unspecified, Vec::new(), true),
+        Resolution::Suppressed => (pb::ResolutionOutcome::Unspecified, Vec::new(), false),
     };
     pb::WriteResponse {
-        profile_id: outcome.profile_id.to_string(),
+        profile_id: if suppressed {
+            String::new()
+        } else {
+            outcome.profile_id.to_string()
+        },
         outcome: resolution as i32,
         merged_profile_ids: merged.iter().map(ToString::to_string).collect(),
         duplicate,
         blocked_links,
+        suppressed,
         ignored_identifiers,
     }
 }
@@ -180,6 +197,7 @@ impl ProfileRpc for ProfileApi {
         &self,
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let caller = caller_name(&request);
         let request = request.into_inner();
         let lookup = lookup(request.lookup).map_err(to_status)?;
         let events_limit = usize::try_from(request.events_limit).unwrap_or(usize::MAX);
@@ -187,6 +205,14 @@ impl ProfileRpc for ProfileApi {
             .service
             .get_profile(lookup, events_limit)
             .map_err(to_status)?;
+        if let Some(access_log) = &self.access_log {
+            access_log.record(AccessEntry {
+                profile: profile.profile.profile_id,
+                at: self.service.clock().now(),
+                caller,
+                method: "GetProfile".to_owned(),
+            });
+        }
         Ok(Response::new(pb::GetProfileResponse {
             profile: Some(proto_profile(&profile.profile, &profile.computed)),
         }))
@@ -445,6 +471,9 @@ impl IngestSummary {
             match result {
                 Ok(outcome) if outcome.resolution == Resolution::Duplicate => {
                     self.response.duplicate += 1;
+                }
+                Ok(outcome) if outcome.resolution == Resolution::Suppressed => {
+                    self.response.suppressed += 1;
                 }
                 Ok(_) => self.response.accepted += 1,
                 Err(error) => self.reject(index, message_id, error.into()),

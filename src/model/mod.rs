@@ -4,6 +4,7 @@
 mod consent;
 mod identifier;
 mod matching;
+mod privacy;
 mod profile;
 mod segment;
 mod time;
@@ -13,6 +14,10 @@ pub use consent::{Channel, ConsentCall, ConsentView, Purpose, UnknownConsentTerm
 pub use identifier::{Identifier, IdentifierKind};
 pub use matching::{
     CandidateReview, MatchCandidate, MatchEvidence, MatchPassOutcome, ReviewOutcome,
+};
+pub use privacy::{
+    AccessEntry, ErasureCall, ErasureCounts, ErasureOutcome, PrivacyRequest, PrivacyRequestKind,
+    PrivacyRequestStatus, Subject,
 };
 pub use profile::{
     EventView, IdentifierView, JournalKind, JournalView, ProfileId, ProfileView, Provenance,

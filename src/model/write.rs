@@ -44,6 +44,9 @@ pub enum Resolution {
     },
     /// The message id was seen before; nothing was applied.
     Duplicate,
+    /// The call carried an identifier of an erased person; nothing was
+    /// applied.
+    Suppressed,
 }
 
 /// A link a call asked for that merge protection refused.
@@ -69,6 +72,14 @@ pub struct WriteOutcome {
 }
 
 impl WriteOutcome {
+    /// A dropped call names no profile.
+    pub fn suppressed() -> Self {
+        WriteOutcome {
+            resolution: Resolution::Suppressed,
+            ..WriteOutcome::duplicate(ProfileId(0))
+        }
+    }
+
     pub fn duplicate(profile_id: ProfileId) -> Self {
         WriteOutcome {
             profile_id,

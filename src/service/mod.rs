@@ -369,6 +369,19 @@ impl ProfileService {
         }
     }
 
+    /// Validates and normalizes one identifier of a request.
+    pub fn normalize_identifier(
+        &self,
+        field: &str,
+        raw: &RawIdentifier,
+    ) -> Result<crate::model::Identifier, ServiceError> {
+        validate::identifier(&self.normalizer, field, raw)
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The profile id a lookup names; by identifier, the live profile
     /// holding it.
     pub fn profile_id(&self, lookup: ProfileLookup) -> Result<ProfileId, ServiceError> {
@@ -412,6 +425,15 @@ impl ProfileService {
             asked => asked.min(self.limits.events_per_read_max),
         };
         let profile_id = self.profile_id(lookup)?;
+        self.read(profile_id, events_max)
+    }
+
+    /// A profile with every one of its events, for a subject-access export.
+    pub fn get_complete_profile(&self, profile_id: ProfileId) -> Result<ProfileRead, ServiceError> {
+        self.read(profile_id, usize::MAX)
+    }
+
+    fn read(&self, profile_id: ProfileId, events_max: usize) -> Result<ProfileRead, ServiceError> {
         let profile = self
             .store
             .read_profile(profile_id, events_max)?

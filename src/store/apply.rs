@@ -12,6 +12,7 @@ use super::consent::{consents_for_split, merge_consents};
 use super::keys;
 use super::matching::{Cause, MATCHING_TRAITS, fields_of, known, match_profile, reindex};
 use super::overlay::CallWrites;
+use super::privacy::{Suppressor, any_suppressed};
 use super::records::{
     DedupRecord, EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE,
     JOURNAL_MERGE, JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry,
@@ -38,7 +39,13 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn persist(&self, writes: &mut CallWrites<'_, '_>) {
+    pub(super) fn next_sequence(&mut self) -> u64 {
+        let sequence = self.next_event_sequence;
+        self.next_event_sequence += 1;
+        sequence
+    }
+
+    pub(super) fn persist(&self, writes: &mut CallWrites<'_, '_>) {
         writes.insert(
             keys::NEXT_PROFILE_ID,
             keys::encode_u64(self.next_profile_id),
@@ -60,6 +67,7 @@ pub fn apply_call(
     writes: &mut CallWrites<'_, '_>,
     counters: &mut Counters,
     rules: &MergeRules,
+    suppressor: &Suppressor,
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
     if let Some(message_id) = call.message_id() {
@@ -68,6 +76,11 @@ pub fn apply_call(
             let profile_id = follow_alias(writes, ProfileId(original.profile_id))?;
             return Ok(WriteOutcome::duplicate(profile_id));
         }
+    }
+    // An erased person's identifiers must not bring them back: the call is
+    // dropped whole, since its other identifiers and data are theirs too.
+    if any_suppressed(writes, suppressor, &call.identifiers)? {
+        return Ok(WriteOutcome::suppressed());
     }
 
     let mut usable = Vec::with_capacity(call.identifiers.len());

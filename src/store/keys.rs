@@ -15,6 +15,9 @@
 //! | `r` | lower profile id, higher profile id   | `RejectionRecord`         |
 //! | `d` | segment id                            | `SegmentRecord`           |
 //! | `g` | profile id                            | `MembershipRecord`        |
+//! | `x` | HMAC tag of a suppressed identifier   | `SuppressionRecord`       |
+//! | `q` | privacy request id                    | `PrivacyRequestRecord`    |
+//! | `l` | profile id, timestamp, sequence       | `AccessRecord`            |
 //! | `s` | counter name                          | u64                       |
 
 use crate::model::{Identifier, ProfileId, UnixMillis};
@@ -30,11 +33,15 @@ pub const CANDIDATE: u8 = b'c';
 pub const REJECTION: u8 = b'r';
 pub const SEGMENT: u8 = b'd';
 pub const MEMBERSHIP: u8 = b'g';
+pub const SUPPRESSION: u8 = b'x';
+pub const PRIVACY_REQUEST: u8 = b'q';
+pub const ACCESS: u8 = b'l';
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
 pub const RFM_QUINTILES: &[u8] = b"srfm_quintiles";
 pub const NEXT_SEGMENT_NUMBER: &[u8] = b"snext_segment_number";
+pub const SUPPRESSION_KEY: &[u8] = b"ssuppression_key";
 
 pub fn identifier(identifier: &Identifier) -> Vec<u8> {
     tagged_identifier(IDENTIFIER, identifier)
@@ -69,6 +76,31 @@ pub fn segment(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(SEGMENT);
     key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn suppression(tag: &[u8; 32]) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = SUPPRESSION;
+    key[1..].copy_from_slice(tag);
+    key
+}
+
+pub fn privacy_request(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(PRIVACY_REQUEST);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn access_of(id: ProfileId) -> [u8; 9] {
+    tagged_u64(ACCESS, id.0)
+}
+
+/// Laid out like an event key, so that [`decode_event`] reads it.
+pub fn access(id: ProfileId, at: UnixMillis, sequence: u64) -> [u8; 25] {
+    let mut key = event(id, at, sequence);
+    key[0] = ACCESS;
     key
 }
 

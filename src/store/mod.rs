@@ -12,6 +12,7 @@ mod keys;
 mod matching;
 mod membership;
 mod overlay;
+mod privacy;
 mod records;
 mod sled_store;
 mod writer;
@@ -21,9 +22,10 @@ use futures::future::BoxFuture;
 use crate::computed::{Activity, RfmQuintiles};
 
 use crate::model::{
-    CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchPassOutcome, Membership,
-    MembershipChange, ProfileId, ProfileView, ReviewOutcome, SegmentDefinition, SegmentNumber,
-    SegmentScope, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
+    MatchCandidate, MatchPassOutcome, Membership, MembershipChange, PrivacyRequest, ProfileId,
+    ProfileView, ReviewOutcome, SegmentDefinition, SegmentNumber, SegmentScope, TraitView,
+    UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 
 pub use membership::{SegmentDraft, SegmentMembers};
@@ -176,6 +178,43 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     /// Every membership change from now on, as groups become durable.
     fn watch_memberships(&self) -> tokio::sync::broadcast::Receiver<MembershipChange>;
+
+    /// Erases a person atomically and records the request; see
+    /// `privacy::erase`.
+    fn erase_subject(
+        &self,
+        call: ErasureCall,
+    ) -> BoxFuture<'static, Result<ErasureOutcome, StoreError>>;
+
+    /// Stores (or replaces) a privacy request record, durably.
+    fn put_privacy_request(
+        &self,
+        request: PrivacyRequest,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    fn privacy_request(&self, request_id: &str) -> Result<Option<PrivacyRequest>, StoreError>;
+
+    /// Every privacy request record, by request id.
+    fn privacy_requests(&self) -> Result<Vec<PrivacyRequest>, StoreError>;
+
+    /// Appends reads to the access log, durably.
+    fn record_access(
+        &self,
+        entries: Vec<AccessEntry>,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Access-log entries kept under these profile ids, oldest first.
+    fn access_log(&self, ids: &[ProfileId]) -> Result<Vec<AccessEntry>, StoreError>;
+
+    /// Removes access-log entries older than `cutoff` under these ids.
+    fn expire_access_log(
+        &self,
+        ids: Vec<ProfileId>,
+        cutoff: UnixMillis,
+    ) -> BoxFuture<'static, Result<u64, StoreError>>;
+
+    /// Every stored trait value of a profile, superseded ones included.
+    fn trait_history(&self, id: ProfileId) -> Result<Vec<TraitView>, StoreError>;
 
     /// Stops accepting writes, finishes the queued ones and makes them
     /// durable. Blocking.

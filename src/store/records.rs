@@ -287,6 +287,73 @@ impl ProfileRecord {
     }
 }
 
+/// An erased person's identifier, known only by its HMAC tag (the key).
+#[derive(Clone, PartialEq, Message)]
+pub struct SuppressionRecord {
+    #[prost(int64, tag = "1")]
+    pub at_ms: i64,
+    #[prost(string, tag = "2")]
+    pub request_id: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CountsRecord {
+    #[prost(uint64, tag = "1")]
+    pub profiles: u64,
+    #[prost(uint64, tag = "2")]
+    pub identifiers: u64,
+    #[prost(uint64, tag = "3")]
+    pub traits: u64,
+    #[prost(uint64, tag = "4")]
+    pub events: u64,
+    #[prost(uint64, tag = "5")]
+    pub consents: u64,
+    #[prost(uint64, tag = "6")]
+    pub memberships: u64,
+    #[prost(uint64, tag = "7")]
+    pub match_entries: u64,
+    #[prost(uint64, tag = "8")]
+    pub access_log_entries: u64,
+    #[prost(uint64, tag = "9")]
+    pub message_records: u64,
+    #[prost(uint64, tag = "10")]
+    pub suppressed_identifiers: u64,
+}
+
+/// The audit record of an export or erasure; no data of the subject.
+#[derive(Clone, PartialEq, Message)]
+pub struct PrivacyRequestRecord {
+    /// 1 export, 2 erasure.
+    #[prost(uint32, tag = "1")]
+    pub kind: u32,
+    #[prost(string, tag = "2")]
+    pub requester: String,
+    #[prost(string, tag = "3")]
+    pub reason: String,
+    #[prost(string, tag = "4")]
+    pub caller: String,
+    #[prost(int64, tag = "5")]
+    pub received_at_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub due_at_ms: i64,
+    #[prost(int64, optional, tag = "7")]
+    pub completed_at_ms: Option<i64>,
+    /// 1 received, 2 completed, 3 failed.
+    #[prost(uint32, tag = "8")]
+    pub status: u32,
+    #[prost(message, optional, tag = "9")]
+    pub counts: Option<CountsRecord>,
+}
+
+/// One read of a profile.
+#[derive(Clone, PartialEq, Message)]
+pub struct AccessRecord {
+    #[prost(string, tag = "1")]
+    pub caller: String,
+    #[prost(string, tag = "2")]
+    pub method: String,
+}
+
 /// A segment definition.
 #[derive(Clone, PartialEq, Message)]
 pub struct SegmentRecord {

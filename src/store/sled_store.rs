@@ -14,15 +14,19 @@ use super::consent;
 use super::matching;
 use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
 use super::overlay::SparseKeys;
-use super::records::{CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode};
+use super::privacy::{self, Suppressor};
+use super::records::{
+    AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
+};
 use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
 use crate::computed::{Activity, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::model::{
-    CandidateReview, ConsentCall, Identifier, MatchCandidate, MatchEvidence, MatchPassOutcome,
-    Membership, MembershipChange, MembershipRules, ProfileId, ProfileView, ReviewOutcome,
-    SegmentDefinition, SegmentScope, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
+    AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
+    MatchCandidate, MatchEvidence, MatchPassOutcome, Membership, MembershipChange, MembershipRules,
+    PrivacyRequest, ProfileId, ProfileView, ReviewOutcome, SegmentDefinition, SegmentScope,
+    UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
 };
 use prost::Message;
 
@@ -35,6 +39,9 @@ pub struct SledStoreOptions {
     pub write_queue_depth: usize,
     pub group_commit_calls_max: usize,
     pub merge_rules: MergeRules,
+    /// The secret behind suppression tags; `None` uses one generated at
+    /// first start and kept in the database.
+    pub suppression_key: Option<Vec<u8>>,
 }
 
 const TREE_NAME: &str = "sightline";
@@ -86,7 +93,8 @@ impl SledStore {
             counters,
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),
-            sparse: SparseKeys::load(&tree, &[keys::HUB, keys::REJECTION])?,
+            sparse: SparseKeys::load(&tree, &[keys::HUB, keys::REJECTION, keys::SUPPRESSION])?,
+            suppressor: Suppressor::new(suppression_key(&tree, options)?),
             segments,
             memberships: Arc::clone(&memberships),
         };
@@ -133,6 +141,23 @@ impl SledStore {
     }
 }
 
+/// The configured suppression secret, or the one this database generated
+/// at its first start.
+fn suppression_key(tree: &sled::Tree, options: &SledStoreOptions) -> Result<Vec<u8>, StoreError> {
+    if let Some(key) = &options.suppression_key {
+        return Ok(key.clone());
+    }
+    if let Some(stored) = tree.get(keys::SUPPRESSION_KEY)? {
+        return Ok(stored.to_vec());
+    }
+    let mut key = vec![0u8; 32];
+    // The thread generator is a CSPRNG seeded from the operating system.
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    tree.insert(keys::SUPPRESSION_KEY, key.as_slice())?;
+    tree.flush()?;
+    Ok(key)
+}
+
 fn log_file_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
 }
@@ -172,6 +197,101 @@ impl SledStore {
 }
 
 impl ProfileStore for SledStore {
+    fn erase_subject(
+        &self,
+        call: ErasureCall,
+    ) -> BoxFuture<'static, Result<ErasureOutcome, StoreError>> {
+        self.submit(move |context| {
+            let now = call.record.received_at;
+            privacy::erase(context.writes, context.suppressor, now, call)
+        })
+    }
+
+    fn put_privacy_request(
+        &self,
+        request: PrivacyRequest,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.submit(move |context| {
+            privacy::put_privacy_request(context.writes, &request);
+            Ok(())
+        })
+    }
+
+    fn privacy_request(&self, request_id: &str) -> Result<Option<PrivacyRequest>, StoreError> {
+        match self.tree.get(keys::privacy_request(request_id))? {
+            Some(bytes) => Ok(Some(privacy::request_of(
+                request_id,
+                &decode(&bytes, "privacy request")?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    fn privacy_requests(&self) -> Result<Vec<PrivacyRequest>, StoreError> {
+        let mut requests = Vec::new();
+        for entry in self.tree.scan_prefix([keys::PRIVACY_REQUEST]) {
+            let (key, value) = entry?;
+            let id = String::from_utf8_lossy(&key[1..]).into_owned();
+            requests.push(privacy::request_of(
+                &id,
+                &decode(&value, "privacy request")?,
+            ));
+        }
+        Ok(requests)
+    }
+
+    fn record_access(
+        &self,
+        entries: Vec<AccessEntry>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.submit(move |context| {
+            privacy::append_access(context.writes, context.counters, entries);
+            Ok(())
+        })
+    }
+
+    fn access_log(&self, ids: &[ProfileId]) -> Result<Vec<AccessEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for &id in ids {
+            for entry in self.tree.scan_prefix(keys::access_of(id)) {
+                let (key, value) = entry?;
+                let Some((at, _)) = keys::decode_event(&key) else {
+                    continue;
+                };
+                let record: AccessRecord = decode(&value, "access record")?;
+                entries.push(AccessEntry {
+                    profile: id,
+                    at,
+                    caller: record.caller,
+                    method: record.method,
+                });
+            }
+        }
+        entries.sort_by_key(|entry| entry.at);
+        Ok(entries)
+    }
+
+    fn expire_access_log(
+        &self,
+        ids: Vec<ProfileId>,
+        cutoff: UnixMillis,
+    ) -> BoxFuture<'static, Result<u64, StoreError>> {
+        self.submit(move |context| privacy::expire_access(context.writes, &ids, cutoff))
+    }
+
+    fn trait_history(&self, id: ProfileId) -> Result<Vec<crate::model::TraitView>, StoreError> {
+        let live = self.resolve(id)?;
+        let Some(bytes) = self.tree.get(keys::profile(live))? else {
+            return Ok(Vec::new());
+        };
+        let record: ProfileRecord = decode(&bytes, "profile")?;
+        let mut values = Vec::with_capacity(record.traits.len());
+        for entry in &record.traits {
+            values.extend(entry.to_view()?);
+        }
+        Ok(values)
+    }
+
     fn put_segment(
         &self,
         draft: SegmentDraft,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::apply::{Counters, apply_call};
 use super::membership::{MembershipIndex, evaluate_profiles};
 use super::overlay::{CallWrites, GroupWrites, SparseKeys};
+use super::privacy::Suppressor;
 use super::{ApplyResults, StoreError, keys};
 use crate::identity::MergeRules;
 use crate::model::{MembershipRules, ProfileId, SegmentScope, WriteCall};
@@ -22,6 +23,7 @@ pub struct JobContext<'c, 'g, 't> {
     pub counters: &'c mut Counters,
     pub rules: &'c MergeRules,
     pub segments: &'c dyn MembershipRules,
+    pub suppressor: &'c Suppressor,
 }
 
 /// Answers a job's caller once its group is durable (`None`) or failed.
@@ -101,6 +103,7 @@ pub struct Writer {
     pub sparse: SparseKeys,
     pub segments: Arc<dyn MembershipRules>,
     pub memberships: Arc<MembershipIndex>,
+    pub suppressor: Suppressor,
 }
 
 /// Answers computed for a group, sent once the group is durable.
@@ -180,7 +183,13 @@ impl Writer {
                     for call in &calls {
                         let mut writes = group.call();
                         let mut counters = self.counters;
-                        let result = apply_call(&mut writes, &mut counters, &self.rules, call);
+                        let result = apply_call(
+                            &mut writes,
+                            &mut counters,
+                            &self.rules,
+                            &self.suppressor,
+                            call,
+                        );
                         if result.is_ok() {
                             writes.commit();
                             self.counters = counters;
@@ -197,6 +206,7 @@ impl Writer {
                         counters: &mut counters,
                         rules: &self.rules,
                         segments: self.segments.as_ref(),
+                        suppressor: &self.suppressor,
                     };
                     let (succeeded, settle) = job(&mut context);
                     if succeeded {

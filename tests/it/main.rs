@@ -12,6 +12,7 @@ mod ingest;
 mod merge_protection;
 mod normalization;
 mod operations;
+mod privacy;
 mod quality;
 mod resolution;
 mod segments;

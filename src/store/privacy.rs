@@ -1,0 +1,407 @@
+//! Erasure, suppression, privacy request records and the access log.
+//!
+//! An erasure is one writer job, so it is one atomic batch: after a crash
+//! the person is either wholly there or wholly gone. Suppressed identifiers
+//! are stored only as HMAC-SHA256 tags under a secret key, never as values.
+
+use std::collections::BTreeSet;
+
+use hmac::{Hmac, Mac};
+use prost::Message;
+use sha2::Sha256;
+
+use super::StoreError;
+use super::apply::{Counters, follow_alias, load_profile};
+use super::keys;
+use super::matching::{fields_of, reindex};
+use super::membership::read_memberships;
+use super::overlay::CallWrites;
+use super::records::{
+    AccessRecord, CountsRecord, PrivacyRequestRecord, ProfileRecord, ProvenanceRecord,
+    SuppressionRecord, decode,
+};
+use crate::identity::fuzzy::{MatchFields, blocking_keys};
+use crate::model::{
+    AccessEntry, ErasureCall, ErasureCounts, ErasureOutcome, Identifier, MembershipChange,
+    PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus, ProfileId, Subject, UnixMillis,
+};
+
+/// Computes suppression tags: HMAC-SHA256 of the normalized identifier
+/// under a secret key.
+#[derive(Clone)]
+pub struct Suppressor {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Suppressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Suppressor { key: <secret> }")
+    }
+}
+
+impl Suppressor {
+    pub fn new(key: Vec<u8>) -> Self {
+        Suppressor { key }
+    }
+
+    pub fn tag(&self, identifier: &Identifier) -> [u8; 32] {
+        // HMAC accepts keys of any length; this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(identifier.kind().as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(identifier.value().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// True when any of the identifiers belongs to an erased, suppressed
+/// person.
+pub fn any_suppressed(
+    writes: &CallWrites<'_, '_>,
+    suppressor: &Suppressor,
+    identifiers: &[Identifier],
+) -> Result<bool, StoreError> {
+    for identifier in identifiers {
+        if writes
+            .get(&keys::suppression(&suppressor.tag(identifier)))?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Erases a person: their profile, aliases, identifiers and index entries,
+/// events, memberships, fuzzy-match entries, candidates, access log and
+/// message records, and suppresses their identifiers. Repeating a request
+/// id answers with the first outcome.
+pub fn erase(
+    writes: &mut CallWrites<'_, '_>,
+    suppressor: &Suppressor,
+    now: UnixMillis,
+    call: ErasureCall,
+) -> Result<ErasureOutcome, StoreError> {
+    if let Some(existing) = privacy_request(writes, &call.record.request_id)? {
+        if existing.kind != PrivacyRequestKind::Erasure {
+            return Err(StoreError::Precondition(format!(
+                "request id {} was used by an export",
+                call.record.request_id
+            )));
+        }
+        let erased = existing.counts.profiles > 0;
+        return Ok(ErasureOutcome {
+            erased,
+            record: existing,
+        });
+    }
+    let mut counts = ErasureCounts::default();
+    let mut to_suppress: BTreeSet<Identifier> = BTreeSet::new();
+    let live = match &call.subject {
+        Subject::Profile(id) => Some(follow_alias(writes, *id)?),
+        Subject::Identifier(identifier) => {
+            to_suppress.insert(identifier.clone());
+            match writes.get(&keys::identifier(identifier))? {
+                Some(bytes) => Some(super::apply::decode_profile_id(&bytes)?),
+                None => None,
+            }
+        }
+    };
+    if let Some(live) = live
+        && writes.get(&keys::profile(live))?.is_some()
+    {
+        let record = load_profile(writes, live)?;
+        to_suppress.extend(record.identifiers.iter().map(|entry| entry.to_identifier()));
+        remove_profile(writes, live, &record, now, &mut counts)?;
+    }
+    if call.suppress {
+        for identifier in &to_suppress {
+            let key = keys::suppression(&suppressor.tag(identifier));
+            if writes.get(&key)?.is_none() {
+                let record = SuppressionRecord {
+                    at_ms: now.0,
+                    request_id: call.record.request_id.clone(),
+                };
+                writes.insert(key, record.encode_to_vec());
+                counts.suppressed_identifiers += 1;
+            }
+        }
+    }
+    let record = PrivacyRequest {
+        completed_at: Some(now),
+        status: PrivacyRequestStatus::Completed,
+        counts,
+        ..call.record
+    };
+    put_privacy_request(writes, &record);
+    Ok(ErasureOutcome {
+        erased: counts.profiles > 0,
+        record,
+    })
+}
+
+fn remove_profile(
+    writes: &mut CallWrites<'_, '_>,
+    live: ProfileId,
+    record: &ProfileRecord,
+    now: UnixMillis,
+    counts: &mut ErasureCounts,
+) -> Result<(), StoreError> {
+    let mut message_ids: BTreeSet<String> = BTreeSet::new();
+    let mut note = |provenance: Option<&ProvenanceRecord>| {
+        if let Some(provenance) = provenance
+            && !provenance.message_id.is_empty()
+        {
+            message_ids.insert(provenance.message_id.clone());
+        }
+    };
+    for entry in &record.identifiers {
+        let identifier = entry.to_identifier();
+        writes.remove(keys::identifier(&identifier));
+        writes.remove(keys::hub(&identifier));
+        note(entry.provenance.as_ref());
+    }
+    counts.identifiers = record.identifiers.len() as u64;
+    for entry in &record.traits {
+        note(entry.provenance.as_ref());
+    }
+    counts.traits = record.traits.len() as u64;
+    for entry in record.consents.iter().chain(&record.consent_history) {
+        note(entry.provenance.as_ref());
+    }
+    counts.consents = record.consents.len() as u64;
+    for entry in &record.journal {
+        let journal = ProvenanceRecord {
+            message_id: entry.message_id.clone(),
+            ..ProvenanceRecord::default()
+        };
+        note(Some(&journal));
+    }
+
+    for (key, value) in writes.scan_prefix(&keys::events_of(live))? {
+        if let Ok(event) = super::records::EventRecord::decode(value.as_slice()) {
+            note(event.provenance.as_ref());
+        }
+        writes.remove(key);
+        counts.events += 1;
+    }
+
+    let all_ids: Vec<ProfileId> = std::iter::once(live)
+        .chain(record.merged_ids.iter().copied().map(ProfileId))
+        .collect();
+    for &id in &all_ids {
+        if id != live {
+            writes.remove(keys::alias(id));
+        }
+        for (key, _) in writes.scan_prefix(&keys::access_of(id))? {
+            writes.remove(key);
+            counts.access_log_entries += 1;
+        }
+    }
+
+    for message_id in &message_ids {
+        let key = keys::message(message_id);
+        if writes.get(&key)?.is_some() {
+            writes.remove(key);
+            counts.message_records += 1;
+        }
+    }
+
+    let memberships = read_memberships(writes, live)?;
+    counts.memberships = memberships.len() as u64;
+    // Watchers see the person leave every segment.
+    for membership in &memberships {
+        writes.note_membership_change(MembershipChange {
+            segment: membership.segment,
+            profile: live,
+            entered: false,
+            holdout: membership.holdout,
+            at: now,
+        });
+    }
+    writes.remove(keys::membership(live));
+
+    let fields = fields_of(record)?;
+    counts.match_entries += blocking_keys(&fields).len() as u64;
+    reindex(writes, live, &fields, &MatchFields::default())?;
+    for tag in [keys::CANDIDATE, keys::REJECTION] {
+        for (key, _) in writes.scan_prefix(&[tag])? {
+            if let Some((first, second)) = keys::decode_pair(&key)
+                && (all_ids.contains(&first) || all_ids.contains(&second))
+            {
+                writes.remove(key);
+                counts.match_entries += 1;
+            }
+        }
+    }
+
+    scrub_other_journals(writes, live, record)?;
+    writes.remove(keys::profile(live));
+    counts.profiles = 1;
+    Ok(())
+}
+
+/// Journal entries of other profiles (a blocked link, an unmerge) may list
+/// the person's identifiers; they are struck from those entries.
+fn scrub_other_journals(
+    writes: &mut CallWrites<'_, '_>,
+    live: ProfileId,
+    record: &ProfileRecord,
+) -> Result<(), StoreError> {
+    let theirs: Vec<(String, String)> = record
+        .identifiers
+        .iter()
+        .map(|entry| (entry.kind.clone(), entry.value.clone()))
+        .collect();
+    let mut others = BTreeSet::new();
+    for entry in &record.journal {
+        for &other in &entry.other_profiles {
+            let other = follow_alias(writes, ProfileId(other))?;
+            if other != live {
+                others.insert(other);
+            }
+        }
+    }
+    for other in others {
+        let Some(bytes) = writes.get(&keys::profile(other))? else {
+            continue;
+        };
+        let mut other_record: ProfileRecord = decode(&bytes, "profile")?;
+        let mut changed = false;
+        for entry in &mut other_record.journal {
+            let before = entry.identifiers.len();
+            entry
+                .identifiers
+                .retain(|id| !theirs.contains(&(id.kind.clone(), id.value.clone())));
+            changed |= entry.identifiers.len() != before;
+        }
+        if changed {
+            writes.insert(keys::profile(other), other_record.encode_to_vec());
+        }
+    }
+    Ok(())
+}
+
+pub fn privacy_request(
+    writes: &CallWrites<'_, '_>,
+    request_id: &str,
+) -> Result<Option<PrivacyRequest>, StoreError> {
+    match writes.get(&keys::privacy_request(request_id))? {
+        Some(bytes) => Ok(Some(request_of(
+            request_id,
+            &decode(&bytes, "privacy request")?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+pub fn put_privacy_request(writes: &mut CallWrites<'_, '_>, request: &PrivacyRequest) {
+    let record = PrivacyRequestRecord {
+        kind: match request.kind {
+            PrivacyRequestKind::Export => 1,
+            PrivacyRequestKind::Erasure => 2,
+        },
+        requester: request.requester.clone(),
+        reason: request.reason.clone(),
+        caller: request.caller.clone(),
+        received_at_ms: request.received_at.0,
+        due_at_ms: request.due_at.0,
+        completed_at_ms: request.completed_at.map(|at| at.0),
+        status: match request.status {
+            PrivacyRequestStatus::Received => 1,
+            PrivacyRequestStatus::Completed => 2,
+            PrivacyRequestStatus::Failed => 3,
+        },
+        counts: Some(CountsRecord {
+            profiles: request.counts.profiles,
+            identifiers: request.counts.identifiers,
+            traits: request.counts.traits,
+            events: request.counts.events,
+            consents: request.counts.consents,
+            memberships: request.counts.memberships,
+            match_entries: request.counts.match_entries,
+            access_log_entries: request.counts.access_log_entries,
+            message_records: request.counts.message_records,
+            suppressed_identifiers: request.counts.suppressed_identifiers,
+        }),
+    };
+    writes.insert(
+        keys::privacy_request(&request.request_id),
+        record.encode_to_vec(),
+    );
+}
+
+pub fn request_of(request_id: &str, record: &PrivacyRequestRecord) -> PrivacyRequest {
+    let counts = record.counts.clone().unwrap_or_default();
+    PrivacyRequest {
+        request_id: request_id.to_owned(),
+        kind: if record.kind == 1 {
+            PrivacyRequestKind::Export
+        } else {
+            PrivacyRequestKind::Erasure
+        },
+        requester: record.requester.clone(),
+        reason: record.reason.clone(),
+        caller: record.caller.clone(),
+        received_at: UnixMillis(record.received_at_ms),
+        due_at: UnixMillis(record.due_at_ms),
+        completed_at: record.completed_at_ms.map(UnixMillis),
+        status: match record.status {
+            2 => PrivacyRequestStatus::Completed,
+            3 => PrivacyRequestStatus::Failed,
+            _ => PrivacyRequestStatus::Received,
+        },
+        counts: ErasureCounts {
+            profiles: counts.profiles,
+            identifiers: counts.identifiers,
+            traits: counts.traits,
+            events: counts.events,
+            consents: counts.consents,
+            memberships: counts.memberships,
+            match_entries: counts.match_entries,
+            access_log_entries: counts.access_log_entries,
+            message_records: counts.message_records,
+            suppressed_identifiers: counts.suppressed_identifiers,
+        },
+    }
+}
+
+/// Appends reads to the access log, each under the profile it read (its
+/// live id at the time).
+pub fn append_access(
+    writes: &mut CallWrites<'_, '_>,
+    counters: &mut Counters,
+    entries: Vec<AccessEntry>,
+) {
+    for entry in entries {
+        let sequence = counters.next_sequence();
+        let record = AccessRecord {
+            caller: entry.caller,
+            method: entry.method,
+        };
+        writes.insert(
+            keys::access(entry.profile, entry.at, sequence),
+            record.encode_to_vec(),
+        );
+    }
+    counters.persist(writes);
+}
+
+/// Removes access-log entries older than `cutoff` under these profiles.
+pub fn expire_access(
+    writes: &mut CallWrites<'_, '_>,
+    ids: &[ProfileId],
+    cutoff: UnixMillis,
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for &id in ids {
+        for (key, _) in writes.scan_prefix(&keys::access_of(id))? {
+            if keys::decode_event(&key).is_some_and(|(at, _)| at < cutoff) {
+                writes.remove(key);
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}

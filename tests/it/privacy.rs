@@ -1,0 +1,536 @@
+//! Subject-access export and erasure through the API, down to a scan of
+//! every key and value left in the database.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sightline::api::pb::{
+    self, erase_subject_request, export_subject_request,
+    privacy_service_client::PrivacyServiceClient, segment_service_client::SegmentServiceClient,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support::*;
+
+type Privacy = PrivacyServiceClient<Channel>;
+
+const EMAIL: &str = "zebediah.quillfeather@example.com";
+const WORK_EMAIL: &str = "z.quillfeather@work.example";
+const PHONE: &str = "+447911123999";
+const DEVICE: &str = "device-7f3a9c1e";
+const FIRST_NAME: &str = "Zebediah";
+const LAST_NAME: &str = "Quillfeather";
+const STREET: &str = "17 Marrowbone Lane";
+const PRODUCT: &str = "Heliotrope Umbrella";
+
+/// A person built from three profiles that a later call merged, with
+/// orders, consents and two segment memberships.
+async fn build_person(server: &TestServer) {
+    let mut client = server.client().await;
+    let mut segments = SegmentServiceClient::new(server.channel().await);
+    for (id, rule) in [
+        ("buyers", "profile.computed.frequency >= 2"),
+        ("emailable", r#""email" in profile.consent.marketing"#),
+    ] {
+        segments
+            .put_segment(pb::PutSegmentRequest {
+                segment: Some(pb::Segment {
+                    id: id.to_owned(),
+                    name: id.to_owned(),
+                    rule: rule.to_owned(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("put segment");
+    }
+    let mut first = identify(vec![email(EMAIL)]);
+    first.traits = traits(&[
+        ("first_name", text(FIRST_NAME)),
+        ("last_name", text(LAST_NAME)),
+        ("address", {
+            let fields = [("street", text(STREET))]
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect();
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
+                    fields,
+                })),
+            }
+        }),
+    ]);
+    first.message_id = "crm-1".to_owned();
+    client.identify(first).await.expect("first profile");
+    client
+        .identify(identify(vec![phone(PHONE), id("device_id", DEVICE)]))
+        .await
+        .expect("second profile");
+    client
+        .identify(identify(vec![email(WORK_EMAIL)]))
+        .await
+        .expect("third profile");
+    for (who, revenue) in [(email(WORK_EMAIL), 120.0), (phone(PHONE), 80.0)] {
+        let mut order = track(vec![who], "Order Completed");
+        order.properties = Some(prost_types::Struct {
+            fields: [
+                ("revenue".to_owned(), number(revenue)),
+                ("product".to_owned(), text(PRODUCT)),
+            ]
+            .into_iter()
+            .collect(),
+        });
+        client.track(order).await.expect("order");
+    }
+    let merged = client
+        .identify(identify(vec![
+            email(EMAIL),
+            phone(PHONE),
+            email(WORK_EMAIL),
+        ]))
+        .await
+        .expect("merge")
+        .into_inner();
+    assert_eq!(merged.merged_profile_ids.len(), 2);
+    client
+        .update_consent(pb::UpdateConsentRequest {
+            lookup: Some(pb::update_consent_request::Lookup::Identifier(email(EMAIL))),
+            changes: vec![pb::ConsentChange {
+                channel: "email".to_owned(),
+                purpose: "marketing".to_owned(),
+                state: pb::ConsentState::Granted as i32,
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("consent");
+}
+
+async fn export(
+    privacy: &mut Privacy,
+    who: pb::Identifier,
+) -> Result<serde_json::Value, tonic::Status> {
+    let mut stream = privacy
+        .export_subject(pb::ExportSubjectRequest {
+            lookup: Some(export_subject_request::Lookup::Identifier(who)),
+            requester: "data-team".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut document = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        document.extend(chunk.data);
+    }
+    Ok(serde_json::from_slice(&document).expect("the export is JSON"))
+}
+
+fn schema() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/subject-export.schema.json"),
+    )
+    .expect("schema file");
+    jsonschema::validator_for(&serde_json::from_str(&text).expect("schema is JSON"))
+        .expect("schema compiles")
+}
+
+#[tokio::test]
+async fn an_export_holds_everything_and_validates_against_the_schema() {
+    let server = TestServer::start().await;
+    build_person(&server).await;
+    let mut client = server.client().await;
+    get_by(&mut client, phone(PHONE))
+        .await
+        .expect("a read to log");
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+
+    // Reads are logged in the background; wait for the one above.
+    let mut document = serde_json::Value::Null;
+    for _ in 0..500 {
+        document = export(&mut privacy, email(EMAIL)).await.expect("export");
+        if document["profile"]["access_log"]
+            .as_array()
+            .is_some_and(|log| !log.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let validator = schema();
+    let errors: Vec<String> = validator
+        .iter_errors(&document)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let profile = &document["profile"];
+    let identifiers: Vec<&str> = profile["identifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|identifier| identifier["value"].as_str().unwrap())
+        .collect();
+    for expected in [EMAIL, WORK_EMAIL, PHONE, DEVICE] {
+        assert!(
+            identifiers.contains(&expected),
+            "{expected} in {identifiers:?}"
+        );
+    }
+    assert_eq!(profile["traits"]["first_name"], FIRST_NAME);
+    assert_eq!(profile["merged_profile_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(profile["events"].as_array().unwrap().len(), 2);
+    assert_eq!(profile["computed"]["frequency"], 2);
+    assert_eq!(profile["computed"]["lifetime_value"], 200.0);
+    assert_eq!(profile["consent"][0]["channel"], "email");
+    assert!(!profile["consent_history"].as_array().unwrap().is_empty());
+    let segments: Vec<&str> = profile["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|segment| segment["segment_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(segments, ["buyers", "emailable"]);
+    let merges = profile["merge_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["kind"] == "merge")
+        .count();
+    assert!(merges >= 1);
+    assert_eq!(profile["access_log"][0]["method"], "GetProfile");
+    assert!(
+        !document["processing"]["purposes"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(document["schema_version"], "sightline.subject-export/1");
+
+    let requests = privacy
+        .list_privacy_requests(pb::ListPrivacyRequestsRequest {
+            kind: pb::PrivacyRequestKind::Export as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert!(!requests.is_empty());
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.status == pb::PrivacyRequestStatus::Completed as i32)
+    );
+}
+
+/// Every key and value of every tree, searched for the person's data.
+fn traces_in_database(data_dir: &Path, needles: &[&str]) -> Vec<String> {
+    let db = sled::open(data_dir).expect("open the stopped server's database");
+    let mut found = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).expect("tree");
+        for entry in tree.iter() {
+            let (key, value) = entry.expect("entry");
+            for needle in needles {
+                let needle = needle.as_bytes();
+                let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+                if contains(&key) || contains(&value) {
+                    found.push(format!(
+                        "{} in a record whose key starts with {:?}",
+                        String::from_utf8_lossy(needle),
+                        String::from_utf8_lossy(&key[..key.len().min(12)])
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+const NEEDLES: [&str; 9] = [
+    EMAIL,
+    WORK_EMAIL,
+    PHONE,
+    DEVICE,
+    FIRST_NAME,
+    LAST_NAME,
+    STREET,
+    PRODUCT,
+    "quillfeather",
+];
+
+async fn erase(
+    privacy: &mut Privacy,
+    who: pb::Identifier,
+    request_id: &str,
+    suppress: bool,
+) -> pb::EraseSubjectResponse {
+    privacy
+        .erase_subject(pb::EraseSubjectRequest {
+            lookup: Some(erase_subject_request::Lookup::Identifier(who)),
+            request_id: request_id.to_owned(),
+            requester: "compliance".to_owned(),
+            reason: "Art. 17 request".to_owned(),
+            skip_suppression: !suppress,
+        })
+        .await
+        .expect("erase")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn erasure_leaves_no_trace_and_suppression_keeps_the_person_out() {
+    let server = TestServer::start().await;
+    build_person(&server).await;
+    let mut client = server.client().await;
+    let profile = get_by(&mut client, email(EMAIL)).await.expect("person");
+    let mut profile_ids = vec![profile.profile_id.clone()];
+    profile_ids.extend(profile.merged_profile_ids.clone());
+    // A second, unrelated person must be untouched.
+    client
+        .identify(identify(vec![email("bystander@example.com")]))
+        .await
+        .unwrap();
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+    let mut segments = SegmentServiceClient::new(server.channel().await);
+
+    let erased = erase(&mut privacy, phone(PHONE), "erasure-1", true).await;
+    assert!(erased.erased);
+    let counts = erased.counts.expect("counts");
+    assert_eq!(counts.profiles, 1);
+    assert_eq!(counts.identifiers, 4);
+    assert_eq!(counts.events, 2);
+    assert_eq!(counts.memberships, 2);
+    assert_eq!(counts.suppressed_identifiers, 4);
+
+    for who in [
+        email(EMAIL),
+        email(WORK_EMAIL),
+        phone(PHONE),
+        id("device_id", DEVICE),
+    ] {
+        let status = get_by(&mut client, who).await.expect_err("erased");
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(!status.message().contains('@'), "{}", status.message());
+    }
+    for profile_id in &profile_ids {
+        let status = get_by_id(&mut client, profile_id)
+            .await
+            .expect_err("erased");
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    for segment in ["buyers", "emailable"] {
+        let mut listed = segments
+            .list_members(pb::ListMembersRequest {
+                segment_id: segment.to_owned(),
+                include_holdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(member) = listed.message().await.unwrap() {
+            assert!(!profile_ids.contains(&member.profile_id));
+        }
+    }
+
+    // Idempotent: a second request finds nothing left and still succeeds.
+    let again = erase(&mut privacy, email(EMAIL), "erasure-2", true).await;
+    assert!(!again.erased);
+    // The same request id answers with the first outcome.
+    let repeated = erase(&mut privacy, email(EMAIL), "erasure-1", true).await;
+    assert!(repeated.erased);
+
+    // Suppressed: an old event replayed creates nobody.
+    for who in [email(EMAIL), phone(PHONE)] {
+        let mut replay = track(
+            vec![who.clone(), email("new-address@example.com")],
+            "Order Completed",
+        );
+        replay.message_id = "replayed-later".to_owned();
+        let response = client
+            .track(replay)
+            .await
+            .expect("dropped, not refused")
+            .into_inner();
+        assert!(response.suppressed);
+        assert!(response.profile_id.is_empty());
+        assert_eq!(
+            get_by(&mut client, who).await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    assert_eq!(
+        get_by(&mut client, email("new-address@example.com"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    get_by(&mut client, email("bystander@example.com"))
+        .await
+        .expect("bystander untouched");
+
+    let requests = privacy
+        .list_privacy_requests(pb::ListPrivacyRequestsRequest {
+            kind: pb::PrivacyRequestKind::Erasure as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    let first = requests
+        .iter()
+        .find(|request| request.request_id == "erasure-1")
+        .expect("the request record");
+    assert_eq!(first.counts.as_ref().map(|c| c.events), Some(2));
+    assert_eq!(first.requester, "compliance");
+    assert!(first.completed_at.is_some() && !first.overdue);
+
+    let data_dir = server.stop().await;
+    let traces = traces_in_database(data_dir.path(), &NEEDLES);
+    assert!(traces.is_empty(), "{traces:#?}");
+    // The scan does find data that is there.
+    assert!(!traces_in_database(data_dir.path(), &["bystander@example.com"]).is_empty());
+}
+
+#[tokio::test]
+async fn erasure_without_suppression_lets_the_person_start_afresh() {
+    let server = TestServer::start().await;
+    build_person(&server).await;
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+    let erased = erase(&mut privacy, email(EMAIL), "erasure-plain", false).await;
+    assert!(erased.erased);
+    assert_eq!(erased.counts.unwrap().suppressed_identifiers, 0);
+
+    let mut client = server.client().await;
+    let response = client
+        .identify(identify(vec![email(EMAIL)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!response.suppressed);
+    assert_eq!(response.outcome, pb::ResolutionOutcome::Created as i32);
+    let fresh = get_by(&mut client, email(EMAIL)).await.unwrap();
+    assert!(fresh.traits.is_none_or(|traits| traits.fields.is_empty()));
+    assert_eq!(fresh.event_count, 0);
+    assert_eq!(fresh.identifiers.len(), 1);
+    assert!(fresh.journal.is_empty());
+    assert!(fresh.merged_profile_ids.is_empty());
+
+    let data_dir = server.stop().await;
+    let traces = traces_in_database(
+        data_dir.path(),
+        &[WORK_EMAIL, PHONE, DEVICE, FIRST_NAME, STREET, PRODUCT],
+    );
+    assert!(traces.is_empty(), "{traces:#?}");
+}
+
+#[tokio::test]
+async fn privacy_errors_do_not_echo_identifiers() {
+    let server = TestServer::start().await;
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+    let status = export(&mut privacy, email("unknown.person@example.com"))
+        .await
+        .expect_err("nobody to export");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        !status.message().contains("unknown.person"),
+        "{}",
+        status.message()
+    );
+    let status = export(&mut privacy, phone("+44 not a number 42"))
+        .await
+        .expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        !status.message().contains("not a number"),
+        "{}",
+        status.message()
+    );
+    // Erasing someone never held succeeds with nothing erased.
+    let response = erase(&mut privacy, email("never.held@example.com"), "", true).await;
+    assert!(!response.erased);
+    assert!(response.request_id.starts_with("req-"));
+}
+
+/// Many events make the erasure take long enough for the kill to land
+/// inside it on some attempts.
+const CRASH_EVENTS: usize = 3000;
+
+#[tokio::test]
+async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
+    let delays_ms = [0u64, 2, 5, 10, 20];
+    let (mut kept, mut erased) = (0, 0);
+    for delay in delays_ms {
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = spawn_binary(data_dir.path(), port);
+        let mut client = connect_port(port).await;
+        let mut first = identify(vec![email(EMAIL), phone(PHONE)]);
+        first.traits = traits(&[("first_name", text(FIRST_NAME))]);
+        client.identify(first).await.unwrap();
+        let items: Vec<pb::IngestRequest> = (0..CRASH_EVENTS)
+            .map(|n| {
+                let mut view = track(vec![email(EMAIL)], "Product Viewed");
+                view.properties = traits(&[("product", text(PRODUCT))]);
+                view.message_id = format!("view-{n}");
+                pb::IngestRequest {
+                    item: Some(pb::ingest_request::Item::Track(view)),
+                }
+            })
+            .collect();
+        client.ingest(futures::stream::iter(items)).await.unwrap();
+
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut privacy = PrivacyServiceClient::new(channel);
+        let erasure = tokio::spawn(async move {
+            privacy
+                .erase_subject(pb::EraseSubjectRequest {
+                    lookup: Some(erase_subject_request::Lookup::Identifier(email(EMAIL))),
+                    requester: "compliance".to_owned(),
+                    ..Default::default()
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let acknowledged = erasure.await.expect("task").is_ok();
+
+        let port = free_port();
+        let mut child = spawn_binary(data_dir.path(), port);
+        let mut client = connect_port(port).await;
+        let gone = match get_by(&mut client, phone(PHONE)).await {
+            Ok(profile) => {
+                assert!(!acknowledged, "an acknowledged erasure was undone");
+                assert_eq!(profile.event_count as usize, CRASH_EVENTS);
+                assert_eq!(profile.identifiers.len(), 2);
+                kept += 1;
+                false
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::NotFound);
+                assert_eq!(
+                    get_by(&mut client, email(EMAIL)).await.unwrap_err().code(),
+                    Code::NotFound
+                );
+                erased += 1;
+                true
+            }
+        };
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        if gone {
+            let traces = traces_in_database(data_dir.path(), &[EMAIL, PHONE, FIRST_NAME, PRODUCT]);
+            assert!(traces.is_empty(), "{traces:#?}");
+        }
+    }
+    assert_eq!(kept + erased, delays_ms.len());
+}
