@@ -3,11 +3,12 @@
 //! Only this module (and `server`) knows tonic and the generated types.
 
 pub(crate) mod convert;
+pub mod layers;
 mod profiles;
 mod status;
 
 pub use profiles::ProfileApi;
-pub use status::to_status;
+pub use status::{Refusal, refusal_status, to_status};
 
 /// Generated protobuf and gRPC code for `sightline.v1`.
 pub mod pb {
