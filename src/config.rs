@@ -631,6 +631,14 @@ mod tests {
         let v6_loopback: SocketAddr = "[::1]:50051".parse().unwrap();
         let open: SocketAddr = "0.0.0.0:50051".parse().unwrap();
         let mut config = Config::default();
+        assert!(
+            config.listen.ip().is_loopback(),
+            "serves loopback by default"
+        );
+        assert_eq!(
+            config.exposure(config.listen).unwrap(),
+            Exposure::LoopbackWithoutAuth
+        );
         assert_eq!(
             config.exposure(loopback).unwrap(),
             Exposure::LoopbackWithoutAuth
