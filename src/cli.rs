@@ -1,10 +1,12 @@
 //! The command-line client: `identify`, `track` and `profile` against a
 //! running server, for operators and for trying Sightline out. Output is
-//! JSON on stdout.
+//! JSON on stdout. Calls carry a bearer token when one is given.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::Channel;
 
 use crate::api::convert::{json_value, proto_value};
@@ -21,6 +23,55 @@ pub enum CliError {
     },
     #[error("{}: {}", .0.code(), .0.message())]
     Call(#[from] tonic::Status),
+    #[error("the token is not a valid header value")]
+    Token,
+}
+
+/// Adds `authorization: Bearer <token>` to every call, when there is a
+/// token. Its `Debug` output hides the token.
+#[derive(Clone, Default, PartialEq)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<BearerToken, CliError> {
+        let Some(token) = token.map(str::trim).filter(|token| !token.is_empty()) else {
+            return Ok(BearerToken(None));
+        };
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::Token)?;
+        // Keeps the secret out of HTTP/2 header compression tables.
+        value.set_sensitive(true);
+        Ok(BearerToken(Some(value)))
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.0.is_some() { "Some(..)" } else { "None" };
+        write!(f, "BearerToken({shown})")
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A profile-service client whose calls carry the token, if any.
+pub type ProfileClient = ProfileServiceClient<InterceptedService<Channel, BearerToken>>;
+
+pub fn profile_client(channel: Channel, token: BearerToken) -> ProfileClient {
+    ProfileServiceClient::with_interceptor(channel, token)
 }
 
 /// `kind:value`, e.g. `email:jane@example.com`.
@@ -51,13 +102,33 @@ pub fn parse_fields(pairs: &[String]) -> Result<Option<prost_types::Struct>, Cli
     Ok(Some(prost_types::Struct { fields }))
 }
 
-pub async fn connect(server: &str) -> Result<ProfileServiceClient<Channel>, CliError> {
-    ProfileServiceClient::connect(server.to_owned())
+pub async fn connect(server: &str, token: &BearerToken) -> Result<ProfileClient, CliError> {
+    let connect_error = |source| CliError::Connect {
+        server: server.to_owned(),
+        source,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
+        .map_err(connect_error)?
+        .connect()
         .await
-        .map_err(|source| CliError::Connect {
-            server: server.to_owned(),
-            source,
-        })
+        .map_err(connect_error)?;
+    Ok(profile_client(channel, token.clone()))
+}
+
+/// What `sightline token create` prints: the token, once, and the entry
+/// for the server's configuration, which holds only its hash.
+pub fn token_entry(name: &str, scopes: &[crate::security::Scope], token: &str) -> String {
+    let hash = crate::security::hash_token(token);
+    let scopes: Vec<String> = scopes.iter().map(|scope| format!("\"{scope}\"")).collect();
+    format!(
+        "token: {token}\n\n\
+         # Add to the server's configuration file; the token itself is shown only once.\n\
+         [[auth.tokens]]\n\
+         name = \"{name}\"\n\
+         scopes = [{}]\n\
+         sha256 = \"{hash}\"\n",
+        scopes.join(", ")
+    )
 }
 
 pub fn write_response_json(response: &pb::WriteResponse) -> Value {

@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use serde::Deserialize;
 
+use crate::security::{Caller, Scope, TokenHash, TokenSet, valid_token_name};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -19,6 +21,15 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Invalid(String),
+    #[error(
+        "refusing to serve on {address} without {missing}: anyone who can reach it could \
+         read and change every profile. Configure [tls] and [auth] tokens, bind a loopback \
+         address, or pass --insecure to accept the risk"
+    )]
+    Exposed {
+        address: SocketAddr,
+        missing: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +45,14 @@ pub struct Config {
     pub computed: ComputedConfig,
     pub segments: SegmentsConfig,
     pub privacy: PrivacyConfig,
+    pub auth: AuthConfig,
+    /// Serve TLS when set; otherwise plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Serve on a non-loopback address without TLS or without tokens. Set
+    /// only by `serve --insecure`, never from a file, so a copied config
+    /// cannot quietly switch the check off.
+    #[serde(skip)]
+    pub allow_insecure: bool,
 }
 
 /// Data-subject requests: suppression, the access log, and the Art. 15
@@ -127,6 +146,48 @@ impl Default for SegmentsConfig {
     }
 }
 
+/// Bearer tokens and their scopes. No tokens: authentication is off, which
+/// is allowed on loopback addresses only (see [`Config::exposure`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One token as `sightline token create` prints it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Shown in access logs; `[A-Za-z0-9_.-]`, at most 64 bytes, unique.
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// Hex SHA-256 of the token: the token itself is never stored.
+    pub sha256: String,
+}
+
+/// Certificates in PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// When set, clients must present a certificate signed by this CA
+    /// (mutual TLS).
+    pub client_ca_path: Option<PathBuf>,
+}
+
+/// How the server is exposed, once [`Config::exposure`] has allowed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Loopback without tokens: any local process may call everything.
+    LoopbackWithoutAuth,
+    /// Tokens are required; on a non-loopback address TLS protects them.
+    Protected,
+    /// A non-loopback address without TLS or tokens, allowed by `--insecure`.
+    Insecure,
+}
+
 /// Thresholds of the computed traits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -166,6 +227,9 @@ impl Default for Config {
             computed: ComputedConfig::default(),
             segments: SegmentsConfig::default(),
             privacy: PrivacyConfig::default(),
+            auth: AuthConfig::default(),
+            tls: None,
+            allow_insecure: false,
         }
     }
 }
@@ -340,6 +404,24 @@ pub struct Limits {
     /// Events returned by `GetProfile` when the request does not say.
     pub events_per_read_default: usize,
     pub events_per_read_max: usize,
+    /// Largest request message accepted (each message of a stream counts
+    /// on its own); larger ones are refused with OUT_OF_RANGE.
+    pub request_message_bytes_max: usize,
+    /// Largest response message sent; a larger one fails the call.
+    pub response_message_bytes_max: usize,
+    /// Time a call may take before it is answered DEADLINE_EXCEEDED: until
+    /// the response for unary calls, until the first message for
+    /// server-streaming ones. Client-streaming calls (`Ingest`) are not
+    /// cut: an import may stream for as long as it has data.
+    pub call_timeout_ms: u64,
+    /// Calls being served at once, streams counted while open; calls
+    /// beyond it are answered RESOURCE_EXHAUSTED at once. Health checks
+    /// are not counted, so an overloaded server still reports itself alive.
+    pub calls_in_flight_max: usize,
+    /// HTTP/2 streams one connection may open at once. As high as
+    /// `calls_in_flight_max` by default, so that the overload answer comes
+    /// from the shedding above rather than from clients queueing silently.
+    pub streams_per_connection_max: u32,
 }
 
 impl Default for Limits {
@@ -357,6 +439,11 @@ impl Default for Limits {
             ingest_errors_max: 1000,
             events_per_read_default: 20,
             events_per_read_max: 1000,
+            request_message_bytes_max: 4 * 1024 * 1024,
+            response_message_bytes_max: 64 * 1024 * 1024,
+            call_timeout_ms: 30_000,
+            calls_in_flight_max: 2048,
+            streams_per_connection_max: 2048,
         }
     }
 }
@@ -484,6 +571,19 @@ impl Config {
             ),
             ("events_per_read_max", limits.events_per_read_max),
             ("value_depth_max", limits.value_depth_max),
+            (
+                "request_message_bytes_max",
+                limits.request_message_bytes_max,
+            ),
+            (
+                "response_message_bytes_max",
+                limits.response_message_bytes_max,
+            ),
+            ("calls_in_flight_max", limits.calls_in_flight_max),
+            (
+                "streams_per_connection_max",
+                limits.streams_per_connection_max as usize,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -491,6 +591,11 @@ impl Config {
                     "limits.{name} must be positive"
                 )));
             }
+        }
+        if limits.call_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.call_timeout_ms must be positive".to_owned(),
+            ));
         }
         if limits.events_per_read_default > limits.events_per_read_max {
             return Err(ConfigError::Invalid(
@@ -503,7 +608,72 @@ impl Config {
                     .to_owned(),
             ));
         }
+        self.token_set()?;
         Ok(())
+    }
+
+    /// The configured tokens, checked: names well-formed and unique,
+    /// hashes well-formed, at least one scope each.
+    pub fn token_set(&self) -> Result<TokenSet, ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut entries = Vec::with_capacity(self.auth.tokens.len());
+        for token in &self.auth.tokens {
+            if !valid_token_name(&token.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.tokens: name `{}` must be 1 to 64 of A-Z a-z 0-9 _ . -",
+                    token.name
+                )));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.tokens: name `{}` is used twice",
+                    token.name
+                )));
+            }
+            if token.scopes.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.tokens: `{}` has no scopes",
+                    token.name
+                )));
+            }
+            let hash: TokenHash = token.sha256.parse().map_err(|error| {
+                ConfigError::Invalid(format!("auth.tokens: `{}`: {error}", token.name))
+            })?;
+            let caller = Caller {
+                token_name: token.name.clone(),
+                scopes: token.scopes.clone(),
+            };
+            entries.push((hash, caller));
+        }
+        Ok(TokenSet::new(entries))
+    }
+
+    /// Whether serving on `address` with this configuration is allowed.
+    /// Without tokens every caller may do everything, and without TLS
+    /// tokens cross the network in clear text; either is acceptable only
+    /// where no one else can connect (loopback), unless the operator says
+    /// `--insecure`.
+    pub fn exposure(&self, address: SocketAddr) -> Result<Exposure, ConfigError> {
+        let has_tokens = !self.auth.tokens.is_empty();
+        let has_tls = self.tls.is_some();
+        if address.ip().is_loopback() {
+            return Ok(if has_tokens {
+                Exposure::Protected
+            } else {
+                Exposure::LoopbackWithoutAuth
+            });
+        }
+        let missing = match (has_tls, has_tokens) {
+            (true, true) => return Ok(Exposure::Protected),
+            (false, false) => "TLS and authentication tokens",
+            (false, true) => "TLS",
+            (true, false) => "authentication tokens",
+        };
+        if self.allow_insecure {
+            Ok(Exposure::Insecure)
+        } else {
+            Err(ConfigError::Exposed { address, missing })
+        }
     }
 }
 
@@ -532,5 +702,78 @@ mod tests {
         config.identity.default_region = "GB".to_owned();
         config.identity.custom_kinds = vec!["Loyalty Id".to_owned()];
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn tokens_parse_with_their_scopes_and_bad_ones_are_refused() {
+        let hash = crate::security::hash_token("secret").to_string();
+        let text = format!(
+            "[[auth.tokens]]\nname = \"crm\"\nscopes = [\"events:write\", \"profiles:read\"]\nsha256 = \"{hash}\"\n"
+        );
+        let config: Config = toml::from_str(&text).expect("parses");
+        config.validate().expect("valid");
+        let caller = config
+            .token_set()
+            .unwrap()
+            .verify("secret")
+            .cloned()
+            .unwrap();
+        assert_eq!(caller.token_name, "crm");
+        assert_eq!(caller.scopes, vec![Scope::EventsWrite, Scope::ProfilesRead]);
+
+        let unknown_scope = text.replace("profiles:read", "profiles:write");
+        assert!(toml::from_str::<Config>(&unknown_scope).is_err());
+        let mut bad_hash = config.clone();
+        bad_hash.auth.tokens[0].sha256 = "secret".to_owned();
+        assert!(bad_hash.validate().is_err());
+        let mut twice = config.clone();
+        twice.auth.tokens.push(config.auth.tokens[0].clone());
+        assert!(twice.validate().is_err());
+    }
+
+    #[test]
+    fn only_loopback_may_go_without_tls_and_tokens() {
+        let loopback: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+        let v6_loopback: SocketAddr = "[::1]:50051".parse().unwrap();
+        let open: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let mut config = Config::default();
+        assert!(
+            config.listen.ip().is_loopback(),
+            "serves loopback by default"
+        );
+        assert_eq!(
+            config.exposure(config.listen).unwrap(),
+            Exposure::LoopbackWithoutAuth
+        );
+        assert_eq!(
+            config.exposure(loopback).unwrap(),
+            Exposure::LoopbackWithoutAuth
+        );
+        assert_eq!(
+            config.exposure(v6_loopback).unwrap(),
+            Exposure::LoopbackWithoutAuth
+        );
+        assert!(matches!(
+            config.exposure(open),
+            Err(ConfigError::Exposed { .. })
+        ));
+        config.auth.tokens.push(TokenConfig {
+            name: "ops".to_owned(),
+            scopes: vec![Scope::Admin],
+            sha256: crate::security::hash_token("t").to_string(),
+        });
+        assert_eq!(config.exposure(loopback).unwrap(), Exposure::Protected);
+        // Tokens without TLS would cross the network in clear text.
+        assert!(config.exposure(open).is_err());
+        config.tls = Some(TlsConfig {
+            cert_path: "cert.pem".into(),
+            key_path: "key.pem".into(),
+            client_ca_path: None,
+        });
+        assert_eq!(config.exposure(open).unwrap(), Exposure::Protected);
+        config.auth.tokens.clear();
+        assert!(config.exposure(open).is_err());
+        config.allow_insecure = true;
+        assert_eq!(config.exposure(open).unwrap(), Exposure::Insecure);
     }
 }

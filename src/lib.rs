@@ -15,7 +15,10 @@
 //!   errors to gRPC status.
 //! - [`server`]: assembles services, health and reflection and runs them on a
 //!   given listener until a given shutdown signal.
-//! - [`config`]: typed configuration with defaults.
+//! - [`security`]: scopes, tokens (stored hashed), the authenticated
+//!   [`security::Caller`] and the method → scope table. Pure.
+//! - [`config`]: typed configuration with defaults, and the check of where
+//!   the server may listen unprotected.
 //! - [`cli`]: the command-line client (a gRPC client of a running server).
 //! - [`quality`]: the identity-resolution quality harness (a gRPC client too).
 
@@ -27,6 +30,7 @@ pub mod identity;
 pub mod model;
 pub mod privacy;
 pub mod quality;
+pub mod security;
 pub mod segments;
 pub mod server;
 pub mod service;

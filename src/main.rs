@@ -2,10 +2,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use sightline::api::pb::{self, get_profile_request::Lookup};
-use sightline::cli::{self, CliError};
+use sightline::cli::{self, BearerToken, CliError};
 use sightline::config::Config;
 use sightline::model::SystemClock;
 use sightline::quality::{QualityOptions, parse_scenarios, run_quality};
+use sightline::security::{Scope, generate_token, valid_token_name};
 use tracing_subscriber::EnvFilter;
 
 /// Sightline: a unified customer profile store.
@@ -32,6 +33,16 @@ enum Command {
         /// Log lines as JSON objects instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Serve on a non-loopback address even without TLS or without
+        /// tokens. Anyone who can reach the address can then read and
+        /// change data, or see tokens in transit.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Manage bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Send an identify call to a running server.
     Identify {
@@ -97,6 +108,21 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token and the configuration entry (with its
+    /// SHA-256) that makes the server accept it.
+    Create {
+        /// Shown in access logs, e.g. `crm-sync`.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: profiles:read, events:write, segments:read,
+        /// segments:write, privacy:export, privacy:erase, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<Scope>,
+    },
+}
+
 #[derive(clap::Args)]
 struct Target {
     /// Address of the running server.
@@ -106,6 +132,15 @@ struct Target {
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// Bearer token sent with every call.
+    #[arg(long, env = "SIGHTLINE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Target {
+    fn bearer(&self) -> Result<BearerToken, CliError> {
+        BearerToken::new(self.token.as_deref())
+    }
 }
 
 #[derive(clap::Args)]
@@ -126,9 +161,10 @@ fn main() -> ExitCode {
             data,
             listen,
             log_json,
+            insecure,
         } => {
             init_tracing(log_json);
-            match serve(config, data, listen) {
+            match serve(config, data, listen, insecure) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "sightline stopped");
@@ -137,6 +173,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Token {
+            command: TokenCommand::Create { name, scopes },
+        } => match create_token(&name, &scopes) {
+            Ok(entry) => {
+                print!("{entry}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sightline: {error}");
+                ExitCode::FAILURE
+            }
+        },
         client => match run_client(client) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -166,7 +214,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     timestamp: None,
                     source: call.source,
                 };
-                let response = cli::connect(&target.server)
+                let response = cli::connect(&target.server, &target.bearer()?)
                     .await?
                     .identify(request)
                     .await?;
@@ -187,7 +235,10 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     timestamp: None,
                     source: call.source,
                 };
-                let response = cli::connect(&target.server).await?.track(request).await?;
+                let response = cli::connect(&target.server, &target.bearer()?)
+                    .await?
+                    .track(request)
+                    .await?;
                 Ok(cli::write_response_json(&response.into_inner()))
             }
             Command::Profile {
@@ -209,7 +260,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     lookup: Some(lookup),
                     events_limit: events,
                 };
-                let response = cli::connect(&target.server)
+                let response = cli::connect(&target.server, &target.bearer()?)
                     .await?
                     .get_profile(request)
                     .await?;
@@ -223,6 +274,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 scenarios,
             } => {
                 let options = QualityOptions {
+                    token: target.bearer()?,
                     server: target.server,
                     people_per_scenario: people,
                     seed,
@@ -236,8 +288,8 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{report}");
                 Ok(serde_json::Value::Null)
             }
-            Command::Serve { .. } => {
-                Err(CliError::Usage("serve is not a client command".to_owned()))
+            Command::Serve { .. } | Command::Token { .. } => {
+                Err(CliError::Usage("not a client command".to_owned()))
             }
         }
     })?;
@@ -267,10 +319,28 @@ fn init_tracing(json: bool) {
     }
 }
 
+fn create_token(name: &str, scopes: &[Scope]) -> Result<String, Box<dyn std::error::Error>> {
+    if !valid_token_name(name) {
+        return Err("a token name is 1 to 64 of A-Z a-z 0-9 _ . -".into());
+    }
+    let token = generate_token()?;
+    Ok(cli::token_entry(name, scopes, &token))
+}
+
+/// Panics are logged with their location only: a panic message may quote
+/// request data, which must not reach the logs.
+fn log_panics_without_messages() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(ToString::to_string);
+        tracing::error!(location = location.as_deref().unwrap_or("unknown"), "panic");
+    }));
+}
+
 fn serve(
     config_path: Option<PathBuf>,
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    insecure: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = match config_path {
         Some(path) => Config::from_file(&path)?,
@@ -282,7 +352,12 @@ fn serve(
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    config.allow_insecure = insecure;
     config.validate()?;
+    // Refuse before binding: an exposed server must not accept even one
+    // connection.
+    config.exposure(config.listen)?;
+    log_panics_without_messages();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -1,17 +1,21 @@
 //! Assembles the gRPC server: the Sightline services, standard health and
-//! reflection. `run` takes its edges (listener, configuration, clock,
-//! shutdown signal) as arguments so that tests start a real server on an
-//! ephemeral port with a temporary data directory and a controlled clock.
+//! reflection, TLS, and the layers in front of every call (access log,
+//! load shedding, authentication, deadline, panic recovery; see
+//! [`crate::api::layers`]). `run` takes its edges (listener,
+//! configuration, clock, shutdown signal) as arguments so that tests start
+//! a real server on an ephemeral port with a temporary data directory and
+//! a controlled clock.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
+use crate::api::layers::{AccessLogLayer, AuthLayer, DeadlineLayer, RecoverLayer, ShedLayer};
 use crate::api::{PrivacyApi, ProfileApi, SegmentApi, pb};
 use crate::computed::{LifecycleThresholds, RfmCache};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Exposure, TlsConfig};
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::Clock;
 use crate::privacy::{AccessLog, PrivacyService};
@@ -33,6 +37,46 @@ pub enum ServerError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot load maintenance state: {0}")]
     Maintenance(String),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    #[error("cannot read {path}: {source}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::TlsFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn server_tls(tls: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let identity = Identity::from_pem(read_pem(&tls.cert_path)?, read_pem(&tls.key_path)?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(client_ca_path) = &tls.client_ca_path {
+        config = config.client_ca_root(Certificate::from_pem(read_pem(client_ca_path)?));
+    }
+    Ok(config)
+}
+
+/// Says how exposed the server is, loudly when it should not be.
+fn log_exposure(exposure: Exposure, tls: bool) {
+    match exposure {
+        Exposure::LoopbackWithoutAuth => tracing::warn!(
+            "authentication is off: no [auth] tokens are configured, so every local \
+             process may call every method; allowed on loopback addresses only"
+        ),
+        Exposure::Protected => tracing::info!(tls, "bearer tokens required"),
+        Exposure::Insecure => tracing::error!(
+            tls,
+            "INSECURE: serving on a non-loopback address without TLS or without tokens \
+             (--insecure); anyone who can reach it may read or change profiles, or see tokens"
+        ),
+    }
 }
 
 /// Refreshes RFM quintiles and applies retention every `interval_secs`
@@ -119,6 +163,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     config.validate()?;
+    let address = listener.local_addr().map_err(ServerError::Listener)?;
+    let exposure = config.exposure(address)?;
+    let tokens = config.token_set()?;
+    let tls = config.tls.as_ref().map(server_tls).transpose()?;
     let merge_rules = MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
     let options = SledStoreOptions {
         merge_rules: merge_rules.clone(),
@@ -199,20 +247,44 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let address = listener.local_addr().ok();
-    tracing::info!(address = ?address, data_dir = %config.data_dir.display(), "serving");
+    let limits = &config.limits;
+    let profiles = ProfileServer::new(
+        ProfileApi::new(service)
+            .with_segments(Arc::clone(&segments))
+            .with_access_log(access_log),
+    )
+    .max_decoding_message_size(limits.request_message_bytes_max)
+    .max_encoding_message_size(limits.response_message_bytes_max);
+    let segment_api = SegmentServer::new(SegmentApi::new(segments))
+        .max_decoding_message_size(limits.request_message_bytes_max)
+        .max_encoding_message_size(limits.response_message_bytes_max);
+    let privacy_api = PrivacyServer::new(PrivacyApi::new(privacy))
+        .max_decoding_message_size(limits.request_message_bytes_max)
+        .max_encoding_message_size(limits.response_message_bytes_max);
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.streams_per_connection_max));
+    let tls_enabled = tls.is_some();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+
+    log_exposure(exposure, tls_enabled);
+    tracing::info!(%address, tls = tls_enabled, data_dir = %config.data_dir.display(), "serving");
     let shutdown_health = health.clone();
-    tonic::transport::Server::builder()
+    builder
+        .layer(AccessLogLayer)
+        .layer(ShedLayer::new(limits.calls_in_flight_max))
+        .layer(AuthLayer::new(tokens))
+        .layer(DeadlineLayer::new(Duration::from_millis(
+            limits.call_timeout_ms,
+        )))
+        .layer(RecoverLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ProfileServer::new(
-            ProfileApi::new(service)
-                .with_segments(Arc::clone(&segments))
-                .with_access_log(access_log),
-        ))
-        .add_service(SegmentServer::new(SegmentApi::new(segments)))
-        .add_service(PrivacyServer::new(PrivacyApi::new(privacy)))
+        .add_service(profiles)
+        .add_service(segment_api)
+        .add_service(privacy_api)
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");

@@ -2,9 +2,15 @@
 
 use tonic::Request;
 
+use crate::security::Caller;
+
 /// Callers are anonymous when the server runs without tokens.
 pub const ANONYMOUS: &str = "anonymous";
 
-pub fn caller_name<T>(_request: &Request<T>) -> String {
-    ANONYMOUS.to_owned()
+/// The name of the token the call was authenticated with.
+pub fn caller_name<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| ANONYMOUS.to_owned(), |caller| caller.token_name.clone())
 }

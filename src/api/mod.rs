@@ -4,6 +4,7 @@
 
 mod caller;
 pub(crate) mod convert;
+pub mod layers;
 mod privacy;
 mod profiles;
 mod segments;
@@ -12,7 +13,7 @@ mod status;
 pub use privacy::PrivacyApi;
 pub use profiles::ProfileApi;
 pub use segments::SegmentApi;
-pub use status::to_status;
+pub use status::{Refusal, refusal_status, to_status};
 
 /// Generated protobuf and gRPC code for `sightline.v1`.
 pub mod pb {

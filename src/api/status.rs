@@ -22,3 +22,34 @@ pub fn to_status(error: ServiceError) -> Status {
         }
     }
 }
+
+/// Why the layers in front of the handlers ended a call before (or
+/// instead of) its handler's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("missing bearer token: send `authorization: Bearer <token>`")]
+    MissingToken,
+    #[error("invalid token")]
+    InvalidToken,
+    /// The scopes the method needs, for the message.
+    #[error("the token lacks scope {0}")]
+    MissingScope(String),
+    #[error("server overloaded: too many calls in flight; retry with backoff")]
+    Overloaded,
+    #[error("the call took longer than the server allows (limits.call_timeout_ms)")]
+    TooSlow,
+    /// The panic itself is logged; its message may quote request data.
+    #[error("internal error")]
+    Panicked,
+}
+
+pub fn refusal_status(refusal: Refusal) -> Status {
+    let code = match refusal {
+        Refusal::MissingToken | Refusal::InvalidToken => Code::Unauthenticated,
+        Refusal::MissingScope(_) => Code::PermissionDenied,
+        Refusal::Overloaded => Code::ResourceExhausted,
+        Refusal::TooSlow => Code::DeadlineExceeded,
+        Refusal::Panicked => Code::Internal,
+    };
+    Status::new(code, refusal.to_string())
+}

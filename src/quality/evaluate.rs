@@ -11,13 +11,11 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
-use tonic::transport::Channel;
 
 use super::QualityError;
 use super::generate::Record;
-use crate::api::pb::{
-    self, get_profile_request::Lookup, profile_service_client::ProfileServiceClient,
-};
+use crate::api::pb::{self, get_profile_request::Lookup};
+use crate::cli::ProfileClient;
 
 /// Where a record is after the load.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,7 +43,7 @@ fn key(identifier: &pb::Identifier) -> Key {
 /// tries its next one, in rounds, so the lookups of a round can run
 /// concurrently.
 pub async fn place_records(
-    client: &ProfileServiceClient<Channel>,
+    client: &ProfileClient,
     records: &[Record],
     rejected: &[bool],
     lookups_in_flight: usize,
@@ -91,7 +89,7 @@ pub async fn place_records(
 }
 
 async fn look_up_all(
-    client: &ProfileServiceClient<Channel>,
+    client: &ProfileClient,
     identifiers: Vec<pb::Identifier>,
     lookups_in_flight: usize,
 ) -> Result<Vec<(Key, Option<String>)>, QualityError> {
@@ -112,7 +110,7 @@ async fn look_up_all(
 
 /// The live profile holding `identifier`, or `None` when there is none.
 async fn profile_of(
-    client: &mut ProfileServiceClient<Channel>,
+    client: &mut ProfileClient,
     identifier: pb::Identifier,
 ) -> Result<Option<String>, QualityError> {
     let request = pb::GetProfileRequest {

@@ -2,11 +2,9 @@
 //! keeps which records the server rejected: they are no part of any
 //! profile, so the evaluator leaves them out.
 
-use tonic::transport::Channel;
-
 use super::QualityError;
 use super::generate::Record;
-use crate::api::pb::profile_service_client::ProfileServiceClient;
+use crate::cli::ProfileClient;
 
 /// What the server said about a scenario's records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,7 +24,7 @@ pub struct LoadSummary {
 /// and the rejected records cannot be told apart (an error, rather than a
 /// silently wrong score).
 pub async fn load(
-    client: &mut ProfileServiceClient<Channel>,
+    client: &mut ProfileClient,
     records: &[Record],
     chunk_items: usize,
 ) -> Result<LoadSummary, QualityError> {

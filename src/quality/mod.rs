@@ -58,9 +58,7 @@ pub use review::{
     majority_persons,
 };
 
-use tonic::transport::Channel;
-
-use crate::api::pb::profile_service_client::ProfileServiceClient;
+use crate::cli::{BearerToken, ProfileClient, profile_client};
 
 /// Most items per `Ingest` call: the server's default
 /// `limits.ingest_errors_max`, so every rejection of a call is listed.
@@ -92,6 +90,9 @@ pub struct QualityOptions {
     /// A profile with records of more than this many people is a
     /// super-profile.
     pub super_profile_persons_max: usize,
+    /// Sent with every call; the harness needs `events:write` and
+    /// `profiles:read`.
+    pub token: BearerToken,
 }
 
 impl Default for QualityOptions {
@@ -104,6 +105,7 @@ impl Default for QualityOptions {
             ingest_chunk_items: 500,
             lookups_in_flight: 16,
             super_profile_persons_max: 3,
+            token: BearerToken::default(),
         }
     }
 }
@@ -189,12 +191,16 @@ pub enum QualityError {
 /// scenario's review leaves out); that is a few pages per scenario.
 pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, QualityError> {
     options.validate()?;
-    let mut client = ProfileServiceClient::connect(options.server.clone())
+    let connect_error = |source| QualityError::Connect {
+        server: options.server.clone(),
+        source,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(options.server.clone())
+        .map_err(connect_error)?
+        .connect()
         .await
-        .map_err(|source| QualityError::Connect {
-            server: options.server.clone(),
-            source,
-        })?
+        .map_err(connect_error)?;
+    let mut client = profile_client(channel, options.token.clone())
         .max_decoding_message_size(RESPONSE_BYTES_MAX);
     let mut scenarios = Vec::with_capacity(options.scenarios.len());
     for &scenario in &options.scenarios {
@@ -230,7 +236,7 @@ enum Cluster<'a> {
 }
 
 async fn run_scenario(
-    client: &mut ProfileServiceClient<Channel>,
+    client: &mut ProfileClient,
     options: &QualityOptions,
     scenario: Scenario,
 ) -> Result<ScenarioReport, QualityError> {

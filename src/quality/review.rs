@@ -18,12 +18,11 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
-use tonic::transport::Channel;
-
 use super::generate::PersonId;
 use super::metrics::{PairCounts, score};
 use super::{Cluster, QualityError};
-use crate::api::pb::{self, profile_service_client::ProfileServiceClient};
+use crate::api::pb;
+use crate::cli::ProfileClient;
 
 /// Candidates asked for per `ListMatchCandidates` page: the server's cap,
 /// so a big queue takes as few calls as possible.
@@ -61,7 +60,7 @@ pub struct ReviewScore {
 
 /// Lists every pending candidate on the server, page by page.
 pub async fn list_candidates(
-    client: &mut ProfileServiceClient<Channel>,
+    client: &mut ProfileClient,
 ) -> Result<Vec<CandidatePair>, QualityError> {
     let mut candidates = Vec::new();
     let mut page_token = String::new();

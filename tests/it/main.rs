@@ -2,6 +2,7 @@
 //! ephemeral loopback port with a temporary data directory, through the
 //! generated gRPC client. One test binary, so the suite links once.
 
+mod auth;
 mod computed;
 mod consent;
 mod crash;
@@ -12,9 +13,11 @@ mod ingest;
 mod merge_protection;
 mod normalization;
 mod operations;
+mod overload;
 mod privacy;
 mod quality;
 mod resolution;
 mod segments;
 mod support;
+mod tls;
 mod validation;

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 use sightline::api::pb::{
     self, get_profile_request::Lookup, profile_service_client::ProfileServiceClient,
 };
+use sightline::cli::{BearerToken, ProfileClient, profile_client};
 use sightline::config::Config;
 use sightline::model::{Clock, SystemClock};
 use sightline::server::ServerError;
@@ -92,6 +93,14 @@ impl TestServer {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         panic!("server at {endpoint} did not accept connections");
+    }
+
+    /// A client whose calls carry `authorization: Bearer <token>`.
+    pub async fn client_with_token(&self, token: &str) -> ProfileClient {
+        // Waits until the server accepts connections.
+        let _ = self.client().await;
+        let token = BearerToken::new(Some(token)).expect("token is a header value");
+        profile_client(self.channel().await, token)
     }
 
     pub async fn channel(&self) -> Channel {
