@@ -1,4 +1,5 @@
-//! The command-line client: `identify`, `track` and `profile` against a
+//! The command-line client: `identify`, `track`, `profile`, `export` and
+//! `erase` against a
 //! running server, for operators and for trying Sightline out. Output is
 //! JSON on stdout. Calls carry a bearer token when one is given.
 
@@ -10,7 +11,10 @@ use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::Channel;
 
 use crate::api::convert::{json_value, proto_value};
-use crate::api::pb::{self, profile_service_client::ProfileServiceClient};
+use crate::api::pb::{
+    self, privacy_service_client::PrivacyServiceClient,
+    profile_service_client::ProfileServiceClient,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -103,16 +107,64 @@ pub fn parse_fields(pairs: &[String]) -> Result<Option<prost_types::Struct>, Cli
 }
 
 pub async fn connect(server: &str, token: &BearerToken) -> Result<ProfileClient, CliError> {
+    Ok(profile_client(channel(server).await?, token.clone()))
+}
+
+/// A privacy-service client whose calls carry the token, if any.
+pub type PrivacyClient = PrivacyServiceClient<InterceptedService<Channel, BearerToken>>;
+
+pub async fn connect_privacy(server: &str, token: &BearerToken) -> Result<PrivacyClient, CliError> {
+    Ok(PrivacyServiceClient::with_interceptor(
+        channel(server).await?,
+        token.clone(),
+    ))
+}
+
+async fn channel(server: &str) -> Result<Channel, CliError> {
     let connect_error = |source| CliError::Connect {
         server: server.to_owned(),
         source,
     };
-    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
+    tonic::transport::Endpoint::from_shared(server.to_owned())
         .map_err(connect_error)?
         .connect()
         .await
-        .map_err(connect_error)?;
-    Ok(profile_client(channel, token.clone()))
+        .map_err(connect_error)
+}
+
+/// Writes a subject export to `out` as it arrives, chunk by chunk.
+pub async fn export_subject(
+    client: &mut PrivacyClient,
+    request: pb::ExportSubjectRequest,
+    out: &mut impl std::io::Write,
+) -> Result<(), CliError> {
+    let mut stream = client.export_subject(request).await?.into_inner();
+    while let Some(chunk) = stream.message().await? {
+        out.write_all(&chunk.data)
+            .map_err(|error| CliError::Usage(format!("cannot write the export: {error}")))?;
+    }
+    out.flush()
+        .map_err(|error| CliError::Usage(format!("cannot write the export: {error}")))
+}
+
+pub fn erase_response_json(response: &pb::EraseSubjectResponse) -> Value {
+    let counts = response.counts.clone().unwrap_or_default();
+    json!({
+        "request_id": response.request_id,
+        "erased": response.erased,
+        "removed": {
+            "profiles": counts.profiles,
+            "identifiers": counts.identifiers,
+            "traits": counts.traits,
+            "events": counts.events,
+            "consents": counts.consents,
+            "memberships": counts.memberships,
+            "match_entries": counts.match_entries,
+            "access_log_entries": counts.access_log_entries,
+            "message_records": counts.message_records,
+        },
+        "suppressed_identifiers": counts.suppressed_identifiers,
+    })
 }
 
 /// What `sightline token create` prints: the token, once, and the entry

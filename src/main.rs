@@ -90,6 +90,33 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         events: u32,
     },
+    /// Export everything held on a person as one JSON document (GDPR
+    /// subject access), written to stdout.
+    Export {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Who asked for it, recorded with the request.
+        #[arg(long, default_value = "")]
+        requester: String,
+    },
+    /// Erase a person and everything derived from them (GDPR erasure);
+    /// their identifiers are suppressed unless --no-suppression.
+    Erase {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Why, recorded with the request (never the person's data).
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "")]
+        requester: String,
+        /// Let later calls carrying the identifiers create a new profile.
+        #[arg(long)]
+        no_suppression: bool,
+    },
     /// Measure identity resolution: load generated dirty data with known
     /// truth into a running (empty) server and report pairwise precision,
     /// recall and F1 per scenario.
@@ -141,6 +168,24 @@ impl Target {
     fn bearer(&self) -> Result<BearerToken, CliError> {
         BearerToken::new(self.token.as_deref())
     }
+}
+
+#[derive(clap::Args)]
+struct SubjectArgs {
+    /// Identifier as kind:value, e.g. email:jane@example.com.
+    #[arg(
+        long = "identifier",
+        alias = "id",
+        conflicts_with = "profile_id",
+        required_unless_present = "profile_id"
+    )]
+    identifier: Option<String>,
+    #[arg(long)]
+    profile_id: Option<String>,
+    /// Your reference for the request; generated when omitted. Repeating
+    /// one repeats the answer rather than the work.
+    #[arg(long, default_value = "")]
+    request_id: String,
 }
 
 #[derive(clap::Args)]
@@ -266,6 +311,64 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     .await?;
                 let profile = response.into_inner().profile.unwrap_or_default();
                 Ok(cli::profile_json(&profile))
+            }
+            Command::Export {
+                target,
+                subject,
+                requester,
+            } => {
+                use pb::export_subject_request::Lookup as ExportLookup;
+                let lookup = match (subject.identifier, subject.profile_id) {
+                    (Some(identifier), _) => {
+                        ExportLookup::Identifier(cli::parse_identifier(&identifier)?)
+                    }
+                    (None, Some(profile_id)) => ExportLookup::ProfileId(profile_id),
+                    (None, None) => {
+                        return Err(CliError::Usage(
+                            "give --identifier or --profile-id".to_owned(),
+                        ));
+                    }
+                };
+                let request = pb::ExportSubjectRequest {
+                    lookup: Some(lookup),
+                    request_id: subject.request_id,
+                    requester,
+                };
+                let mut client = cli::connect_privacy(&target.server, &target.bearer()?).await?;
+                cli::export_subject(&mut client, request, &mut std::io::stdout().lock()).await?;
+                Ok(serde_json::Value::Null)
+            }
+            Command::Erase {
+                target,
+                subject,
+                reason,
+                requester,
+                no_suppression,
+            } => {
+                use pb::erase_subject_request::Lookup as EraseLookup;
+                let lookup = match (subject.identifier, subject.profile_id) {
+                    (Some(identifier), _) => {
+                        EraseLookup::Identifier(cli::parse_identifier(&identifier)?)
+                    }
+                    (None, Some(profile_id)) => EraseLookup::ProfileId(profile_id),
+                    (None, None) => {
+                        return Err(CliError::Usage(
+                            "give --identifier or --profile-id".to_owned(),
+                        ));
+                    }
+                };
+                let request = pb::EraseSubjectRequest {
+                    lookup: Some(lookup),
+                    request_id: subject.request_id,
+                    requester,
+                    reason,
+                    skip_suppression: no_suppression,
+                };
+                let response = cli::connect_privacy(&target.server, &target.bearer()?)
+                    .await?
+                    .erase_subject(request)
+                    .await?;
+                Ok(cli::erase_response_json(&response.into_inner()))
             }
             Command::Quality {
                 target,

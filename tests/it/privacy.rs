@@ -534,3 +534,68 @@ async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
     }
     assert_eq!(kept + erased, delays_ms.len());
 }
+
+fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(args)
+        .output()
+        .expect("run the sightline binary")
+}
+
+#[tokio::test]
+async fn the_command_line_exports_and_erases() {
+    let server = TestServer::start().await;
+    build_person(&server).await;
+    let address = format!("http://{}", server.address);
+    let exported = {
+        let address = address.clone();
+        tokio::task::spawn_blocking(move || {
+            run_cli(&[
+                "export",
+                "--server",
+                &address,
+                "--identifier",
+                &format!("email:{EMAIL}"),
+            ])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let document: serde_json::Value =
+        serde_json::from_slice(&exported.stdout).expect("JSON on stdout");
+    assert_eq!(document["profile"]["traits"]["last_name"], LAST_NAME);
+
+    let erased = tokio::task::spawn_blocking(move || {
+        run_cli(&[
+            "erase",
+            "--server",
+            &address,
+            "--identifier",
+            &format!("phone:{PHONE}"),
+            "--reason",
+            "customer request",
+            "--request-id",
+            "cli-erasure",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&erased.stdout).expect("JSON on stdout");
+    assert_eq!(answer["erased"], true);
+    assert_eq!(answer["request_id"], "cli-erasure");
+    let mut client = server.client().await;
+    assert_eq!(
+        get_by(&mut client, email(EMAIL)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
