@@ -10,6 +10,7 @@ mod fuzzy;
 mod idempotency;
 mod ingest;
 mod merge_protection;
+mod model;
 mod normalization;
 mod operations;
 mod quality;
