@@ -2,7 +2,7 @@
 //! protobuf and domain types, and the one mapping of errors to status codes.
 //! Only this module (and `server`) knows tonic and the generated types.
 
-pub(crate) mod convert;
+pub mod convert;
 mod profiles;
 mod status;
 

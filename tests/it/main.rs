@@ -6,6 +6,7 @@ mod computed;
 mod consent;
 mod crash;
 mod durability;
+mod fuzz_corpus;
 mod fuzzy;
 mod idempotency;
 mod ingest;
