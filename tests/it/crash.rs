@@ -19,6 +19,10 @@ use crate::support::*;
 
 const WORKERS: usize = 4;
 const PEOPLE_PER_WORKER: usize = 7;
+/// Each cycle gives every person a new cookie. Merge protection rightly
+/// refuses a profile more than 50 anonymous ids (the default limit), so a
+/// long soak moves on to new people before that.
+const CYCLES_PER_PERSON: usize = 40;
 const CYCLES_DEFAULT: usize = 20;
 /// The most events one read returns; profiles with more are audited by
 /// count only.
@@ -77,7 +81,8 @@ async fn worker(port: u16, worker: usize, cycle: usize, log: Log) {
         return;
     };
     for step in 0.. {
-        let person = format!("w{worker}-p{}", step % PEOPLE_PER_WORKER);
+        let generation = cycle / CYCLES_PER_PERSON;
+        let person = format!("w{worker}-g{generation}-p{}", step % PEOPLE_PER_WORKER);
         let cookie = id("anonymous_id", &format!("{person}-c{cycle}"));
         let message_id = format!("w{worker}-c{cycle}-s{step}");
         // Every fifth call links a person's cookie to their user id: merges
