@@ -77,7 +77,9 @@ async fn load(port: u16, people: u64, events: u64) {
                         ),
                         (
                             "order_id".to_owned(),
-                            field(prost_types::value::Kind::StringValue(format!("o-{person}-{n}"))),
+                            field(prost_types::value::Kind::StringValue(format!(
+                                "o-{person}-{n}"
+                            ))),
                         ),
                     ]
                     .into_iter()
@@ -191,6 +193,9 @@ async fn run(people: u64, events: u64) -> RunFigures {
     }
 }
 
+/// Reads one figure of a run.
+type Pick = fn(&RunFigures) -> f64;
+
 fn median(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
     let middle = values[values.len() / 2];
@@ -210,7 +215,7 @@ fn main() {
         .collect();
     println!("subject export / erasure: {people} people × {events} events, {runs} runs");
     println!("metric | median | min–max | target");
-    let rows: [(&str, fn(&RunFigures) -> f64); 4] = [
+    let rows: [(&str, Pick); 4] = [
         ("export p50 (ms)", |f| f.export_p50_ms),
         ("export p99 (ms)", |f| f.export_p99_ms),
         ("erasure p50 (ms)", |f| f.erase_p50_ms),

@@ -148,7 +148,7 @@ pub async fn export_subject(
 }
 
 pub fn erase_response_json(response: &pb::EraseSubjectResponse) -> Value {
-    let counts = response.counts.clone().unwrap_or_default();
+    let counts = response.counts.unwrap_or_default();
     json!({
         "request_id": response.request_id,
         "erased": response.erased,

@@ -10,7 +10,10 @@ use crate::model::{
     ConsentView, EventView, Identifier, IdentifierView, JournalKind, JournalView, ProfileView,
     Provenance, TraitView, UnixMillis,
 };
-use crate::service::{IdentifyInput, Json, RawIdentifier, ServiceError, TrackInput};
+use crate::service::{
+    ConsentInput, IdentifyInput, Json, ProfileLookup, RawIdentifier, ServiceError, TrackInput,
+    UnmergeInput,
+};
 
 /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the range RFC 3339 and
 /// `google.protobuf.Timestamp` allow.
@@ -34,6 +37,69 @@ pub fn track_input(request: pb::TrackRequest) -> Result<TrackInput, ServiceError
         properties: json_object("properties", request.properties)?,
         message_id: request.message_id,
         timestamp: timestamp("timestamp", request.timestamp)?,
+        source: request.source,
+    })
+}
+
+/// Every request that names one profile carries the same oneof; each
+/// generated copy converts here, so the rule lives in one place.
+macro_rules! profile_lookup_from {
+    ($($oneof:path),+) => {$(
+        impl From<$oneof> for ProfileLookup {
+            fn from(lookup: $oneof) -> Self {
+                use $oneof as Lookup;
+                match lookup {
+                    Lookup::ProfileId(id) => ProfileLookup::ProfileId(id),
+                    Lookup::Identifier(identifier) => {
+                        ProfileLookup::Identifier(raw_identifier(identifier))
+                    }
+                }
+            }
+        }
+    )+};
+}
+
+profile_lookup_from!(
+    pb::get_profile_request::Lookup,
+    pb::unmerge_request::Lookup,
+    pb::update_consent_request::Lookup
+);
+
+pub fn profile_lookup(
+    lookup: Option<impl Into<ProfileLookup>>,
+) -> Result<ProfileLookup, ServiceError> {
+    lookup
+        .map(Into::into)
+        .ok_or_else(|| ServiceError::invalid("lookup", "set profile_id or identifier"))
+}
+
+pub fn unmerge_input(request: pb::UnmergeRequest) -> Result<UnmergeInput, ServiceError> {
+    Ok(UnmergeInput {
+        lookup: profile_lookup(request.lookup)?,
+        identifiers: raw_identifiers(request.identifiers),
+        message_id: request.message_id,
+        reason: request.reason,
+    })
+}
+
+pub fn consent_input(request: pb::UpdateConsentRequest) -> Result<ConsentInput, ServiceError> {
+    let changes = request
+        .changes
+        .into_iter()
+        .map(|change| {
+            let granted = match change.state() {
+                pb::ConsentState::Granted => Some(true),
+                pb::ConsentState::Withdrawn => Some(false),
+                pb::ConsentState::Unspecified => None,
+            };
+            (change.channel, change.purpose, granted)
+        })
+        .collect();
+    Ok(ConsentInput {
+        lookup: profile_lookup(request.lookup)?,
+        changes,
+        timestamp: timestamp("timestamp", request.timestamp)?,
+        message_id: request.message_id,
         source: request.source,
     })
 }

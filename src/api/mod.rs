@@ -3,7 +3,7 @@
 //! Only this module (and `server`) knows tonic and the generated types.
 
 mod caller;
-pub(crate) mod convert;
+pub mod convert;
 pub mod layers;
 mod privacy;
 mod profiles;

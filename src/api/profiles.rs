@@ -6,8 +6,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::caller::caller_name;
 use super::convert::{
-    identify_input, proto_identifier_of, proto_profile, raw_identifier, timestamp, to_timestamp,
-    track_input,
+    consent_input, identify_input, profile_lookup, proto_identifier_of, proto_profile,
+    to_timestamp, track_input, unmerge_input,
 };
 use super::pb::{self, profile_service_server::ProfileService as ProfileRpc};
 use super::to_status;
@@ -16,9 +16,7 @@ use crate::model::{
 };
 use crate::privacy::AccessLog;
 use crate::segments::SegmentService;
-use crate::service::{
-    ConsentInput, ProfileLookup, ProfileService, ServiceError, UnmergeInput, candidate_id,
-};
+use crate::service::{ProfileService, ServiceError, candidate_id};
 use crate::store::ApplyResults;
 
 /// Items of one `Ingest` stream sent to the store together: large enough
@@ -111,36 +109,6 @@ fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
     }
 }
 
-/// Every request that names one profile carries the same oneof; each
-/// generated copy converts here, so the rule lives in one place.
-macro_rules! profile_lookup_from {
-    ($($oneof:path),+) => {$(
-        impl From<$oneof> for ProfileLookup {
-            fn from(lookup: $oneof) -> Self {
-                use $oneof as Lookup;
-                match lookup {
-                    Lookup::ProfileId(id) => ProfileLookup::ProfileId(id),
-                    Lookup::Identifier(identifier) => {
-                        ProfileLookup::Identifier(raw_identifier(identifier))
-                    }
-                }
-            }
-        }
-    )+};
-}
-
-profile_lookup_from!(
-    pb::get_profile_request::Lookup,
-    pb::unmerge_request::Lookup,
-    pb::update_consent_request::Lookup
-);
-
-fn lookup(lookup: Option<impl Into<ProfileLookup>>) -> Result<ProfileLookup, ServiceError> {
-    lookup
-        .map(Into::into)
-        .ok_or_else(|| ServiceError::invalid("lookup", "set profile_id or identifier"))
-}
-
 #[tonic::async_trait]
 impl ProfileRpc for ProfileApi {
     async fn identify(
@@ -199,7 +167,7 @@ impl ProfileRpc for ProfileApi {
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
         let caller = caller_name(&request);
         let request = request.into_inner();
-        let lookup = lookup(request.lookup).map_err(to_status)?;
+        let lookup = profile_lookup(request.lookup).map_err(to_status)?;
         let events_limit = usize::try_from(request.events_limit).unwrap_or(usize::MAX);
         let profile = self
             .service
@@ -222,17 +190,7 @@ impl ProfileRpc for ProfileApi {
         &self,
         request: Request<pb::UnmergeRequest>,
     ) -> Result<Response<pb::UnmergeResponse>, Status> {
-        let request = request.into_inner();
-        let input = UnmergeInput {
-            lookup: lookup(request.lookup).map_err(to_status)?,
-            identifiers: request
-                .identifiers
-                .into_iter()
-                .map(raw_identifier)
-                .collect(),
-            message_id: request.message_id,
-            reason: request.reason,
-        };
+        let input = unmerge_input(request.into_inner()).map_err(to_status)?;
         let outcome = self.service.unmerge(input).await.map_err(to_status)?;
         Ok(Response::new(pb::UnmergeResponse {
             profile_id: outcome.profile_id.to_string(),
@@ -301,26 +259,7 @@ impl ProfileRpc for ProfileApi {
         &self,
         request: Request<pb::UpdateConsentRequest>,
     ) -> Result<Response<pb::UpdateConsentResponse>, Status> {
-        let request = request.into_inner();
-        let changes = request
-            .changes
-            .into_iter()
-            .map(|change| {
-                let granted = match change.state() {
-                    pb::ConsentState::Granted => Some(true),
-                    pb::ConsentState::Withdrawn => Some(false),
-                    pb::ConsentState::Unspecified => None,
-                };
-                (change.channel, change.purpose, granted)
-            })
-            .collect();
-        let input = ConsentInput {
-            lookup: lookup(request.lookup).map_err(to_status)?,
-            changes,
-            timestamp: timestamp("timestamp", request.timestamp).map_err(to_status)?,
-            message_id: request.message_id,
-            source: request.source,
-        };
+        let input = consent_input(request.into_inner()).map_err(to_status)?;
         let profile_id = self
             .service
             .update_consent(input)

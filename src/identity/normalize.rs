@@ -83,6 +83,14 @@ impl Normalizer {
             // CRM ids can be case-sensitive and may contain spaces; keep them as sent.
             IdentifierKind::UserId | IdentifierKind::Custom(_) => value.to_owned(),
         };
+        // Lower-casing can lengthen a value (U+023A is 2 bytes, its
+        // lowercase 3): the stored form must be within the limit too, or a
+        // caller looking it up as it was returned would be refused.
+        if normalized.len() > self.value_bytes_max {
+            return Err(NormalizeError::TooLong {
+                max_bytes: self.value_bytes_max,
+            });
+        }
         Ok(Identifier::from_normalized(kind, normalized))
     }
 
@@ -301,6 +309,21 @@ mod tests {
             value(&n, "device_id", "ab cd"),
             Err(NormalizeError::Whitespace { kind: "device_id" })
         );
+    }
+
+    #[test]
+    fn values_that_grow_when_lowercased_stay_within_the_limit() {
+        let n = normalizer("GB", false);
+        // U+023A is 2 bytes in UTF-8 and its lowercase U+2C65 is 3.
+        let grows = "\u{23a}".repeat(100);
+        assert_eq!(grows.len(), 200);
+        assert_eq!(
+            value(&n, "device_id", &grows),
+            Err(NormalizeError::TooLong { max_bytes: 256 })
+        );
+        let fits = "\u{23a}".repeat(80);
+        let stored = value(&n, "device_id", &fits).unwrap();
+        assert_eq!(value(&n, "device_id", &stored).unwrap(), stored);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! provenance and time, and drive the store. Knows neither tonic nor sled.
 
 mod error;
-mod validate;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -11,9 +11,8 @@ use crate::computed::{ComputedTraits, LifecycleThresholds, RfmCache, RfmQuintile
 use crate::config::Limits;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
-    CandidateReview, Channel, Clock, ConsentCall, MatchCandidate, MatchPassOutcome, ProfileId,
-    ProfileView, Purpose, ReviewOutcome, UnixMillis, UnknownConsentTerm, UnmergeCall,
-    UnmergeOutcome, WriteCall, WriteOutcome,
+    CandidateReview, Clock, ConsentCall, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
+    ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 use crate::store::{ApplyResults, ProfileStore, StoreError};
 
@@ -59,9 +58,6 @@ pub struct ConsentInput {
     pub source: String,
 }
 
-/// Decisions per consent call: every channel times every purpose.
-const CONSENT_CHANGES_MAX: usize = 15;
-
 /// An operator's unmerge request as received.
 #[derive(Debug, Clone)]
 pub struct UnmergeInput {
@@ -82,7 +78,7 @@ pub fn candidate_id(first: ProfileId, second: ProfileId) -> String {
     format!("{}:{}", first.min(second), first.max(second))
 }
 
-fn parse_candidate_id(text: &str, field: &str) -> Result<(ProfileId, ProfileId), ServiceError> {
+pub fn parse_candidate_id(text: &str, field: &str) -> Result<(ProfileId, ProfileId), ServiceError> {
     let malformed =
         || ServiceError::invalid(field, "a candidate id is two profile ids joined by `:`");
     let (first, second) = text.split_once(':').ok_or_else(malformed)?;
@@ -250,28 +246,7 @@ impl ProfileService {
 
     /// Records consent decisions; returns the profile they were recorded on.
     pub async fn update_consent(&self, input: ConsentInput) -> Result<ProfileId, ServiceError> {
-        if input.changes.is_empty() || input.changes.len() > CONSENT_CHANGES_MAX {
-            return Err(ServiceError::invalid(
-                "changes",
-                format!("between 1 and {CONSENT_CHANGES_MAX} changes"),
-            ));
-        }
-        let mut changes = Vec::with_capacity(input.changes.len());
-        for (index, (channel, purpose, granted)) in input.changes.iter().enumerate() {
-            let channel: Channel = channel.parse().map_err(|error: UnknownConsentTerm| {
-                ServiceError::invalid(format!("changes[{index}].channel"), error.to_string())
-            })?;
-            let purpose: Purpose = purpose.parse().map_err(|error: UnknownConsentTerm| {
-                ServiceError::invalid(format!("changes[{index}].purpose"), error.to_string())
-            })?;
-            let granted = granted.ok_or_else(|| {
-                ServiceError::invalid(
-                    format!("changes[{index}].state"),
-                    "set GRANTED or WITHDRAWN",
-                )
-            })?;
-            changes.push((channel, purpose, granted));
-        }
+        let changes = validate::consent_changes(&input.changes)?;
         let profile_id = self.profile_id(input.lookup)?;
         let now = self.clock.now();
         let provenance = validate::provenance(&self.limits, now, input.message_id, input.source)?;

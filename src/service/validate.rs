@@ -7,7 +7,13 @@ use std::collections::BTreeSet;
 use super::{IdentifyInput, ServiceError, TrackInput};
 use crate::config::Limits;
 use crate::identity::{NormalizeError, Normalizer};
-use crate::model::{Identifier, Provenance, UnixMillis, WriteCall, WritePayload};
+use crate::model::{
+    Channel, Identifier, Provenance, Purpose, UnixMillis, UnknownConsentTerm, WriteCall,
+    WritePayload,
+};
+
+/// Decisions per consent call: every channel times every purpose.
+const CONSENT_CHANGES_MAX: usize = 15;
 
 /// A JSON object: traits or event properties.
 pub type Json = serde_json::Map<String, serde_json::Value>;
@@ -191,6 +197,36 @@ pub fn identifiers(
         }
     }
     Ok(normalized)
+}
+
+/// Consent decisions as sent (channel, purpose, granted) checked against
+/// the known channels and purposes.
+pub fn consent_changes(
+    changes: &[(String, String, Option<bool>)],
+) -> Result<Vec<(Channel, Purpose, bool)>, ServiceError> {
+    if changes.is_empty() || changes.len() > CONSENT_CHANGES_MAX {
+        return Err(ServiceError::invalid(
+            "changes",
+            format!("between 1 and {CONSENT_CHANGES_MAX} changes"),
+        ));
+    }
+    let mut checked = Vec::with_capacity(changes.len());
+    for (index, (channel, purpose, granted)) in changes.iter().enumerate() {
+        let channel: Channel = channel.parse().map_err(|error: UnknownConsentTerm| {
+            ServiceError::invalid(format!("changes[{index}].channel"), error.to_string())
+        })?;
+        let purpose: Purpose = purpose.parse().map_err(|error: UnknownConsentTerm| {
+            ServiceError::invalid(format!("changes[{index}].purpose"), error.to_string())
+        })?;
+        let granted = granted.ok_or_else(|| {
+            ServiceError::invalid(
+                format!("changes[{index}].state"),
+                "set GRANTED or WITHDRAWN",
+            )
+        })?;
+        checked.push((channel, purpose, granted));
+    }
+    Ok(checked)
 }
 
 pub fn provenance(

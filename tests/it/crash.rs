@@ -1,16 +1,34 @@
 //! Killing the server with SIGKILL at arbitrary moments loses no
-//! acknowledged write and leaves no half-applied merge. A short run is part
-//! of the suite; `CRASH_CYCLES=1000 cargo test --test it crash` soaks.
+//! acknowledged write and leaves no half-applied merge. After every restart
+//! the writes acknowledged before the kill are audited, and at the end all
+//! of them: each is still there, every identifier resolves to exactly one
+//! live profile that lists it, merged-away ids resolve to a live profile,
+//! and the order aggregates equal a recomputation from the stored events.
+//!
+//! A short run is part of the suite; a soak is
+//! `CRASH_CYCLES=1000 cargo test --release --test it crash -- --nocapture`,
+//! which prints the figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use sightline::api::pb::{self, get_profile_request::Lookup, ingest_request::Item};
 
 use crate::support::*;
 
 const WORKERS: usize = 4;
+const PEOPLE_PER_WORKER: usize = 7;
+/// Each cycle gives every person a new cookie. Merge protection rightly
+/// refuses a profile more than 50 anonymous ids (the default limit), so a
+/// long soak moves on to new people before that.
+const CYCLES_PER_PERSON: usize = 40;
+const CYCLES_DEFAULT: usize = 20;
+/// The most events one read returns; profiles with more are audited by
+/// count only.
+const EVENTS_PER_READ_MAX: u32 = 1000;
 
-/// A small deterministic generator for kill delays and operations.
+/// A small deterministic generator for kill delays.
 struct Xorshift(u64);
 
 impl Xorshift {
@@ -22,42 +40,311 @@ impl Xorshift {
     }
 }
 
-/// Acknowledged tracks: message id → the identifier it was sent with.
-type Acknowledged = Arc<Mutex<BTreeMap<String, String>>>;
+#[derive(Debug, Clone)]
+enum Write {
+    Identify(pb::IdentifyRequest),
+    Track(pb::TrackRequest),
+}
 
-async fn worker(port: u16, worker: usize, cycle: usize, acknowledged: Acknowledged) {
+/// A write the server acknowledged, and the profile it answered with.
+#[derive(Debug, Clone)]
+struct Acknowledged {
+    cycle: usize,
+    write: Write,
+    profile_id: String,
+}
+
+impl Acknowledged {
+    fn message_id(&self) -> &str {
+        match &self.write {
+            Write::Identify(request) => &request.message_id,
+            Write::Track(request) => &request.message_id,
+        }
+    }
+
+    fn identifiers(&self) -> &[pb::Identifier] {
+        match &self.write {
+            Write::Identify(request) => &request.identifiers,
+            Write::Track(request) => &request.identifiers,
+        }
+    }
+}
+
+type Log = Arc<Mutex<Vec<Acknowledged>>>;
+
+fn key(identifier: &pb::Identifier) -> String {
+    format!("{}:{}", identifier.kind, identifier.value)
+}
+
+async fn worker(port: u16, worker: usize, cycle: usize, log: Log) {
     let Ok(mut client) = Client::connect(format!("http://127.0.0.1:{port}")).await else {
         return;
     };
     for step in 0.. {
-        let person = format!("w{worker}-p{}", step % 7);
+        let generation = cycle / CYCLES_PER_PERSON;
+        let person = format!("w{worker}-g{generation}-p{}", step % PEOPLE_PER_WORKER);
+        let cookie = id("anonymous_id", &format!("{person}-c{cycle}"));
+        let message_id = format!("w{worker}-c{cycle}-s{step}");
         // Every fifth call links a person's cookie to their user id: merges
         // happen while the server may be killed.
-        if step % 5 == 4 {
-            let link = identify(vec![
-                user(&person),
-                id("anonymous_id", &format!("{person}-c{cycle}")),
-            ]);
-            if client.identify(link).await.is_err() {
-                return;
+        let write = if step % 5 == 4 {
+            let mut link = identify(vec![user(&person), cookie]);
+            link.message_id = message_id;
+            Write::Identify(link)
+        } else {
+            let identifier = if step % 2 == 0 { user(&person) } else { cookie };
+            let mut event = if step % 5 == 3 {
+                let mut order = track(vec![identifier], "Order Completed");
+                let revenue = 10.0 + (step % 7) as f64;
+                order.properties = traits(&[("revenue", number(revenue))]);
+                order
+            } else {
+                track(vec![identifier], "Page Viewed")
+            };
+            event.message_id = message_id;
+            Write::Track(event)
+        };
+        let response = match &write {
+            Write::Identify(request) => client.identify(request.clone()).await,
+            Write::Track(request) => client.track(request.clone()).await,
+        };
+        let Ok(response) = response else {
+            return;
+        };
+        log.lock().expect("lock").push(Acknowledged {
+            cycle,
+            write,
+            profile_id: response.into_inner().profile_id,
+        });
+    }
+}
+
+#[derive(Debug, Default)]
+struct Audit {
+    writes_checked: u64,
+    profiles_checked: u64,
+    traits_recomputed: u64,
+    violations: Vec<String>,
+}
+
+impl Audit {
+    fn violation(&mut self, text: String) {
+        self.violations.push(text);
+    }
+}
+
+async fn read(
+    client: &mut Client,
+    lookup: Lookup,
+    events_limit: u32,
+) -> Result<pb::Profile, tonic::Status> {
+    let response = client
+        .get_profile(pb::GetProfileRequest {
+            lookup: Some(lookup),
+            events_limit,
+        })
+        .await?;
+    response
+        .into_inner()
+        .profile
+        .ok_or_else(|| tonic::Status::internal("no profile in the response"))
+}
+
+/// Checks `writes` against the running server.
+async fn audit(client: &mut Client, writes: &[Acknowledged], audit: &mut Audit) {
+    if writes.is_empty() {
+        return;
+    }
+    // Replayed with their message ids, every acknowledged write must be a
+    // duplicate: its idempotency record survived with it.
+    let items: Vec<pb::IngestRequest> = writes
+        .iter()
+        .map(|acked| pb::IngestRequest {
+            item: Some(match &acked.write {
+                Write::Identify(request) => Item::Identify(request.clone()),
+                Write::Track(request) => Item::Track(request.clone()),
+            }),
+        })
+        .collect();
+    let summary = client
+        .ingest(futures::stream::iter(items))
+        .await
+        .expect("replay")
+        .into_inner();
+    audit.writes_checked += writes.len() as u64;
+    if summary.duplicate != writes.len() as u64 {
+        audit.violation(format!(
+            "{} of {} acknowledged writes were not recognised as duplicates ({} applied again, {} rejected)",
+            writes.len() as u64 - summary.duplicate,
+            writes.len(),
+            summary.accepted,
+            summary.rejected
+        ));
+    }
+
+    // Every identifier of every write resolves to a live profile that lists
+    // it; the identifiers of one identify are on one profile; the profile id
+    // the write was answered with still leads to that profile.
+    let mut live: BTreeSet<String> = BTreeSet::new();
+    let mut events_expected: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for acked in writes {
+        let mut resolved = BTreeSet::new();
+        for identifier in acked.identifiers() {
+            match read(client, Lookup::Identifier(identifier.clone()), 1).await {
+                Ok(profile) => {
+                    if !identifier_values(&profile).contains(&key(identifier)) {
+                        audit.violation(format!(
+                            "{} resolves to {}, which does not list it",
+                            key(identifier),
+                            profile.profile_id
+                        ));
+                    }
+                    resolved.insert(profile.profile_id);
+                }
+                Err(status) => audit.violation(format!(
+                    "{} of acknowledged {} does not resolve: {}",
+                    key(identifier),
+                    acked.message_id(),
+                    status.message()
+                )),
             }
+        }
+        if resolved.len() > 1 {
+            audit.violation(format!(
+                "the identifiers of {} are on several profiles: {resolved:?}",
+                acked.message_id()
+            ));
+        }
+        let Some(current) = resolved.into_iter().next() else {
+            continue;
+        };
+        match read(client, Lookup::ProfileId(acked.profile_id.clone()), 1).await {
+            Ok(profile) if profile.profile_id == current => {}
+            Ok(profile) => audit.violation(format!(
+                "{} was answered with {}, which now reads as {} instead of {current}",
+                acked.message_id(),
+                acked.profile_id,
+                profile.profile_id
+            )),
+            Err(status) => audit.violation(format!(
+                "{} was answered with {}, which no longer reads: {}",
+                acked.message_id(),
+                acked.profile_id,
+                status.message()
+            )),
+        }
+        if let Write::Track(_) = acked.write {
+            events_expected
+                .entry(current.clone())
+                .or_default()
+                .push(acked.message_id());
+        }
+        live.insert(current);
+    }
+
+    let mut listed_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for profile_id in &live {
+        let profile = match read(
+            client,
+            Lookup::ProfileId(profile_id.clone()),
+            EVENTS_PER_READ_MAX,
+        )
+        .await
+        {
+            Ok(profile) => profile,
+            Err(status) => {
+                audit.violation(format!("{profile_id} does not read: {}", status.message()));
+                continue;
+            }
+        };
+        audit.profiles_checked += 1;
+        for value in identifier_values(&profile) {
+            listed_by
+                .entry(value)
+                .or_default()
+                .insert(profile.profile_id.clone());
+        }
+        for merged in &profile.merged_profile_ids {
+            match read(client, Lookup::ProfileId(merged.clone()), 1).await {
+                Ok(alias) if alias.profile_id == profile.profile_id => {}
+                Ok(alias) => audit.violation(format!(
+                    "{merged}, merged into {profile_id}, reads as {}",
+                    alias.profile_id
+                )),
+                Err(status) => audit.violation(format!(
+                    "{merged}, merged into {profile_id}, does not read: {}",
+                    status.message()
+                )),
+            }
+        }
+        let expected = events_expected
+            .get(profile_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if profile.event_count < expected.len() as u64 {
+            audit.violation(format!(
+                "{profile_id} holds {} events, {} were acknowledged for it",
+                profile.event_count,
+                expected.len()
+            ));
+        }
+        // Only a profile whose events all came back can be recomputed.
+        if profile.events.len() as u64 != profile.event_count {
             continue;
         }
-        let message_id = format!("w{worker}-c{cycle}-s{step}");
-        let identifier = if step % 2 == 0 {
-            user(&person)
-        } else {
-            id("anonymous_id", &format!("{person}-c{cycle}"))
-        };
-        let mut event = track(vec![identifier.clone()], "Page Viewed");
-        event.message_id = message_id.clone();
-        match client.track(event).await {
-            Ok(_) => {
-                let value = format!("{}:{}", identifier.kind, identifier.value);
-                acknowledged.lock().expect("lock").insert(message_id, value);
+        let stored: BTreeSet<&str> = profile
+            .events
+            .iter()
+            .filter_map(|event| event.provenance.as_ref())
+            .map(|provenance| provenance.message_id.as_str())
+            .collect();
+        for message_id in expected {
+            if !stored.contains(message_id) {
+                audit.violation(format!(
+                    "{profile_id} lacks acknowledged event {message_id}"
+                ));
             }
-            Err(_) => return,
         }
+        check_order_aggregates(&profile, audit);
+    }
+    for (value, profiles) in listed_by {
+        if profiles.len() > 1 {
+            audit.violation(format!(
+                "{value} is listed by several profiles: {profiles:?}"
+            ));
+        }
+    }
+}
+
+/// Order count and revenue, recomputed from the stored events.
+fn check_order_aggregates(profile: &pb::Profile, audit: &mut Audit) {
+    let mut orders = 0u64;
+    let mut revenue = 0.0f64;
+    for event in &profile.events {
+        if event.name != "Order Completed" {
+            continue;
+        }
+        orders += 1;
+        let amount = event
+            .properties
+            .as_ref()
+            .and_then(|properties| properties.fields.get("revenue"))
+            .and_then(|value| match value.kind {
+                Some(prost_types::value::Kind::NumberValue(number)) => Some(number),
+                _ => None,
+            });
+        revenue += amount.unwrap_or_default();
+    }
+    let Some(computed) = &profile.computed else {
+        audit.violation(format!("{} has no computed traits", profile.profile_id));
+        return;
+    };
+    audit.traits_recomputed += 1;
+    if computed.frequency != orders || (computed.monetary - revenue).abs() > 1e-6 {
+        audit.violation(format!(
+            "{}: computed {} orders worth {}, its events hold {orders} worth {revenue}",
+            profile.profile_id, computed.frequency, computed.monetary
+        ));
     }
 }
 
@@ -66,16 +353,27 @@ async fn sigkill_loses_no_acknowledged_write() {
     let cycles: usize = std::env::var("CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let data_dir = tempfile::tempdir().unwrap();
-    let acknowledged: Acknowledged = Arc::default();
+        .unwrap_or(CYCLES_DEFAULT);
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let log: Log = Arc::default();
     let mut random = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut report = Audit::default();
     for cycle in 0..cycles {
         let port = free_port();
         let mut child = spawn_binary(data_dir.path(), port);
-        drop(connect_port(port).await);
+        let mut client = connect_port(port).await;
+        // What the previous cycle got acknowledged before its kill.
+        let previous: Vec<Acknowledged> = log
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|acked| cycle > 0 && acked.cycle == cycle - 1)
+            .cloned()
+            .collect();
+        audit(&mut client, &previous, &mut report).await;
+        drop(client);
         let workers: Vec<_> = (0..WORKERS)
-            .map(|index| tokio::spawn(worker(port, index, cycle, acknowledged.clone())))
+            .map(|index| tokio::spawn(worker(port, index, cycle, log.clone())))
             .collect();
         tokio::time::sleep(Duration::from_millis(50 + random.next() % 250)).await;
         child.kill().expect("SIGKILL");
@@ -88,40 +386,34 @@ async fn sigkill_loses_no_acknowledged_write() {
     let port = free_port();
     let mut child = spawn_binary(data_dir.path(), port);
     let mut client = connect_port(port).await;
-    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let everything = log.lock().expect("lock").clone();
     assert!(
-        !acknowledged.is_empty(),
+        !everything.is_empty(),
         "the workers got nothing acknowledged"
     );
-    let mut per_profile: BTreeMap<String, u64> = BTreeMap::new();
-    for (message_id, identifier) in &acknowledged {
-        let (kind, value) = identifier.split_once(':').expect("kind:value");
-        let mut replay = track(vec![id(kind, value)], "Page Viewed");
-        replay.message_id = message_id.clone();
-        let response = client.track(replay).await.expect("replay").into_inner();
-        assert!(response.duplicate, "acknowledged {message_id} was lost");
-        let profile = get_by(&mut client, id(kind, value))
-            .await
-            .expect("resolves");
-        assert!(
-            identifier_values(&profile).contains(identifier),
-            "{identifier} resolves to a profile that does not list it"
-        );
-        *per_profile.entry(profile.profile_id).or_default() += 1;
-    }
-    for (profile_id, acked_events) in per_profile {
-        let profile = get_by_id(&mut client, &profile_id).await.expect("profile");
-        assert!(
-            profile.event_count >= acked_events,
-            "{profile_id} lost events"
-        );
-        for merged in &profile.merged_profile_ids {
-            let alias = get_by_id(&mut client, merged)
-                .await
-                .expect("alias resolves");
-            assert_eq!(alias.profile_id, profile_id);
-        }
-    }
+    let mut last = everything.clone();
+    last.retain(|acked| acked.cycle + 1 == cycles);
+    audit(&mut client, &last, &mut report).await;
+    let mut full = Audit::default();
+    audit(&mut client, &everything, &mut full).await;
     let _ = child.kill();
     let _ = child.wait();
+
+    println!(
+        "crash: {cycles} cycles, {} acknowledged writes, {} checks after restarts and {} at the end, \
+         {} profiles audited, {} recomputed from their events, {} violations",
+        everything.len(),
+        report.writes_checked,
+        full.writes_checked,
+        report.profiles_checked + full.profiles_checked,
+        report.traits_recomputed + full.traits_recomputed,
+        report.violations.len() + full.violations.len()
+    );
+    let violations: Vec<&String> = report.violations.iter().chain(&full.violations).collect();
+    assert!(
+        violations.is_empty(),
+        "{} violations, the first: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
 }
