@@ -1,6 +1,7 @@
 //! What the benchmarks share: the real server binary in a temporary data
 //! directory, and a client that waits for it to listen.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,7 +18,19 @@ pub fn env_number(name: &str, default: u64) -> u64 {
 pub struct Server {
     child: Child,
     pub port: u16,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
+}
+
+// Not every benchmark looks at the server's memory or disk.
+#[allow(dead_code)]
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
 }
 
 impl Drop for Server {
@@ -50,15 +63,24 @@ pub fn start_server() -> Server {
     Server {
         child,
         port,
-        _data_dir: data_dir,
+        data_dir,
     }
 }
 
 pub async fn connect(port: u16) -> ProfileServiceClient<Channel> {
+    ProfileServiceClient::new(channel(port).await)
+}
+
+/// One HTTP/2 connection to a local server, waiting for it to listen.
+pub async fn channel(port: u16) -> Channel {
     let endpoint = format!("http://127.0.0.1:{port}");
     for _ in 0..500 {
-        if let Ok(client) = ProfileServiceClient::connect(endpoint.clone()).await {
-            return client;
+        if let Ok(channel) = Channel::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            return channel;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
