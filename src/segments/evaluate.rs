@@ -2,13 +2,15 @@
 //! the parts the rules at hand need.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+};
+use cel::common::value::Val;
 use cel::extractors::Arguments;
-use cel::objects::{Key, Map};
 use cel::{Context, ExecutionError, Value};
 
-use super::rule::{EVENT_COUNTS_VARIABLE, Needs};
+use super::rule::{EVENT_COUNTS_VARIABLE, NameNeeds, Needs};
 use crate::computed::{ComputedTraits, LifecycleThresholds, RfmQuintiles, compute};
 use crate::model::{Channel, ProfileFacts, Purpose, UnixMillis};
 
@@ -46,161 +48,185 @@ impl Evaluator {
         time: &EvaluationTime<'_>,
     ) -> Context<'_, 'static> {
         let mut scope = self.root.new_inner_scope();
-        scope.add_variable_from_value("profile", profile_value(facts, needs, time));
-        scope.add_variable_from_value("now", timestamp(time.now));
+        scope.add_variable_as_val("profile", profile_value(facts, needs, time));
+        scope.add_variable_as_val("now", timestamp(time.now));
         if !needs.event_windows.is_empty() {
-            let counts: HashMap<Key, Value> = needs
+            let counts: HashMap<CelMapKey<'static>, Boxed> = needs
                 .event_windows
                 .iter()
                 .map(|window| {
                     let since = UnixMillis(time.now.0.saturating_sub(window.window_ms));
                     let count = facts.events.count_since(&window.name, since);
                     (
-                        Key::from(window.key()),
-                        Value::Int(i64::try_from(count).unwrap_or(i64::MAX)),
+                        CelMapKey::from(window.key()),
+                        int(i64::try_from(count).unwrap_or(i64::MAX)),
                     )
                 })
                 .collect();
-            scope.add_variable_from_value(EVENT_COUNTS_VARIABLE, map(counts));
+            scope.add_variable_as_val(EVENT_COUNTS_VARIABLE, map(counts));
         }
         scope
     }
 }
 
-fn profile_value(facts: &ProfileFacts<'_>, needs: &Needs, time: &EvaluationTime<'_>) -> Value {
-    let mut profile: HashMap<Key, Value> = HashMap::with_capacity(5);
+/// Values are built directly as the interpreter's own types: going through
+/// `cel::Value` would build every tree twice.
+type Boxed = Box<dyn Val>;
+
+fn profile_value(facts: &ProfileFacts<'_>, needs: &Needs, time: &EvaluationTime<'_>) -> Boxed {
+    let mut profile: HashMap<CelMapKey<'static>, Boxed> = HashMap::with_capacity(5);
     if needs.id {
-        profile.insert(Key::from("id"), Value::from(facts.id.to_string()));
+        profile.insert(CelMapKey::from("id"), string(facts.id.to_string()));
     }
-    let traits: HashMap<Key, Value> = facts
+    let traits: HashMap<CelMapKey<'static>, Boxed> = facts
         .traits
         .iter()
         .filter(|(name, _)| needs.traits.wants(name))
-        .map(|(name, value)| (Key::from(name.clone()), json_value(value)))
+        .map(|(name, value)| (CelMapKey::from(name.clone()), json_value(value)))
         .collect();
-    profile.insert(Key::from("traits"), map(traits));
-    if needs.computed {
+    profile.insert(CelMapKey::from("traits"), map(traits));
+    if needs.computed != NameNeeds::None {
         let mut computed = compute(&facts.activity, time.now, time.lifecycle);
         computed.rfm_scores = time
             .quintiles
             .and_then(|quintiles| quintiles.scores(&computed));
-        profile.insert(Key::from("computed"), computed_value(&computed));
+        profile.insert(
+            CelMapKey::from("computed"),
+            computed_value(&computed, &needs.computed),
+        );
     }
     if needs.consent {
-        let consent: HashMap<Key, Value> = Purpose::ALL
+        let consent: HashMap<CelMapKey<'static>, Boxed> = Purpose::ALL
             .iter()
             .map(|purpose| {
-                let channels: Vec<Value> = Channel::ALL
+                let channels: Vec<Boxed> = Channel::ALL
                     .iter()
                     .filter(|channel| facts.consents.contains(&(**channel, *purpose)))
-                    .map(|channel| Value::from(channel.as_str()))
+                    .map(|channel| static_string(channel.as_str()))
                     .collect();
-                (Key::from(purpose.as_str()), Value::List(Arc::new(channels)))
+                (CelMapKey::from(purpose.as_str()), list(channels))
             })
             .collect();
-        profile.insert(Key::from("consent"), map(consent));
+        profile.insert(CelMapKey::from("consent"), map(consent));
     }
     if needs.identifiers {
-        let kinds: Vec<Value> = facts
+        let kinds: Vec<Boxed> = facts
             .identifier_kinds
             .iter()
-            .map(|kind| Value::from(kind.clone()))
+            .map(|kind| string(kind.clone()))
             .collect();
-        profile.insert(Key::from("identifiers"), Value::List(Arc::new(kinds)));
+        profile.insert(CelMapKey::from("identifiers"), list(kinds));
     }
     map(profile)
 }
 
-fn computed_value(traits: &ComputedTraits) -> Value {
-    let optional_time = |at: Option<UnixMillis>| at.map_or(Value::Null, timestamp);
-    let count = |value: u64| Value::Int(i64::try_from(value).unwrap_or(i64::MAX));
-    let (r, f, m) = match traits.rfm_scores {
-        Some((r, f, m)) => (
-            Value::Int(r.into()),
-            Value::Int(f.into()),
-            Value::Int(m.into()),
-        ),
-        None => (Value::Null, Value::Null, Value::Null),
+/// Only the computed traits the rules name.
+fn computed_value(traits: &ComputedTraits, wanted: &NameNeeds) -> Boxed {
+    let optional_time = |at: Option<UnixMillis>| at.map_or_else(null, timestamp);
+    let count = |value: u64| int(i64::try_from(value).unwrap_or(i64::MAX));
+    let score = |pick: fn((u8, u8, u8)) -> u8| {
+        traits
+            .rfm_scores
+            .map_or_else(null, |scores| int(pick(scores).into()))
     };
-    let fields: [(&str, Value); 21] = [
-        (
-            "recency_days",
-            traits.recency_days.map_or(Value::Null, Value::Int),
-        ),
-        ("frequency", count(traits.frequency)),
-        ("monetary", Value::Float(traits.monetary)),
-        ("lifetime_value", Value::Float(traits.lifetime_value)),
-        (
-            "average_order_value",
-            traits.average_order_value.map_or(Value::Null, Value::Float),
-        ),
-        ("first_order_at", optional_time(traits.first_order_at)),
-        ("last_order_at", optional_time(traits.last_order_at)),
-        ("last_seen_at", optional_time(traits.last_seen_at)),
-        ("email_opens_30d", count(traits.email_opens_30d)),
-        ("email_opens_90d", count(traits.email_opens_90d)),
-        ("email_clicks_30d", count(traits.email_clicks_30d)),
-        ("email_clicks_90d", count(traits.email_clicks_90d)),
-        ("conversions_30d", count(traits.conversions_30d)),
-        ("conversions_90d", count(traits.conversions_90d)),
-        ("engagement_group", Value::from(traits.engagement_group)),
-        ("lifecycle_stage", Value::from(traits.lifecycle_stage)),
-        (
-            "interests",
-            Value::List(Arc::new(
-                traits
-                    .interests
-                    .iter()
-                    .map(|(category, _)| Value::from(category.clone()))
-                    .collect(),
-            )),
-        ),
-        (
-            "interest_scores",
-            map(traits
+    let mut fields: HashMap<CelMapKey<'static>, Boxed> = HashMap::new();
+    let mut put = |name: &'static str, value: &dyn Fn() -> Boxed| {
+        if wanted.wants(name) {
+            fields.insert(CelMapKey::from(name), value());
+        }
+    };
+    put("recency_days", &|| {
+        traits.recency_days.map_or_else(null, int)
+    });
+    put("frequency", &|| count(traits.frequency));
+    put("monetary", &|| double(traits.monetary));
+    put("lifetime_value", &|| double(traits.lifetime_value));
+    put("average_order_value", &|| {
+        traits.average_order_value.map_or_else(null, double)
+    });
+    put("first_order_at", &|| optional_time(traits.first_order_at));
+    put("last_order_at", &|| optional_time(traits.last_order_at));
+    put("last_seen_at", &|| optional_time(traits.last_seen_at));
+    put("email_opens_30d", &|| count(traits.email_opens_30d));
+    put("email_opens_90d", &|| count(traits.email_opens_90d));
+    put("email_clicks_30d", &|| count(traits.email_clicks_30d));
+    put("email_clicks_90d", &|| count(traits.email_clicks_90d));
+    put("conversions_30d", &|| count(traits.conversions_30d));
+    put("conversions_90d", &|| count(traits.conversions_90d));
+    put("engagement_group", &|| {
+        static_string(traits.engagement_group)
+    });
+    put("lifecycle_stage", &|| static_string(traits.lifecycle_stage));
+    put("interests", &|| {
+        list(
+            traits
                 .interests
                 .iter()
-                .map(|(category, score)| (Key::from(category.clone()), Value::Float(*score)))
-                .collect()),
-        ),
-        ("r_score", r),
-        ("f_score", f),
-        ("m_score", m),
-    ];
-    map(fields
-        .into_iter()
-        .map(|(name, value)| (Key::from(name), value))
-        .collect())
+                .map(|(category, _)| string(category.clone()))
+                .collect(),
+        )
+    });
+    put("interest_scores", &|| {
+        map(traits
+            .interests
+            .iter()
+            .map(|(category, score)| (CelMapKey::from(category.clone()), double(*score)))
+            .collect())
+    });
+    put("r_score", &|| score(|(r, _, _)| r));
+    put("f_score", &|| score(|(_, f, _)| f));
+    put("m_score", &|| score(|(_, _, m)| m));
+    map(fields)
 }
 
-fn map(entries: HashMap<Key, Value>) -> Value {
-    Value::Map(Map {
-        map: Arc::new(entries),
-    })
+fn map(entries: HashMap<CelMapKey<'static>, Boxed>) -> Boxed {
+    Box::new(CelMap::from(entries))
 }
 
-fn timestamp(at: UnixMillis) -> Value {
+fn list(items: Vec<Boxed>) -> Boxed {
+    Box::new(CelList::from(items))
+}
+
+fn string(text: String) -> Boxed {
+    Box::new(CelString::from(text))
+}
+
+fn static_string(text: &'static str) -> Boxed {
+    Box::new(CelString::from(text))
+}
+
+fn int(value: i64) -> Boxed {
+    Box::new(CelInt::from(value))
+}
+
+fn double(value: f64) -> Boxed {
+    Box::new(CelDouble::from(value))
+}
+
+fn null() -> Boxed {
+    Box::new(CelNull)
+}
+
+fn timestamp(at: UnixMillis) -> Boxed {
     let utc = chrono::DateTime::from_timestamp_millis(at.0).unwrap_or_default();
-    Value::Timestamp(utc.fixed_offset())
+    Box::new(CelTimestamp::from(utc.fixed_offset()))
 }
 
 /// JSON numbers that are whole become ints, others doubles; CEL compares
 /// the two with each other.
-pub fn json_value(value: &serde_json::Value) -> Value {
+pub fn json_value(value: &serde_json::Value) -> Boxed {
     match value {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(flag) => Value::Bool(*flag),
+        serde_json::Value::Null => null(),
+        serde_json::Value::Bool(flag) => Box::new(CelBool::from(*flag)),
         serde_json::Value::Number(number) => match number.as_i64() {
-            Some(int) => Value::Int(int),
-            None => Value::Float(number.as_f64().unwrap_or(f64::NAN)),
+            Some(whole) => int(whole),
+            None => double(number.as_f64().unwrap_or(f64::NAN)),
         },
-        serde_json::Value::String(text) => Value::from(text.clone()),
-        serde_json::Value::Array(items) => {
-            Value::List(Arc::new(items.iter().map(json_value).collect()))
-        }
+        serde_json::Value::String(text) => string(text.clone()),
+        serde_json::Value::Array(items) => list(items.iter().map(json_value).collect()),
         serde_json::Value::Object(fields) => map(fields
             .iter()
-            .map(|(name, value)| (Key::from(name.clone()), json_value(value)))
+            .map(|(name, value)| (CelMapKey::from(name.clone()), json_value(value)))
             .collect()),
     }
 }

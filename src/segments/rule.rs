@@ -156,39 +156,39 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
-/// Which traits a rule reads.
+/// Which names (of traits, of computed traits) a rule reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum TraitNeeds {
+pub enum NameNeeds {
     #[default]
     None,
     Named(BTreeSet<String>),
     All,
 }
 
-impl TraitNeeds {
+impl NameNeeds {
     fn add(&mut self, name: &str) {
         match self {
-            TraitNeeds::All => {}
-            TraitNeeds::Named(names) => {
+            NameNeeds::All => {}
+            NameNeeds::Named(names) => {
                 names.insert(name.to_owned());
             }
-            TraitNeeds::None => *self = TraitNeeds::Named(BTreeSet::from([name.to_owned()])),
+            NameNeeds::None => *self = NameNeeds::Named(BTreeSet::from([name.to_owned()])),
         }
     }
 
-    pub fn union(&mut self, other: &TraitNeeds) {
+    pub fn union(&mut self, other: &NameNeeds) {
         match other {
-            TraitNeeds::None => {}
-            TraitNeeds::All => *self = TraitNeeds::All,
-            TraitNeeds::Named(names) => names.iter().for_each(|name| self.add(name)),
+            NameNeeds::None => {}
+            NameNeeds::All => *self = NameNeeds::All,
+            NameNeeds::Named(names) => names.iter().for_each(|name| self.add(name)),
         }
     }
 
     pub fn wants(&self, name: &str) -> bool {
         match self {
-            TraitNeeds::None => false,
-            TraitNeeds::Named(names) => names.contains(name),
-            TraitNeeds::All => true,
+            NameNeeds::None => false,
+            NameNeeds::Named(names) => names.contains(name),
+            NameNeeds::All => true,
         }
     }
 }
@@ -211,8 +211,8 @@ impl EventWindow {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Needs {
     pub id: bool,
-    pub traits: TraitNeeds,
-    pub computed: bool,
+    pub traits: NameNeeds,
+    pub computed: NameNeeds,
     pub consent: bool,
     pub identifiers: bool,
     pub event_windows: BTreeSet<EventWindow>,
@@ -222,8 +222,8 @@ impl Needs {
     fn everything() -> Needs {
         Needs {
             id: true,
-            traits: TraitNeeds::All,
-            computed: true,
+            traits: NameNeeds::All,
+            computed: NameNeeds::All,
             consent: true,
             identifiers: true,
             event_windows: BTreeSet::new(),
@@ -233,7 +233,7 @@ impl Needs {
     pub fn union(&mut self, other: &Needs) {
         self.id |= other.id;
         self.traits.union(&other.traits);
-        self.computed |= other.computed;
+        self.computed.union(&other.computed);
         self.consent |= other.consent;
         self.identifiers |= other.identifiers;
         self.event_windows
@@ -294,7 +294,9 @@ impl Rule {
     /// `now`, a windowed event count, or computed traits (recency,
     /// lifecycle stage, windowed counts).
     pub fn depends_on_time(&self) -> bool {
-        self.reads_clock || self.needs.computed || !self.needs.event_windows.is_empty()
+        self.reads_clock
+            || self.needs.computed != NameNeeds::None
+            || !self.needs.event_windows.is_empty()
     }
 
     /// Evaluates against a scope holding `profile`, `now` and the event
@@ -444,10 +446,13 @@ impl Checker<'_> {
             "id" => self.needs.id = true,
             "traits" => match path.get(2) {
                 Some(name) => self.needs.traits.add(name),
-                None => self.needs.traits = TraitNeeds::All,
+                None => self.needs.traits = NameNeeds::All,
             },
             "computed" => {
-                self.needs.computed = true;
+                match path.get(2) {
+                    Some(name) => self.needs.computed.add(name),
+                    None => self.needs.computed = NameNeeds::All,
+                }
                 if let Some(name) = path.get(2)
                     && !COMPUTED_FIELDS.iter().any(|(known, _)| known == name)
                 {
@@ -774,8 +779,9 @@ mod tests {
             r#"profile.computed.lifecycle_stage == "lapsing" && profile.computed.monetary >= 500.0"#,
         )
         .expect("compiles");
-        assert!(rule.needs().computed);
-        assert_eq!(rule.needs().traits, TraitNeeds::None);
+        assert!(rule.needs().computed.wants("monetary"));
+        assert!(!rule.needs().computed.wants("frequency"));
+        assert_eq!(rule.needs().traits, NameNeeds::None);
         let rule = Rule::compile(
             "geo_distance_km(profile.traits.location.lat, profile.traits.location.lon, 51.5072, -0.1276) < 25.0",
         )
