@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     unsafe { env::set_var("PROTOC", protoc) };
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let protos = ["proto/sightline/v1/profile.proto"];
+    let protos = [
+        "proto/sightline/v1/profile.proto",
+        "proto/sightline/v1/admin.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("sightline_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;

@@ -1,6 +1,6 @@
-//! The command-line client: `identify`, `track` and `profile` against a
-//! running server, for operators and for trying Sightline out. Output is
-//! JSON on stdout.
+//! The command-line client: `identify`, `track`, `profile` and `backup`
+//! against a running server, for operators and for trying Sightline out.
+//! Output is JSON on stdout.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::api::convert::{json_value, proto_value};
-use crate::api::pb::{self, profile_service_client::ProfileServiceClient};
+use crate::api::pb::{
+    self, admin_service_client::AdminServiceClient, profile_service_client::ProfileServiceClient,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -58,6 +60,30 @@ pub async fn connect(server: &str) -> Result<ProfileServiceClient<Channel>, CliE
             server: server.to_owned(),
             source,
         })
+}
+
+/// Asks the server for a backup into `dir` (absolute, on its machine).
+pub async fn backup(
+    server: &str,
+    token: Option<&str>,
+    dir: &std::path::Path,
+) -> Result<pb::BackupResponse, CliError> {
+    let mut client = AdminServiceClient::connect(server.to_owned())
+        .await
+        .map_err(|source| CliError::Connect {
+            server: server.to_owned(),
+            source,
+        })?;
+    let mut request = tonic::Request::new(pb::BackupRequest {
+        directory: dir.display().to_string(),
+    });
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::Usage("the token is not valid header text".to_owned()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(client.backup(request).await?.into_inner())
 }
 
 pub fn write_response_json(response: &pb::WriteResponse) -> Value {

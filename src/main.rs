@@ -33,6 +33,25 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Ask a running server to write a consistent backup into a directory
+    /// on its machine while it keeps serving.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        token: Token,
+        /// Directory for the backup (created if missing; must not hold one).
+        dir: PathBuf,
+    },
+    /// Load a backup into a new data directory (offline: no server may use
+    /// it). Start the server on that directory afterwards.
+    Restore {
+        /// Directory holding the backup.
+        backup_dir: PathBuf,
+        /// The data directory to create; refused unless missing or empty.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Send an identify call to a running server.
     Identify {
         #[command(flatten)]
@@ -109,6 +128,13 @@ struct Target {
 }
 
 #[derive(clap::Args)]
+struct Token {
+    /// Sent as `authorization: Bearer TOKEN`.
+    #[arg(long, env = "SIGHTLINE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
 struct CallOptions {
     /// Idempotency key: a repeated message id is not applied twice.
     #[arg(long, default_value = "")]
@@ -133,6 +159,21 @@ fn main() -> ExitCode {
                 Err(error) => {
                     tracing::error!(%error, "sightline stopped");
                     eprintln!("sightline: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Restore { backup_dir, data } => {
+            match sightline::store::SledStore::restore(&backup_dir, &data) {
+                Ok(report) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"keys": report.keys, "data_dir": data.display().to_string()})
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("sightline: restore failed: {error}");
                     ExitCode::FAILURE
                 }
             }
@@ -236,8 +277,19 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{report}");
                 Ok(serde_json::Value::Null)
             }
-            Command::Serve { .. } => {
-                Err(CliError::Usage("serve is not a client command".to_owned()))
+            Command::Backup { target, token, dir } => {
+                let dir = std::path::absolute(&dir)
+                    .map_err(|error| CliError::Usage(format!("{}: {error}", dir.display())))?;
+                let response = cli::backup(&target.server, token.token.as_deref(), &dir).await?;
+                Ok(serde_json::json!({
+                    "path": response.path,
+                    "keys": response.keys,
+                    "bytes": response.bytes,
+                    "writer_blocked_ms": response.writer_blocked_ms,
+                }))
+            }
+            Command::Serve { .. } | Command::Restore { .. } => {
+                Err(CliError::Usage("not a client command".to_owned()))
             }
         }
     })?;

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::api::{ProfileApi, pb};
+use crate::api::{AdminApi, ProfileApi, pb};
 use crate::computed::LifecycleThresholds;
 use crate::config::{Config, ConfigError};
 use crate::identity::{MergeRules, Normalizer};
@@ -77,6 +77,7 @@ fn incoming_without_delay(
 }
 
 type ProfileServer = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
+type AdminServer = pb::admin_service_server::AdminServiceServer<AdminApi>;
 
 /// Serves until `shutdown` resolves, then stops accepting calls, lets the
 /// ones in flight finish, and returns once every acknowledged write is
@@ -142,6 +143,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(AdminServer::new(AdminApi::new(Arc::clone(&service))))
         .add_service(ProfileServer::new(ProfileApi::new(service)))
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;

@@ -2,10 +2,12 @@
 //! protobuf and domain types, and the one mapping of errors to status codes.
 //! Only this module (and `server`) knows tonic and the generated types.
 
+mod admin;
 pub(crate) mod convert;
 mod profiles;
 mod status;
 
+pub use admin::AdminApi;
 pub use profiles::ProfileApi;
 pub use status::to_status;
 

@@ -15,7 +15,7 @@ use crate::model::{
     ProfileView, Purpose, ReviewOutcome, UnixMillis, UnknownConsentTerm, UnmergeCall,
     UnmergeOutcome, WriteCall, WriteOutcome,
 };
-use crate::store::{ApplyResults, ProfileStore, StoreError};
+use crate::store::{ApplyResults, BackupReport, ProfileStore, StoreError};
 
 pub use error::{FieldViolation, ServiceError};
 pub use validate::{Json, RawIdentifier};
@@ -143,6 +143,20 @@ impl ProfileService {
             limits,
             clock,
         }
+    }
+
+    /// Writes a consistent copy of the store into `dir` on the server's
+    /// machine. The path must be absolute: the server's working directory
+    /// means nothing to the caller.
+    pub async fn backup(&self, dir: &str) -> Result<BackupReport, ServiceError> {
+        let path = std::path::PathBuf::from(dir);
+        if dir.is_empty() || !path.is_absolute() {
+            return Err(ServiceError::invalid(
+                "directory",
+                "must be an absolute path",
+            ));
+        }
+        Ok(self.store.backup(path).await?)
     }
 
     /// Lifecycle thresholds and event retention other than the defaults.

@@ -7,6 +7,7 @@
 //! to the database.
 
 mod apply;
+mod backup;
 mod consent;
 mod keys;
 mod matching;
@@ -14,6 +15,8 @@ mod overlay;
 mod records;
 mod sled_store;
 mod writer;
+
+use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
@@ -24,6 +27,7 @@ use crate::model::{
     ProfileView, ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 
+pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
 pub use sled_store::{SledStore, SledStoreOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,11 @@ pub trait ProfileStore: Send + Sync + 'static {
         id: ProfileId,
         events_max: usize,
     ) -> Result<Option<ProfileView>, StoreError>;
+
+    /// Writes a consistent copy of the whole store into `dir` (created if
+    /// missing; refused if it already holds a backup) while writes go on.
+    /// The copy holds every write acknowledged before the call.
+    fn backup(&self, dir: PathBuf) -> BoxFuture<'static, Result<BackupReport, StoreError>>;
 
     /// Stops accepting writes, finishes the queued ones and makes them
     /// durable. Blocking.

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
+use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
 use super::matching;
 use super::overlay::SparseKeys;
@@ -51,16 +52,7 @@ pub struct SledStore {
 impl SledStore {
     pub fn open(options: &SledStoreOptions) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&options.data_dir)?;
-        let db = sled::Config::new()
-            .path(&options.data_dir)
-            .cache_capacity(options.cache_capacity_bytes)
-            // Durability comes from the writer's explicit flush per group;
-            // a background flush thread would only add I/O.
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let tree = db.open_tree(TREE_NAME)?;
-        let log_file = File::open(log_file_path(&options.data_dir))?;
+        let (db, tree, log_file) = open_db(&options.data_dir, options.cache_capacity_bytes)?;
         let counters = Counters {
             next_profile_id: read_counter(&tree, keys::NEXT_PROFILE_ID)?,
             next_event_sequence: read_counter(&tree, keys::NEXT_EVENT_SEQUENCE)?,
@@ -121,6 +113,40 @@ fn log_file_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
 }
 
+fn open_db(
+    data_dir: &Path,
+    cache_capacity_bytes: u64,
+) -> Result<(sled::Db, sled::Tree, File), StoreError> {
+    let db = sled::Config::new()
+        .path(data_dir)
+        .cache_capacity(cache_capacity_bytes)
+        // Durability comes from an explicit flush and fdatasync per group;
+        // a background flush thread would only add I/O.
+        .flush_every_ms(None)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let tree = db.open_tree(TREE_NAME)?;
+    let log_file = File::open(log_file_path(data_dir))?;
+    Ok((db, tree, log_file))
+}
+
+impl SledStore {
+    /// Loads a backup into `data_dir`, which must be missing or empty, and
+    /// makes it durable. Offline: no server may be using `data_dir`.
+    pub fn restore(backup_dir: &Path, data_dir: &Path) -> Result<RestoreReport, StoreError> {
+        if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
+            return Err(StoreError::Precondition(format!(
+                "{} is not empty; restore only into a new data directory",
+                data_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(data_dir)?;
+        // A small cache: the load is one sequential pass.
+        let (db, tree, log_file) = open_db(data_dir, 64 * 1024 * 1024)?;
+        backup::load(backup_dir, &db, &tree, &log_file)
+    }
+}
+
 fn read_counter(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
     match tree.get(key)? {
         Some(bytes) => keys::decode_u64(&bytes).ok_or(StoreError::Corrupt {
@@ -156,6 +182,31 @@ impl SledStore {
 }
 
 impl ProfileStore for SledStore {
+    fn backup(&self, dir: PathBuf) -> BoxFuture<'static, Result<BackupReport, StoreError>> {
+        let tree = self.tree.clone();
+        // Between groups nothing is in flight and every acknowledged write
+        // is in the tree: a copy taken there is one consistent state.
+        let copy = self.submit(move |_context| {
+            let temp = backup::prepare(&dir)?;
+            let (keys, _, writer_blocked_ms) = backup::copy_tree(&tree, &temp)?;
+            Ok((temp, keys, writer_blocked_ms))
+        });
+        async move {
+            let (temp, keys, writer_blocked_ms) = copy.await?;
+            let (path, bytes) = tokio::task::spawn_blocking(move || backup::finish(&temp))
+                .await
+                .map_err(|error| StoreError::Io(std::io::Error::other(error)))??;
+            tracing::info!(keys, bytes, writer_blocked_ms, "backup written");
+            Ok(BackupReport {
+                path,
+                keys,
+                bytes,
+                writer_blocked_ms,
+            })
+        }
+        .boxed()
+    }
+
     fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>> {
         let queue = self.queue.clone();
         async move {

@@ -2,6 +2,7 @@
 //! ephemeral loopback port with a temporary data directory, through the
 //! generated gRPC client. One test binary, so the suite links once.
 
+mod backup;
 mod computed;
 mod consent;
 mod crash;
