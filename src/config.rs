@@ -32,6 +32,15 @@ pub struct Config {
     pub limits: Limits,
     pub storage: StorageConfig,
     pub computed: ComputedConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus scrape endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address serving `GET /metrics`; none (the default) serves no metrics.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Thresholds of the computed traits.
@@ -71,6 +80,7 @@ impl Default for Config {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             computed: ComputedConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -32,6 +32,9 @@ enum Command {
         /// Log lines as JSON objects instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics [default: off].
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Ask a running server to write a consistent backup into a directory
     /// on its machine while it keeps serving.
@@ -152,9 +155,10 @@ fn main() -> ExitCode {
             data,
             listen,
             log_json,
+            metrics_listen,
         } => {
             init_tracing(log_json);
-            match serve(config, data, listen) {
+            match serve(config, data, listen, metrics_listen) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "sightline stopped");
@@ -323,6 +327,7 @@ fn serve(
     config_path: Option<PathBuf>,
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = match config_path {
         Some(path) => Config::from_file(&path)?,
@@ -330,6 +335,9 @@ fn serve(
     };
     if let Some(data) = data {
         config.data_dir = data;
+    }
+    if let Some(address) = metrics_listen {
+        config.metrics.listen = Some(address);
     }
     if let Some(listen) = listen {
         config.listen = listen;

@@ -13,6 +13,7 @@ use crate::api::{AdminApi, ProfileApi, pb};
 use crate::computed::LifecycleThresholds;
 use crate::config::{Config, ConfigError};
 use crate::identity::{MergeRules, Normalizer};
+use crate::metrics::{self, Metrics, RequestMetricsLayer};
 use crate::model::Clock;
 use crate::service::ProfileService;
 use crate::store::{ProfileStore, SledStore, SledStoreOptions, StoreError};
@@ -31,6 +32,29 @@ pub enum ServerError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot load maintenance state: {0}")]
     Maintenance(String),
+    #[error("cannot listen for metrics on {address}: {source}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Serves `GET /metrics` when configured.
+async fn spawn_metrics(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    service: Arc<ProfileService>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServerError> {
+    let Some(address) = config.metrics.listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::MetricsListen { address, source })?;
+    tracing::info!(address = ?listener.local_addr().ok(), "serving metrics");
+    Ok(Some(tokio::spawn(metrics::serve(
+        listener, metrics, service,
+    ))))
 }
 
 /// Refreshes RFM quintiles and applies retention every `interval_secs`
@@ -136,10 +160,15 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let request_metrics = Arc::new(Metrics::new());
+    let metrics_task =
+        spawn_metrics(&config, Arc::clone(&request_metrics), Arc::clone(&service)).await?;
+
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, data_dir = %config.data_dir.display(), "serving");
     let shutdown_health = health.clone();
     tonic::transport::Server::builder()
+        .layer(RequestMetricsLayer::new(request_metrics))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -155,7 +184,7 @@ pub async fn run(
         })
         .await?;
 
-    if let Some(task) = maintenance {
+    for task in [maintenance, metrics_task].into_iter().flatten() {
         task.abort();
         // Wait until it is gone, so that nothing holds the store past close.
         let _ = task.await;

@@ -14,7 +14,8 @@ use crate::model::{
     Identifier, MatchCandidate, Resolution, ReviewOutcome, WriteCall, WriteOutcome,
 };
 use crate::service::{
-    ConsentInput, ProfileLookup, ProfileService, ServiceError, UnmergeInput, candidate_id,
+    ConsentInput, IngestCounts, ProfileLookup, ProfileService, ServiceError, UnmergeInput,
+    candidate_id,
 };
 use crate::store::ApplyResults;
 
@@ -162,6 +163,11 @@ impl ProfileRpc for ProfileApi {
         while let Some(pending) = in_flight.pop_front() {
             summary.settle(pending).await?;
         }
+        self.service.record_ingest(IngestCounts {
+            accepted: summary.response.accepted,
+            duplicate: summary.response.duplicate,
+            rejected: summary.response.rejected,
+        });
         Ok(Response::new(summary.response))
     }
 

@@ -15,7 +15,7 @@ use crate::model::{
     ProfileView, Purpose, ReviewOutcome, UnixMillis, UnknownConsentTerm, UnmergeCall,
     UnmergeOutcome, WriteCall, WriteOutcome,
 };
-use crate::store::{ApplyResults, BackupReport, ProfileStore, StoreError};
+use crate::store::{ApplyResults, BackupReport, ProfileStore, StoreError, StoreStats};
 
 pub use error::{FieldViolation, ServiceError};
 pub use validate::{Json, RawIdentifier};
@@ -123,6 +123,23 @@ pub struct ProfileService {
     merge_rules: MergeRules,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// `Ingest` items by outcome since start, for the metrics endpoint.
+    ingest_counts: IngestCounters,
+}
+
+/// `Ingest` items by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestCounts {
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Default)]
+struct IngestCounters {
+    accepted: std::sync::atomic::AtomicU64,
+    duplicate: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl ProfileService {
@@ -142,7 +159,35 @@ impl ProfileService {
             merge_rules,
             limits,
             clock,
+            ingest_counts: IngestCounters::default(),
         }
+    }
+
+    /// Adds the outcomes of one `Ingest` stream to the running totals.
+    pub fn record_ingest(&self, counts: IngestCounts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ingest_counts
+            .accepted
+            .fetch_add(counts.accepted, Relaxed);
+        self.ingest_counts
+            .duplicate
+            .fetch_add(counts.duplicate, Relaxed);
+        self.ingest_counts
+            .rejected
+            .fetch_add(counts.rejected, Relaxed);
+    }
+
+    pub fn ingest_counts(&self) -> IngestCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        IngestCounts {
+            accepted: self.ingest_counts.accepted.load(Relaxed),
+            duplicate: self.ingest_counts.duplicate.load(Relaxed),
+            rejected: self.ingest_counts.rejected.load(Relaxed),
+        }
+    }
+
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
     }
 
     /// Writes a consistent copy of the store into `dir` on the server's

@@ -14,6 +14,7 @@ mod matching;
 mod overlay;
 mod records;
 mod sled_store;
+mod stats;
 mod writer;
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use crate::model::{
 
 pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
 pub use sled_store::{SledStore, SledStoreOptions};
+pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -136,6 +138,9 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// missing; refused if it already holds a backup) while writes go on.
     /// The copy holds every write acknowledged before the call.
     fn backup(&self, dir: PathBuf) -> BoxFuture<'static, Result<BackupReport, StoreError>>;
+
+    /// Counters and sizes for operators.
+    fn stats(&self) -> StoreStats;
 
     /// Stops accepting writes, finishes the queued ones and makes them
     /// durable. Blocking.

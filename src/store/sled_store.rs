@@ -1,7 +1,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     thread::JoinHandle,
 };
 
@@ -15,6 +15,7 @@ use super::consent;
 use super::matching;
 use super::overlay::SparseKeys;
 use super::records::{CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode};
+use super::stats::{StoreStats, WriterStats};
 use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
 use crate::computed::{Activity, RfmQuintiles};
@@ -43,8 +44,11 @@ const READ_ATTEMPTS_MAX: usize = 4;
 
 /// The embedded default store: one sled tree with prefixed keys.
 pub struct SledStore {
+    /// For the size on disk; every read and write uses `tree`.
+    db: sled::Db,
     tree: sled::Tree,
     queue: mpsc::Sender<Command>,
+    writer_stats: Arc<WriterStats>,
     /// Taken by `close`, which waits for the writer to finish its queue.
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -58,21 +62,25 @@ impl SledStore {
             next_event_sequence: read_counter(&tree, keys::NEXT_EVENT_SEQUENCE)?,
         };
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
+        let writer_stats = Arc::new(WriterStats::default());
         let writer = Writer {
-            db,
+            db: db.clone(),
             tree: tree.clone(),
             log_file,
             counters,
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),
             sparse: SparseKeys::load(&tree, &[keys::HUB, keys::REJECTION])?,
+            stats: Arc::clone(&writer_stats),
         };
         let writer_thread = std::thread::Builder::new()
             .name("sightline-writer".to_owned())
             .spawn(move || writer.run(receiver))?;
         Ok(SledStore {
+            db,
             tree,
             queue,
+            writer_stats,
             writer_thread: Mutex::new(Some(writer_thread)),
         })
     }
@@ -205,6 +213,16 @@ impl ProfileStore for SledStore {
             })
         }
         .boxed()
+    }
+
+    fn stats(&self) -> StoreStats {
+        let capacity = self.queue.max_capacity();
+        StoreStats {
+            writer: self.writer_stats.snapshot(),
+            write_queue_depth: (capacity - self.queue.capacity()) as u64,
+            write_queue_capacity: capacity as u64,
+            size_on_disk_bytes: self.db.size_on_disk().unwrap_or(0),
+        }
     }
 
     fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>> {

@@ -3,14 +3,16 @@
 //! group (group commit).
 
 use std::fs::File;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Counters, apply_call};
 use super::overlay::{CallWrites, GroupWrites, SparseKeys};
+use super::stats::WriterStats;
 use super::{ApplyResults, StoreError};
 use crate::identity::MergeRules;
-use crate::model::WriteCall;
+use crate::model::{Resolution, WriteCall};
 
 /// What a job may touch: the pending writes of its own (dropped unless it
 /// succeeds), the sequence counters and the identity rules.
@@ -95,6 +97,7 @@ pub struct Writer {
     pub rules: MergeRules,
     /// Keys of the hub and rejection tables, asked for on every call.
     pub sparse: SparseKeys,
+    pub stats: Arc<WriterStats>,
 }
 
 /// Answers computed for a group, sent once the group is durable.
@@ -167,7 +170,10 @@ impl Writer {
         let counters_before = self.counters;
         let mut group = GroupWrites::new(&self.tree, &mut self.sparse);
         let mut pending = Vec::with_capacity(commands.len());
+        let mut calls_in_group = 0u64;
+        let mut profiles_merged = 0u64;
         for command in commands {
+            calls_in_group += command.call_count() as u64;
             match command {
                 Command::Apply { calls, reply } => {
                     let mut results = Vec::with_capacity(calls.len());
@@ -175,9 +181,12 @@ impl Writer {
                         let mut writes = group.call();
                         let mut counters = self.counters;
                         let result = apply_call(&mut writes, &mut counters, &self.rules, call);
-                        if result.is_ok() {
+                        if let Ok(outcome) = &result {
                             writes.commit();
                             self.counters = counters;
+                            if let Resolution::Merged { absorbed } = &outcome.resolution {
+                                profiles_merged += absorbed.len() as u64;
+                            }
                         }
                         results.push(result);
                     }
@@ -213,6 +222,9 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                if calls_in_group > 0 {
+                    self.stats.group_committed(calls_in_group, profiles_merged);
+                }
                 pending.into_iter().for_each(|answer| answer.answer(None));
                 Ok(())
             }

@@ -11,6 +11,7 @@ mod fuzzy;
 mod idempotency;
 mod ingest;
 mod merge_protection;
+mod metrics;
 mod normalization;
 mod operations;
 mod quality;
