@@ -11,6 +11,7 @@ use crate::api::convert::{json_value, proto_value};
 use crate::api::pb::{
     self, admin_service_client::AdminServiceClient, profile_service_client::ProfileServiceClient,
 };
+use crate::import::ImportSummary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -84,6 +85,21 @@ pub async fn backup(
         request.metadata_mut().insert("authorization", value);
     }
     Ok(client.backup(request).await?.into_inner())
+}
+
+pub fn import_summary_json(summary: &ImportSummary) -> Value {
+    let seconds = summary.elapsed_ms as f64 / 1000.0;
+    json!({
+        "rows": summary.rows,
+        "accepted": summary.accepted,
+        "duplicate": summary.duplicate,
+        "rejected": summary.rejected,
+        "rejected_unlisted": summary.rejected_unlisted,
+        "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
+        "streams": summary.streams,
+        "seconds": seconds,
+        "rows_per_second": (summary.rows as f64 / seconds.max(1e-3)).round(),
+    })
 }
 
 pub fn write_response_json(response: &pb::WriteResponse) -> Value {

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use sightline::api::pb::{self, get_profile_request::Lookup};
 use sightline::cli::{self, CliError};
 use sightline::config::Config;
+use sightline::import::{ImportError, ImportOptions};
 use sightline::model::SystemClock;
 use sightline::quality::{QualityOptions, parse_scenarios, run_quality};
 use tracing_subscriber::EnvFilter;
@@ -35,6 +36,41 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDRESS/metrics [default: off].
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+    },
+    /// Import a CSV file of customer records into a running server, one
+    /// identify per row. Columns with common names (email, phone,
+    /// customer_id, first_name, postcode, ...) map automatically; others
+    /// become traits named after their header. Rerunning after an
+    /// interruption resumes: rows already imported count as duplicates.
+    Import {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        token: Token,
+        /// The CSV file, with a header row.
+        file: PathBuf,
+        /// Column mapping as HEADER=identifier:KIND, HEADER=trait:NAME
+        /// (trait:address.FIELD for an address field) or HEADER=ignore
+        /// (repeatable).
+        #[arg(long = "map")]
+        overrides: Vec<String>,
+        /// Column holding when the row's data was true (RFC 3339, a date or
+        /// Unix seconds) [default: the time of the import].
+        #[arg(long)]
+        timestamp_column: Option<String>,
+        /// Where rejected rows are written, with their reason
+        /// [default: FILE.rejects.csv].
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Provenance recorded with every row.
+        #[arg(long, default_value = "import")]
+        source: String,
+        /// Rows per Ingest stream; a failed stream is all a rerun repeats.
+        #[arg(long, default_value_t = 10_000)]
+        stream_rows: usize,
+        /// No progress output; only the summary.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Ask a running server to write a consistent backup into a directory
     /// on its machine while it keeps serving.
@@ -280,6 +316,38 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     .map_err(|error| CliError::Usage(error.to_string()))?;
                 println!("{report}");
                 Ok(serde_json::Value::Null)
+            }
+            Command::Import {
+                target,
+                token,
+                file,
+                overrides,
+                timestamp_column,
+                rejects,
+                source,
+                stream_rows,
+                quiet,
+            } => {
+                let overrides = overrides
+                    .iter()
+                    .map(|text| text.parse())
+                    .collect::<Result<Vec<_>, ImportError>>()
+                    .map_err(|error| CliError::Usage(error.to_string()))?;
+                let options = ImportOptions {
+                    server: target.server,
+                    token: token.token,
+                    file,
+                    overrides,
+                    timestamp_column,
+                    rejects,
+                    source,
+                    stream_rows,
+                    quiet,
+                };
+                let summary = sightline::import::run(&options)
+                    .await
+                    .map_err(|error| CliError::Usage(error.to_string()))?;
+                Ok(cli::import_summary_json(&summary))
             }
             Command::Backup { target, token, dir } => {
                 let dir = std::path::absolute(&dir)

@@ -9,6 +9,7 @@ mod crash;
 mod durability;
 mod fuzzy;
 mod idempotency;
+mod import;
 mod ingest;
 mod merge_protection;
 mod metrics;
