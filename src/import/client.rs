@@ -55,7 +55,7 @@ pub async fn run(options: &ImportOptions) -> Result<ImportSummary, ImportError> 
             source,
         })?;
     let mut rejects = Rejects::new(options.rejects_path(), &source.headers)?;
-    let progress = Progress::new(source.total_bytes, options.quiet);
+    let mut progress = Progress::new(source.total_bytes, options.quiet);
     let now = prost_types::Timestamp::from(SystemTime::now());
     let mut rows = reader::spawn(source, options.source.clone(), now);
 
@@ -222,7 +222,7 @@ struct Progress {
     bar: ProgressBar,
     log_lines: bool,
     started: Instant,
-    last_line: std::cell::Cell<Instant>,
+    last_line: Instant,
     total_bytes: u64,
 }
 
@@ -245,7 +245,7 @@ impl Progress {
             bar,
             log_lines: !quiet && !terminal,
             started: now,
-            last_line: std::cell::Cell::new(now),
+            last_line: now,
             total_bytes,
         }
     }
@@ -254,7 +254,7 @@ impl Progress {
         rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3)
     }
 
-    fn update(&self, rows: u64, offset_bytes: u64) {
+    fn update(&mut self, rows: u64, offset_bytes: u64) {
         // Redrawing per row would cost more than the row.
         if rows % 512 != 0 {
             return;
@@ -262,8 +262,8 @@ impl Progress {
         self.bar.set_position(offset_bytes);
         self.bar
             .set_message(format!("{rows} rows, {:.0} rows/s", self.rate(rows)));
-        if self.log_lines && self.last_line.get().elapsed() >= LOG_INTERVAL {
-            self.last_line.set(Instant::now());
+        if self.log_lines && self.last_line.elapsed() >= LOG_INTERVAL {
+            self.last_line = Instant::now();
             let percent = offset_bytes as f64 * 100.0 / self.total_bytes.max(1) as f64;
             eprintln!(
                 "import: {rows} rows read ({percent:.0}% of the file), {:.0} rows/s",

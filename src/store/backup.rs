@@ -32,7 +32,8 @@ const TEMP_FILE_NAME: &str = "sightline.backup.partial";
 /// length in a file means the file is damaged, and must not become an
 /// allocation of that size.
 const RECORD_BYTES_MAX: u32 = 256 * 1024 * 1024;
-/// Records loaded per sled batch on restore: bounds restore memory.
+/// Records loaded per sled batch (and flush) on restore: bounds restore
+/// memory.
 const RESTORE_BATCH_RECORDS: usize = 10_000;
 
 /// What a backup wrote.
@@ -241,6 +242,10 @@ pub(super) fn load(
         batched += 1;
         if batched >= RESTORE_BATCH_RECORDS {
             tree.apply_batch(std::mem::take(&mut batch))?;
+            // The store runs without a background flush; until a flush,
+            // sled keeps every written page in memory, which for a large
+            // backup is more than the machine has.
+            db.flush()?;
             batched = 0;
         }
         Ok(())

@@ -196,8 +196,14 @@ impl ProfileStore for SledStore {
         // is in the tree: a copy taken there is one consistent state.
         let copy = self.submit(move |_context| {
             let temp = backup::prepare(&dir)?;
-            let (keys, _, writer_blocked_ms) = backup::copy_tree(&tree, &temp)?;
-            Ok((temp, keys, writer_blocked_ms))
+            match backup::copy_tree(&tree, &temp) {
+                Ok((keys, _, writer_blocked_ms)) => Ok((temp, keys, writer_blocked_ms)),
+                Err(error) => {
+                    // A partial copy is of no use to anyone.
+                    let _ = std::fs::remove_file(&temp);
+                    Err(error)
+                }
+            }
         });
         async move {
             let (temp, keys, writer_blocked_ms) = copy.await?;
