@@ -149,8 +149,9 @@ impl SledStore {
             )));
         }
         std::fs::create_dir_all(data_dir)?;
-        // A small cache: the load is one sequential pass.
-        let (db, tree, log_file) = open_db(data_dir, 64 * 1024 * 1024)?;
+        // The server's default cache: a smaller one made sled's memory grow
+        // faster during a large load, not slower.
+        let (db, tree, log_file) = open_db(data_dir, 1024 * 1024 * 1024)?;
         backup::load(backup_dir, &db, &tree, &log_file)
     }
 }
