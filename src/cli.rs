@@ -1,7 +1,7 @@
-//! The command-line client: `identify`, `track`, `profile`, `export` and
-//! `erase` against a
-//! running server, for operators and for trying Sightline out. Output is
-//! JSON on stdout. Calls carry a bearer token when one is given.
+//! The command-line client: `identify`, `track`, `profile`, `export`,
+//! `erase` and `backup` against a running server, for operators and for
+//! trying Sightline out. Output is JSON on stdout. Calls carry a bearer
+//! token when one is given.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +12,10 @@ use tonic::transport::Channel;
 
 use crate::api::convert::{json_value, proto_value};
 use crate::api::pb::{
-    self, privacy_service_client::PrivacyServiceClient,
+    self, admin_service_client::AdminServiceClient, privacy_service_client::PrivacyServiceClient,
     profile_service_client::ProfileServiceClient,
 };
+use crate::import::ImportSummary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -181,6 +182,45 @@ pub fn token_entry(name: &str, scopes: &[crate::security::Scope], token: &str) -
          sha256 = \"{hash}\"\n",
         scopes.join(", ")
     )
+}
+
+/// Asks the server for a backup into `dir` (absolute, on its machine).
+pub async fn backup(
+    server: &str,
+    token: Option<&str>,
+    dir: &std::path::Path,
+) -> Result<pb::BackupResponse, CliError> {
+    let mut client = AdminServiceClient::connect(server.to_owned())
+        .await
+        .map_err(|source| CliError::Connect {
+            server: server.to_owned(),
+            source,
+        })?;
+    let mut request = tonic::Request::new(pb::BackupRequest {
+        directory: dir.display().to_string(),
+    });
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::Usage("the token is not valid header text".to_owned()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(client.backup(request).await?.into_inner())
+}
+
+pub fn import_summary_json(summary: &ImportSummary) -> Value {
+    let seconds = summary.elapsed_ms as f64 / 1000.0;
+    json!({
+        "rows": summary.rows,
+        "accepted": summary.accepted,
+        "duplicate": summary.duplicate,
+        "rejected": summary.rejected,
+        "rejected_unlisted": summary.rejected_unlisted,
+        "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
+        "streams": summary.streams,
+        "seconds": seconds,
+        "rows_per_second": (summary.rows as f64 / seconds.max(1e-3)).round(),
+    })
 }
 
 pub fn write_response_json(response: &pb::WriteResponse) -> Value {

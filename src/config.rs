@@ -53,6 +53,7 @@ pub struct Config {
     /// cannot quietly switch the check off.
     #[serde(skip)]
     pub allow_insecure: bool,
+    pub metrics: MetricsConfig,
 }
 
 /// Data-subject requests: suppression, the access log, and the Art. 15
@@ -188,6 +189,14 @@ pub enum Exposure {
     Insecure,
 }
 
+/// The Prometheus scrape endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address serving `GET /metrics`; none (the default) serves no metrics.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Thresholds of the computed traits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -230,6 +239,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: None,
             allow_insecure: false,
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -21,12 +21,18 @@
 //!   the server may listen unprotected.
 //! - [`cli`]: the command-line client (a gRPC client of a running server).
 //! - [`quality`]: the identity-resolution quality harness (a gRPC client too).
+//! - [`import`]: `sightline import`, CSV files streamed through `Ingest`
+//!   (a gRPC client too).
+//! - [`metrics`]: request, ingest and store metrics in the Prometheus text
+//!   format on an optional HTTP port.
 
 pub mod api;
 pub mod cli;
 pub mod computed;
 pub mod config;
 pub mod identity;
+pub mod import;
+pub mod metrics;
 pub mod model;
 pub mod privacy;
 pub mod quality;

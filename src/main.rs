@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use sightline::api::pb::{self, get_profile_request::Lookup};
 use sightline::cli::{self, BearerToken, CliError};
 use sightline::config::Config;
+use sightline::import::{ImportError, ImportOptions};
 use sightline::model::SystemClock;
 use sightline::quality::{QualityOptions, parse_scenarios, run_quality};
 use sightline::security::{Scope, generate_token, valid_token_name};
@@ -38,11 +39,64 @@ enum Command {
         /// change data, or see tokens in transit.
         #[arg(long)]
         insecure: bool,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics [default: off].
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Manage bearer tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Import a CSV file of customer records into a running server, one
+    /// identify per row. Columns with common names (email, phone,
+    /// customer_id, first_name, postcode, ...) map automatically; others
+    /// become traits named after their header. Rerunning after an
+    /// interruption resumes: rows already imported count as duplicates.
+    Import {
+        #[command(flatten)]
+        target: Target,
+        /// The CSV file, with a header row.
+        file: PathBuf,
+        /// Column mapping as HEADER=identifier:KIND, HEADER=trait:NAME
+        /// (trait:address.FIELD for an address field) or HEADER=ignore
+        /// (repeatable).
+        #[arg(long = "map")]
+        overrides: Vec<String>,
+        /// Column holding when the row's data was true (RFC 3339, a date or
+        /// Unix seconds) [default: the time of the import].
+        #[arg(long)]
+        timestamp_column: Option<String>,
+        /// Where rejected rows are written, with their reason
+        /// [default: FILE.rejects.csv].
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Provenance recorded with every row.
+        #[arg(long, default_value = "import")]
+        source: String,
+        /// Rows per Ingest stream; a failed stream is all a rerun repeats.
+        #[arg(long, default_value_t = 10_000)]
+        stream_rows: usize,
+        /// No progress output; only the summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Ask a running server to write a consistent backup into a directory
+    /// on its machine while it keeps serving.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        /// Directory for the backup (created if missing; must not hold one).
+        dir: PathBuf,
+    },
+    /// Load a backup into a new data directory (offline: no server may use
+    /// it). Start the server on that directory afterwards.
+    Restore {
+        /// Directory holding the backup.
+        backup_dir: PathBuf,
+        /// The data directory to create; refused unless missing or empty.
+        #[arg(long)]
+        data: PathBuf,
     },
     /// Send an identify call to a running server.
     Identify {
@@ -207,9 +261,10 @@ fn main() -> ExitCode {
             listen,
             log_json,
             insecure,
+            metrics_listen,
         } => {
             init_tracing(log_json);
-            match serve(config, data, listen, insecure) {
+            match serve(config, data, listen, insecure, metrics_listen) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "sightline stopped");
@@ -230,6 +285,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Restore { backup_dir, data } => {
+            match sightline::store::SledStore::restore(&backup_dir, &data) {
+                Ok(report) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"keys": report.keys, "data_dir": data.display().to_string()})
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("sightline: restore failed: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         client => match run_client(client) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -391,7 +461,49 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{report}");
                 Ok(serde_json::Value::Null)
             }
-            Command::Serve { .. } | Command::Token { .. } => {
+            Command::Import {
+                target,
+                file,
+                overrides,
+                timestamp_column,
+                rejects,
+                source,
+                stream_rows,
+                quiet,
+            } => {
+                let overrides = overrides
+                    .iter()
+                    .map(|text| text.parse())
+                    .collect::<Result<Vec<_>, ImportError>>()
+                    .map_err(|error| CliError::Usage(error.to_string()))?;
+                let options = ImportOptions {
+                    token: target.token.clone(),
+                    server: target.server,
+                    file,
+                    overrides,
+                    timestamp_column,
+                    rejects,
+                    source,
+                    stream_rows,
+                    quiet,
+                };
+                let summary = sightline::import::run(&options)
+                    .await
+                    .map_err(|error| CliError::Usage(error.to_string()))?;
+                Ok(cli::import_summary_json(&summary))
+            }
+            Command::Backup { target, dir } => {
+                let dir = std::path::absolute(&dir)
+                    .map_err(|error| CliError::Usage(format!("{}: {error}", dir.display())))?;
+                let response = cli::backup(&target.server, target.token.as_deref(), &dir).await?;
+                Ok(serde_json::json!({
+                    "path": response.path,
+                    "keys": response.keys,
+                    "bytes": response.bytes,
+                    "writer_blocked_ms": response.writer_blocked_ms,
+                }))
+            }
+            Command::Serve { .. } | Command::Token { .. } | Command::Restore { .. } => {
                 Err(CliError::Usage("not a client command".to_owned()))
             }
         }
@@ -444,6 +556,7 @@ fn serve(
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
     insecure: bool,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = match config_path {
         Some(path) => Config::from_file(&path)?,
@@ -451,6 +564,9 @@ fn serve(
     };
     if let Some(data) = data {
         config.data_dir = data;
+    }
+    if let Some(address) = metrics_listen {
+        config.metrics.listen = Some(address);
     }
     if let Some(listen) = listen {
         config.listen = listen;

@@ -13,10 +13,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::api::layers::{AccessLogLayer, AuthLayer, DeadlineLayer, RecoverLayer, ShedLayer};
-use crate::api::{PrivacyApi, ProfileApi, SegmentApi, pb};
+use crate::api::{AdminApi, PrivacyApi, ProfileApi, SegmentApi, pb};
 use crate::computed::{LifecycleThresholds, RfmCache};
 use crate::config::{Config, ConfigError, Exposure, TlsConfig};
 use crate::identity::{MergeRules, Normalizer};
+use crate::metrics::{self, Metrics, RequestMetricsLayer};
 use crate::model::Clock;
 use crate::privacy::{AccessLog, PrivacyService};
 use crate::segments::{SegmentRegistry, SegmentService};
@@ -42,6 +43,11 @@ pub enum ServerError {
     #[error("cannot read {path}: {source}")]
     TlsFile {
         path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for metrics on {address}: {source}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
         source: std::io::Error,
     },
 }
@@ -77,6 +83,24 @@ fn log_exposure(exposure: Exposure, tls: bool) {
              (--insecure); anyone who can reach it may read or change profiles, or see tokens"
         ),
     }
+}
+
+/// Serves `GET /metrics` when configured.
+async fn spawn_metrics(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    service: Arc<ProfileService>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServerError> {
+    let Some(address) = config.metrics.listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::MetricsListen { address, source })?;
+    tracing::info!(address = ?listener.local_addr().ok(), "serving metrics");
+    Ok(Some(tokio::spawn(metrics::serve(
+        listener, metrics, service,
+    ))))
 }
 
 /// Refreshes RFM quintiles and applies retention every `interval_secs`
@@ -152,6 +176,8 @@ fn spawn_sweep(
         }
     }))
 }
+
+type AdminServer = pb::admin_service_server::AdminServiceServer<AdminApi>;
 
 /// Serves until `shutdown` resolves, then stops accepting calls, lets the
 /// ones in flight finish, and returns once every acknowledged write is
@@ -247,6 +273,11 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let request_metrics = Arc::new(Metrics::new());
+    let metrics_task =
+        spawn_metrics(&config, Arc::clone(&request_metrics), Arc::clone(&service)).await?;
+    let admin_api = AdminServer::new(AdminApi::new(Arc::clone(&service)));
+
     let limits = &config.limits;
     let profiles = ProfileServer::new(
         ProfileApi::new(service)
@@ -272,6 +303,7 @@ pub async fn run(
     tracing::info!(%address, tls = tls_enabled, data_dir = %config.data_dir.display(), "serving");
     let shutdown_health = health.clone();
     builder
+        .layer(RequestMetricsLayer::new(request_metrics))
         .layer(AccessLogLayer)
         .layer(ShedLayer::new(limits.calls_in_flight_max))
         .layer(AuthLayer::new(tokens))
@@ -285,6 +317,7 @@ pub async fn run(
         .add_service(profiles)
         .add_service(segment_api)
         .add_service(privacy_api)
+        .add_service(admin_api)
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");
@@ -297,7 +330,7 @@ pub async fn run(
         })
         .await?;
 
-    for task in [maintenance, sweep].into_iter().flatten() {
+    for task in [maintenance, sweep, metrics_task].into_iter().flatten() {
         task.abort();
         // Wait until it is gone, so that nothing holds the store past close.
         let _ = task.await;

@@ -2,6 +2,7 @@
 //! protobuf and domain types, and the one mapping of errors to status codes.
 //! Only this module (and `server`) knows tonic and the generated types.
 
+mod admin;
 mod caller;
 pub mod convert;
 pub mod layers;
@@ -10,6 +11,7 @@ mod profiles;
 mod segments;
 mod status;
 
+pub use admin::AdminApi;
 pub use privacy::PrivacyApi;
 pub use profiles::ProfileApi;
 pub use segments::SegmentApi;

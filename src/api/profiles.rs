@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::privacy::AccessLog;
 use crate::segments::SegmentService;
-use crate::service::{ProfileService, ServiceError, candidate_id};
+use crate::service::{IngestCounts, ProfileService, ServiceError, candidate_id};
 use crate::store::ApplyResults;
 
 /// Items of one `Ingest` stream sent to the store together: large enough
@@ -158,6 +158,11 @@ impl ProfileRpc for ProfileApi {
         while let Some(pending) = in_flight.pop_front() {
             summary.settle(pending).await?;
         }
+        self.service.record_ingest(IngestCounts {
+            accepted: summary.response.accepted,
+            duplicate: summary.response.duplicate,
+            rejected: summary.response.rejected,
+        });
         Ok(Response::new(summary.response))
     }
 

@@ -14,7 +14,7 @@ use crate::model::{
     CandidateReview, Clock, ConsentCall, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
     ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
-use crate::store::{ApplyResults, ProfileStore, StoreError};
+use crate::store::{ApplyResults, BackupReport, ProfileStore, StoreError, StoreStats};
 
 pub use error::{FieldViolation, ServiceError};
 pub use validate::{Json, RawIdentifier};
@@ -119,6 +119,23 @@ pub struct ProfileService {
     merge_rules: MergeRules,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// `Ingest` items by outcome since start, for the metrics endpoint.
+    ingest_counts: IngestCounters,
+}
+
+/// `Ingest` items by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestCounts {
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Default)]
+struct IngestCounters {
+    accepted: std::sync::atomic::AtomicU64,
+    duplicate: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl ProfileService {
@@ -138,7 +155,49 @@ impl ProfileService {
             merge_rules,
             limits,
             clock,
+            ingest_counts: IngestCounters::default(),
         }
+    }
+
+    /// Adds the outcomes of one `Ingest` stream to the running totals.
+    pub fn record_ingest(&self, counts: IngestCounts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ingest_counts
+            .accepted
+            .fetch_add(counts.accepted, Relaxed);
+        self.ingest_counts
+            .duplicate
+            .fetch_add(counts.duplicate, Relaxed);
+        self.ingest_counts
+            .rejected
+            .fetch_add(counts.rejected, Relaxed);
+    }
+
+    pub fn ingest_counts(&self) -> IngestCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        IngestCounts {
+            accepted: self.ingest_counts.accepted.load(Relaxed),
+            duplicate: self.ingest_counts.duplicate.load(Relaxed),
+            rejected: self.ingest_counts.rejected.load(Relaxed),
+        }
+    }
+
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// Writes a consistent copy of the store into `dir` on the server's
+    /// machine. The path must be absolute: the server's working directory
+    /// means nothing to the caller.
+    pub async fn backup(&self, dir: &str) -> Result<BackupReport, ServiceError> {
+        let path = std::path::PathBuf::from(dir);
+        if dir.is_empty() || !path.is_absolute() {
+            return Err(ServiceError::invalid(
+                "directory",
+                "must be an absolute path",
+            ));
+        }
+        Ok(self.store.backup(path).await?)
     }
 
     /// Lifecycle thresholds and event retention other than the defaults.

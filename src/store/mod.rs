@@ -7,6 +7,7 @@
 //! to the database.
 
 mod apply;
+mod backup;
 mod consent;
 mod keys;
 mod matching;
@@ -15,7 +16,10 @@ mod overlay;
 mod privacy;
 mod records;
 mod sled_store;
+mod stats;
 mod writer;
+
+use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
@@ -28,8 +32,10 @@ use crate::model::{
     UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 
+pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
 pub use membership::{SegmentDraft, SegmentMembers};
 pub use sled_store::{SledStore, SledStoreOptions};
+pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -215,6 +221,14 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     /// Every stored trait value of a profile, superseded ones included.
     fn trait_history(&self, id: ProfileId) -> Result<Vec<TraitView>, StoreError>;
+
+    /// Writes a consistent copy of the whole store into `dir` (created if
+    /// missing; refused if it already holds a backup) while writes go on.
+    /// The copy holds every write acknowledged before the call.
+    fn backup(&self, dir: PathBuf) -> BoxFuture<'static, Result<BackupReport, StoreError>>;
+
+    /// Counters and sizes for operators.
+    fn stats(&self) -> StoreStats;
 
     /// Stops accepting writes, finishes the queued ones and makes them
     /// durable. Blocking.

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
+use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
 use super::matching;
 use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
@@ -18,6 +19,7 @@ use super::privacy::{self, Suppressor};
 use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
+use super::stats::{StoreStats, WriterStats};
 use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
 use crate::computed::{Activity, RfmQuintiles};
@@ -51,9 +53,12 @@ const READ_ATTEMPTS_MAX: usize = 4;
 
 /// The embedded default store: one sled tree with prefixed keys.
 pub struct SledStore {
+    /// For the size on disk; every read and write uses `tree`.
+    db: sled::Db,
     tree: sled::Tree,
     memberships: Arc<MembershipIndex>,
     queue: mpsc::Sender<Command>,
+    writer_stats: Arc<WriterStats>,
     /// Taken by `close`, which waits for the writer to finish its queue.
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -70,24 +75,16 @@ impl SledStore {
         segments: Arc<dyn MembershipRules>,
     ) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&options.data_dir)?;
-        let db = sled::Config::new()
-            .path(&options.data_dir)
-            .cache_capacity(options.cache_capacity_bytes)
-            // Durability comes from the writer's explicit flush per group;
-            // a background flush thread would only add I/O.
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let tree = db.open_tree(TREE_NAME)?;
-        let log_file = File::open(log_file_path(&options.data_dir))?;
+        let (db, tree, log_file) = open_db(&options.data_dir, options.cache_capacity_bytes)?;
         let counters = Counters {
             next_profile_id: read_counter(&tree, keys::NEXT_PROFILE_ID)?,
             next_event_sequence: read_counter(&tree, keys::NEXT_EVENT_SEQUENCE)?,
         };
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
         let memberships = Arc::new(MembershipIndex::load(&tree)?);
+        let writer_stats = Arc::new(WriterStats::default());
         let writer = Writer {
-            db,
+            db: db.clone(),
             tree: tree.clone(),
             log_file,
             counters,
@@ -97,14 +94,17 @@ impl SledStore {
             suppressor: Suppressor::new(suppression_key(&tree, options)?),
             segments,
             memberships: Arc::clone(&memberships),
+            stats: Arc::clone(&writer_stats),
         };
         let writer_thread = std::thread::Builder::new()
             .name("sightline-writer".to_owned())
             .spawn(move || writer.run(receiver))?;
         Ok(SledStore {
+            db,
             tree,
             memberships,
             queue,
+            writer_stats,
             writer_thread: Mutex::new(Some(writer_thread)),
         })
     }
@@ -160,6 +160,41 @@ fn suppression_key(tree: &sled::Tree, options: &SledStoreOptions) -> Result<Vec<
 
 fn log_file_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
+}
+
+fn open_db(
+    data_dir: &Path,
+    cache_capacity_bytes: u64,
+) -> Result<(sled::Db, sled::Tree, File), StoreError> {
+    let db = sled::Config::new()
+        .path(data_dir)
+        .cache_capacity(cache_capacity_bytes)
+        // Durability comes from an explicit flush and fdatasync per group;
+        // a background flush thread would only add I/O.
+        .flush_every_ms(None)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let tree = db.open_tree(TREE_NAME)?;
+    let log_file = File::open(log_file_path(data_dir))?;
+    Ok((db, tree, log_file))
+}
+
+impl SledStore {
+    /// Loads a backup into `data_dir`, which must be missing or empty, and
+    /// makes it durable. Offline: no server may be using `data_dir`.
+    pub fn restore(backup_dir: &Path, data_dir: &Path) -> Result<RestoreReport, StoreError> {
+        if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
+            return Err(StoreError::Precondition(format!(
+                "{} is not empty; restore only into a new data directory",
+                data_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(data_dir)?;
+        // The server's default cache: a smaller one made sled's memory grow
+        // faster during a large load, not slower.
+        let (db, tree, log_file) = open_db(data_dir, 1024 * 1024 * 1024)?;
+        backup::load(backup_dir, &db, &tree, &log_file)
+    }
 }
 
 fn read_counter(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
@@ -315,6 +350,37 @@ impl ProfileStore for SledStore {
         .boxed()
     }
 
+    fn backup(&self, dir: PathBuf) -> BoxFuture<'static, Result<BackupReport, StoreError>> {
+        let tree = self.tree.clone();
+        // Between groups nothing is in flight and every acknowledged write
+        // is in the tree: a copy taken there is one consistent state.
+        let copy = self.submit(move |_context| {
+            let temp = backup::prepare(&dir)?;
+            match backup::copy_tree(&tree, &temp) {
+                Ok((keys, _, writer_blocked_ms)) => Ok((temp, keys, writer_blocked_ms)),
+                Err(error) => {
+                    // A partial copy is of no use to anyone.
+                    let _ = std::fs::remove_file(&temp);
+                    Err(error)
+                }
+            }
+        });
+        async move {
+            let (temp, keys, writer_blocked_ms) = copy.await?;
+            let (path, bytes) = tokio::task::spawn_blocking(move || backup::finish(&temp))
+                .await
+                .map_err(|error| StoreError::Io(std::io::Error::other(error)))??;
+            tracing::info!(keys, bytes, writer_blocked_ms, "backup written");
+            Ok(BackupReport {
+                path,
+                keys,
+                bytes,
+                writer_blocked_ms,
+            })
+        }
+        .boxed()
+    }
+
     fn mark_segment_ready(
         &self,
         id: String,
@@ -373,6 +439,16 @@ impl ProfileStore for SledStore {
 
     fn watch_memberships(&self) -> tokio::sync::broadcast::Receiver<MembershipChange> {
         self.memberships.subscribe()
+    }
+
+    fn stats(&self) -> StoreStats {
+        let capacity = self.queue.max_capacity();
+        StoreStats {
+            writer: self.writer_stats.snapshot(),
+            write_queue_depth: (capacity - self.queue.capacity()) as u64,
+            write_queue_capacity: capacity as u64,
+            size_on_disk_bytes: self.db.size_on_disk().unwrap_or(0),
+        }
     }
 
     fn apply(&self, calls: Vec<WriteCall>) -> BoxFuture<'static, Result<ApplyResults, StoreError>> {

@@ -3,18 +3,18 @@
 //! group (group commit).
 
 use std::fs::File;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-
-use std::sync::Arc;
 
 use super::apply::{Counters, apply_call};
 use super::membership::{MembershipIndex, evaluate_profiles};
 use super::overlay::{CallWrites, GroupWrites, SparseKeys};
 use super::privacy::Suppressor;
+use super::stats::WriterStats;
 use super::{ApplyResults, StoreError, keys};
 use crate::identity::MergeRules;
-use crate::model::{MembershipRules, ProfileId, SegmentScope, WriteCall};
+use crate::model::{MembershipRules, ProfileId, Resolution, SegmentScope, WriteCall};
 
 /// What a job may touch: the pending writes of its own (dropped unless it
 /// succeeds), the sequence counters and the identity rules.
@@ -104,6 +104,7 @@ pub struct Writer {
     pub segments: Arc<dyn MembershipRules>,
     pub memberships: Arc<MembershipIndex>,
     pub suppressor: Suppressor,
+    pub stats: Arc<WriterStats>,
 }
 
 /// Answers computed for a group, sent once the group is durable.
@@ -176,7 +177,10 @@ impl Writer {
         let counters_before = self.counters;
         let mut group = GroupWrites::new(&self.tree, &mut self.sparse);
         let mut pending = Vec::with_capacity(commands.len());
+        let mut calls_in_group = 0u64;
+        let mut profiles_merged = 0u64;
         for command in commands {
+            calls_in_group += command.call_count() as u64;
             match command {
                 Command::Apply { calls, reply } => {
                     let mut results = Vec::with_capacity(calls.len());
@@ -190,9 +194,12 @@ impl Writer {
                             &self.suppressor,
                             call,
                         );
-                        if result.is_ok() {
+                        if let Ok(outcome) = &result {
                             writes.commit();
                             self.counters = counters;
+                            if let Resolution::Merged { absorbed } = &outcome.resolution {
+                                profiles_merged += absorbed.len() as u64;
+                            }
                         }
                         results.push(result);
                     }
@@ -235,6 +242,9 @@ impl Writer {
                 // Before answering: a caller that reads memberships right
                 // after its acknowledgement sees them.
                 self.memberships.publish(membership_changes);
+                if calls_in_group > 0 {
+                    self.stats.group_committed(calls_in_group, profiles_merged);
+                }
                 pending.into_iter().for_each(|answer| answer.answer(None));
                 Ok(())
             }

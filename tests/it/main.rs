@@ -3,6 +3,7 @@
 //! generated gRPC client. One test binary, so the suite links once.
 
 mod auth;
+mod backup;
 mod computed;
 mod consent;
 mod crash;
@@ -10,8 +11,10 @@ mod durability;
 mod fuzz_corpus;
 mod fuzzy;
 mod idempotency;
+mod import;
 mod ingest;
 mod merge_protection;
+mod metrics;
 mod model;
 mod normalization;
 mod operations;

@@ -1,0 +1,67 @@
+//! Counters the writer keeps about its own work, read by whoever reports
+//! them (the metrics endpoint). Plain atomics: the writer must not wait on
+//! a reader, and no reader needs the counters to agree with each other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds (inclusive) of the group-size histogram buckets, in calls.
+pub const GROUP_SIZE_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    groups_committed: AtomicU64,
+    calls_committed: AtomicU64,
+    profiles_merged: AtomicU64,
+    /// Groups per bucket of [`GROUP_SIZE_BOUNDS`], the last one unbounded.
+    group_sizes: [AtomicU64; GROUP_SIZE_BOUNDS.len() + 1],
+}
+
+impl WriterStats {
+    pub fn group_committed(&self, calls: u64, profiles_merged: u64) {
+        self.groups_committed.fetch_add(1, Ordering::Relaxed);
+        self.calls_committed.fetch_add(calls, Ordering::Relaxed);
+        self.profiles_merged
+            .fetch_add(profiles_merged, Ordering::Relaxed);
+        let bucket = GROUP_SIZE_BOUNDS
+            .iter()
+            .position(|bound| calls <= *bound)
+            .unwrap_or(GROUP_SIZE_BOUNDS.len());
+        self.group_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> WriterCounts {
+        WriterCounts {
+            groups_committed: self.groups_committed.load(Ordering::Relaxed),
+            calls_committed: self.calls_committed.load(Ordering::Relaxed),
+            profiles_merged: self.profiles_merged.load(Ordering::Relaxed),
+            group_sizes: self
+                .group_sizes
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterCounts {
+    pub groups_committed: u64,
+    /// Calls and jobs made durable.
+    pub calls_committed: u64,
+    /// Profiles merged away by identify and track calls (including merges
+    /// fuzzy matching made on them).
+    pub profiles_merged: u64,
+    /// Groups per bucket of [`GROUP_SIZE_BOUNDS`] (not cumulative), and the
+    /// groups above the last bound.
+    pub group_sizes: Vec<u64>,
+}
+
+/// The store's state as reported to operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub writer: WriterCounts,
+    /// Write commands waiting for the writer.
+    pub write_queue_depth: u64,
+    pub write_queue_capacity: u64,
+    pub size_on_disk_bytes: u64,
+}
