@@ -397,6 +397,25 @@ fn identity_config() -> IdentityConfig {
     }
 }
 
+/// sled lets go of its directory lock only once its background threads
+/// have dropped their last handle, which can trail the close by moments on
+/// a busy machine; a restart waits for that rather than failing.
+fn open_when_released(options: &SledStoreOptions) -> Result<SledStore, String> {
+    let mut attempts = 0;
+    loop {
+        match SledStore::open(options) {
+            Ok(store) => return Ok(store),
+            Err(error)
+                if attempts < 250 && error.to_string().contains("could not acquire lock") =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => return Err(format!("open: {error}")),
+        }
+    }
+}
+
 impl System {
     fn open(data_dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Result<System, String> {
         let config = identity_config();
@@ -410,7 +429,7 @@ impl System {
             merge_rules: rules.clone(),
             suppression_key: None,
         };
-        let store = Arc::new(SledStore::open(&options).map_err(|e| format!("open: {e}"))?);
+        let store = Arc::new(open_when_released(&options)?);
         let normalizer = Normalizer::new(&config, limits.identifier_value_bytes_max);
         let service = ProfileService::new(store.clone(), normalizer, rules, limits, clock.clone());
         Ok(System {
