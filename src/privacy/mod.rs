@@ -105,7 +105,7 @@ impl PrivacyService {
         lookup: ProfileLookup,
         input: RequestInput,
     ) -> Result<(Vec<u8>, PrivacyRequest), ServiceError> {
-        let mut record = self.new_record(PrivacyRequestKind::Export, input)?;
+        let record = self.new_record(PrivacyRequestKind::Export, input)?;
         if let Some(existing) = self.store.privacy_request(&record.request_id)?
             && existing.kind != PrivacyRequestKind::Export
         {
@@ -129,13 +129,21 @@ impl PrivacyService {
             memberships: memberships.memberships,
             access_log: self.store.access_log(&ids)?,
         };
+        // Everything is read: the request is answered. Its record becomes
+        // durable while the document is serialized.
+        let mut completed = record.clone();
+        completed.status = PrivacyRequestStatus::Completed;
+        completed.completed_at = Some(self.now());
+        let recorded = self.store.put_privacy_request(completed.clone());
         let document = export::document(&subject, &record, &self.config, self.now());
-        let bytes = serde_json::to_vec_pretty(&document)
-            .map_err(|error| ServiceError::Internal(error.to_string()))?;
-        record.status = PrivacyRequestStatus::Completed;
-        record.completed_at = Some(self.now());
-        self.store.put_privacy_request(record.clone()).await?;
-        Ok((bytes, record))
+        // The record's job is queued first, so the writer makes it durable
+        // while this thread serializes.
+        let (recorded, bytes) = tokio::join!(recorded, async {
+            serde_json::to_vec_pretty(&document)
+                .map_err(|error| ServiceError::Internal(error.to_string()))
+        });
+        recorded?;
+        Ok((bytes?, completed))
     }
 
     pub async fn erase(
