@@ -1,5 +1,5 @@
-//! Model-based test: random sequences of identify, track, unmerge, consent
-//! and restart run against the real service and sled store, and after every
+//! Model-based test: random sequences of identify, track, unmerge, consent,
+//! erasure (with and without suppression) and restart run against the real service and sled store, and after every
 //! step the store must agree with a small in-memory model of identity
 //! resolution. Merge limits, kind priority, junk lists, hub detection and
 //! fuzzy matching are switched off in the configuration, so the model only
@@ -14,7 +14,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use sightline::config::{FuzzyConfig, IdentityConfig, Limits, MergeConfig};
 use sightline::identity::{MergeRules, Normalizer};
-use sightline::model::{ManualClock, ProfileId, Resolution, UnixMillis};
+use sightline::model::{
+    ErasureCall, ManualClock, PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus, ProfileId,
+    Resolution, Subject, UnixMillis,
+};
 use sightline::service::{
     ConsentInput, IdentifyInput, Json, ProfileLookup, ProfileService, RawIdentifier, ServiceError,
     TrackInput, UnmergeInput,
@@ -75,6 +78,12 @@ enum Op {
         late: bool,
     },
     Restart,
+    /// Erase the person holding this identifier (or nobody), suppressing
+    /// their identifiers or not.
+    Erase {
+        lookup: usize,
+        suppress: bool,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -95,6 +104,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 late,
             }),
         1 => Just(Op::Restart),
+        1 => (0..POOL.len(), any::<bool>())
+            .prop_map(|(lookup, suppress)| Op::Erase { lookup, suppress }),
     ]
 }
 
@@ -124,6 +135,8 @@ struct Decision {
 struct ModelEvent {
     /// Unique per scenario; carried in the event's properties.
     seq: u64,
+    /// The call's message number: the event's provenance names it.
+    message: Option<u8>,
     /// The identifiers of the call that brought it: an unmerge moves the
     /// events that came with the split-off identifiers alone.
     identifiers: BTreeSet<Id>,
@@ -138,6 +151,10 @@ struct Person {
     merged: BTreeSet<u64>,
     /// Live profiles an operator split from this one.
     separated: BTreeSet<u64>,
+    /// Message numbers of calls that touched this person, e.g. a link
+    /// refused and journaled here: an erasure removes those idempotency
+    /// records too.
+    named: BTreeSet<u8>,
 }
 
 /// What the store must answer for one write.
@@ -157,6 +174,16 @@ struct Model {
     /// Message id → the profile its call resolved to.
     messages: BTreeMap<u8, u64>,
     next_seq: u64,
+    /// Identifiers of erased persons: calls carrying one are dropped.
+    suppressed: BTreeSet<Id>,
+    /// Message numbers of an erased person's calls. An erasure removes the
+    /// idempotency records its data names, not every one, so these are
+    /// not sent again rather than modelled.
+    retired: BTreeSet<u8>,
+    /// The message number of the call that first brought an identifier:
+    /// the identifier's provenance names it.
+    introduced_by: BTreeMap<Id, u8>,
+    next_request: u64,
 }
 
 impl Model {
@@ -168,6 +195,10 @@ impl Model {
             aliases: BTreeMap::new(),
             messages: BTreeMap::new(),
             next_seq: 0,
+            suppressed: BTreeSet::new(),
+            retired: BTreeSet::new(),
+            introduced_by: BTreeMap::new(),
+            next_request: 0,
         }
     }
 
@@ -198,10 +229,21 @@ impl Model {
                 resolution: Resolution::Duplicate,
             };
         }
+        if call.iter().any(|id| self.suppressed.contains(id)) {
+            return ExpectedWrite {
+                profile_id: 0,
+                resolution: Resolution::Suppressed,
+            };
+        }
         let owners: BTreeSet<u64> = call
             .iter()
             .filter_map(|id| self.owner.get(id).copied())
             .collect();
+        if let Some(message) = message {
+            for owner in &owners {
+                self.person_mut(*owner).named.insert(message);
+            }
+        }
         let mut joined: BTreeSet<u64> = BTreeSet::new();
         let mut separated: BTreeSet<u64> = BTreeSet::new();
         for owner in owners {
@@ -235,13 +277,18 @@ impl Model {
             if !self.owner.contains_key(id) {
                 self.owner.insert(id.clone(), survivor);
                 self.person_mut(survivor).identifiers.insert(id.clone());
+                if let Some(message) = message {
+                    self.introduced_by.insert(id.clone(), message);
+                }
             }
         }
         if let Some(seq) = event {
             let identifiers = call.iter().cloned().collect();
-            self.person_mut(survivor)
-                .events
-                .push(ModelEvent { seq, identifiers });
+            self.person_mut(survivor).events.push(ModelEvent {
+                seq,
+                message,
+                identifiers,
+            });
         }
         if let Some(message) = message {
             self.messages.insert(message, survivor);
@@ -250,6 +297,55 @@ impl Model {
             profile_id: survivor,
             resolution,
         }
+    }
+
+    /// Whether a person was erased.
+    fn erase(&mut self, lookup: &Id, suppress: bool) -> bool {
+        let mut identifiers = BTreeSet::from([lookup.clone()]);
+        let erased = match self.owner.get(lookup).copied() {
+            Some(person) => {
+                let removed = self
+                    .persons
+                    .remove(&person)
+                    .expect("owners are live persons");
+                // Whatever the erased data's provenance names goes too: the
+                // calls that resolved to the person, that brought their
+                // events, and that first brought their identifiers.
+                let mut retired: BTreeSet<u8> = removed
+                    .events
+                    .iter()
+                    .filter_map(|event| event.message)
+                    .chain(removed.named.iter().copied())
+                    .collect();
+                for id in &removed.identifiers {
+                    self.owner.remove(id);
+                    retired.extend(self.introduced_by.remove(id));
+                }
+                identifiers.extend(removed.identifiers);
+                let aliases = &self.aliases;
+                let live = |id: u64| aliases.get(&id).copied().unwrap_or(id);
+                retired.extend(
+                    self.messages
+                        .iter()
+                        .filter(|(_, target)| live(**target) == person)
+                        .map(|(message, _)| *message),
+                );
+                for message in retired {
+                    self.messages.remove(&message);
+                    self.retired.insert(message);
+                }
+                self.aliases.retain(|_, survivor| *survivor != person);
+                for other in self.persons.values_mut() {
+                    other.separated.remove(&person);
+                }
+                true
+            }
+            None => false,
+        };
+        if suppress {
+            self.suppressed.extend(identifiers);
+        }
+        erased
     }
 
     fn absorb(&mut self, survivor: u64, gone: u64) {
@@ -275,6 +371,7 @@ impl Model {
         record.events.extend(absorbed.events);
         record.merged.extend(former);
         record.separated.extend(absorbed.separated);
+        record.named.extend(absorbed.named);
         // Most restrictive wins; between equals the later decision.
         for (channel, theirs) in absorbed.consents {
             match record.consents.get(&channel) {
@@ -324,6 +421,7 @@ impl Model {
             .filter(|(_, decision)| !decision.granted)
             .map(|(channel, decision)| (channel.clone(), *decision))
             .collect();
+        let named = person.named.clone();
         let moved_events = moved.len() as u64;
         for id in &split {
             self.owner.insert(id.clone(), new);
@@ -336,6 +434,7 @@ impl Model {
                 consents,
                 merged: BTreeSet::new(),
                 separated: BTreeSet::from([from]),
+                named,
             },
         );
         Ok((from, new, moved_events))
@@ -468,6 +567,7 @@ async fn step(system: &System, model: &mut Model, op: &Op, now_ms: i64) -> Resul
             identifiers,
             message,
         } => {
+            let message = message.filter(|m| !model.retired.contains(m));
             let message_id = message.map(|m| format!("m{m}")).unwrap_or_default();
             let raw_ids: Vec<RawIdentifier> = identifiers.iter().map(|&i| raw(i)).collect();
             let mut call_ids: Vec<Id> = Vec::new();
@@ -504,7 +604,7 @@ async fn step(system: &System, model: &mut Model, op: &Op, now_ms: i64) -> Resul
                 .write(call)
                 .await
                 .map_err(|e| format!("{op:?} failed: {e}"))?;
-            let expected = model.write(&call_ids, seq, *message);
+            let expected = model.write(&call_ids, seq, message);
             let actual = ExpectedWrite {
                 profile_id: outcome.profile_id.0,
                 resolution: outcome.resolution,
@@ -593,6 +693,41 @@ async fn step(system: &System, model: &mut Model, op: &Op, now_ms: i64) -> Resul
                     "{op:?}: store answered {actual:?}, model expects {expected:?}"
                 )),
             }
+        }
+        Op::Erase { lookup, suppress } => {
+            let identifier = system
+                .service
+                .normalize_identifier("identifier", &raw(*lookup))
+                .map_err(|e| format!("{op:?}: {e}"))?;
+            model.next_request += 1;
+            let record = PrivacyRequest {
+                request_id: format!("erasure-{}", model.next_request),
+                kind: PrivacyRequestKind::Erasure,
+                requester: "model".to_owned(),
+                reason: String::new(),
+                caller: String::new(),
+                received_at: UnixMillis(now_ms),
+                due_at: UnixMillis(now_ms),
+                completed_at: None,
+                status: PrivacyRequestStatus::Received,
+                counts: Default::default(),
+            };
+            let outcome = system
+                .store
+                .erase_subject(ErasureCall {
+                    subject: Subject::Identifier(identifier),
+                    suppress: *suppress,
+                    record,
+                })
+                .await
+                .map_err(|e| format!("{op:?} failed: {e}"))?;
+            let expected = model.erase(&normalized(*lookup), *suppress);
+            ensure(outcome.erased == expected, || {
+                format!(
+                    "{op:?}: store erased: {}, model expects {expected}",
+                    outcome.erased
+                )
+            })
         }
         Op::Restart => Ok(()),
     }
