@@ -62,7 +62,10 @@ macro_rules! profile_lookup_from {
 profile_lookup_from!(
     pb::get_profile_request::Lookup,
     pb::unmerge_request::Lookup,
-    pb::update_consent_request::Lookup
+    pb::update_consent_request::Lookup,
+    pb::check_membership_request::Lookup,
+    pb::export_subject_request::Lookup,
+    pb::erase_subject_request::Lookup
 );
 
 pub fn profile_lookup(

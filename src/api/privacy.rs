@@ -5,7 +5,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::caller::caller_name;
-use super::convert::{raw_identifier, to_timestamp};
+use super::convert::{profile_lookup, to_timestamp};
 use super::pb::{self, privacy_service_server::PrivacyService as PrivacyRpc};
 use super::to_status;
 use crate::model::{ErasureCounts, PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus};
@@ -27,34 +27,8 @@ impl PrivacyApi {
     }
 }
 
-macro_rules! subject_lookup_from {
-    ($($oneof:path),+) => {$(
-        impl From<$oneof> for ProfileLookup {
-            fn from(lookup: $oneof) -> Self {
-                use $oneof as Lookup;
-                match lookup {
-                    Lookup::ProfileId(id) => ProfileLookup::ProfileId(id),
-                    Lookup::Identifier(identifier) => {
-                        ProfileLookup::Identifier(raw_identifier(identifier))
-                    }
-                }
-            }
-        }
-    )+};
-}
-
-subject_lookup_from!(
-    pb::export_subject_request::Lookup,
-    pb::erase_subject_request::Lookup
-);
-
 fn lookup(lookup: Option<impl Into<ProfileLookup>>) -> Result<ProfileLookup, Status> {
-    lookup.map(Into::into).ok_or_else(|| {
-        to_status(ServiceError::invalid(
-            "lookup",
-            "set profile_id or identifier",
-        ))
-    })
+    profile_lookup(lookup).map_err(to_status)
 }
 
 fn proto_counts(counts: &ErasureCounts) -> pb::ErasureCounts {

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{raw_identifier, to_timestamp};
+use super::convert::{profile_lookup, to_timestamp};
 use super::pb::{self, segment_service_server::SegmentService as SegmentRpc};
 use super::to_status;
 use crate::model::ProfileId;
 use crate::segments::{SegmentInput, SegmentService, SegmentSummary};
-use crate::service::{ProfileLookup, ServiceError};
+use crate::service::ServiceError;
 
 /// Members sent per message batch of `ListMembers` before yielding.
 const MEMBERS_STREAM_BUFFER: usize = 256;
@@ -41,16 +41,6 @@ fn proto_segment(summary: SegmentSummary) -> pb::Segment {
         updated_at: Some(to_timestamp(definition.updated_at)),
         member_count: summary.member_count,
         holdout_count: summary.holdout_count,
-    }
-}
-
-impl From<pb::check_membership_request::Lookup> for ProfileLookup {
-    fn from(lookup: pb::check_membership_request::Lookup) -> Self {
-        use pb::check_membership_request::Lookup;
-        match lookup {
-            Lookup::ProfileId(id) => ProfileLookup::ProfileId(id),
-            Lookup::Identifier(identifier) => ProfileLookup::Identifier(raw_identifier(identifier)),
-        }
     }
 }
 
@@ -152,16 +142,7 @@ impl SegmentRpc for SegmentApi {
         &self,
         request: Request<pb::CheckMembershipRequest>,
     ) -> Result<Response<pb::CheckMembershipResponse>, Status> {
-        let lookup = request
-            .into_inner()
-            .lookup
-            .map(ProfileLookup::from)
-            .ok_or_else(|| {
-                to_status(ServiceError::invalid(
-                    "lookup",
-                    "set profile_id or identifier",
-                ))
-            })?;
+        let lookup = profile_lookup(request.into_inner().lookup).map_err(to_status)?;
         let check = self.service.check(lookup).map_err(to_status)?;
         Ok(Response::new(pb::CheckMembershipResponse {
             profile_id: check.profile.to_string(),
