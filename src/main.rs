@@ -242,6 +242,23 @@ struct SubjectArgs {
     request_id: String,
 }
 
+impl SubjectArgs {
+    /// The person as the request's own lookup oneof.
+    fn lookup<L>(
+        &self,
+        by_profile_id: fn(String) -> L,
+        by_identifier: fn(pb::Identifier) -> L,
+    ) -> Result<L, CliError> {
+        match (&self.identifier, &self.profile_id) {
+            (Some(identifier), _) => Ok(by_identifier(cli::parse_identifier(identifier)?)),
+            (None, Some(profile_id)) => Ok(by_profile_id(profile_id.clone())),
+            (None, None) => Err(CliError::Usage(
+                "give --identifier or --profile-id".to_owned(),
+            )),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct CallOptions {
     /// Idempotency key: a repeated message id is not applied twice.
@@ -387,20 +404,9 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 subject,
                 requester,
             } => {
-                use pb::export_subject_request::Lookup as ExportLookup;
-                let lookup = match (subject.identifier, subject.profile_id) {
-                    (Some(identifier), _) => {
-                        ExportLookup::Identifier(cli::parse_identifier(&identifier)?)
-                    }
-                    (None, Some(profile_id)) => ExportLookup::ProfileId(profile_id),
-                    (None, None) => {
-                        return Err(CliError::Usage(
-                            "give --identifier or --profile-id".to_owned(),
-                        ));
-                    }
-                };
+                use pb::export_subject_request::Lookup;
                 let request = pb::ExportSubjectRequest {
-                    lookup: Some(lookup),
+                    lookup: Some(subject.lookup(Lookup::ProfileId, Lookup::Identifier)?),
                     request_id: subject.request_id,
                     requester,
                 };
@@ -415,20 +421,9 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 requester,
                 no_suppression,
             } => {
-                use pb::erase_subject_request::Lookup as EraseLookup;
-                let lookup = match (subject.identifier, subject.profile_id) {
-                    (Some(identifier), _) => {
-                        EraseLookup::Identifier(cli::parse_identifier(&identifier)?)
-                    }
-                    (None, Some(profile_id)) => EraseLookup::ProfileId(profile_id),
-                    (None, None) => {
-                        return Err(CliError::Usage(
-                            "give --identifier or --profile-id".to_owned(),
-                        ));
-                    }
-                };
+                use pb::erase_subject_request::Lookup;
                 let request = pb::EraseSubjectRequest {
-                    lookup: Some(lookup),
+                    lookup: Some(subject.lookup(Lookup::ProfileId, Lookup::Identifier)?),
                     request_id: subject.request_id,
                     requester,
                     reason,
