@@ -286,6 +286,7 @@ pub async fn run(
     )
     .max_decoding_message_size(limits.request_message_bytes_max)
     .max_encoding_message_size(limits.response_message_bytes_max);
+    let watches = Arc::clone(&segments);
     let segment_api = SegmentServer::new(SegmentApi::new(segments))
         .max_decoding_message_size(limits.request_message_bytes_max)
         .max_encoding_message_size(limits.response_message_bytes_max);
@@ -321,6 +322,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");
+            watches.close_watches();
             shutdown_health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;

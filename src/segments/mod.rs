@@ -80,6 +80,9 @@ pub struct SegmentService {
     /// The running backfill per segment number; a newer definition aborts
     /// the older one.
     backfills: Mutex<HashMap<SegmentNumber, JoinHandle<()>>>,
+    /// Turned true when the server stops: watches never end by themselves
+    /// and would otherwise hold up a graceful stop.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl SegmentService {
@@ -97,7 +100,13 @@ impl SegmentService {
             config,
             clock,
             backfills: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Ends every open watch with UNAVAILABLE, as the server stops.
+    pub fn close_watches(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Installs the stored definitions and resumes backfills that did not
@@ -267,6 +276,7 @@ impl SegmentService {
             receiver: self.store.watch_memberships(),
             numbers,
             registry: Arc::clone(&self.registry),
+            closing: self.closing.subscribe(),
         })
     }
 
@@ -356,25 +366,27 @@ pub struct MembershipWatch {
     /// Empty: every segment.
     numbers: Vec<SegmentNumber>,
     registry: Arc<SegmentRegistry>,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl MembershipWatch {
     /// The next change of a watched segment; an error once the watcher fell
     /// so far behind that changes were lost, or the store closed.
     pub async fn next(&mut self) -> Result<NamedChange, ServiceError> {
+        let shutting_down = || ServiceError::Unavailable("the server is shutting down".to_owned());
         loop {
-            let change = match self.receiver.recv().await {
+            let received = tokio::select! {
+                received = self.receiver.recv() => received,
+                _ = self.closing.wait_for(|closing| *closing) => return Err(shutting_down()),
+            };
+            let change = match received {
                 Ok(change) => change,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     return Err(ServiceError::ResourceExhausted(format!(
                         "the watcher fell behind and {missed} changes were dropped; watch again and re-list members to resynchronise"
                     )));
                 }
-                Err(broadcast::error::RecvError::Closed) => {
-                    return Err(ServiceError::Unavailable(
-                        "the server is shutting down".to_owned(),
-                    ));
-                }
+                Err(broadcast::error::RecvError::Closed) => return Err(shutting_down()),
             };
             if !self.numbers.is_empty() && !self.numbers.contains(&change.segment) {
                 continue;

@@ -553,3 +553,27 @@ async fn a_new_segment_is_computed_over_existing_profiles() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn an_open_watch_does_not_hold_up_a_graceful_stop() {
+    let server = TestServer::start().await;
+    let mut segments = segments_client(&server).await;
+    define(&mut segments, "everyone", "true", 0.0).await;
+    let mut watch = segments
+        .watch_membership(pb::WatchMembershipRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // A hang guard only: stopping takes moments.
+    tokio::time::timeout(Duration::from_secs(60), server.stop())
+        .await
+        .expect("the server stops while a watch is open");
+    let ended = tokio::time::timeout(Duration::from_secs(60), watch.message())
+        .await
+        .expect("the watch ends");
+    match ended {
+        Ok(None) => {}
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(Some(change)) => panic!("unexpected change {change:?}"),
+    }
+}
