@@ -13,7 +13,7 @@ use crate::model::AccessEntry;
 use crate::store::ProfileStore;
 
 const QUEUE_DEPTH: usize = 65_536;
-const BATCH_MAX: usize = 4096;
+const BATCH_MAX: usize = 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]

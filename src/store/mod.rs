@@ -203,7 +203,9 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// Every privacy request record, by request id.
     fn privacy_requests(&self) -> Result<Vec<PrivacyRequest>, StoreError>;
 
-    /// Appends reads to the access log, durably.
+    /// Appends reads to the access log. Not atomic with other writes;
+    /// durable once the call returns. Reads of profiles erased meanwhile
+    /// are not logged.
     fn record_access(
         &self,
         entries: Vec<AccessEntry>,

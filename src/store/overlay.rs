@@ -137,6 +137,15 @@ impl CallWrites<'_, '_> {
         self.changes.insert(key.into(), None);
     }
 
+    /// Writes straight to the tree, outside the group's batch: not atomic
+    /// with it and kept even if the call or the group fails, but durable
+    /// with the group's flush. For data that may be lost yet must not hold
+    /// readers up, since sled excludes every reader while a batch applies.
+    pub fn write_through(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.group.tree.insert(key, value)?;
+        Ok(())
+    }
+
     pub fn note_membership_change(&mut self, change: MembershipChange) {
         self.membership_changes.push(change);
     }

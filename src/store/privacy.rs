@@ -368,24 +368,43 @@ pub fn request_of(request_id: &str, record: &PrivacyRequestRecord) -> PrivacyReq
 }
 
 /// Appends reads to the access log, each under the profile it read (its
-/// live id at the time).
+/// live id at the time). Entries go straight to the tree, not into the
+/// group's batch: a read-heavy load queues thousands of them, and a batch
+/// that size would stall every reader while it applies. The writer runs
+/// jobs one at a time, so an erasure sees every entry written before it,
+/// and entries read before an erasure but written after it are dropped
+/// here rather than left behind.
 pub fn append_access(
     writes: &mut CallWrites<'_, '_>,
     counters: &mut Counters,
     entries: Vec<AccessEntry>,
-) {
+) -> Result<(), StoreError> {
+    let mut still_held = std::collections::HashMap::new();
     for entry in entries {
+        let held = match still_held.get(&entry.profile) {
+            Some(&held) => held,
+            None => {
+                let held = writes.get(&keys::profile(entry.profile))?.is_some()
+                    || writes.get(&keys::alias(entry.profile))?.is_some();
+                still_held.insert(entry.profile, held);
+                held
+            }
+        };
+        if !held {
+            continue;
+        }
         let sequence = counters.next_sequence();
         let record = AccessRecord {
             caller: entry.caller,
             method: entry.method,
         };
-        writes.insert(
-            keys::access(entry.profile, entry.at, sequence),
+        writes.write_through(
+            &keys::access(entry.profile, entry.at, sequence),
             record.encode_to_vec(),
-        );
+        )?;
     }
     counters.persist(writes);
+    Ok(())
 }
 
 /// Removes access-log entries older than `cutoff` under these profiles.

@@ -280,8 +280,7 @@ impl ProfileStore for SledStore {
         entries: Vec<AccessEntry>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         self.submit(move |context| {
-            privacy::append_access(context.writes, context.counters, entries);
-            Ok(())
+            privacy::append_access(context.writes, context.counters, entries)
         })
     }
 

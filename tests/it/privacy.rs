@@ -248,6 +248,21 @@ fn traces_in_database(data_dir: &Path, needles: &[&str]) -> Vec<String> {
     found
 }
 
+/// The profile numbers the access log holds entries under (key: `l`, the
+/// profile number big-endian, time, sequence).
+fn access_log_profiles(data_dir: &Path) -> Vec<u64> {
+    let db = sled::open(data_dir).expect("open the stopped server's database");
+    let tree = db.open_tree("sightline").expect("the store's tree");
+    tree.scan_prefix(b"l")
+        .filter_map(|entry| {
+            let (key, _) = entry.expect("entry");
+            key.get(1..9)
+                .and_then(|number| number.try_into().ok())
+                .map(u64::from_be_bytes)
+        })
+        .collect()
+}
+
 const NEEDLES: [&str; 9] = [
     EMAIL,
     WORK_EMAIL,
@@ -392,6 +407,13 @@ async fn erasure_leaves_no_trace_and_suppression_keeps_the_person_out() {
     let data_dir = server.stop().await;
     let traces = traces_in_database(data_dir.path(), &NEEDLES);
     assert!(traces.is_empty(), "{traces:#?}");
+    // The read just before the erasure was logged in the background, maybe
+    // after it: no access-log entry of the person may be left either way.
+    let logged = access_log_profiles(data_dir.path());
+    for profile_id in &profile_ids {
+        let number: u64 = profile_id[1..].parse().expect("p<number>");
+        assert!(!logged.contains(&number), "access log of {profile_id}");
+    }
     // The scan does find data that is there.
     assert!(!traces_in_database(data_dir.path(), &["bystander@example.com"]).is_empty());
 }
