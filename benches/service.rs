@@ -4,19 +4,20 @@
 //!
 //! Sizes come from the environment: `BENCH_RUNS` (default 3),
 //! `BENCH_EVENTS` (events per ingest run, default 100000), `BENCH_PROFILES`
-//! (distinct people, default 10000), `BENCH_READ_SECONDS` (default 5).
+//! (distinct people, default 10000), `BENCH_READ_SECONDS` (default 5, after 1 s of warm-up).
 //! Every figure is reported per run and as the median over runs.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::calls::GetProfile;
+use common::measure::{CALLS_IN_FLIGHT, closed_loop, median};
+use common::population::{identifier, number, text};
 use common::{connect, env_number, start_server};
 
-use hdrhistogram::Histogram;
-use sightline::api::pb::{self, get_profile_request::Lookup, ingest_request::Item};
+use sightline::api::pb::{self, ingest_request::Item};
 
-const READS_IN_FLIGHT: usize = 16;
 /// Varied names and birthdays, so that fuzzy matching sees a realistic
 /// population rather than ten thousand namesakes.
 const FIRST_NAMES: &[&str] = &[
@@ -27,25 +28,6 @@ const LAST_NAMES: &[&str] = &[
     "Murphy", "Chen", "Taylor",
 ];
 const INGEST_STREAMS: usize = 2;
-
-fn identifier(kind: &str, value: String) -> pb::Identifier {
-    pb::Identifier {
-        kind: kind.to_owned(),
-        value,
-    }
-}
-
-fn text(value: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(value.to_owned())),
-    }
-}
-
-fn number(value: f64) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::NumberValue(value)),
-    }
-}
 
 /// A realistic mix: one identify per person (with traits and two
 /// identifiers) followed by their events (page views, opens, orders).
@@ -74,7 +56,7 @@ fn ingest_item(sequence: u64, profiles: u64) -> pb::IngestRequest {
                     ),
                     (
                         "birthday".to_owned(),
-                        text(&format!(
+                        text(format!(
                             "{}-{:02}-{:02}",
                             1940 + person % 60,
                             1 + (person / 60) % 12,
@@ -95,7 +77,7 @@ fn ingest_item(sequence: u64, profiles: u64) -> pb::IngestRequest {
             0 => (
                 "Order Completed",
                 vec![
-                    ("order_id".to_owned(), text(&format!("o-{sequence}"))),
+                    ("order_id".to_owned(), text(format!("o-{sequence}"))),
                     ("revenue".to_owned(), number(49.5)),
                     ("currency".to_owned(), text("GBP")),
                 ],
@@ -162,55 +144,6 @@ async fn ingest_run(port: u16, events: u64, profiles: u64) -> f64 {
     events as f64 / started.elapsed().as_secs_f64()
 }
 
-struct ReadFigures {
-    per_second: f64,
-    p50_us: u64,
-    p99_us: u64,
-}
-
-async fn read_run(port: u16, profiles: u64, seconds: u64) -> ReadFigures {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut workers = Vec::new();
-    for worker in 0..READS_IN_FLIGHT as u64 {
-        // One connection per worker, as independent service instances would.
-        let mut client = connect(port).await;
-        workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new(3).expect("histogram");
-            let mut person = worker;
-            while Instant::now() < deadline {
-                person = (person * 7919 + 13) % profiles;
-                let request = pb::GetProfileRequest {
-                    lookup: Some(Lookup::Identifier(identifier(
-                        "email",
-                        format!("person{person}@example.com"),
-                    ))),
-                    events_limit: 0,
-                };
-                let started = Instant::now();
-                client.get_profile(request).await.expect("get profile");
-                histogram
-                    .record(started.elapsed().as_micros() as u64)
-                    .expect("record");
-            }
-            histogram
-        }));
-    }
-    let mut total = Histogram::<u64>::new(3).expect("histogram");
-    for worker in workers {
-        total.add(worker.await.expect("worker")).expect("merge");
-    }
-    ReadFigures {
-        per_second: total.len() as f64 / seconds as f64,
-        p50_us: total.value_at_quantile(0.50),
-        p99_us: total.value_at_quantile(0.99),
-    }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 fn main() {
     let runs = env_number("BENCH_RUNS", 3).max(1);
     let events = env_number("BENCH_EVENTS", 100_000);
@@ -224,23 +157,26 @@ fn main() {
         let server = start_server();
         let (rate, reads) = runtime.block_on(async {
             let rate = ingest_run(server.port, events, profiles).await;
-            let reads = read_run(server.port, profiles, read_seconds).await;
+            let reads = closed_loop(server.port, read_seconds, |channel| {
+                GetProfile::new(channel, profiles)
+            })
+            .await;
             (rate, reads)
         });
         println!(
-            "run {run}: ingest {rate:.0} items/s durable; GetProfile x{READS_IN_FLIGHT} in flight: {:.0} req/s, p50 {} us, p99 {} us",
+            "run {run}: ingest {rate:.0} items/s durable; GetProfile x{CALLS_IN_FLIGHT} in flight: {:.0} req/s, p50 {} us, p99 {} us",
             reads.per_second, reads.p50_us, reads.p99_us
         );
         ingest_rates.push(rate);
         read_rates.push(reads.per_second);
-        p50s.push(reads.p50_us as f64);
-        p99s.push(reads.p99_us as f64);
+        p50s.push(reads.p50_us);
+        p99s.push(reads.p99_us);
     }
     println!(
         "median: ingest {:.0} items/s; GetProfile {:.0} req/s, p50 {:.0} us, p99 {:.0} us",
-        median(&mut ingest_rates),
-        median(&mut read_rates),
-        median(&mut p50s),
-        median(&mut p99s)
+        median(&ingest_rates),
+        median(&read_rates),
+        median(&p50s),
+        median(&p99s)
     );
 }

@@ -1,5 +1,17 @@
 //! What the benchmarks share: the real server binary in a temporary data
-//! directory, and a client that waits for it to listen.
+//! directory, a client that waits for it to listen, the reference echo
+//! process, the load generators and the way figures are measured and
+//! printed.
+//!
+//! Every bench binary compiles this whole module and uses a part of it,
+//! hence the allowance for unused items.
+#![allow(dead_code)]
+
+pub mod calls;
+pub mod echo;
+pub mod measure;
+pub mod population;
+pub mod privacy;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,14 +27,19 @@ pub fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("free port")
+}
+
 pub struct Server {
     child: Child,
     pub port: u16,
     data_dir: tempfile::TempDir,
 }
 
-// Not every benchmark looks at the server's memory or disk.
-#[allow(dead_code)]
 impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -30,6 +47,20 @@ impl Server {
 
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// Stops the server the way an operator would (SIGTERM, graceful
+    /// shutdown) and keeps its data directory, so that the files can be
+    /// examined once nothing writes to them.
+    pub fn stop(&mut self) {
+        let terminated = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if !terminated {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }
 
@@ -42,10 +73,7 @@ impl Drop for Server {
 
 pub fn start_server() -> Server {
     let data_dir = tempfile::tempdir().expect("data dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_sightline"));
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
@@ -85,4 +113,35 @@ pub async fn channel(port: u16) -> Channel {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("server did not start");
+}
+
+/// Peak and current resident memory of a process, in KiB.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+pub fn directory_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .expect("read data dir")
+        .map(|entry| {
+            let entry = entry.expect("dir entry");
+            let metadata = entry.metadata().expect("metadata");
+            if metadata.is_dir() {
+                directory_bytes(&entry.path())
+            } else {
+                // Allocated blocks, not the apparent length: sled's files
+                // may be sparse.
+                std::os::unix::fs::MetadataExt::blocks(&metadata) * 512
+            }
+        })
+        .sum()
 }
