@@ -97,6 +97,15 @@ enum Command {
         /// The data directory to create; refused unless missing or empty.
         #[arg(long)]
         data: PathBuf,
+        /// Re-apply the erasures recorded in this newer copy of the same
+        /// installation: the data directory of the stopped server being
+        /// replaced, or a newer backup directory.
+        #[arg(long)]
+        privacy_from: Option<PathBuf>,
+        /// The server's TOML configuration (its `[privacy] suppression_key`
+        /// and storage settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Send an identify call to a running server.
     Identify {
@@ -302,21 +311,35 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Restore { backup_dir, data } => {
-            match sightline::store::SledStore::restore(&backup_dir, &data) {
-                Ok(report) => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"keys": report.keys, "data_dir": data.display().to_string()})
-                    );
-                    ExitCode::SUCCESS
+        Command::Restore {
+            backup_dir,
+            data,
+            privacy_from,
+            config,
+        } => match restore(&backup_dir, data.clone(), privacy_from.as_deref(), config) {
+            Ok(report) => {
+                let mut summary = serde_json::json!({"keys": report.keys, "data_dir": data.display().to_string()});
+                match report.replayed {
+                    Some(replayed) => {
+                        summary["erasures_replayed"] = serde_json::json!({
+                            "profiles_erased": replayed.profiles_erased,
+                            "suppressions_added": replayed.suppressions_added,
+                            "requests_added": replayed.requests_added,
+                        });
+                    }
+                    None => eprintln!(
+                        "sightline: erasures made after this backup were not re-applied; \
+                         pass --privacy-from with the replaced data directory or a newer backup"
+                    ),
                 }
-                Err(error) => {
-                    eprintln!("sightline: restore failed: {error}");
-                    ExitCode::FAILURE
-                }
+                println!("{summary}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(error) => {
+                eprintln!("sightline: restore failed: {error}");
+                ExitCode::FAILURE
+            }
+        },
         client => match run_client(client) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -544,6 +567,28 @@ fn log_panics_without_messages() {
         let location = info.location().map(ToString::to_string);
         tracing::error!(location = location.as_deref().unwrap_or("unknown"), "panic");
     }));
+}
+
+fn restore(
+    backup_dir: &std::path::Path,
+    data: PathBuf,
+    privacy_from: Option<&std::path::Path>,
+    config_path: Option<PathBuf>,
+) -> Result<sightline::store::RestoreReport, Box<dyn std::error::Error>> {
+    let mut config = match config_path {
+        Some(path) => Config::from_file(&path)?,
+        None => Config::default(),
+    };
+    config.data_dir = data;
+    config.validate()?;
+    let merge_rules =
+        sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
+    let options = sightline::server::store_options(&config, merge_rules)?;
+    Ok(sightline::store::SledStore::restore(
+        backup_dir,
+        &options,
+        privacy_from,
+    )?)
 }
 
 fn serve(

@@ -177,6 +177,21 @@ fn spawn_sweep(
     }))
 }
 
+/// How the configured store is opened, for serving and for restoring.
+pub fn store_options(
+    config: &Config,
+    merge_rules: MergeRules,
+) -> Result<SledStoreOptions, ConfigError> {
+    Ok(SledStoreOptions {
+        merge_rules,
+        data_dir: config.data_dir.clone(),
+        cache_capacity_bytes: config.storage.cache_capacity_bytes,
+        write_queue_depth: config.storage.write_queue_depth,
+        group_commit_calls_max: config.storage.group_commit_calls_max,
+        suppression_key: config.privacy.suppression_key_bytes()?,
+    })
+}
+
 type AdminServer = pb::admin_service_server::AdminServiceServer<AdminApi>;
 
 /// Serves until `shutdown` resolves, then stops accepting calls, lets the
@@ -194,14 +209,7 @@ pub async fn run(
     let tokens = config.token_set()?;
     let tls = config.tls.as_ref().map(server_tls).transpose()?;
     let merge_rules = MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
-    let options = SledStoreOptions {
-        merge_rules: merge_rules.clone(),
-        data_dir: config.data_dir.clone(),
-        cache_capacity_bytes: config.storage.cache_capacity_bytes,
-        write_queue_depth: config.storage.write_queue_depth,
-        group_commit_calls_max: config.storage.group_commit_calls_max,
-        suppression_key: config.privacy.suppression_key_bytes()?,
-    };
+    let options = store_options(&config, merge_rules.clone())?;
     let lifecycle = LifecycleThresholds {
         active_days: config.computed.active_days,
         lapsing_days: config.computed.lapsing_days,

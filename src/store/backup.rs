@@ -52,6 +52,8 @@ pub struct BackupReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreReport {
     pub keys: u64,
+    /// Later erasures re-applied from a newer copy, when one was given.
+    pub replayed: Option<super::ReplayReport>,
 }
 
 /// The temporary file a backup into `dir` is written to; fails when `dir`
@@ -196,7 +198,7 @@ fn read_part(
 
 /// Visits every record of a backup file after checking its header; fails
 /// on a count or checksum that does not match.
-fn each_record(
+pub(super) fn each_record(
     path: &Path,
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
 ) -> Result<u64, StoreError> {
@@ -254,7 +256,10 @@ pub(super) fn load(
     tree.apply_batch(batch)?;
     db.flush()?;
     log_file.sync_data()?;
-    Ok(RestoreReport { keys })
+    Ok(RestoreReport {
+        keys,
+        replayed: None,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod apply;
 mod backup;
 mod consent;
 mod keys;
+mod ledger;
 mod matching;
 mod membership;
 mod overlay;
@@ -33,6 +34,7 @@ use crate::model::{
 };
 
 pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
+pub use ledger::ReplayReport;
 pub use membership::{SegmentDraft, SegmentMembers};
 pub use sled_store::{SledStore, SledStoreOptions};
 pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};

@@ -45,13 +45,25 @@ impl Suppressor {
     }
 
     pub fn tag(&self, identifier: &Identifier) -> [u8; 32] {
-        // HMAC accepts keys of any length; this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = self.mac();
         mac.update(identifier.kind().as_str().as_bytes());
         mac.update(&[0]);
         mac.update(identifier.value().as_bytes());
         mac.finalize().into_bytes().into()
+    }
+
+    /// The tag of an identifier as the identifier index stores it (kind,
+    /// 0x00, value): the same bytes [`Suppressor::tag`] authenticates.
+    pub fn tag_of_indexed(&self, kind_and_value: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(kind_and_value);
+        mac.finalize().into_bytes().into()
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length; this cannot fail.
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
     }
 }
 

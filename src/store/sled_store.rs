@@ -12,6 +12,7 @@ use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
 use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
+use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::matching;
 use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
 use super::overlay::SparseKeys;
@@ -180,20 +181,95 @@ fn open_db(
 }
 
 impl SledStore {
-    /// Loads a backup into `data_dir`, which must be missing or empty, and
-    /// makes it durable. Offline: no server may be using `data_dir`.
-    pub fn restore(backup_dir: &Path, data_dir: &Path) -> Result<RestoreReport, StoreError> {
+    /// Loads a backup into `options.data_dir`, which must be missing or
+    /// empty, and makes it durable. With `privacy_source` (a newer backup,
+    /// or the data directory of a stopped server of the same installation)
+    /// it then re-applies the erasures and suppressions recorded there.
+    /// Offline: no server may be using either directory.
+    pub fn restore(
+        backup_dir: &Path,
+        options: &SledStoreOptions,
+        privacy_source: Option<&Path>,
+    ) -> Result<RestoreReport, StoreError> {
+        let data_dir = options.data_dir.as_path();
         if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
             return Err(StoreError::Precondition(format!(
                 "{} is not empty; restore only into a new data directory",
                 data_dir.display()
             )));
         }
+        // Read first: a source that cannot be read must leave nothing behind.
+        let ledger = privacy_source
+            .map(|source| {
+                PrivacyLedger::read(source, |dir| {
+                    let (_, tree, _) = open_db(dir, 64 * 1024 * 1024).map_err(|error| {
+                        StoreError::Precondition(format!(
+                            "cannot open {} (is a server using it?): {error}",
+                            dir.display()
+                        ))
+                    })?;
+                    Ok(tree)
+                })
+            })
+            .transpose()?;
         std::fs::create_dir_all(data_dir)?;
-        // The server's default cache: a smaller one made sled's memory grow
-        // faster during a large load, not slower.
-        let (db, tree, log_file) = open_db(data_dir, 1024 * 1024 * 1024)?;
-        backup::load(backup_dir, &db, &tree, &log_file)
+        let mut report = {
+            // The server's default cache: a smaller one made sled's memory
+            // grow faster during a large load, not slower.
+            let (db, tree, log_file) = open_db(data_dir, 1024 * 1024 * 1024)?;
+            let report = backup::load(backup_dir, &db, &tree, &log_file)?;
+            if let Some(ledger) = &ledger
+                && options.suppression_key.is_none()
+            {
+                ledger.check_key(tree.get(keys::SUPPRESSION_KEY)?.as_deref())?;
+            }
+            report
+        };
+        if let Some(ledger) = ledger {
+            let store = SledStore::open(options)?;
+            let replayed = store.replay(ledger);
+            store.close()?;
+            report.replayed = Some(replayed?);
+        }
+        Ok(report)
+    }
+
+    fn replay(&self, ledger: PrivacyLedger) -> Result<ReplayReport, StoreError> {
+        let ledger = Arc::new(ledger);
+        let now = UnixMillis(
+            i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(i64::MAX),
+        );
+        let tree = self.tree.clone();
+        let found = Arc::clone(&ledger);
+        let profiles =
+            futures::executor::block_on(self.submit(move |context| {
+                ledger::profiles_to_erase(&tree, context.suppressor, &found)
+            }))?;
+        let mut report = ReplayReport::default();
+        // One job per person: each erasure is atomic on its own, as it is
+        // when requested through the API.
+        for (profile, request_id) in profiles {
+            let erased = futures::executor::block_on(self.submit(move |context| {
+                ledger::erase_again(
+                    context.writes,
+                    context.suppressor,
+                    now,
+                    profile,
+                    &request_id,
+                )
+            }))?;
+            report.profiles_erased += u64::from(erased);
+        }
+        futures::executor::block_on(self.submit(move |context| {
+            ledger::copy_missing(context.writes, &ledger, &mut report)?;
+            Ok(report)
+        }))
     }
 }
 

@@ -4,12 +4,165 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sightline::api::pb::{self, admin_service_client::AdminServiceClient};
-use sightline::store::SledStore;
+use std::path::{Path, PathBuf};
+
+use sightline::api::pb::{
+    self, admin_service_client::AdminServiceClient, erase_subject_request,
+    privacy_service_client::PrivacyServiceClient,
+};
+use sightline::identity::MergeRules;
+use sightline::store::{ReplayReport, RestoreReport, SledStore, StoreError};
+use tempfile::TempDir;
 
 use crate::support::*;
 
 const PEOPLE_BEFORE: usize = 300;
+
+/// Restores as `sightline restore` does with the test configuration.
+fn restore(
+    backup: &Path,
+    data: &Path,
+    privacy_from: Option<&Path>,
+) -> Result<RestoreReport, StoreError> {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = test_config(&scratch);
+    config.data_dir = data.to_owned();
+    let rules = MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
+    let options = sightline::server::store_options(&config, rules).unwrap();
+    SledStore::restore(backup, &options, privacy_from)
+}
+
+async fn take_backup(server: &TestServer, dir: &Path) {
+    AdminServiceClient::new(server.channel().await)
+        .backup(pb::BackupRequest {
+            directory: dir.display().to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn serve_restored(data: PathBuf) -> TestServer {
+    let home = tempfile::tempdir().unwrap();
+    let mut config = test_config(&home);
+    config.data_dir = data;
+    TestServer::start_with(home, config).await
+}
+
+const ERASED_EMAIL: &str = "erased@example.com";
+const ERASED_PHONE: &str = "07911 123456";
+const KEPT_EMAIL: &str = "kept@example.com";
+
+/// A person and a bystander, a backup, then the person's erasure and a
+/// second backup. Returns the stopped server's data directory.
+async fn erasure_after_a_backup(before: &Path, after: &Path) -> TempDir {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .identify(identify(vec![email(ERASED_EMAIL), phone(ERASED_PHONE)]))
+        .await
+        .unwrap();
+    client
+        .track(track(vec![email(ERASED_EMAIL)], "Order Completed"))
+        .await
+        .unwrap();
+    client
+        .identify(identify(vec![email(KEPT_EMAIL)]))
+        .await
+        .unwrap();
+    take_backup(&server, before).await;
+    PrivacyServiceClient::new(server.channel().await)
+        .erase_subject(pb::EraseSubjectRequest {
+            lookup: Some(erase_subject_request::Lookup::Identifier(phone(
+                ERASED_PHONE,
+            ))),
+            request_id: "erasure-after-backup".to_owned(),
+            requester: "compliance".to_owned(),
+            reason: "Art. 17 request".to_owned(),
+            skip_suppression: false,
+        })
+        .await
+        .unwrap();
+    take_backup(&server, after).await;
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_restore_re_applies_erasures_made_after_the_backup() {
+    let backups = tempfile::tempdir().unwrap();
+    let (before, after) = (backups.path().join("before"), backups.path().join("after"));
+    let replaced = erasure_after_a_backup(&before, &after).await;
+    let restored = tempfile::tempdir().unwrap();
+
+    // Without a newer copy the backup brings the person back.
+    let plain = restored.path().join("plain");
+    assert_eq!(restore(&before, &plain, None).unwrap().replayed, None);
+    let server = serve_restored(plain).await;
+    let mut client = server.client().await;
+    get_by(&mut client, email(ERASED_EMAIL))
+        .await
+        .expect("the backup predates the erasure");
+    server.stop().await;
+
+    // From the replaced data directory and from the newer backup alike.
+    for source in [replaced.path(), after.as_path()] {
+        let data = restored
+            .path()
+            .join(format!("from-{}", source.display()).replace('/', "_"));
+        let report = restore(&before, &data, Some(source)).unwrap();
+        assert_eq!(
+            report.replayed,
+            Some(ReplayReport {
+                profiles_erased: 1,
+                suppressions_added: 0,
+                requests_added: 1,
+            }),
+            "the re-erasure suppresses the identifiers itself; the original request is copied"
+        );
+        let server = serve_restored(data).await;
+        let mut client = server.client().await;
+        for who in [email(ERASED_EMAIL), phone(ERASED_PHONE)] {
+            let status = get_by(&mut client, who).await.expect_err("erased again");
+            assert_eq!(status.code(), tonic::Code::NotFound);
+        }
+        let replayed = client
+            .identify(identify(vec![email(ERASED_EMAIL)]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(replayed.suppressed, "still suppressed after the restore");
+        get_by(&mut client, email(KEPT_EMAIL))
+            .await
+            .expect("the bystander is kept");
+        let requests = PrivacyServiceClient::new(server.channel().await)
+            .list_privacy_requests(pb::ListPrivacyRequestsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .requests;
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.request_id == "erasure-after-backup")
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.reason.contains("erasure-after-backup"))
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_restore_refuses_privacy_records_of_another_installation() {
+    let backups = tempfile::tempdir().unwrap();
+    let (before, after) = (backups.path().join("before"), backups.path().join("after"));
+    let _replaced = erasure_after_a_backup(&before, &after).await;
+    let other = TestServer::start().await.stop().await;
+    let data = tempfile::tempdir().unwrap().path().join("data");
+    let refused = restore(&before, &data, Some(other.path())).unwrap_err();
+    assert!(refused.to_string().contains("suppression key"), "{refused}");
+}
 
 #[tokio::test]
 async fn a_backup_taken_under_load_restores_every_acknowledged_write() {
@@ -89,10 +242,10 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_write() {
 
     let restored = tempfile::tempdir().unwrap();
     let data = restored.path().join("data");
-    let loaded = SledStore::restore(&target, &data).unwrap();
+    let loaded = restore(&target, &data, None).unwrap();
     assert_eq!(loaded.keys, report.keys);
     assert!(
-        SledStore::restore(&target, &data).is_err(),
+        restore(&target, &data, None).is_err(),
         "a non-empty data directory is refused"
     );
 
