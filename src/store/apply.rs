@@ -255,7 +255,7 @@ pub fn apply_call(
     // Profiles on the refused side of a link keep their data; only their
     // journal (and a detached profile's identifiers) changed.
     for (id, other_record) in records {
-        writes.insert(keys::profile(id), other_record.encode_to_vec());
+        writes.insert(keys::profile(id), other_record.to_bytes());
     }
     let (profile_id, record) = if touches_matching {
         let fields_after = fields_of(&record)?;
@@ -279,7 +279,7 @@ pub fn apply_call(
     } else {
         (profile_id, record)
     };
-    writes.insert(keys::profile(profile_id), record.encode_to_vec());
+    writes.insert(keys::profile(profile_id), record.to_bytes());
     if let Some(message_id) = call.message_id() {
         let dedup = DedupRecord {
             profile_id: profile_id.0,
@@ -311,7 +311,7 @@ pub fn apply_unmerge(
     let bytes = writes.get(&keys::profile(profile_id))?.ok_or_else(|| {
         StoreError::NotFound(format!("profile {} does not exist", call.profile_id))
     })?;
-    let mut record: ProfileRecord = decode(&bytes, "profile")?;
+    let mut record = ProfileRecord::from_bytes(&bytes)?;
     for (index, identifier) in call.identifiers.iter().enumerate() {
         if !record
             .identifiers
@@ -415,8 +415,8 @@ pub fn apply_unmerge(
 
     reindex(writes, profile_id, &fields_before, &fields_of(&record)?)?;
     reindex(writes, new_id, &MatchFields::default(), &fields_of(&split)?)?;
-    writes.insert(keys::profile(profile_id), record.encode_to_vec());
-    writes.insert(keys::profile(new_id), split.encode_to_vec());
+    writes.insert(keys::profile(profile_id), record.to_bytes());
+    writes.insert(keys::profile(new_id), split.to_bytes());
     counters.persist(writes);
     Ok(UnmergeOutcome {
         profile_id,
@@ -517,6 +517,7 @@ fn attach_identifiers(
             first_seen_ms: seen_at.0,
             last_seen_ms: seen_at.0,
             provenance: Some(provenance.clone()),
+            provenance_ref: 0,
         });
     }
 }
@@ -569,6 +570,7 @@ fn set_trait(
             value_json: value.to_string(),
             updated_at_ms: set_at.0,
             provenance: Some(provenance.clone()),
+            provenance_ref: 0,
         },
     );
 }
@@ -668,7 +670,7 @@ pub(super) fn load_profile(
             what: "profile",
             reason: format!("identifier index points at missing profile {id}"),
         })?;
-    decode(&bytes, "profile")
+    ProfileRecord::from_bytes(&bytes)
 }
 
 pub(super) fn follow_alias(

@@ -1,13 +1,11 @@
 //! Consent per channel and purpose: recording decisions, and combining two
 //! profiles' decisions so that a merge never widens what a person agreed to.
 
-use prost::Message;
-
 use super::StoreError;
 use super::apply::follow_alias;
 use super::keys;
 use super::overlay::CallWrites;
-use super::records::{ConsentEntry, ProfileRecord, ProvenanceRecord, decode};
+use super::records::{ConsentEntry, ProfileRecord, ProvenanceRecord};
 use crate::model::{ConsentCall, ProfileId};
 
 /// Decisions kept in a profile's history; the oldest go first.
@@ -24,7 +22,7 @@ pub fn apply_consent(
     let bytes = writes.get(&keys::profile(profile_id))?.ok_or_else(|| {
         StoreError::NotFound(format!("profile {} does not exist", call.profile_id))
     })?;
-    let mut record: ProfileRecord = decode(&bytes, "profile")?;
+    let mut record = ProfileRecord::from_bytes(&bytes)?;
     let provenance = ProvenanceRecord::from(&call.provenance);
     for (channel, purpose, granted) in &call.changes {
         let entry = ConsentEntry {
@@ -33,6 +31,7 @@ pub fn apply_consent(
             granted: *granted,
             at_ms: call.at.0,
             provenance: Some(provenance.clone()),
+            provenance_ref: 0,
         };
         push_history(&mut record, entry.clone());
         match record
@@ -46,7 +45,7 @@ pub fn apply_consent(
         }
     }
     record.updated_at_ms = record.updated_at_ms.max(call.provenance.received_at.0);
-    writes.insert(keys::profile(profile_id), record.encode_to_vec());
+    writes.insert(keys::profile(profile_id), record.to_bytes());
     Ok(profile_id)
 }
 

@@ -138,7 +138,7 @@ pub fn match_profile(
         let Some(bytes) = writes.get(&keys::profile(other))? else {
             continue;
         };
-        let other_record: ProfileRecord = decode(&bytes, "profile")?;
+        let other_record = ProfileRecord::from_bytes(&bytes)?;
         let mut match_score = score(fields, &fields_of(&other_record)?);
         if refused_weak_link(&record, id, &other_record, other) {
             match_score = match_score.with_refused_link();
@@ -160,7 +160,7 @@ pub fn match_profile(
         let Some(bytes) = writes.get(&keys::profile(other))? else {
             continue;
         };
-        let other_record: ProfileRecord = decode(&bytes, "profile")?;
+        let other_record = ProfileRecord::from_bytes(&bytes)?;
         if decision == MatchDecision::AutoMerge {
             let ours = known(writes, current_id, &current)?;
             let theirs = known(writes, other, &other_record)?;
@@ -372,7 +372,7 @@ pub fn review(
         (second, second_record),
         reason,
     )?;
-    writes.insert(keys::profile(survivor), record.encode_to_vec());
+    writes.insert(keys::profile(survivor), record.to_bytes());
     Ok(ReviewOutcome::Merged { survivor, absorbed })
 }
 
@@ -389,7 +389,7 @@ pub fn match_stored(
         let Some(bytes) = writes.get(&keys::profile(id))? else {
             continue;
         };
-        let record: ProfileRecord = decode(&bytes, "profile")?;
+        let record = ProfileRecord::from_bytes(&bytes)?;
         let fields = fields_of(&record)?;
         outcome.profiles_checked += 1;
         if !fields.is_matchable() {
@@ -402,7 +402,7 @@ pub fn match_stored(
         outcome.candidates += report.candidates_recorded;
         if !report.merged_away.is_empty() {
             outcome.merges += report.merged_away.len() as u64;
-            writes.insert(keys::profile(survivor), record.encode_to_vec());
+            writes.insert(keys::profile(survivor), record.to_bytes());
         }
     }
     Ok(outcome)

@@ -279,7 +279,7 @@ fn scrub_other_journals(
         let Some(bytes) = writes.get(&keys::profile(other))? else {
             continue;
         };
-        let mut other_record: ProfileRecord = decode(&bytes, "profile")?;
+        let mut other_record = ProfileRecord::from_bytes(&bytes)?;
         let mut changed = false;
         for entry in &mut other_record.journal {
             let before = entry.identifiers.len();
@@ -289,7 +289,7 @@ fn scrub_other_journals(
             changed |= entry.identifiers.len() != before;
         }
         if changed {
-            writes.insert(keys::profile(other), other_record.encode_to_vec());
+            writes.insert(keys::profile(other), other_record.to_bytes());
         }
     }
     Ok(())

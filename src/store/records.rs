@@ -49,6 +49,9 @@ pub struct IdentifierEntry {
     pub last_seen_ms: i64,
     #[prost(message, optional, tag = "5")]
     pub provenance: Option<ProvenanceRecord>,
+    /// See [`ProfileRecord::shared_provenance`].
+    #[prost(uint32, tag = "6")]
+    pub provenance_ref: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -63,6 +66,9 @@ pub struct TraitEntry {
     pub updated_at_ms: i64,
     #[prost(message, optional, tag = "4")]
     pub provenance: Option<ProvenanceRecord>,
+    /// See [`ProfileRecord::shared_provenance`].
+    #[prost(uint32, tag = "5")]
+    pub provenance_ref: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -132,6 +138,108 @@ pub struct ProfileRecord {
     /// Every decision recorded, oldest first (bounded).
     #[prost(message, repeated, tag = "11")]
     pub consent_history: Vec<ConsentEntry>,
+    /// Provenance stored once for the entries above that share it, which
+    /// they name by `provenance_ref` (1-based; 0: their own or none). One
+    /// identify call sets many identifiers and traits at once, and copies
+    /// of its provenance were two thirds of a record's bytes. Only stored
+    /// bytes use it: [`ProfileRecord::from_bytes`] gives every entry its
+    /// provenance back, [`ProfileRecord::to_bytes`] shares it again.
+    #[prost(message, repeated, tag = "12")]
+    pub shared_provenance: Vec<ProvenanceRecord>,
+}
+
+/// An entry of a profile record that carries provenance.
+trait WithProvenance {
+    fn provenance_slots(&mut self) -> (&mut Option<ProvenanceRecord>, &mut u32);
+}
+
+impl WithProvenance for IdentifierEntry {
+    fn provenance_slots(&mut self) -> (&mut Option<ProvenanceRecord>, &mut u32) {
+        (&mut self.provenance, &mut self.provenance_ref)
+    }
+}
+
+impl WithProvenance for TraitEntry {
+    fn provenance_slots(&mut self) -> (&mut Option<ProvenanceRecord>, &mut u32) {
+        (&mut self.provenance, &mut self.provenance_ref)
+    }
+}
+
+impl WithProvenance for ConsentEntry {
+    fn provenance_slots(&mut self) -> (&mut Option<ProvenanceRecord>, &mut u32) {
+        (&mut self.provenance, &mut self.provenance_ref)
+    }
+}
+
+impl ProfileRecord {
+    /// Decodes a stored record, every entry with its own provenance.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+        let mut record: ProfileRecord = decode(bytes, "profile")?;
+        let shared = std::mem::take(&mut record.shared_provenance);
+        if shared.is_empty() {
+            return Ok(record);
+        }
+        let mut unshare = |entry: &mut dyn WithProvenance| -> Result<(), StoreError> {
+            let (provenance, reference) = entry.provenance_slots();
+            if *reference == 0 {
+                return Ok(());
+            }
+            let found = usize::try_from(*reference - 1)
+                .ok()
+                .and_then(|index| shared.get(index))
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "profile",
+                    reason: format!("provenance {reference} of {} shared", shared.len()),
+                })?;
+            *provenance = Some(found.clone());
+            *reference = 0;
+            Ok(())
+        };
+        record.each_entry(&mut unshare)?;
+        Ok(record)
+    }
+
+    /// Encodes the record with provenance shared between its entries.
+    pub fn to_bytes(mut self) -> Vec<u8> {
+        let mut shared: Vec<ProvenanceRecord> = Vec::new();
+        let mut share = |entry: &mut dyn WithProvenance| -> Result<(), StoreError> {
+            let (provenance, reference) = entry.provenance_slots();
+            let Some(own) = provenance.take() else {
+                return Ok(());
+            };
+            // Entries of one call sit together, so the newest is the
+            // likeliest match.
+            let index = match shared.iter().rposition(|known| *known == own) {
+                Some(index) => index,
+                None => {
+                    shared.push(own);
+                    shared.len() - 1
+                }
+            };
+            *reference = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            Ok(())
+        };
+        // Sharing cannot fail; only unsharing checks references.
+        let _ = self.each_entry(&mut share);
+        self.shared_provenance = shared;
+        self.encode_to_vec()
+    }
+
+    fn each_entry(
+        &mut self,
+        visit: &mut dyn FnMut(&mut dyn WithProvenance) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for entry in &mut self.identifiers {
+            visit(entry)?;
+        }
+        for entry in &mut self.traits {
+            visit(entry)?;
+        }
+        for entry in self.consents.iter_mut().chain(&mut self.consent_history) {
+            visit(entry)?;
+        }
+        Ok(())
+    }
 }
 
 /// The latest population quintiles for RFM scores.
@@ -161,6 +269,9 @@ pub struct ConsentEntry {
     pub at_ms: i64,
     #[prost(message, optional, tag = "5")]
     pub provenance: Option<ProvenanceRecord>,
+    /// See [`ProfileRecord::shared_provenance`].
+    #[prost(uint32, tag = "6")]
+    pub provenance_ref: u32,
 }
 
 impl ConsentEntry {
@@ -584,5 +695,90 @@ impl EventRecord {
             timestamp,
             provenance: provenance_view(self.provenance.as_ref()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provenance(message_id: &str) -> ProvenanceRecord {
+        ProvenanceRecord {
+            message_id: message_id.to_owned(),
+            source: "crm".to_owned(),
+            received_at_ms: 1_700_000_000_000,
+            identifier_hashes: vec![1, 2, 3, 4, 5],
+        }
+    }
+
+    fn identifier(value: &str, from: &str) -> IdentifierEntry {
+        IdentifierEntry {
+            kind: "email".to_owned(),
+            value: value.to_owned(),
+            provenance: Some(provenance(from)),
+            ..IdentifierEntry::default()
+        }
+    }
+
+    fn trait_entry(name: &str, from: &str) -> TraitEntry {
+        TraitEntry {
+            name: name.to_owned(),
+            value_json: "\"x\"".to_owned(),
+            provenance: Some(provenance(from)),
+            ..TraitEntry::default()
+        }
+    }
+
+    fn record() -> ProfileRecord {
+        ProfileRecord {
+            identifiers: vec![
+                identifier("a@example.com", "m1"),
+                identifier("b@example.com", "m2"),
+            ],
+            traits: (0..10)
+                .map(|n| trait_entry(&format!("t{n}"), if n < 8 { "m1" } else { "m2" }))
+                .collect(),
+            consents: vec![ConsentEntry {
+                channel: "email".to_owned(),
+                purpose: "marketing".to_owned(),
+                granted: true,
+                provenance: Some(provenance("m3")),
+                ..ConsentEntry::default()
+            }],
+            ..ProfileRecord::default()
+        }
+    }
+
+    #[test]
+    fn shared_provenance_round_trips_and_is_stored_once_per_call() {
+        let original = record();
+        let inline = original.encode_to_vec();
+        let shared = original.clone().to_bytes();
+        assert_eq!(ProfileRecord::from_bytes(&shared).unwrap(), original);
+        let stored: ProfileRecord = decode(&shared, "profile").unwrap();
+        assert_eq!(stored.shared_provenance.len(), 3);
+        assert!(
+            shared.len() * 2 < inline.len(),
+            "{} vs {}",
+            shared.len(),
+            inline.len()
+        );
+    }
+
+    #[test]
+    fn records_written_with_inline_provenance_still_read() {
+        let original = record();
+        let inline = original.encode_to_vec();
+        assert_eq!(ProfileRecord::from_bytes(&inline).unwrap(), original);
+    }
+
+    #[test]
+    fn a_reference_past_the_shared_table_is_corruption() {
+        let mut stored = record();
+        stored.shared_provenance = vec![provenance("m1")];
+        stored.identifiers[0].provenance = None;
+        stored.identifiers[0].provenance_ref = 2;
+        let error = ProfileRecord::from_bytes(&stored.encode_to_vec()).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
     }
 }

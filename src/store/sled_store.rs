@@ -394,7 +394,7 @@ impl ProfileStore for SledStore {
         let Some(bytes) = self.tree.get(keys::profile(live))? else {
             return Ok(Vec::new());
         };
-        let record: ProfileRecord = decode(&bytes, "profile")?;
+        let record = ProfileRecord::from_bytes(&bytes)?;
         let mut values = Vec::with_capacity(record.traits.len());
         for entry in &record.traits {
             values.extend(entry.to_view()?);
@@ -546,7 +546,7 @@ impl ProfileStore for SledStore {
     fn for_each_activity(&self, visit: &mut dyn FnMut(&Activity)) -> Result<(), StoreError> {
         for entry in self.tree.scan_prefix([keys::PROFILE]) {
             let (_, value) = entry?;
-            let record: ProfileRecord = decode(&value, "profile")?;
+            let record = ProfileRecord::from_bytes(&value)?;
             visit(&record.activity());
         }
         Ok(())
@@ -608,11 +608,9 @@ impl ProfileStore for SledStore {
                     }
                 }
                 if expired > 0 {
-                    let mut record: ProfileRecord = decode(&bytes, "profile")?;
+                    let mut record = ProfileRecord::from_bytes(&bytes)?;
                     record.event_count = record.event_count.saturating_sub(expired);
-                    context
-                        .writes
-                        .insert(keys::profile(id), record.encode_to_vec());
+                    context.writes.insert(keys::profile(id), record.to_bytes());
                     removed += expired;
                 }
             }
@@ -737,7 +735,7 @@ impl ProfileStore for SledStore {
                 live_id = next;
                 continue;
             };
-            let record: ProfileRecord = decode(&bytes, "profile")?;
+            let record = ProfileRecord::from_bytes(&bytes)?;
             let traits = record.trait_views()?;
             return Ok(Some(ProfileView {
                 profile_id: live_id,
