@@ -138,7 +138,7 @@ pub fn match_profile(
         let Some(bytes) = writes.get(&keys::profile(other))? else {
             continue;
         };
-        let other_record = ProfileRecord::from_bytes(&bytes)?;
+        let other_record = ProfileRecord::for_reading(&bytes)?;
         let mut match_score = score(fields, &fields_of(&other_record)?);
         if refused_weak_link(&record, id, &other_record, other) {
             match_score = match_score.with_refused_link();

@@ -143,7 +143,7 @@ pub fn evaluate_profiles(
         let new: BTreeSet<Membership> = match writes.get(&keys::profile(id))? {
             None => BTreeSet::new(),
             Some(bytes) => {
-                let record = ProfileRecord::from_bytes(&bytes)?;
+                let record = ProfileRecord::for_reading(&bytes)?;
                 let events = OverlayEvents { writes, id };
                 let facts = profile_facts(id, &record, &events)?;
                 let evaluated = rules.evaluate(&facts, &considered_list);

@@ -148,6 +148,18 @@ pub struct ProfileRecord {
     pub shared_provenance: Vec<ProvenanceRecord>,
 }
 
+/// A profile record whose entries may lack their (shared) provenance. It
+/// has no way back into storage, so that provenance cannot be lost.
+pub struct RecordForReading(ProfileRecord);
+
+impl std::ops::Deref for RecordForReading {
+    type Target = ProfileRecord;
+
+    fn deref(&self) -> &ProfileRecord {
+        &self.0
+    }
+}
+
 /// An entry of a profile record that carries provenance.
 trait WithProvenance {
     fn provenance_slots(&mut self) -> (&mut Option<ProvenanceRecord>, &mut u32);
@@ -197,6 +209,14 @@ impl ProfileRecord {
         };
         record.each_entry(&mut unshare)?;
         Ok(record)
+    }
+
+    /// Decodes a stored record for reading only, without copying shared
+    /// provenance back into its entries: segment rules, match scores and
+    /// aggregates never look at provenance, and the copies cost a dozen
+    /// allocations per record.
+    pub fn for_reading(bytes: &[u8]) -> Result<RecordForReading, StoreError> {
+        Ok(RecordForReading(decode(bytes, "profile")?))
     }
 
     /// Encodes the record with provenance shared between its entries.
@@ -763,6 +783,16 @@ mod tests {
             shared.len(),
             inline.len()
         );
+    }
+
+    #[test]
+    fn a_record_for_reading_has_every_field_but_shared_provenance() {
+        let original = record();
+        let read = ProfileRecord::for_reading(&original.clone().to_bytes()).unwrap();
+        assert_eq!(read.traits.len(), original.traits.len());
+        assert_eq!(read.identifiers[1].value, "b@example.com");
+        assert_eq!(read.identifiers[1].provenance_ref, 2);
+        assert_eq!(read.consents[0].channel, "email");
     }
 
     #[test]

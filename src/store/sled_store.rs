@@ -546,7 +546,7 @@ impl ProfileStore for SledStore {
     fn for_each_activity(&self, visit: &mut dyn FnMut(&Activity)) -> Result<(), StoreError> {
         for entry in self.tree.scan_prefix([keys::PROFILE]) {
             let (_, value) = entry?;
-            let record = ProfileRecord::from_bytes(&value)?;
+            let record = ProfileRecord::for_reading(&value)?;
             visit(&record.activity());
         }
         Ok(())
