@@ -148,8 +148,9 @@ pub struct ProfileRecord {
     pub shared_provenance: Vec<ProvenanceRecord>,
 }
 
-/// A profile record whose entries may lack their (shared) provenance. It
-/// has no way back into storage, so that provenance cannot be lost.
+/// A profile record whose entries may lack their (shared) provenance, and
+/// so do views made from its entries. It has no way back into storage, so
+/// that provenance cannot be lost.
 pub struct RecordForReading(ProfileRecord);
 
 impl std::ops::Deref for RecordForReading {
@@ -686,11 +687,26 @@ impl JournalEntry {
 impl ProfileRecord {
     /// The current value of every trait: per name, the newest entry (by
     /// source time, then arrival). Removed traits (null) are left out.
+    /// An entry's provenance, its own or the shared one it names (in a
+    /// record decoded [`ProfileRecord::for_reading`]).
+    fn provenance_of<'a>(
+        &'a self,
+        own: Option<&'a ProvenanceRecord>,
+        reference: u32,
+    ) -> Option<&'a ProvenanceRecord> {
+        own.or_else(|| {
+            let index = usize::try_from(reference).ok()?.checked_sub(1)?;
+            self.shared_provenance.get(index)
+        })
+    }
+
     pub fn trait_views(&self) -> Result<Vec<TraitView>, StoreError> {
         let mut views = Vec::new();
         for entries in self.traits.chunk_by(|a, b| a.name == b.name) {
             let newest = entries.iter().max_by_key(|entry| {
-                let received = entry.provenance.as_ref().map_or(0, |p| p.received_at_ms);
+                let received = self
+                    .provenance_of(entry.provenance.as_ref(), entry.provenance_ref)
+                    .map_or(0, |p| p.received_at_ms);
                 (entry.updated_at_ms, received)
             });
             if let Some(entry) = newest {
@@ -793,6 +809,32 @@ mod tests {
         assert_eq!(read.identifiers[1].value, "b@example.com");
         assert_eq!(read.identifiers[1].provenance_ref, 2);
         assert_eq!(read.consents[0].channel, "email");
+    }
+
+    #[test]
+    fn the_newest_trait_value_is_the_same_however_the_record_is_read() {
+        let mut original = record();
+        // Two values of one trait set at the same moment: the one received
+        // later wins.
+        let mut later = trait_entry("t0", "m9");
+        later.value_json = "\"later\"".to_owned();
+        if let Some(provenance) = later.provenance.as_mut() {
+            provenance.received_at_ms += 1;
+        }
+        original.traits.insert(0, later);
+        let bytes = original.clone().to_bytes();
+        let newest = |views: Vec<TraitView>| {
+            views
+                .into_iter()
+                .find(|view| view.name == "t0")
+                .map(|view| view.value)
+        };
+        let expected = Some(serde_json::json!("later"));
+        assert_eq!(newest(original.trait_views().unwrap()), expected);
+        let full = ProfileRecord::from_bytes(&bytes).unwrap();
+        assert_eq!(newest(full.trait_views().unwrap()), expected);
+        let lean = ProfileRecord::for_reading(&bytes).unwrap();
+        assert_eq!(newest(lean.trait_views().unwrap()), expected);
     }
 
     #[test]
