@@ -94,20 +94,20 @@ const PLACEHOLDER_BIRTHDAYS: &[(u16, u8, u8)] = &[(1900, 1, 1), (1970, 1, 1)];
 /// for the group in blocking keys.
 #[rustfmt::skip]
 const NICKNAME_GROUPS: &[&[&str]] = &[
-    &["john", "jon", "jonathan", "johnny", "jonny"],
+    &["john", "jon", "jonathan", "johnny", "jonny", "jack"],
     &["robert", "rob", "robbie", "bob", "bobby"],
     &["william", "will", "bill", "billy", "willy", "willie"],
     &["elizabeth", "liz", "lizzie", "beth", "betty", "eliza", "libby", "bess"],
-    &["katherine", "catherine", "kathryn", "kate", "katie", "kathy", "cathy", "kat"],
+    &["katherine", "catherine", "kathryn", "kathleen", "kate", "katie", "kathy", "cathy", "kat"],
     &["michael", "mike", "mick", "mickey", "mikey"],
-    &["james", "jim", "jimmy", "jimmie"],
+    &["james", "jim", "jimmy", "jimmie", "jamie"],
     &["thomas", "tom", "tommy"],
     &["david", "dave", "davy"],
     &["daniel", "dan", "danny"],
     &["christopher", "chris"],
     &["christine", "christina", "chris", "chrissy", "tina"],
-    &["alexander", "alex", "alec", "sasha"],
-    &["alexandra", "alex", "sasha", "lexi"],
+    &["alexander", "alex", "alec", "sasha", "sandy"],
+    &["alexandra", "alex", "sasha", "lexi", "sandy"],
     &["samuel", "sam", "sammy"],
     &["samantha", "sam", "sammy"],
     &["benjamin", "ben", "benny"],
@@ -120,7 +120,7 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["jennifer", "jen", "jenny", "jenn"],
     &["andrew", "andy", "drew"],
     &["edward", "ed", "eddie", "ted", "ned"],
-    &["richard", "rich", "rick", "ricky", "dick"],
+    &["richard", "rich", "rick", "ricky", "richie", "dick"],
     &["patrick", "pat", "paddy"],
     &["patricia", "pat", "patty", "trish", "tricia"],
     &["timothy", "tim", "timmy"],
@@ -133,12 +133,18 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["donald", "don", "donnie"],
     &["kenneth", "ken", "kenny"],
     &["charles", "charlie", "chuck", "chas"],
-    &["henry", "harry", "hank"],
+    &["henry", "harry", "hank", "hal"],
+    &["harold", "harry", "hal"],
     &["frederick", "fred", "freddie"],
     &["philip", "phillip", "phil"],
     &["peter", "pete"],
     &["francis", "frank", "frankie"],
     &["frances", "fran", "frankie"],
+    &["gerald", "gerry", "jerry"],
+    &["raymond", "ray"],
+    &["douglas", "doug"],
+    &["alfred", "alf", "alfie"],
+    &["oliver", "ollie"],
     &["abigail", "abby", "abbie"],
     &["rebecca", "becky", "becca"],
     &["deborah", "debra", "debbie", "deb"],
@@ -154,6 +160,19 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["zachary", "zach", "zack"],
     &["nathaniel", "nathan", "nate"],
     &["jacob", "jake"],
+    &["jacqueline", "jackie"],
+    &["kimberly", "kimberley", "kim"],
+    &["theresa", "teresa", "terri", "terry", "tess", "tessa"],
+    &["eleanor", "elinor", "ellie", "nell", "nellie"],
+    &["josephine", "jo", "josie"],
+    &["joanne", "joanna", "jo"],
+    &["penelope", "penny"],
+    &["sophia", "sophie"],
+    &["olivia", "liv", "livvy"],
+    &["charlotte", "lottie", "charlie"],
+    &["florence", "flo", "florrie"],
+    &["harriet", "hattie"],
+    &["emily", "em", "emmy"],
 ];
 
 /// Each nickname's groups, built once: scoring looks names up for every
@@ -1183,6 +1202,28 @@ mod tests {
         let joan = person("Joan Parker", "2001-06-09", "LS1 4AP").with_emails(["joan.p@gmail.com"]);
         let jon = person("Jon Parker", "2001-06-09", "LS1 4AP").with_emails(["jon.p@gmail.com"]);
         assert_ne!(decision(&jon, &joan), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn common_nicknames_are_known() {
+        for (nickname, name) in [
+            ("jack", "john"),
+            ("jamie", "james"),
+            ("sandy", "alexander"),
+            ("harry", "harold"),
+            ("ray", "raymond"),
+            ("ollie", "oliver"),
+            ("kathy", "kathleen"),
+            ("jo", "josephine"),
+            ("sophie", "sophia"),
+            ("emmy", "emily"),
+        ] {
+            assert_eq!(
+                compare_name(nickname, name).1,
+                NameAgreement::Exact,
+                "{nickname}"
+            );
+        }
     }
 
     #[test]
