@@ -22,8 +22,8 @@ use crate::computed::Activity;
 use crate::identity::fuzzy::MatchFields;
 use crate::identity::{BlockReason, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
-    Identifier, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall, UnmergeOutcome,
-    WriteCall, WriteOutcome, WritePayload,
+    Identifier, IdentifierKind, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall,
+    UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
 };
 
 /// Values kept per trait name, one per origin; the oldest go first. Bounds
@@ -128,6 +128,11 @@ pub fn apply_call(
             .any(|name| MATCHING_TRAITS.contains(&name.as_str())),
         WritePayload::Track { .. } => false,
     } || !plan.absorbed.is_empty()
+        // Emails are matching evidence and blocking keys too.
+        || plan
+            .attach
+            .iter()
+            .any(|identifier| *identifier.kind() == IdentifierKind::Email)
         // A refused weak link is new evidence that the two may be one person.
         || plan.blocked.iter().any(|link| {
             link.profile.is_some() && matches!(link.reason, BlockReason::WeakLink { .. })
