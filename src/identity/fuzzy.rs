@@ -30,9 +30,11 @@
 //! agreeing fields mean more confidence, and a field missing on either side
 //! adds exactly nothing, which is what "missing neither helps nor hurts" means.
 //! The weights are hand-set estimates, not fitted: the thresholds are the knob
-//! to tune against labelled pairs (pairwise precision and recall). Without
-//! name-frequency tables a shared `Smith` counts as much as a shared `Oduya`,
-//! which is one more reason names alone never decide.
+//! to tune against labelled pairs (pairwise precision and recall). The name
+//! weights are the same for every name; a shared `Smith` says less than a
+//! shared `Oduya`, so the store, which counts names, adds evidence when the
+//! full name is rare ([`MatchScore::with_name_frequency`]). Names alone never
+//! decide.
 //!
 //! Fields are treated as independent, which they are not: a shared postal
 //! code implies a shared city. City is therefore compared only when the postal
@@ -43,9 +45,11 @@
 //! names agree strongly and that an exact birthday or exact postal code is
 //! backed by one more agreeing field. A near-miss on the first name never
 //! counts as strong: that is what twins look like (same last name, birthday
-//! and address; `Jon` and `Joan`). A mistyped copy of the address is strong
-//! enough to stand in for part of that: it is typed by the same hand as a
-//! slip in a name, and twins' own two addresses are not copies.
+//! and address; `Jon` and `Joan`). Two kinds of evidence are strong enough
+//! to stand in for part of that: a mistyped copy of the address (typed by
+//! the same hand as a slip in a name, never twins' own two addresses), and a
+//! full name so rare in the store that a namesake born on the same day is
+//! not to be expected.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -287,6 +291,19 @@ pub const FIELD_EMAIL: &str = "email";
 /// Not a trait: a call once carried identifiers of both profiles and merge
 /// protection refused the link (a device or cookie seen with both).
 pub const FIELD_REFUSED_LINK: &str = "refused_link";
+/// Not a trait: the full name the pair shares, with the birthday, is rare
+/// among the stored profiles (see [`MatchScore::with_name_frequency`]).
+pub const FIELD_NAME_RARITY: &str = "name_rarity";
+/// A full name expected on at most this many stored profiles is rare: the
+/// chance that another holder shares the birthday is then about
+/// `holders / 20,000` (below 3 in 10,000), while a record sharing name and
+/// birthday with a profile is a duplicate far more often than that. A
+/// `John Smith` in a store of a million profiles is expected hundreds of
+/// times and never counts.
+pub const RARE_NAME_HOLDERS_MAX: f64 = 5.0;
+/// What a rare shared name adds: the fixed name weights assume a full name
+/// shared by one pair in about 2^10, a rare one is shared far less often.
+const RARE_NAME_BITS: f64 = 3.0;
 /// A refused link is the same person's own device as often as a shared one:
 /// on its own it proves nothing (that is why it was refused), beside
 /// agreeing names and birthday it is strong corroboration.
@@ -759,6 +776,40 @@ pub fn blocking_keys(fields: &MatchFields) -> Vec<String> {
     keys
 }
 
+/// How many stored profiles carry a pair's names, from which the store
+/// judges how rare the full name is. Names are counted apart (given names
+/// by the name standing for their nicknames), since a full name's count
+/// would be one key per person; the full name's frequency is then the
+/// product of the two, as if given and family names were independent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameCounts {
+    /// Profiles counted: those with both a given and a last name.
+    pub profiles: u64,
+    /// Of them, those with this given name (or one of its nicknames).
+    pub given: u64,
+    pub last: u64,
+}
+
+impl NameCounts {
+    /// Profiles expected to carry the full name; infinite when nothing is
+    /// counted, so that no name looks rare in an empty store.
+    pub fn holders_expected(&self) -> f64 {
+        if self.profiles == 0 {
+            return f64::INFINITY;
+        }
+        self.given as f64 * self.last as f64 / self.profiles as f64
+    }
+}
+
+/// The keys under which a profile's names are counted (`g:<given name>`,
+/// `l:<last name>`), or `None` unless it has both names. Like blocking
+/// keys, they hold personal data.
+pub fn name_count_keys(fields: &MatchFields) -> Option<[String; 2]> {
+    let given = canonical_name(fields.given_name()?);
+    let last = fields.last_name.as_deref()?;
+    Some([format!("g:{given}"), format!("l:{last}")])
+}
+
 /// How one field compared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldEvidence {
@@ -790,6 +841,40 @@ impl MatchScore {
             weight: REFUSED_LINK_BITS,
         });
         self.score = probability(self.evidence_bits());
+        self
+    }
+
+    /// Whether both names agree exactly (equal or nicknames of one name,
+    /// straight or swapped) and so do the birthdays: the case in which how
+    /// common the name is decides between one person and two namesakes
+    /// born on one day.
+    pub fn names_and_birthday_exact(&self) -> bool {
+        let straight = self
+            .weight_of(FIELD_FIRST_NAME)
+            .is_some_and(|weight| weight >= FIRST_NAME.exact)
+            && self
+                .weight_of(FIELD_LAST_NAME)
+                .is_some_and(|weight| weight >= LAST_NAME.exact);
+        let crossed = self.crossed_names_exact();
+        let birthday = self
+            .weight_of(FIELD_BIRTHDAY)
+            .is_some_and(|weight| weight >= BIRTHDAY_EXACT);
+        (straight || crossed) && birthday
+    }
+
+    /// Adds [`FIELD_NAME_RARITY`] evidence when the names and birthday agree
+    /// exactly and the full name is expected on at most
+    /// [`RARE_NAME_HOLDERS_MAX`] stored profiles (see [`NameCounts`]).
+    pub fn with_name_frequency(mut self, holders_expected: f64) -> MatchScore {
+        // NaN compares false: no evidence.
+        if self.names_and_birthday_exact() && holders_expected <= RARE_NAME_HOLDERS_MAX {
+            self.evidence.push(FieldEvidence {
+                field: FIELD_NAME_RARITY,
+                similarity: 1.0,
+                weight: RARE_NAME_BITS,
+            });
+            self.score = probability(self.evidence_bits());
+        }
         self
     }
 
@@ -1113,7 +1198,7 @@ pub struct MatchThresholds {
     pub review: f64,
     /// Agreeing fields besides the names an automatic merge needs, one of
     /// them an exact birthday or postal code (a mistyped copy of an address
-    /// counts as two). 2 by default; 1 lets names
+    /// counts as two, a rare full name as one). 2 by default; 1 lets names
     /// and an exact birthday alone merge (with `auto_merge` ≤ 0.97), which
     /// raises recall but, in a large population, merges some namesakes born
     /// on the same day whatever their names.
@@ -1145,7 +1230,8 @@ pub enum MatchDecision {
 /// AutoMerge needs `score >= auto_merge` and corroborating evidence: both
 /// names agree strongly (the given names equal or nicknames of one name, the
 /// last names at least close; crossed names both exact) and an exact birthday
-/// or exact postal code is backed by one more agreeing field. Never names alone, never names and one other field.
+/// or exact postal code is backed by one more agreeing field (a rare full
+/// name counts as one). Never names alone, never names and one other field.
 /// A mistyped copy of an address is the exception: with names that agree
 /// or differ by a slip it anchors a match and counts as two fields.
 pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision {
@@ -1383,6 +1469,83 @@ mod tests {
         let joan = person("Joan Parker", "2001-06-09", "").with_emails(["joan.parker@gmail.com"]);
         assert_eq!(score(&jon, &joan).weight_of(FIELD_EMAIL), None);
         assert_ne!(decision(&jon, &joan), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn a_rare_full_name_with_the_birthday_merges_a_common_one_does_not() {
+        let bob = person("Bob Oduya", "1992-12-01", "").with_emails(["bob.oduya@acme.com"]);
+        let robert =
+            person("Robert Oduya", "1992-12-01", "EH1 1YZ").with_emails(["robert.oduya@gmail.com"]);
+        let scored = score(&bob, &robert);
+        assert!(scored.names_and_birthday_exact());
+        assert_eq!(
+            decide(&scored, &MatchThresholds::default()),
+            MatchDecision::Review
+        );
+        let rare = NameCounts {
+            profiles: 1_000_000,
+            given: 2_000,
+            last: 40,
+        };
+        assert!(rare.holders_expected() <= RARE_NAME_HOLDERS_MAX);
+        assert_eq!(
+            decide(
+                &scored.clone().with_name_frequency(rare.holders_expected()),
+                &MatchThresholds::default()
+            ),
+            MatchDecision::AutoMerge
+        );
+        let common = NameCounts {
+            profiles: 1_000_000,
+            given: 20_000,
+            last: 10_000,
+        };
+        assert_eq!(
+            decide(
+                &scored.with_name_frequency(common.holders_expected()),
+                &MatchThresholds::default()
+            ),
+            MatchDecision::Review
+        );
+        // Swapped names count as the same full name.
+        let swapped = person("Oduya Robert", "1992-12-01", "");
+        let crossed = score(&swapped, &robert).with_name_frequency(rare.holders_expected());
+        assert_eq!(
+            decide(&crossed, &MatchThresholds::default()),
+            MatchDecision::AutoMerge
+        );
+    }
+
+    #[test]
+    fn rarity_needs_exact_names_and_birthday() {
+        let twin = person("Jon Oduya", "1992-12-01", "EH1 1YZ");
+        let other_twin = person("Joan Oduya", "1992-12-01", "EH1 1YZ");
+        let scored = score(&twin, &other_twin);
+        assert!(!scored.names_and_birthday_exact());
+        assert_eq!(scored.clone().with_name_frequency(0.0), scored);
+        let father = person("Paul Oduya", "1960-03-02", "EH1 1YZ");
+        let son = person("Paul Oduya", "1990-07-21", "EH1 1YZ");
+        let scored = score(&father, &son);
+        assert_eq!(scored.clone().with_name_frequency(0.0), scored);
+        assert_eq!(
+            NameCounts {
+                profiles: 0,
+                given: 0,
+                last: 0
+            }
+            .holders_expected(),
+            f64::INFINITY
+        );
+    }
+
+    #[test]
+    fn name_count_keys_use_the_name_behind_a_nickname() {
+        let bob = person("Bob Oduya", "1992-12-01", "");
+        assert_eq!(
+            name_count_keys(&bob),
+            Some(["g:robert".to_owned(), "l:oduya".to_owned()])
+        );
+        assert_eq!(name_count_keys(&person("Oduya", "1992-12-01", "")), None);
     }
 
     #[test]
