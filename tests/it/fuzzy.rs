@@ -473,3 +473,33 @@ async fn names_and_birthday_merge_when_the_name_is_rare_and_wait_for_review_when
         "the common name is left for review"
     );
 }
+
+#[tokio::test]
+async fn an_email_attached_later_is_matched_on() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let robert = client
+        .identify(name_and_birthday(
+            "robert.oduya@example.com",
+            "Robert",
+            "Oduya",
+            "1987-04-12",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // The second address arrives without traits, from a sign-in.
+    client
+        .identify(identify(vec![
+            email("robert.oduya@example.com"),
+            email("roduya1987@example.org"),
+        ]))
+        .await
+        .unwrap();
+    // Keyed in by hand: a mistyped provider, the names, nothing else.
+    let mut in_store = identify(vec![email("roduya1987@exmaple.org")]);
+    in_store.traits = traits(&[("first_name", text("Robert")), ("last_name", text("Oduya"))]);
+    let typed = client.identify(in_store).await.unwrap().into_inner();
+    assert_eq!(typed.profile_id, robert.profile_id);
+    assert_eq!(typed.outcome(), pb::ResolutionOutcome::Merged);
+}
