@@ -94,24 +94,50 @@ pub fn reindex(
             writes.insert(key, keys::encode_ids(&members));
         }
     }
-    let (old_names, new_names) = (name_count_keys(before), name_count_keys(after));
-    if old_names != new_names {
-        for name in old_names
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .chain(old_names.is_some().then_some(""))
-        {
-            add_to_name_count(writes, name, -1)?;
-        }
-        for name in new_names
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .chain(new_names.is_some().then_some(""))
-        {
-            add_to_name_count(writes, name, 1)?;
-        }
+    recount_names(writes, id, after)?;
+    Ok(())
+}
+
+/// Moves the profile's entries in the name counts to the names of
+/// `fields`. What it was counted under is read back rather than taken from
+/// the profile's previous fields: those may predate the counts.
+fn recount_names(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+    fields: &MatchFields,
+) -> Result<(), StoreError> {
+    let marker = keys::fuzzy_counted_names(id);
+    let counted: Option<Vec<String>> = writes.get(&marker)?.map(|bytes| {
+        String::from_utf8_lossy(&bytes)
+            .split('\n')
+            .map(str::to_owned)
+            .collect()
+    });
+    let wanted: Option<Vec<String>> = name_count_keys(fields).map(Vec::from);
+    if counted == wanted {
+        return Ok(());
+    }
+    // The empty name counts every profile with both names.
+    for name in counted
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(counted.as_ref().map(|_| ""))
+    {
+        add_to_name_count(writes, name, -1)?;
+    }
+    for name in wanted
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(wanted.as_ref().map(|_| ""))
+    {
+        add_to_name_count(writes, name, 1)?;
+    }
+    match wanted {
+        // Names are normalized words: they hold no newline.
+        Some(names) => writes.insert(marker, names.join("\n").into_bytes()),
+        None => writes.remove(marker),
     }
     Ok(())
 }
@@ -124,8 +150,8 @@ fn add_to_name_count(
     delta: i64,
 ) -> Result<(), StoreError> {
     let key = keys::fuzzy_name_count(name_key);
-    // Profiles indexed before names were counted make counts start low;
-    // saturating keeps them from wrapping round.
+    // Counts only fall for names a profile was counted under, so this
+    // saturates only if the store was edited by hand.
     let count = name_count(writes, &key)?.saturating_add_signed(delta);
     if count == 0 {
         writes.remove(key);

@@ -503,3 +503,39 @@ async fn an_email_attached_later_is_matched_on() {
     assert_eq!(typed.profile_id, robert.profile_id);
     assert_eq!(typed.outcome(), pb::ResolutionOutcome::Merged);
 }
+
+#[tokio::test]
+async fn the_batch_pass_counts_a_name_once_however_often_it_runs() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let robert = client
+        .identify(person(
+            "robert.oduya@example.com",
+            "Robert",
+            "Oduya",
+            "1992-12-01",
+            "EH1 1YZ",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Each pass re-indexes every profile; counted again each time, the
+    // name would soon look common.
+    for _ in 0..6 {
+        client
+            .run_matching(pb::RunMatchingRequest {})
+            .await
+            .unwrap();
+    }
+    let bob = client
+        .identify(name_and_birthday(
+            "bob@work.example.org",
+            "Bob",
+            "Oduya",
+            "1992-12-01",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.profile_id, robert.profile_id, "still a rare name");
+}
