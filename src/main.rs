@@ -195,6 +195,10 @@ enum Command {
         /// changes, shared_devices, junk.
         #[arg(long, default_value = "all")]
         scenarios: String,
+        /// Also list the true pairs left apart, grouped by the evidence
+        /// between their profiles.
+        #[arg(long)]
+        explain_missed: bool,
     },
 }
 
@@ -463,6 +467,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 people,
                 seed,
                 scenarios,
+                explain_missed,
             } => {
                 let options = QualityOptions {
                     token: target.bearer()?,
@@ -471,6 +476,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     seed,
                     scenarios: parse_scenarios(&scenarios)
                         .map_err(|error| CliError::Usage(error.to_string()))?,
+                    explain_missed,
                     ..QualityOptions::default()
                 };
                 let report = run_quality(options)

@@ -14,6 +14,9 @@
 //! `Smith`/`Smyth` land on one key. Each name gets its own key under the same
 //! prefix, whether it came as a first or a last name, so a typo in either name
 //! still leaves the other name's key shared, and swapped names share both.
+//! Emails give keys too (the mailbox; each name code with the provider):
+//! a record keyed in by hand often carries a mistyped address and little
+//! else to block on.
 //!
 //! # Why the score is a sum of log-likelihood ratios
 //! Each compared field contributes the bits of evidence its outcome carries
@@ -27,9 +30,11 @@
 //! agreeing fields mean more confidence, and a field missing on either side
 //! adds exactly nothing, which is what "missing neither helps nor hurts" means.
 //! The weights are hand-set estimates, not fitted: the thresholds are the knob
-//! to tune against labelled pairs (pairwise precision and recall). Without
-//! name-frequency tables a shared `Smith` counts as much as a shared `Oduya`,
-//! which is one more reason names alone never decide.
+//! to tune against labelled pairs (pairwise precision and recall). The name
+//! weights are the same for every name; a shared `Smith` says less than a
+//! shared `Oduya`, so the store, which counts names, adds evidence when the
+//! full name is rare ([`MatchScore::with_name_frequency`]). Names alone never
+//! decide.
 //!
 //! Fields are treated as independent, which they are not: a shared postal
 //! code implies a shared city. City is therefore compared only when the postal
@@ -40,7 +45,11 @@
 //! names agree strongly and that an exact birthday or exact postal code is
 //! backed by one more agreeing field. A near-miss on the first name never
 //! counts as strong: that is what twins look like (same last name, birthday
-//! and address; `Jon` and `Joan`).
+//! and address; `Jon` and `Joan`). Two kinds of evidence are strong enough
+//! to stand in for part of that: a mistyped copy of the address (typed by
+//! the same hand as a slip in a name, never twins' own two addresses), and a
+//! full name so rare in the store that a namesake born on the same day is
+//! not to be expected.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -61,9 +70,13 @@ const POSTAL_CODE_CHARS_MIN: usize = 3;
 const BIRTH_YEAR_MIN: u16 = 1900;
 const BIRTH_YEAR_MAX: u16 = 2100;
 
+/// Emails of a profile that get blocking keys. A profile gathers addresses
+/// over the years; the first ones are the person's own, and each adds index
+/// writes to every change of the profile.
+const EMAILS_BLOCKED_MAX: usize = 2;
 /// Upper bound on [`blocking_keys`] per profile: two names times (birthday,
-/// postal code), plus birthday with postal code.
-pub const BLOCKING_KEYS_MAX: usize = 5;
+/// postal code), birthday with postal code, and three per blocked email.
+pub const BLOCKING_KEYS_MAX: usize = 5 + 3 * EMAILS_BLOCKED_MAX;
 /// Callers should skip scoring inside a block with more profiles than this:
 /// such a block is made of placeholder data (a shop's own address, a default
 /// birthday), and scoring it is quadratic.
@@ -94,20 +107,20 @@ const PLACEHOLDER_BIRTHDAYS: &[(u16, u8, u8)] = &[(1900, 1, 1), (1970, 1, 1)];
 /// for the group in blocking keys.
 #[rustfmt::skip]
 const NICKNAME_GROUPS: &[&[&str]] = &[
-    &["john", "jon", "jonathan", "johnny", "jonny"],
+    &["john", "jon", "jonathan", "johnny", "jonny", "jack"],
     &["robert", "rob", "robbie", "bob", "bobby"],
     &["william", "will", "bill", "billy", "willy", "willie"],
     &["elizabeth", "liz", "lizzie", "beth", "betty", "eliza", "libby", "bess"],
-    &["katherine", "catherine", "kathryn", "kate", "katie", "kathy", "cathy", "kat"],
+    &["katherine", "catherine", "kathryn", "kathleen", "kate", "katie", "kathy", "cathy", "kat"],
     &["michael", "mike", "mick", "mickey", "mikey"],
-    &["james", "jim", "jimmy", "jimmie"],
+    &["james", "jim", "jimmy", "jimmie", "jamie"],
     &["thomas", "tom", "tommy"],
     &["david", "dave", "davy"],
     &["daniel", "dan", "danny"],
     &["christopher", "chris"],
     &["christine", "christina", "chris", "chrissy", "tina"],
-    &["alexander", "alex", "alec", "sasha"],
-    &["alexandra", "alex", "sasha", "lexi"],
+    &["alexander", "alex", "alec", "sasha", "sandy"],
+    &["alexandra", "alex", "sasha", "lexi", "sandy"],
     &["samuel", "sam", "sammy"],
     &["samantha", "sam", "sammy"],
     &["benjamin", "ben", "benny"],
@@ -120,7 +133,7 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["jennifer", "jen", "jenny", "jenn"],
     &["andrew", "andy", "drew"],
     &["edward", "ed", "eddie", "ted", "ned"],
-    &["richard", "rich", "rick", "ricky", "dick"],
+    &["richard", "rich", "rick", "ricky", "richie", "dick"],
     &["patrick", "pat", "paddy"],
     &["patricia", "pat", "patty", "trish", "tricia"],
     &["timothy", "tim", "timmy"],
@@ -133,12 +146,18 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["donald", "don", "donnie"],
     &["kenneth", "ken", "kenny"],
     &["charles", "charlie", "chuck", "chas"],
-    &["henry", "harry", "hank"],
+    &["henry", "harry", "hank", "hal"],
+    &["harold", "harry", "hal"],
     &["frederick", "fred", "freddie"],
     &["philip", "phillip", "phil"],
     &["peter", "pete"],
     &["francis", "frank", "frankie"],
     &["frances", "fran", "frankie"],
+    &["gerald", "gerry", "jerry"],
+    &["raymond", "ray"],
+    &["douglas", "doug"],
+    &["alfred", "alf", "alfie"],
+    &["oliver", "ollie"],
     &["abigail", "abby", "abbie"],
     &["rebecca", "becky", "becca"],
     &["deborah", "debra", "debbie", "deb"],
@@ -154,6 +173,19 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["zachary", "zach", "zack"],
     &["nathaniel", "nathan", "nate"],
     &["jacob", "jake"],
+    &["jacqueline", "jackie"],
+    &["kimberly", "kimberley", "kim"],
+    &["theresa", "teresa", "terri", "terry", "tess", "tessa"],
+    &["eleanor", "elinor", "ellie", "nell", "nellie"],
+    &["josephine", "jo", "josie"],
+    &["joanne", "joanna", "jo"],
+    &["penelope", "penny"],
+    &["sophia", "sophie"],
+    &["olivia", "liv", "livvy"],
+    &["charlotte", "lottie", "charlie"],
+    &["florence", "flo", "florrie"],
+    &["harriet", "hattie"],
+    &["emily", "em", "emmy"],
 ];
 
 /// Each nickname's groups, built once: scoring looks names up for every
@@ -176,6 +208,10 @@ struct NameWeights {
     close: f64,
     /// One side gave only an initial, and it fits.
     initial: f64,
+    /// One edit apart (a letter dropped, doubled, swapped or mistyped) yet
+    /// not alike by Jaro-Winkler or sound: short names (`lee`/`lre`). As
+    /// often another name one letter away (`jon`/`jan`) as a slip.
+    typo: f64,
     disagree: f64,
 }
 
@@ -183,6 +219,9 @@ const FIRST_NAME: NameWeights = NameWeights {
     exact: 4.0,
     close: 2.5,
     initial: 1.0,
+    // Distinct given names one letter apart are common (Jon, Jan, Joan,
+    // Dan, Don): such a pair says nothing either way.
+    typo: 0.0,
     disagree: -3.0,
 };
 /// Family names are rarer than given names, so agreement says more; they
@@ -191,6 +230,7 @@ const LAST_NAME: NameWeights = NameWeights {
     exact: 6.0,
     close: 4.0,
     initial: 1.5,
+    typo: 2.0,
     disagree: -3.0,
 };
 /// Used when one side's first name is compared with the other's last name.
@@ -200,6 +240,7 @@ const CROSSED_NAME: NameWeights = NameWeights {
     exact: 4.5,
     close: 2.5,
     initial: 0.5,
+    typo: 0.0,
     disagree: -3.0,
 };
 /// Jaro-Winkler at or above this is a typo-level difference (`jonh`/`john`).
@@ -207,6 +248,8 @@ const NAME_CLOSE_SIMILARITY_MIN: f64 = 0.92;
 /// A weaker Jaro-Winkler still counts as close when the names also sound
 /// alike (`smith`/`smyth` is 0.89).
 const NAME_PHONETIC_SIMILARITY_MIN: f64 = 0.85;
+/// Below this length one edit turns a name into an unrelated one (`al`/`ali`).
+const NAME_TYPO_CHARS_MIN: usize = 3;
 
 /// Strangers share an exact birthday about once in 20,000 pairs, which alone
 /// would be worth some 14 bits; it is held at 7, below the two names together,
@@ -248,6 +291,19 @@ pub const FIELD_EMAIL: &str = "email";
 /// Not a trait: a call once carried identifiers of both profiles and merge
 /// protection refused the link (a device or cookie seen with both).
 pub const FIELD_REFUSED_LINK: &str = "refused_link";
+/// Not a trait: the full name the pair shares, with the birthday, is rare
+/// among the stored profiles (see [`MatchScore::with_name_frequency`]).
+pub const FIELD_NAME_RARITY: &str = "name_rarity";
+/// A full name expected on at most this many stored profiles is rare: the
+/// chance that another holder shares the birthday is then about
+/// `holders / 20,000` (below 3 in 10,000), while a record sharing name and
+/// birthday with a profile is a duplicate far more often than that. A
+/// `John Smith` in a store of a million profiles is expected hundreds of
+/// times and never counts.
+pub const RARE_NAME_HOLDERS_MAX: f64 = 5.0;
+/// What a rare shared name adds: the fixed name weights assume a full name
+/// shared by one pair in about 2^10, a rare one is shared far less often.
+const RARE_NAME_BITS: f64 = 3.0;
 /// A refused link is the same person's own device as often as a shared one:
 /// on its own it proves nothing (that is why it was refused), beside
 /// agreeing names and birthday it is strong corroboration.
@@ -350,12 +406,20 @@ pub struct MatchFields {
 
 /// Emails compared per profile; bounds the pairwise comparison.
 const EMAILS_COMPARED_MAX: usize = 5;
-/// Jaro-Winkler over whole addresses at or above which two different
-/// addresses read as one mistyped (`jane.doe@gmail.com` / `jane.deo@gmail.com`).
-const EMAIL_NEAR_SIMILARITY_MIN: f64 = 0.93;
-/// A mistyped copy of one address: strong, but not conclusive (family
-/// members share patterns such as `smith.family1@` / `smith.family2@`).
-const EMAIL_NEAR: f64 = 6.0;
+/// Edits (optimal string alignment) by which a mistyped copy differs at
+/// most: a slip of the finger, or two. Counted in edits rather than by
+/// Jaro-Winkler, whose matching window spans half of a long address and
+/// scores one swapped letter in `campbell.jacqueline50809@hotmail.co.uk`
+/// at 0.91.
+const EMAIL_TYPO_EDITS_MAX: usize = 2;
+/// A mistyped copy of one address, once the look-alikes that are not copies
+/// are ruled out (see [`email_copy`]): numbered variants (`smith.family1@` /
+/// `smith.family2@`, how providers hand out a taken name) and addresses that
+/// differ only by their holders' own different names (`jon.parker@` /
+/// `joan.parker@`, twins). What remains almost never joins two strangers,
+/// so it weighs as much as names and a birthday together, and with agreeing
+/// names it is corroboration enough (see [`decide`]).
+const EMAIL_NEAR: f64 = 13.0;
 /// The same mailbox name at another provider (`jane.doe@gmail.com` /
 /// `jane.doe@work.com`).
 const EMAIL_SAME_MAILBOX: f64 = 3.0;
@@ -399,11 +463,13 @@ impl MatchFields {
         }
     }
 
-    /// True when a last name comes with a birthday or a postal code. Less
-    /// than that gives no selective blocking key, and no match worth making:
-    /// a first name and a birthday describe thousands of people.
+    /// True when a last name comes with a birthday, a postal code or an
+    /// email. Less than that gives no selective blocking key, and no match
+    /// worth making: a first name and a birthday describe thousands of
+    /// people.
     pub fn is_matchable(&self) -> bool {
-        self.last_name.is_some() && (self.birthday.is_some() || self.postal_code.is_some())
+        self.last_name.is_some()
+            && (self.birthday.is_some() || self.postal_code.is_some() || !self.emails.is_empty())
     }
 
     pub fn first_name(&self) -> Option<&str> {
@@ -656,7 +722,17 @@ fn name_code(name: &str) -> String {
 ///   for the given name and once for the last name. The prefix does not say
 ///   which name it was, so swapped names share keys, and a typo in one name
 ///   leaves the other name's keys;
-/// - `bp:<YYYY-MM-DD>:<postal code>`, which survives typos in both names.
+/// - `bp:<YYYY-MM-DD>:<postal code>`, which survives typos in both names;
+/// - per email (the first [`EMAILS_BLOCKED_MAX`]): `em:<mailbox>`, which
+///   finds the same mailbox at a mistyped provider (`gmial.com`), and
+///   `en:<name code>:<digits>@<domain>` once per name, which finds a
+///   mistyped mailbox at the same provider even when one name is mistyped
+///   too. A copy keeps the mailbox's digits (see [`email_copy`]), so they
+///   narrow the block at no cost in recall; without them, names and
+///   provider alone made blocks of dozens at ten thousand profiles, every
+///   member scored on every identify. Most such records carry no birthday
+///   or postal code to block on. A digitless mailbox of a common name at a
+///   big provider still outgrows the block cap and is skipped.
 ///
 /// Profiles that are not [`MatchFields::is_matchable`] get none. The keys
 /// hold personal data: index them, never log them.
@@ -685,8 +761,59 @@ pub fn blocking_keys(fields: &MatchFields) -> Vec<String> {
     if let (Some(date), Some(postal_code)) = (&birthday, postal_code) {
         keys.push(format!("bp:{date}:{postal_code}"));
     }
+    for email in fields.emails.iter().take(EMAILS_BLOCKED_MAX) {
+        let Some((mailbox, domain)) = email.rsplit_once('@') else {
+            continue;
+        };
+        // Short mailboxes (`info`, `jo`) are shared by too many people.
+        let mailbox_key =
+            (mailbox.chars().count() >= MAILBOX_CHARS_MIN).then(|| format!("em:{mailbox}"));
+        let digits: String = mailbox.chars().filter(char::is_ascii_digit).collect();
+        let name_keys = codes
+            .iter()
+            .map(|code| format!("en:{code}:{digits}@{domain}"));
+        for key in mailbox_key.into_iter().chain(name_keys) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
     debug_assert!(keys.len() <= BLOCKING_KEYS_MAX);
     keys
+}
+
+/// How many stored profiles carry a pair's names, from which the store
+/// judges how rare the full name is. Names are counted apart (given names
+/// by the name standing for their nicknames), since a full name's count
+/// would be one key per person; the full name's frequency is then the
+/// product of the two, as if given and family names were independent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameCounts {
+    /// Profiles counted: those with both a given and a last name.
+    pub profiles: u64,
+    /// Of them, those with this given name (or one of its nicknames).
+    pub given: u64,
+    pub last: u64,
+}
+
+impl NameCounts {
+    /// Profiles expected to carry the full name; infinite when nothing is
+    /// counted, so that no name looks rare in an empty store.
+    pub fn holders_expected(&self) -> f64 {
+        if self.profiles == 0 {
+            return f64::INFINITY;
+        }
+        self.given as f64 * self.last as f64 / self.profiles as f64
+    }
+}
+
+/// The keys under which a profile's names are counted (`g:<given name>`,
+/// `l:<last name>`), or `None` unless it has both names. Like blocking
+/// keys, they hold personal data.
+pub fn name_count_keys(fields: &MatchFields) -> Option<[String; 2]> {
+    let given = canonical_name(fields.given_name()?);
+    let last = fields.last_name.as_deref()?;
+    Some([format!("g:{given}"), format!("l:{last}")])
 }
 
 /// How one field compared.
@@ -721,6 +848,49 @@ impl MatchScore {
         });
         self.score = probability(self.evidence_bits());
         self
+    }
+
+    /// Whether both names agree exactly (equal or nicknames of one name,
+    /// straight or swapped) and so do the birthdays: the case in which how
+    /// common the name is decides between one person and two namesakes
+    /// born on one day.
+    pub fn names_and_birthday_exact(&self) -> bool {
+        let straight = self
+            .weight_of(FIELD_FIRST_NAME)
+            .is_some_and(|weight| weight >= FIRST_NAME.exact)
+            && self
+                .weight_of(FIELD_LAST_NAME)
+                .is_some_and(|weight| weight >= LAST_NAME.exact);
+        let crossed = self.crossed_names_exact();
+        let birthday = self
+            .weight_of(FIELD_BIRTHDAY)
+            .is_some_and(|weight| weight >= BIRTHDAY_EXACT);
+        (straight || crossed) && birthday
+    }
+
+    /// Adds [`FIELD_NAME_RARITY`] evidence when the names and birthday agree
+    /// exactly and the full name is expected on at most
+    /// [`RARE_NAME_HOLDERS_MAX`] stored profiles (see [`NameCounts`]).
+    pub fn with_name_frequency(mut self, holders_expected: f64) -> MatchScore {
+        // NaN compares false: no evidence.
+        if self.names_and_birthday_exact() && holders_expected <= RARE_NAME_HOLDERS_MAX {
+            self.evidence.push(FieldEvidence {
+                field: FIELD_NAME_RARITY,
+                similarity: 1.0,
+                weight: RARE_NAME_BITS,
+            });
+            self.score = probability(self.evidence_bits());
+        }
+        self
+    }
+
+    fn crossed_names_exact(&self) -> bool {
+        let mut crossed = self
+            .evidence
+            .iter()
+            .filter(|evidence| evidence.field == FIELD_CROSSED_NAME)
+            .peekable();
+        crossed.peek().is_some() && crossed.all(|evidence| evidence.weight >= CROSSED_NAME.exact)
     }
 
     /// The summed evidence, in bits.
@@ -765,7 +935,7 @@ pub fn score(a: &MatchFields, b: &MatchFields) -> MatchScore {
             evidence.push(evidence_of(FIELD_CITY, similarity, weight));
         }
     }
-    evidence.extend(compare_emails(&a.emails, &b.emails));
+    evidence.extend(compare_emails(a, b));
     let bits: f64 = evidence.iter().map(|evidence| evidence.weight).sum();
     MatchScore {
         score: probability(bits),
@@ -787,16 +957,19 @@ fn evidence_of(field: &'static str, similarity: f64, weight: f64) -> FieldEviden
 
 /// Compares names straight (first with first, last with last) and, when both
 /// sides have both names, crossed; the reading with more evidence wins.
-/// The closest pair of addresses, if any pair says something: a near-copy
-/// (a typo) or the same mailbox name at another provider. Unrelated
-/// addresses give no evidence either way.
-fn compare_emails(a: &[String], b: &[String]) -> Option<FieldEvidence> {
+/// The closest pair of addresses, if any pair says something: a mistyped
+/// copy, or the same mailbox name at another provider. Unrelated addresses
+/// give no evidence either way.
+fn compare_emails(a: &MatchFields, b: &MatchFields) -> Option<FieldEvidence> {
     let mut best: Option<FieldEvidence> = None;
-    for (email_a, email_b) in a.iter().flat_map(|x| b.iter().map(move |y| (x, y))) {
+    for (email_a, email_b) in a
+        .emails
+        .iter()
+        .flat_map(|x| b.emails.iter().map(move |y| (x, y)))
+    {
         let similarity = jaro_winkler(email_a, email_b);
-        let mailbox = |email: &str| email.split('@').next().unwrap_or_default().to_owned();
         let (mailbox_a, mailbox_b) = (mailbox(email_a), mailbox(email_b));
-        let weight = if similarity >= EMAIL_NEAR_SIMILARITY_MIN {
+        let weight = if email_copy(email_a, email_b, a, b) {
             EMAIL_NEAR
         } else if mailbox_a == mailbox_b && mailbox_a.chars().count() >= MAILBOX_CHARS_MIN {
             EMAIL_SAME_MAILBOX
@@ -808,6 +981,57 @@ fn compare_emails(a: &[String], b: &[String]) -> Option<FieldEvidence> {
         }
     }
     best
+}
+
+fn mailbox(email: &str) -> &str {
+    email.split('@').next().unwrap_or_default()
+}
+
+/// Whether `email_b` reads as `email_a` mistyped: a few edits apart, the
+/// same digits (a different number is another mailbox, as providers number
+/// taken names), a mailbox long enough to be a person's, and not merely the
+/// holders' own different names in one pattern.
+fn email_copy(email_a: &str, email_b: &str, a: &MatchFields, b: &MatchFields) -> bool {
+    let digits = |email: &str| -> String { email.chars().filter(char::is_ascii_digit).collect() };
+    email_a != email_b
+        && mailbox(email_a).chars().count() >= MAILBOX_CHARS_MIN
+        && mailbox(email_b).chars().count() >= MAILBOX_CHARS_MIN
+        && digits(email_a) == digits(email_b)
+        && strsim::osa_distance(email_a, email_b) <= EMAIL_TYPO_EDITS_MAX
+        && !mirrors_names(email_a, email_b, a, b)
+}
+
+/// True when the two addresses become one once each holder's own name is
+/// blanked out, for names in which the holders differ: `jon.parker@` and
+/// `joan.parker@` belong to Jon and Joan, not to one mistyping person.
+fn mirrors_names(email_a: &str, email_b: &str, a: &MatchFields, b: &MatchFields) -> bool {
+    let (mut blanked_a, mut blanked_b) = (email_a.to_owned(), email_b.to_owned());
+    let mut blanked = false;
+    let names = [
+        (a.given_name(), b.given_name()),
+        (a.last_name(), b.last_name()),
+    ];
+    for (name_a, name_b) in names {
+        let (Some(name_a), Some(name_b)) = (name_a, name_b) else {
+            continue;
+        };
+        let (word_a, word_b) = (mailbox_word(name_a), mailbox_word(name_b));
+        if word_a == word_b || word_a.is_empty() || word_b.is_empty() {
+            continue;
+        }
+        if blanked_a.contains(&word_a) && blanked_b.contains(&word_b) {
+            blanked_a = blanked_a.replacen(&word_a, "\u{0}", 1);
+            blanked_b = blanked_b.replacen(&word_b, "\u{0}", 1);
+            blanked = true;
+        }
+    }
+    blanked && blanked_a == blanked_b
+}
+
+/// A normalized name as mailboxes spell it: letters only (`obrien nunez` →
+/// `obriennunez`).
+fn mailbox_word(name: &str) -> String {
+    name.chars().filter(|c| c.is_alphanumeric()).collect()
 }
 
 fn compare_names(a: &MatchFields, b: &MatchFields) -> Vec<FieldEvidence> {
@@ -867,6 +1091,7 @@ enum NameAgreement {
     Exact,
     Close,
     Initial,
+    Typo,
     Disagree,
 }
 
@@ -876,6 +1101,7 @@ impl NameAgreement {
             NameAgreement::Exact => weights.exact,
             NameAgreement::Close => weights.close,
             NameAgreement::Initial => weights.initial,
+            NameAgreement::Typo => weights.typo,
             NameAgreement::Disagree => weights.disagree,
         }
     }
@@ -896,6 +1122,11 @@ fn compare_name(a: &str, b: &str) -> (f64, NameAgreement) {
         || (sound_alike && similarity >= NAME_PHONETIC_SIMILARITY_MIN)
     {
         NameAgreement::Close
+    } else if a.chars().count() >= NAME_TYPO_CHARS_MIN
+        && b.chars().count() >= NAME_TYPO_CHARS_MIN
+        && strsim::osa_distance(a, b) == 1
+    {
+        NameAgreement::Typo
     } else {
         NameAgreement::Disagree
     };
@@ -972,10 +1203,11 @@ pub struct MatchThresholds {
     /// is no match even if it reaches `auto_merge` (a misconfiguration).
     pub review: f64,
     /// Agreeing fields besides the names an automatic merge needs, one of
-    /// them an exact birthday or postal code. 2 by default; 1 lets names
+    /// them an exact birthday or postal code (a mistyped copy of an address
+    /// counts as two, a rare full name as one). 2 by default; 1 lets names
     /// and an exact birthday alone merge (with `auto_merge` ≤ 0.97), which
     /// raises recall but, in a large population, merges some namesakes born
-    /// on the same day.
+    /// on the same day whatever their names.
     pub corroborating_fields_min: usize,
 }
 
@@ -1004,8 +1236,10 @@ pub enum MatchDecision {
 /// AutoMerge needs `score >= auto_merge` and corroborating evidence: both
 /// names agree strongly (the given names equal or nicknames of one name, the
 /// last names at least close; crossed names both exact) and an exact birthday
-/// or exact postal code is backed by one more agreeing field. Never names
-/// alone, never names and one other field.
+/// or exact postal code is backed by one more agreeing field (a rare full
+/// name counts as one). Never names alone, never names and one other field.
+/// A mistyped copy of an address is the exception: with names that agree
+/// or differ by a slip it anchors a match and counts as two fields.
 pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision {
     // Comparisons with NaN are false, so a NaN score is no match.
     let reviewable = score.score >= thresholds.review;
@@ -1022,37 +1256,34 @@ pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision
 }
 
 fn corroborated(score: &MatchScore, agreeing_fields_min: usize) -> bool {
+    let email_copy = score
+        .weight_of(FIELD_EMAIL)
+        .is_some_and(|weight| weight >= EMAIL_NEAR);
     let names_agree = match (
         score.weight_of(FIELD_FIRST_NAME),
         score.weight_of(FIELD_LAST_NAME),
     ) {
-        // A typo in the given name counts when the address is a near-copy
-        // too: twins (`Jon`/`Joan`) do not share a mistyped email.
-        (Some(first), Some(last)) => {
-            let email_near = score
-                .weight_of(FIELD_EMAIL)
-                .is_some_and(|w| w >= EMAIL_NEAR);
-            let given_agrees =
-                first >= FIRST_NAME.exact || (email_near && first >= FIRST_NAME.close);
-            given_agrees && last >= LAST_NAME.close
+        // Beside a mistyped copy of the address, a slip in either name is
+        // one more slip of the same hand; the score still has to clear the
+        // threshold, which a slip in both names does not. Without it, a
+        // near-miss on the given name is what twins look like.
+        (Some(first), Some(last)) if email_copy => {
+            first >= FIRST_NAME.typo && last >= LAST_NAME.typo
         }
-        _ => {
-            let mut crossed = score
-                .evidence
-                .iter()
-                .filter(|evidence| evidence.field == FIELD_CROSSED_NAME)
-                .peekable();
-            crossed.peek().is_some()
-                && crossed.all(|evidence| evidence.weight >= CROSSED_NAME.exact)
-        }
+        (Some(first), Some(last)) => first >= FIRST_NAME.exact && last >= LAST_NAME.close,
+        _ => score.crossed_names_exact(),
     };
-    let anchored = score
-        .weight_of(FIELD_BIRTHDAY)
-        .is_some_and(|weight| weight >= BIRTHDAY_EXACT)
+    // A mistyped copy of an address is nearly an identifier: it anchors a
+    // match as an exact birthday or postal code does, and counts as two
+    // agreeing fields.
+    let anchored = email_copy
+        || score
+            .weight_of(FIELD_BIRTHDAY)
+            .is_some_and(|weight| weight >= BIRTHDAY_EXACT)
         || score
             .weight_of(FIELD_POSTAL_CODE)
             .is_some_and(|weight| weight >= POSTAL_CODE_EXACT);
-    let agreeing_other_fields = score
+    let agreeing_other_fields: usize = score
         .evidence
         .iter()
         .filter(|evidence| {
@@ -1061,7 +1292,14 @@ fn corroborated(score: &MatchScore, agreeing_fields_min: usize) -> bool {
                 FIELD_FIRST_NAME | FIELD_LAST_NAME | FIELD_CROSSED_NAME
             ) && evidence.weight > 0.0
         })
-        .count();
+        .map(|evidence| {
+            if evidence.field == FIELD_EMAIL && evidence.weight >= EMAIL_NEAR {
+                2
+            } else {
+                1
+            }
+        })
+        .sum();
     names_agree && anchored && agreeing_other_fields >= agreeing_fields_min.max(1)
 }
 
@@ -1183,6 +1421,160 @@ mod tests {
         let joan = person("Joan Parker", "2001-06-09", "LS1 4AP").with_emails(["joan.p@gmail.com"]);
         let jon = person("Jon Parker", "2001-06-09", "LS1 4AP").with_emails(["jon.p@gmail.com"]);
         assert_ne!(decision(&jon, &joan), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn same_name_and_a_mistyped_email_merge_without_other_fields() {
+        let typed = person("Jacqueline Campbell", "", "")
+            .with_emails(["camlbell.jacqueline50809@hotmail.co.uk"]);
+        let original = person("Jacqueline Campbell", "2004-11-23", "LS23 1ZL")
+            .with_emails(["campbell.jacqueline50809@hotmail.co.uk"]);
+        assert!(typed.is_matchable());
+        assert!(share_a_key(&typed, &original));
+        assert_eq!(decision(&typed, &original), MatchDecision::AutoMerge);
+        // The same names with an unrelated address are names alone.
+        let other = person("Jacqueline Campbell", "", "").with_emails(["jc.leeds@gmail.com"]);
+        assert_eq!(decision(&other, &original), MatchDecision::NoMatch);
+    }
+
+    #[test]
+    fn a_mistyped_provider_shares_the_mailbox_key() {
+        let typed = person("Leo Khan", "", "").with_emails(["leokhan50291@outlok.com"]);
+        let original =
+            person("Leo Khan", "1982-01-25", "").with_emails(["leokhan50291@outlook.com"]);
+        assert!(blocking_keys(&typed).contains(&"em:leokhan50291".to_owned()));
+        assert_eq!(decision(&typed, &original), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn a_slip_in_one_name_beside_a_mistyped_email_merges() {
+        let original =
+            person("Amy Lee", "1986-03-15", "L1 0BH").with_emails(["amylee50759@gmail.com"]);
+        // `lre` is neither alike to `lee` by Jaro-Winkler nor by sound.
+        let typed = person("Amy Lre", "", "L1 0BH").with_emails(["amylee50759@gmial.com"]);
+        assert_eq!(compare_name("lre", "lee").1, NameAgreement::Typo);
+        assert!(share_a_key(&typed, &original));
+        assert_eq!(decision(&typed, &original), MatchDecision::AutoMerge);
+        // Without the email, a surname one letter off is not enough.
+        let no_email = person("Amy Lre", "", "L1 0BH");
+        assert_ne!(decision(&no_email, &original), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn numbered_addresses_are_different_mailboxes() {
+        let one = person("John Smith", "", "").with_emails(["john.smith1@gmail.com"]);
+        let two = person("John Smith", "", "").with_emails(["john.smith2@gmail.com"]);
+        // Not even compared: the digits are part of the email keys.
+        assert!(!share_a_key(&one, &two));
+        assert_eq!(score(&one, &two).weight_of(FIELD_EMAIL), None);
+        assert_eq!(decision(&one, &two), MatchDecision::NoMatch);
+    }
+
+    #[test]
+    fn addresses_that_differ_by_their_holders_names_are_no_copy() {
+        let jon = person("Jon Parker", "2001-06-09", "").with_emails(["jon.parker@gmail.com"]);
+        let joan = person("Joan Parker", "2001-06-09", "").with_emails(["joan.parker@gmail.com"]);
+        assert_eq!(score(&jon, &joan).weight_of(FIELD_EMAIL), None);
+        assert_ne!(decision(&jon, &joan), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn a_rare_full_name_with_the_birthday_merges_a_common_one_does_not() {
+        let bob = person("Bob Oduya", "1992-12-01", "").with_emails(["bob.oduya@acme.com"]);
+        let robert =
+            person("Robert Oduya", "1992-12-01", "EH1 1YZ").with_emails(["robert.oduya@gmail.com"]);
+        let scored = score(&bob, &robert);
+        assert!(scored.names_and_birthday_exact());
+        assert_eq!(
+            decide(&scored, &MatchThresholds::default()),
+            MatchDecision::Review
+        );
+        let rare = NameCounts {
+            profiles: 1_000_000,
+            given: 2_000,
+            last: 40,
+        };
+        assert!(rare.holders_expected() <= RARE_NAME_HOLDERS_MAX);
+        assert_eq!(
+            decide(
+                &scored.clone().with_name_frequency(rare.holders_expected()),
+                &MatchThresholds::default()
+            ),
+            MatchDecision::AutoMerge
+        );
+        let common = NameCounts {
+            profiles: 1_000_000,
+            given: 20_000,
+            last: 10_000,
+        };
+        assert_eq!(
+            decide(
+                &scored.with_name_frequency(common.holders_expected()),
+                &MatchThresholds::default()
+            ),
+            MatchDecision::Review
+        );
+        // Swapped names count as the same full name.
+        let swapped = person("Oduya Robert", "1992-12-01", "");
+        let crossed = score(&swapped, &robert).with_name_frequency(rare.holders_expected());
+        assert_eq!(
+            decide(&crossed, &MatchThresholds::default()),
+            MatchDecision::AutoMerge
+        );
+    }
+
+    #[test]
+    fn rarity_needs_exact_names_and_birthday() {
+        let twin = person("Jon Oduya", "1992-12-01", "EH1 1YZ");
+        let other_twin = person("Joan Oduya", "1992-12-01", "EH1 1YZ");
+        let scored = score(&twin, &other_twin);
+        assert!(!scored.names_and_birthday_exact());
+        assert_eq!(scored.clone().with_name_frequency(0.0), scored);
+        let father = person("Paul Oduya", "1960-03-02", "EH1 1YZ");
+        let son = person("Paul Oduya", "1990-07-21", "EH1 1YZ");
+        let scored = score(&father, &son);
+        assert_eq!(scored.clone().with_name_frequency(0.0), scored);
+        assert_eq!(
+            NameCounts {
+                profiles: 0,
+                given: 0,
+                last: 0
+            }
+            .holders_expected(),
+            f64::INFINITY
+        );
+    }
+
+    #[test]
+    fn name_count_keys_use_the_name_behind_a_nickname() {
+        let bob = person("Bob Oduya", "1992-12-01", "");
+        assert_eq!(
+            name_count_keys(&bob),
+            Some(["g:robert".to_owned(), "l:oduya".to_owned()])
+        );
+        assert_eq!(name_count_keys(&person("Oduya", "1992-12-01", "")), None);
+    }
+
+    #[test]
+    fn common_nicknames_are_known() {
+        for (nickname, name) in [
+            ("jack", "john"),
+            ("jamie", "james"),
+            ("sandy", "alexander"),
+            ("harry", "harold"),
+            ("ray", "raymond"),
+            ("ollie", "oliver"),
+            ("kathy", "kathleen"),
+            ("jo", "josephine"),
+            ("sophie", "sophia"),
+            ("emmy", "emily"),
+        ] {
+            assert_eq!(
+                compare_name(nickname, name).1,
+                NameAgreement::Exact,
+                "{nickname}"
+            );
+        }
     }
 
     #[test]

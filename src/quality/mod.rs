@@ -38,6 +38,7 @@
 //! ```
 
 mod evaluate;
+mod explain;
 mod generate;
 mod load;
 mod metrics;
@@ -46,6 +47,7 @@ mod report;
 mod review;
 
 pub use evaluate::{Placement, place_records};
+pub use explain::{MissedClass, MissedPairs};
 pub use generate::{
     Address, Dataset, PEOPLE_PER_SCENARIO_MAX, Person, PersonId, Record, Scenario, generate,
     parse_scenarios,
@@ -93,6 +95,10 @@ pub struct QualityOptions {
     /// Sent with every call; the harness needs `events:write` and
     /// `profiles:read`.
     pub token: BearerToken,
+    /// Classify the true pairs automatic resolution missed by the evidence
+    /// between their profiles (see `explain.rs`); costs one `GetProfile`
+    /// per split profile.
+    pub explain_missed: bool,
 }
 
 impl Default for QualityOptions {
@@ -106,6 +112,7 @@ impl Default for QualityOptions {
             lookups_in_flight: 16,
             super_profile_persons_max: 3,
             token: BearerToken::default(),
+            explain_missed: false,
         }
     }
 }
@@ -270,7 +277,12 @@ async fn run_scenario(
     );
     let candidates = list_candidates(client).await?;
     let review = review::review(&assignments, &candidates);
+    let missed = if options.explain_missed {
+        Some(explain::explain_missed(client, &assignments, options.lookups_in_flight).await?)
+    } else {
+        None
+    };
     Ok(ScenarioReport::new(
-        &dataset, &load, unresolved, &score, &review,
+        &dataset, &load, unresolved, &score, &review, missed,
     ))
 }

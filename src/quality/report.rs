@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::explain::MissedPairs;
 use super::generate::{Dataset, Scenario};
 use super::load::LoadSummary;
 use super::metrics::{ClusterScore, PairCounts, SuperProfiles};
@@ -48,6 +49,8 @@ pub struct ScenarioReport {
     /// and rejected every false one: the recall the queue holds, and the
     /// best the profiles can get without changing automatic matching.
     pub pairs_reviewed: PairCounts,
+    /// The missed true pairs by evidence class, when asked for.
+    pub missed: Option<MissedPairs>,
 }
 
 impl ScenarioReport {
@@ -57,6 +60,7 @@ impl ScenarioReport {
         unresolved: u64,
         score: &ClusterScore,
         review: &ReviewScore,
+        missed: Option<MissedPairs>,
     ) -> Self {
         let rejected_unexpected = dataset
             .records
@@ -80,6 +84,7 @@ impl ScenarioReport {
             candidates: review.candidates,
             candidates_true: review.candidates_true,
             pairs_reviewed: review.pairs_reviewed,
+            missed,
         }
     }
 
@@ -195,6 +200,12 @@ impl fmt::Display for QualityReport {
                 report.review_recall(),
                 report.review_f1()
             )?;
+        }
+        for report in &self.scenarios {
+            if let Some(missed) = report.missed.as_ref().filter(|m| !m.classes.is_empty()) {
+                writeln!(f, "\nmissed true pairs in {}:", report.scenario.name())?;
+                write!(f, "{missed}")?;
+            }
         }
         Ok(())
     }

@@ -22,8 +22,8 @@ use crate::computed::Activity;
 use crate::identity::fuzzy::MatchFields;
 use crate::identity::{BlockReason, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
-    Identifier, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall, UnmergeOutcome,
-    WriteCall, WriteOutcome, WritePayload,
+    Identifier, IdentifierKind, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall,
+    UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
 };
 
 /// Values kept per trait name, one per origin; the oldest go first. Bounds
@@ -128,6 +128,11 @@ pub fn apply_call(
             .any(|name| MATCHING_TRAITS.contains(&name.as_str())),
         WritePayload::Track { .. } => false,
     } || !plan.absorbed.is_empty()
+        // Emails are matching evidence and blocking keys too.
+        || plan
+            .attach
+            .iter()
+            .any(|identifier| *identifier.kind() == IdentifierKind::Email)
         // A refused weak link is new evidence that the two may be one person.
         || plan.blocked.iter().any(|link| {
             link.profile.is_some() && matches!(link.reason, BlockReason::WeakLink { .. })
@@ -255,7 +260,7 @@ pub fn apply_call(
     // Profiles on the refused side of a link keep their data; only their
     // journal (and a detached profile's identifiers) changed.
     for (id, other_record) in records {
-        writes.insert(keys::profile(id), other_record.to_bytes());
+        writes.insert(keys::profile(id), other_record.into_bytes());
     }
     let (profile_id, record) = if touches_matching {
         let fields_after = fields_of(&record)?;
@@ -279,7 +284,7 @@ pub fn apply_call(
     } else {
         (profile_id, record)
     };
-    writes.insert(keys::profile(profile_id), record.to_bytes());
+    writes.insert(keys::profile(profile_id), record.into_bytes());
     if let Some(message_id) = call.message_id() {
         let dedup = DedupRecord {
             profile_id: profile_id.0,
@@ -415,8 +420,8 @@ pub fn apply_unmerge(
 
     reindex(writes, profile_id, &fields_before, &fields_of(&record)?)?;
     reindex(writes, new_id, &MatchFields::default(), &fields_of(&split)?)?;
-    writes.insert(keys::profile(profile_id), record.to_bytes());
-    writes.insert(keys::profile(new_id), split.to_bytes());
+    writes.insert(keys::profile(profile_id), record.into_bytes());
+    writes.insert(keys::profile(new_id), split.into_bytes());
     counters.persist(writes);
     Ok(UnmergeOutcome {
         profile_id,

@@ -45,7 +45,7 @@ pub fn apply_consent(
         }
     }
     record.updated_at_ms = record.updated_at_ms.max(call.provenance.received_at.0);
-    writes.insert(keys::profile(profile_id), record.to_bytes());
+    writes.insert(keys::profile(profile_id), record.into_bytes());
     Ok(profile_id)
 }
 

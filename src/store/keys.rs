@@ -154,6 +154,27 @@ pub fn fuzzy_block(block: &str) -> Vec<u8> {
     key
 }
 
+/// How many profiles carry one name: `name_key` from
+/// `fuzzy::name_count_keys`, or empty for all profiles with names. The `#`
+/// keeps these apart from blocking keys, which start with a letter.
+pub fn fuzzy_name_count(name_key: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + name_key.len());
+    key.push(FUZZY);
+    key.push(b'#');
+    key.extend(name_key.bytes());
+    key
+}
+
+/// The names a profile is counted under in the name counts, so that
+/// re-indexing a profile (the batch pass does it from scratch) never counts
+/// it twice, and profiles stored before names were counted are counted once.
+pub fn fuzzy_counted_names(id: ProfileId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11);
+    key.extend_from_slice(&[FUZZY, b'#', b'@']);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
 /// Profile ids packed as big-endian u64s.
 pub fn encode_ids(ids: &[ProfileId]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.0.to_be_bytes()).collect()

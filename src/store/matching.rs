@@ -17,7 +17,8 @@ use super::records::{
 };
 use super::writer::JobContext;
 use crate::identity::fuzzy::{
-    MatchDecision, MatchFields, MatchScore, blocking_keys, decide, score,
+    MatchDecision, MatchFields, MatchScore, NameCounts, blocking_keys, decide, name_count_keys,
+    score,
 };
 use crate::identity::{KnownProfile, MergeRules, merge_allowed};
 use crate::model::{CandidateReview, MatchPassOutcome, ProfileId, ReviewOutcome, UnixMillis};
@@ -93,7 +94,95 @@ pub fn reindex(
             writes.insert(key, keys::encode_ids(&members));
         }
     }
+    recount_names(writes, id, after)?;
     Ok(())
+}
+
+/// Moves the profile's entries in the name counts to the names of
+/// `fields`. What it was counted under is read back rather than taken from
+/// the profile's previous fields: those may predate the counts.
+fn recount_names(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+    fields: &MatchFields,
+) -> Result<(), StoreError> {
+    let marker = keys::fuzzy_counted_names(id);
+    let counted: Option<Vec<String>> = writes.get(&marker)?.map(|bytes| {
+        String::from_utf8_lossy(&bytes)
+            .split('\n')
+            .map(str::to_owned)
+            .collect()
+    });
+    let wanted: Option<Vec<String>> = name_count_keys(fields).map(Vec::from);
+    if counted == wanted {
+        return Ok(());
+    }
+    // The empty name counts every profile with both names.
+    for name in counted
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(counted.as_ref().map(|_| ""))
+    {
+        add_to_name_count(writes, name, -1)?;
+    }
+    for name in wanted
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(wanted.as_ref().map(|_| ""))
+    {
+        add_to_name_count(writes, name, 1)?;
+    }
+    match wanted {
+        // Names are normalized words: they hold no newline.
+        Some(names) => writes.insert(marker, names.join("\n").into_bytes()),
+        None => writes.remove(marker),
+    }
+    Ok(())
+}
+
+/// A count that reaches zero is removed, so an erased person's name does
+/// not stay behind as a key.
+fn add_to_name_count(
+    writes: &mut CallWrites<'_, '_>,
+    name_key: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    let key = keys::fuzzy_name_count(name_key);
+    // Counts only fall for names a profile was counted under, so this
+    // saturates only if the store was edited by hand.
+    let count = name_count(writes, &key)?.saturating_add_signed(delta);
+    if count == 0 {
+        writes.remove(key);
+    } else {
+        writes.insert(key, count.to_be_bytes().to_vec());
+    }
+    Ok(())
+}
+
+fn name_count(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<u64, StoreError> {
+    Ok(writes
+        .get(key)?
+        .and_then(|bytes| keys::decode_u64(&bytes))
+        .unwrap_or(0))
+}
+
+/// How common the profile's full name is among stored profiles; infinite
+/// (never rare) without both names.
+fn name_holders_expected(
+    writes: &CallWrites<'_, '_>,
+    fields: &MatchFields,
+) -> Result<f64, StoreError> {
+    let Some([given, last]) = name_count_keys(fields) else {
+        return Ok(f64::INFINITY);
+    };
+    let counts = NameCounts {
+        profiles: name_count(writes, &keys::fuzzy_name_count(""))?,
+        given: name_count(writes, &keys::fuzzy_name_count(&given))?,
+        last: name_count(writes, &keys::fuzzy_name_count(&last))?,
+    };
+    Ok(counts.holders_expected())
 }
 
 fn block_members(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<Vec<ProfileId>, StoreError> {
@@ -139,7 +228,15 @@ pub fn match_profile(
             continue;
         };
         let other_record = ProfileRecord::for_reading(&bytes)?;
-        let mut match_score = score(fields, &fields_of(&other_record)?);
+        let other_fields = fields_of(&other_record)?;
+        let mut match_score = score(fields, &other_fields);
+        if match_score.names_and_birthday_exact() {
+            // The commoner reading of the name counts: for swapped names
+            // one side's given name is really a family name.
+            let holders = name_holders_expected(writes, fields)?
+                .max(name_holders_expected(writes, &other_fields)?);
+            match_score = match_score.with_name_frequency(holders);
+        }
         if refused_weak_link(&record, id, &other_record, other) {
             match_score = match_score.with_refused_link();
         }
@@ -372,7 +469,7 @@ pub fn review(
         (second, second_record),
         reason,
     )?;
-    writes.insert(keys::profile(survivor), record.to_bytes());
+    writes.insert(keys::profile(survivor), record.into_bytes());
     Ok(ReviewOutcome::Merged { survivor, absorbed })
 }
 
@@ -402,7 +499,7 @@ pub fn match_stored(
         outcome.candidates += report.candidates_recorded;
         if !report.merged_away.is_empty() {
             outcome.merges += report.merged_away.len() as u64;
-            writes.insert(keys::profile(survivor), record.to_bytes());
+            writes.insert(keys::profile(survivor), record.into_bytes());
         }
     }
     Ok(outcome)

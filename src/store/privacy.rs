@@ -289,7 +289,7 @@ fn scrub_other_journals(
             changed |= entry.identifiers.len() != before;
         }
         if changed {
-            writes.insert(keys::profile(other), other_record.to_bytes());
+            writes.insert(keys::profile(other), other_record.into_bytes());
         }
     }
     Ok(())

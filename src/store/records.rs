@@ -143,7 +143,7 @@ pub struct ProfileRecord {
     /// identify call sets many identifiers and traits at once, and copies
     /// of its provenance were two thirds of a record's bytes. Only stored
     /// bytes use it: [`ProfileRecord::from_bytes`] gives every entry its
-    /// provenance back, [`ProfileRecord::to_bytes`] shares it again.
+    /// provenance back, [`ProfileRecord::into_bytes`] shares it again.
     #[prost(message, repeated, tag = "12")]
     pub shared_provenance: Vec<ProvenanceRecord>,
 }
@@ -221,7 +221,7 @@ impl ProfileRecord {
     }
 
     /// Encodes the record with provenance shared between its entries.
-    pub fn to_bytes(mut self) -> Vec<u8> {
+    pub fn into_bytes(mut self) -> Vec<u8> {
         let mut shared: Vec<ProvenanceRecord> = Vec::new();
         let mut share = |entry: &mut dyn WithProvenance| -> Result<(), StoreError> {
             let (provenance, reference) = entry.provenance_slots();
@@ -789,7 +789,7 @@ mod tests {
     fn shared_provenance_round_trips_and_is_stored_once_per_call() {
         let original = record();
         let inline = original.encode_to_vec();
-        let shared = original.clone().to_bytes();
+        let shared = original.clone().into_bytes();
         assert_eq!(ProfileRecord::from_bytes(&shared).unwrap(), original);
         let stored: ProfileRecord = decode(&shared, "profile").unwrap();
         assert_eq!(stored.shared_provenance.len(), 3);
@@ -804,7 +804,7 @@ mod tests {
     #[test]
     fn a_record_for_reading_has_every_field_but_shared_provenance() {
         let original = record();
-        let read = ProfileRecord::for_reading(&original.clone().to_bytes()).unwrap();
+        let read = ProfileRecord::for_reading(&original.clone().into_bytes()).unwrap();
         assert_eq!(read.traits.len(), original.traits.len());
         assert_eq!(read.identifiers[1].value, "b@example.com");
         assert_eq!(read.identifiers[1].provenance_ref, 2);
@@ -822,7 +822,7 @@ mod tests {
             provenance.received_at_ms += 1;
         }
         original.traits.insert(0, later);
-        let bytes = original.clone().to_bytes();
+        let bytes = original.clone().into_bytes();
         let newest = |views: Vec<TraitView>| {
             views
                 .into_iter()

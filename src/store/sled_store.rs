@@ -610,7 +610,9 @@ impl ProfileStore for SledStore {
                 if expired > 0 {
                     let mut record = ProfileRecord::from_bytes(&bytes)?;
                     record.event_count = record.event_count.saturating_sub(expired);
-                    context.writes.insert(keys::profile(id), record.to_bytes());
+                    context
+                        .writes
+                        .insert(keys::profile(id), record.into_bytes());
                     removed += expired;
                 }
             }

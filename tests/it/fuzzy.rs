@@ -375,3 +375,167 @@ async fn a_refused_device_link_corroborates_a_name_and_birthday_match() {
     assert_ne!(stranger.profile_id, original.profile_id);
     assert_eq!(candidates(&mut client).await.len(), 1);
 }
+
+/// A sign-up with names and a birthday only.
+fn name_and_birthday(
+    email_value: &str,
+    first: &str,
+    last: &str,
+    birthday: &str,
+) -> pb::IdentifyRequest {
+    let mut request = identify(vec![email(email_value)]);
+    request.traits = traits(&[
+        ("first_name", text(first)),
+        ("last_name", text(last)),
+        ("birthday", text(birthday)),
+    ]);
+    request
+}
+
+#[tokio::test]
+async fn names_and_birthday_merge_when_the_name_is_rare_and_wait_for_review_when_common() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    // Thirty Johns and thirty Smiths make `John Smith` a common full name
+    // in this store; `Oduya` stays rare.
+    for i in 0..30_u8 {
+        let letter = char::from(b'a' + i % 26);
+        let birthday = format!("{}-05-17", 1940 + u16::from(i));
+        let family = format!("Zed{letter}{}", if i < 26 { "" } else { "x" });
+        let given = format!("Ann{letter}{}", if i < 26 { "" } else { "x" });
+        for (first, last, mailbox) in [
+            ("John", family.as_str(), "j"),
+            (given.as_str(), "Smith", "s"),
+        ] {
+            client
+                .identify(name_and_birthday(
+                    &format!("{mailbox}{i}@example.com"),
+                    first,
+                    last,
+                    &birthday,
+                ))
+                .await
+                .unwrap();
+        }
+    }
+
+    let robert = client
+        .identify(person(
+            "robert.oduya@example.com",
+            "Robert",
+            "Oduya",
+            "1992-12-01",
+            "EH1 1YZ",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let bob = client
+        .identify(name_and_birthday(
+            "bob@work.example.org",
+            "Bob",
+            "Oduya",
+            "1992-12-01",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.profile_id, robert.profile_id, "a rare name merges");
+
+    let john = client
+        .identify(person(
+            "js@example.com",
+            "John",
+            "Smith",
+            "1985-03-02",
+            "SW1A 1AA",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let namesake = client
+        .identify(name_and_birthday(
+            "john@work.example.org",
+            "John",
+            "Smith",
+            "1985-03-02",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(namesake.profile_id, john.profile_id, "a common name waits");
+    let pending = candidates(&mut client).await;
+    assert!(
+        pending.iter().any(|candidate| {
+            candidate.profile_ids.contains(&john.profile_id)
+                && candidate.profile_ids.contains(&namesake.profile_id)
+        }),
+        "the common name is left for review"
+    );
+}
+
+#[tokio::test]
+async fn an_email_attached_later_is_matched_on() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let robert = client
+        .identify(name_and_birthday(
+            "robert.oduya@example.com",
+            "Robert",
+            "Oduya",
+            "1987-04-12",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // The second address arrives without traits, from a sign-in.
+    client
+        .identify(identify(vec![
+            email("robert.oduya@example.com"),
+            email("roduya1987@example.org"),
+        ]))
+        .await
+        .unwrap();
+    // Keyed in by hand: a mistyped provider, the names, nothing else.
+    let mut in_store = identify(vec![email("roduya1987@exmaple.org")]);
+    in_store.traits = traits(&[("first_name", text("Robert")), ("last_name", text("Oduya"))]);
+    let typed = client.identify(in_store).await.unwrap().into_inner();
+    assert_eq!(typed.profile_id, robert.profile_id);
+    assert_eq!(typed.outcome(), pb::ResolutionOutcome::Merged);
+}
+
+#[tokio::test]
+async fn the_batch_pass_counts_a_name_once_however_often_it_runs() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let robert = client
+        .identify(person(
+            "robert.oduya@example.com",
+            "Robert",
+            "Oduya",
+            "1992-12-01",
+            "EH1 1YZ",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Each pass re-indexes every profile; counted again each time, the
+    // name would soon look common.
+    for _ in 0..6 {
+        client
+            .run_matching(pb::RunMatchingRequest {})
+            .await
+            .unwrap();
+    }
+    let bob = client
+        .identify(name_and_birthday(
+            "bob@work.example.org",
+            "Bob",
+            "Oduya",
+            "1992-12-01",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.profile_id, robert.profile_id, "still a rare name");
+}
