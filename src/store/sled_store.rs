@@ -212,11 +212,33 @@ impl SledStore {
                 })
             })
             .transpose()?;
+        let created = !data_dir.exists();
         std::fs::create_dir_all(data_dir)?;
+        let restored = SledStore::load_and_replay(backup_dir, options, ledger);
+        if restored.is_err() {
+            // Leave the directory as it was found, so that the restore can
+            // simply be run again.
+            let cleared = if created {
+                std::fs::remove_dir_all(data_dir)
+            } else {
+                clear_directory(data_dir)
+            };
+            if let Err(error) = cleared {
+                tracing::warn!(%error, dir = %data_dir.display(), "a failed restore left files behind");
+            }
+        }
+        restored
+    }
+
+    fn load_and_replay(
+        backup_dir: &Path,
+        options: &SledStoreOptions,
+        ledger: Option<PrivacyLedger>,
+    ) -> Result<RestoreReport, StoreError> {
         let mut report = {
             // The server's default cache: a smaller one made sled's memory
             // grow faster during a large load, not slower.
-            let (db, tree, log_file) = open_db(data_dir, 1024 * 1024 * 1024)?;
+            let (db, tree, log_file) = open_db(&options.data_dir, 1024 * 1024 * 1024)?;
             let report = backup::load(backup_dir, &db, &tree, &log_file)?;
             if let Some(ledger) = &ledger
                 && options.suppression_key.is_none()
@@ -271,6 +293,18 @@ impl SledStore {
             Ok(report)
         }))
     }
+}
+
+fn clear_directory(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(path)?;
+        } else {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
 }
 
 fn read_counter(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {

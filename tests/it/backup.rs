@@ -159,9 +159,25 @@ async fn a_restore_refuses_privacy_records_of_another_installation() {
     let (before, after) = (backups.path().join("before"), backups.path().join("after"));
     let _replaced = erasure_after_a_backup(&before, &after).await;
     let other = TestServer::start().await.stop().await;
-    let data = tempfile::tempdir().unwrap().path().join("data");
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
     let refused = restore(&before, &data, Some(other.path())).unwrap_err();
     assert!(refused.to_string().contains("suppression key"), "{refused}");
+    assert!(!data.exists(), "a refused restore leaves nothing behind");
+    restore(&before, &data, None).expect("and can be run again");
+
+    // A source that is neither a backup nor a data directory is refused
+    // before anything is written.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let fresh = elsewhere.path().join("data");
+    let missing = restore(&before, &fresh, Some(&elsewhere.path().join("nothing"))).unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("neither a backup nor a data directory"),
+        "{missing}"
+    );
+    assert!(!fresh.exists());
 }
 
 #[tokio::test]
