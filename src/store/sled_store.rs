@@ -258,15 +258,7 @@ impl SledStore {
 
     fn replay(&self, ledger: PrivacyLedger) -> Result<ReplayReport, StoreError> {
         let ledger = Arc::new(ledger);
-        let now = UnixMillis(
-            i64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis(),
-            )
-            .unwrap_or(i64::MAX),
-        );
+        let now = crate::model::Clock::now(&crate::model::SystemClock);
         let tree = self.tree.clone();
         let found = Arc::clone(&ledger);
         let profiles =
