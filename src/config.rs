@@ -267,17 +267,16 @@ pub struct IdentityConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FuzzyConfig {
     pub enabled: bool,
-    /// Score (0..1) at or above which a pair with corroborating evidence is
-    /// merged automatically.
-    pub auto_merge_score_min: f64,
-    /// Score at or above which a pair is listed for review.
-    pub review_score_min: f64,
-    /// Agreeing fields besides the names that an automatic merge needs, one
-    /// of them an exact birthday or postal code. 1 (with
-    /// `auto_merge_score_min` ≤ 0.97) lets names and an exact birthday alone
-    /// merge: more recall, and in a large population some namesakes born
-    /// on the same day merged.
-    pub corroborating_fields_min: usize,
+    /// Match probability (0..1) at or above which a pair merges
+    /// automatically. The probability comes from a model estimated from
+    /// the stored data, so 0.999 means about one wrong merge in a thousand
+    /// at worst, on any data.
+    pub auto_merge_probability_min: f64,
+    /// Match probability at or above which a pair is listed for review.
+    pub review_probability_min: f64,
+    /// The model is re-estimated once the profiles with names reach this
+    /// many, and again each time their number doubles.
+    pub estimate_profiles_min: u64,
 }
 
 impl Default for FuzzyConfig {
@@ -285,9 +284,9 @@ impl Default for FuzzyConfig {
         let thresholds = crate::identity::fuzzy::MatchThresholds::default();
         FuzzyConfig {
             enabled: true,
-            auto_merge_score_min: thresholds.auto_merge,
-            review_score_min: thresholds.review,
-            corroborating_fields_min: thresholds.corroborating_fields_min,
+            auto_merge_probability_min: thresholds.auto_merge,
+            review_probability_min: thresholds.review,
+            estimate_profiles_min: 100,
         }
     }
 }
@@ -538,13 +537,13 @@ impl Config {
         }
         let fuzzy = &self.identity.fuzzy;
         let in_range = |score: f64| (0.0..=1.0).contains(&score);
-        if !in_range(fuzzy.auto_merge_score_min)
-            || !in_range(fuzzy.review_score_min)
-            || fuzzy.review_score_min > fuzzy.auto_merge_score_min
-            || fuzzy.corroborating_fields_min == 0
+        if !in_range(fuzzy.auto_merge_probability_min)
+            || !in_range(fuzzy.review_probability_min)
+            || fuzzy.review_probability_min > fuzzy.auto_merge_probability_min
+            || fuzzy.estimate_profiles_min == 0
         {
             return Err(ConfigError::Invalid(
-                "identity.fuzzy: scores must be in 0..1 with review_score_min <= auto_merge_score_min, corroborating_fields_min >= 1"
+                "identity.fuzzy: probabilities must be in 0..1 with review_probability_min <= auto_merge_probability_min, estimate_profiles_min >= 1"
                     .to_owned(),
             ));
         }

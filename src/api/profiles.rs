@@ -300,6 +300,7 @@ impl ProfileRpc for ProfileApi {
             profiles_checked: outcome.profiles_checked,
             merges: outcome.merges,
             candidates: outcome.candidates,
+            model_version: outcome.model_version,
         }))
     }
 }
@@ -316,9 +317,11 @@ fn proto_candidate(candidate: &MatchCandidate) -> pb::MatchCandidate {
                 field: evidence.field.clone(),
                 similarity: evidence.similarity,
                 weight: evidence.weight,
+                level: evidence.level.clone(),
             })
             .collect(),
         found_at: Some(to_timestamp(candidate.found_at)),
+        model_version: candidate.model_version,
     }
 }
 

@@ -1,8 +1,10 @@
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use regex::Regex;
 
-use super::fuzzy::MatchThresholds;
+use super::fuzzy::{MatchModel, MatchThresholds};
 use crate::config::{FuzzyConfig, MergeConfig};
 use crate::model::{Identifier, IdentifierKind};
 
@@ -18,6 +20,17 @@ pub struct MergeRules {
     blocked_patterns: Vec<(String, Regex)>,
     /// `None` when fuzzy matching is off.
     fuzzy: Option<MatchThresholds>,
+    /// The model matching decides with, shared by every clone: the store
+    /// replaces it when it re-estimates one, and the writer reads it.
+    model: Arc<SharedModel>,
+    estimate_profiles_min: u64,
+}
+
+/// The current match model, and whether a re-estimate is wanted.
+#[derive(Debug)]
+struct SharedModel {
+    current: RwLock<Arc<MatchModel>>,
+    estimate_wanted: AtomicBool,
 }
 
 impl MergeRules {
@@ -54,15 +67,55 @@ impl MergeRules {
             blocked_values: config.blocked_values.iter().cloned().collect(),
             blocked_patterns,
             fuzzy: fuzzy.enabled.then_some(MatchThresholds {
-                auto_merge: fuzzy.auto_merge_score_min,
-                review: fuzzy.review_score_min,
-                corroborating_fields_min: fuzzy.corroborating_fields_min,
+                auto_merge: fuzzy.auto_merge_probability_min,
+                review: fuzzy.review_probability_min,
             }),
+            model: Arc::new(SharedModel {
+                current: RwLock::new(Arc::new(MatchModel::prior())),
+                estimate_wanted: AtomicBool::new(false),
+            }),
+            estimate_profiles_min: fuzzy.estimate_profiles_min,
         }
     }
 
     pub fn fuzzy_thresholds(&self) -> Option<&MatchThresholds> {
         self.fuzzy.as_ref()
+    }
+
+    /// The model in use now.
+    pub fn match_model(&self) -> Arc<MatchModel> {
+        // A poisoned lock still holds a whole model: it is only ever
+        // replaced by one assignment.
+        match self.model.current.read() {
+            Ok(model) => Arc::clone(&model),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn set_match_model(&self, model: MatchModel) {
+        let model = Arc::new(model);
+        match self.model.current.write() {
+            Ok(mut current) => *current = model,
+            Err(poisoned) => *poisoned.into_inner() = model,
+        }
+    }
+
+    /// Whether `population` profiles with names call for a new estimate
+    /// of a model estimated at `estimated_population`: at the first
+    /// threshold, then at every doubling.
+    pub fn estimate_due(&self, population: u64, estimated_population: u64) -> bool {
+        population >= self.estimate_profiles_min
+            && population >= estimated_population.saturating_mul(2)
+    }
+
+    /// Asks for the model to be re-estimated; see [`Self::take_estimate_request`].
+    pub fn request_estimate(&self) {
+        self.model.estimate_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a re-estimate was asked for since the last call.
+    pub fn take_estimate_request(&self) -> bool {
+        self.model.estimate_wanted.swap(false, Ordering::Relaxed)
     }
 
     pub fn priority(&self, kind: &IdentifierKind) -> u8 {

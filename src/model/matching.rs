@@ -8,6 +8,8 @@ pub struct MatchEvidence {
     pub similarity: f64,
     /// Bits of evidence: positive agrees, negative disagrees.
     pub weight: f64,
+    /// The comparison level that fired.
+    pub level: String,
 }
 
 /// Two profiles that are likely one person, waiting for review.
@@ -22,6 +24,8 @@ pub struct MatchCandidate {
     pub score: f64,
     pub evidence: Vec<MatchEvidence>,
     pub found_at: UnixMillis,
+    /// The match model version that scored the pair.
+    pub model_version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,5 +51,9 @@ pub enum ReviewOutcome {
 pub struct MatchPassOutcome {
     pub profiles_checked: u64,
     pub merges: u64,
+    /// Candidates recorded by a pass over some profiles; for a whole pass,
+    /// the candidates pending once it is done.
     pub candidates: u64,
+    /// The match model the pass decided with.
+    pub model_version: u64,
 }

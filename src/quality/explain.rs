@@ -1,7 +1,9 @@
 //! Why automatic resolution missed true pairs: for every person whose
 //! records ended in more than one profile, the harness fetches each pair of
-//! those profiles, scores them with the fuzzy matcher as the server would
-//! (default thresholds), and groups the pairs by the evidence they show.
+//! those profiles, scores them with the fuzzy matcher's prior model at the
+//! default thresholds (the server's own model is estimated from its data
+//! and may weigh the fields differently), and groups the pairs by the
+//! evidence they show.
 //! The classes say which rule would recover the most recall, and which
 //! pairs carry no usable evidence at all.
 //!
@@ -20,8 +22,12 @@ use crate::api::convert::json_value;
 use crate::api::pb::{self, get_profile_request::Lookup};
 use crate::cli::ProfileClient;
 use crate::identity::fuzzy::{
-    MatchDecision, MatchFields, MatchThresholds, blocking_keys, decide, score,
+    MatchDecision, MatchFields, MatchModel, MatchProfile, MatchThresholds, NameFrequencies,
+    blocking_keys, decide, score_profiles,
 };
+
+/// The population the prior odds are taken at: a mid-sized store.
+const EXPLAINED_POPULATION: u64 = 10_000;
 
 /// Pairs of profiles one person's records are split over, grouped by the
 /// evidence between the two profiles.
@@ -90,7 +96,7 @@ pub(super) async fn explain_missed(
         .collect();
     wanted.sort();
     wanted.dedup();
-    let fields: HashMap<String, MatchFields> = futures::stream::iter(wanted)
+    let fields: HashMap<String, MatchProfile> = futures::stream::iter(wanted)
         .map(|profile_id| {
             let mut client = client.clone();
             async move {
@@ -103,11 +109,12 @@ pub(super) async fn explain_missed(
         .await?;
 
     let thresholds = MatchThresholds::default();
+    let model = MatchModel::prior();
     let mut missed = MissedPairs::default();
     for (first, first_records, second, second_records) in split {
         let class = match (first, second) {
             (Cluster::Profile(a), Cluster::Profile(b)) => match (fields.get(*a), fields.get(*b)) {
-                (Some(a), Some(b)) => describe(a, b, &thresholds),
+                (Some(a), Some(b)) => describe(&model, a, b, &thresholds),
                 _ => "profile gone".to_owned(),
             },
             _ => "unresolved record".to_owned(),
@@ -119,10 +126,24 @@ pub(super) async fn explain_missed(
     Ok(missed)
 }
 
-fn describe(a: &MatchFields, b: &MatchFields, thresholds: &MatchThresholds) -> String {
+fn describe(
+    model: &MatchModel,
+    a: &MatchProfile,
+    b: &MatchProfile,
+    thresholds: &MatchThresholds,
+) -> String {
     let keys_b = blocking_keys(b);
     let blocked_together = blocking_keys(a).iter().any(|key| keys_b.contains(key));
-    let scored = score(a, b);
+    let no_frequencies = |_: &MatchFields, _: &MatchFields| NameFrequencies::default();
+    let Some(scored) = score_profiles(
+        model,
+        a,
+        b,
+        &no_frequencies,
+        model.prior_log2_odds(EXPLAINED_POPULATION),
+    ) else {
+        return "nothing to compare".to_owned();
+    };
     let decision = match decide(&scored, thresholds) {
         MatchDecision::AutoMerge => "auto-merge",
         MatchDecision::Review => "review",
@@ -131,7 +152,14 @@ fn describe(a: &MatchFields, b: &MatchFields, thresholds: &MatchThresholds) -> S
     let evidence: Vec<String> = scored
         .evidence
         .iter()
-        .map(|evidence| format!("{}{:+}", evidence.field, evidence.weight))
+        .map(|evidence| {
+            format!(
+                "{}={}{:+.1}",
+                evidence.field.name(),
+                evidence.level,
+                evidence.bits
+            )
+        })
         .collect();
     let keys = if blocked_together {
         "shared key"
@@ -144,7 +172,7 @@ fn describe(a: &MatchFields, b: &MatchFields, thresholds: &MatchThresholds) -> S
 async fn match_fields_of(
     client: &mut ProfileClient,
     profile_id: &str,
-) -> Result<MatchFields, QualityError> {
+) -> Result<MatchProfile, QualityError> {
     let request = pb::GetProfileRequest {
         lookup: Some(Lookup::ProfileId(profile_id.to_owned())),
         events_limit: 1,
@@ -155,7 +183,7 @@ async fn match_fields_of(
         Err(status) => return Err(QualityError::Lookup(status)),
     };
     let Some(profile) = profile else {
-        return Ok(MatchFields::default());
+        return Ok(MatchProfile::default());
     };
     let traits: Map<String, Value> = profile
         .traits
@@ -170,5 +198,6 @@ async fn match_fields_of(
         .filter(|identifier| identifier.kind == "email")
         .map(|identifier| identifier.value.clone())
         .collect();
-    Ok(MatchFields::from_traits(&traits).with_emails(emails.iter().map(String::as_str)))
+    let fields = MatchFields::from_traits(&traits).with_emails(emails.iter().map(String::as_str));
+    Ok(MatchProfile::new(fields, []))
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::computed::{ComputedTraits, LifecycleThresholds, RfmCache, RfmQuintiles, compute};
 use crate::config::Limits;
+use crate::identity::fuzzy::MatchModel;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
     CandidateReview, Clock, ConsentCall, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
@@ -189,6 +190,16 @@ impl ProfileService {
     /// Writes a consistent copy of the store into `dir` on the server's
     /// machine. The path must be absolute: the server's working directory
     /// means nothing to the caller.
+    /// The match model in use.
+    pub fn match_model(&self) -> MatchModel {
+        self.store.match_model()
+    }
+
+    /// Re-estimates the match model from the stored data now.
+    pub async fn estimate_match_model(&self) -> Result<MatchModel, ServiceError> {
+        Ok(self.store.estimate_match_model(self.clock.now()).await?)
+    }
+
     pub async fn backup(&self, dir: &str) -> Result<BackupReport, ServiceError> {
         let path = std::path::PathBuf::from(dir);
         if dir.is_empty() || !path.is_absolute() {
@@ -385,20 +396,26 @@ impl ProfileService {
 
     /// Matches every stored profile, a chunk at a time so that ingest keeps
     /// flowing between chunks.
+    /// Re-estimates the match model, then matches every live profile with
+    /// it; reports the candidates pending at the end.
     pub async fn run_matching(&self) -> Result<MatchPassOutcome, ServiceError> {
-        let mut total = MatchPassOutcome::default();
+        let model = self.store.estimate_match_model(self.clock.now()).await?;
+        let mut total = MatchPassOutcome {
+            model_version: model.version,
+            ..MatchPassOutcome::default()
+        };
         let mut after = None;
         loop {
             let ids = self
                 .store
                 .profile_ids_after(after, MATCHING_CHUNK_PROFILES)?;
             let Some(last) = ids.last().copied() else {
+                total.candidates = self.store.count_match_candidates()?;
                 return Ok(total);
             };
             let outcome = self.store.match_profiles(ids, self.clock.now()).await?;
             total.profiles_checked += outcome.profiles_checked;
             total.merges += outcome.merges;
-            total.candidates += outcome.candidates;
             after = Some(last);
         }
     }

@@ -10,7 +10,10 @@ use prost::Message;
 use super::StoreError;
 use super::consent::{consents_for_split, merge_consents};
 use super::keys;
-use super::matching::{Cause, MATCHING_TRAITS, fields_of, known, match_profile, reindex};
+use super::matching::{
+    Cause, MATCHING_TRAITS, current_fields, drop_candidates_of, fields_after_change, fields_of,
+    forget, known, match_profile, reindex,
+};
 use super::overlay::CallWrites;
 use super::privacy::{Suppressor, any_suppressed};
 use super::records::{
@@ -19,7 +22,7 @@ use super::records::{
     decode,
 };
 use crate::computed::Activity;
-use crate::identity::fuzzy::MatchFields;
+use crate::identity::fuzzy::{MatchFields, MatchProfile};
 use crate::identity::{BlockReason, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
     Identifier, IdentifierKind, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall,
@@ -137,7 +140,8 @@ pub fn apply_call(
         || plan.blocked.iter().any(|link| {
             link.profile.is_some() && matches!(link.reason, BlockReason::WeakLink { .. })
         });
-    let mut fields_before = MatchFields::default();
+    let mut fields_before = MatchProfile::default();
+    let mut absorbed_variants: Vec<MatchFields> = Vec::new();
     let (profile_id, mut record, mut resolution) = match plan.survivor {
         None => {
             let id = counters.new_profile_id();
@@ -146,12 +150,13 @@ pub fn apply_call(
         Some(survivor) => {
             let mut record = take_record(&mut records, survivor)?;
             if touches_matching {
-                fields_before = fields_of(&record)?;
+                fields_before = fields_of(writes, survivor, &record)?;
             }
             for &absorbed in &plan.absorbed {
                 let absorbed_record = take_record(&mut records, absorbed)?;
-                let absorbed_fields = fields_of(&absorbed_record)?;
-                reindex(writes, absorbed, &absorbed_fields, &MatchFields::default())?;
+                let absorbed_fields = fields_of(writes, absorbed, &absorbed_record)?;
+                forget(writes, absorbed, &absorbed_fields)?;
+                absorbed_variants.extend(absorbed_fields.variants().iter().cloned());
                 absorb(writes, survivor, &mut record, absorbed, absorbed_record)?;
             }
             if plan.absorbed.is_empty() {
@@ -263,7 +268,7 @@ pub fn apply_call(
         writes.insert(keys::profile(id), other_record.into_bytes());
     }
     let (profile_id, record) = if touches_matching {
-        let fields_after = fields_of(&record)?;
+        let fields_after = fields_after_change(&fields_before, &record, absorbed_variants)?;
         reindex(writes, profile_id, &fields_before, &fields_after)?;
         let cause = Cause {
             at: received_at,
@@ -336,7 +341,7 @@ pub fn apply_unmerge(
         });
     }
 
-    let fields_before = fields_of(&record)?;
+    let fields_before = fields_of(writes, profile_id, &record)?;
     let new_id = counters.new_profile_id();
     let received_at = call.provenance.received_at;
     let mut split = new_record(received_at);
@@ -418,8 +423,14 @@ pub fn apply_unmerge(
     record.journal.push(entry);
     record.updated_at_ms = record.updated_at_ms.max(received_at.0);
 
-    reindex(writes, profile_id, &fields_before, &fields_of(&record)?)?;
-    reindex(writes, new_id, &MatchFields::default(), &fields_of(&split)?)?;
+    // Which older variants came with the split-off identifiers is not
+    // recorded, so both sides start again from what their traits hold; the
+    // profile's candidates were scored against the whole it was.
+    let kept_fields = MatchProfile::new(current_fields(&record)?, []);
+    reindex(writes, profile_id, &fields_before, &kept_fields)?;
+    drop_candidates_of(writes, profile_id)?;
+    let split_fields = MatchProfile::new(current_fields(&split)?, []);
+    reindex(writes, new_id, &MatchProfile::default(), &split_fields)?;
     writes.insert(keys::profile(profile_id), record.into_bytes());
     writes.insert(keys::profile(new_id), split.into_bytes());
     counters.persist(writes);

@@ -175,6 +175,30 @@ pub fn fuzzy_counted_names(id: ProfileId) -> Vec<u8> {
     key
 }
 
+/// The older variants of a profile's matching fields (JSON), beside the
+/// current ones its traits hold.
+pub fn fuzzy_variants(id: ProfileId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11);
+    key.extend_from_slice(&[FUZZY, b'#', b'%']);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+/// The prefix of every profile's older variants.
+pub const FUZZY_VARIANTS: &[u8] = &[FUZZY, b'#', b'%'];
+
+/// The profiles a profile has pending match candidates with, so that a
+/// change to either side finds its candidates without scanning them all.
+pub fn fuzzy_candidates_of(id: ProfileId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11);
+    key.extend_from_slice(&[FUZZY, b'#', b'&']);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+/// The current match model (JSON).
+pub const FUZZY_MODEL: &[u8] = &[FUZZY, b'#', b'!'];
+
 /// Profile ids packed as big-endian u64s.
 pub fn encode_ids(ids: &[ProfileId]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.0.to_be_bytes()).collect()

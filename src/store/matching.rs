@@ -1,7 +1,9 @@
-//! Fuzzy matching inside the store: keeping the blocking-key index in step
-//! with profiles' traits, scoring the profiles that share a key with a
-//! changed one, merging corroborated matches, and recording the rest as
-//! candidates for review. The rules themselves live in `identity::fuzzy`.
+//! Fuzzy matching inside the store: keeping the blocking-key index, the
+//! profiles' older variants and the name counts in step with profiles'
+//! traits; scoring the profiles that share a key with a changed one;
+//! merging what the model says is one person; and keeping the review
+//! queue to one fresh candidate per live pair. The rules themselves live
+//! in `identity::fuzzy`; the model is estimated in `match_training`.
 
 use std::collections::BTreeSet;
 
@@ -17,8 +19,9 @@ use super::records::{
 };
 use super::writer::JobContext;
 use crate::identity::fuzzy::{
-    MatchDecision, MatchFields, MatchScore, NameCounts, blocking_keys, decide, name_count_keys,
-    score,
+    MatchDecision, MatchFields, MatchProfile, MatchScore, NameFrequencies, NameFrequency,
+    blocking_keys, decide, first_name_count_key, last_name_count_key, name_count_keys,
+    score_profiles,
 };
 use crate::identity::{KnownProfile, MergeRules, merge_allowed};
 use crate::model::{CandidateReview, MatchPassOutcome, ProfileId, ReviewOutcome, UnixMillis};
@@ -31,10 +34,19 @@ pub const MATCHING_TRAITS: [&str; 4] = ["first_name", "last_name", "birthday", "
 /// (a placeholder birthday, a very common name at a popular date) and
 /// scoring it would make every identify touching it expensive; real
 /// duplicates share several keys, so skipping one loses little.
-const BLOCK_SCORED_MAX: usize = 100;
+pub const BLOCK_SCORED_MAX: usize = 100;
 /// Review candidates recorded per matching pass, best first: a person has a
 /// handful of duplicates, not hundreds, and a reviewer cannot use more.
 const CANDIDATES_PER_PASS_MAX: u64 = 10;
+/// Rounds of matching per pass: a merge changes the survivor's fields, so
+/// it is matched again, and a chain of duplicates joins in one pass.
+const MATCH_ROUNDS_MAX: usize = 3;
+/// Evidence, in bits, that a weak link the call asked for and merge
+/// protection refused adds: a device the two shared is something strangers
+/// rarely have in common, but it may be a shared family tablet.
+const REFUSED_LINK_BITS: f64 = 5.0;
+/// How the refused link shows in a candidate's evidence.
+const REFUSED_LINK_FIELD: &str = "refused_link";
 
 /// Who caused a matching pass, for the journal.
 pub struct Cause<'a> {
@@ -50,7 +62,8 @@ pub struct MatchReport {
     pub candidates_recorded: u64,
 }
 
-pub fn fields_of(record: &ProfileRecord) -> Result<MatchFields, StoreError> {
+/// The fields a profile's traits and emails hold now.
+pub fn current_fields(record: &ProfileRecord) -> Result<MatchFields, StoreError> {
     let traits = record
         .trait_views()?
         .into_iter()
@@ -64,13 +77,57 @@ pub fn fields_of(record: &ProfileRecord) -> Result<MatchFields, StoreError> {
     Ok(MatchFields::from_traits(&traits).with_emails(emails))
 }
 
+/// Every variant a stored profile is matched on: its current fields, then
+/// the older ones it was known by.
+pub fn fields_of(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+    record: &ProfileRecord,
+) -> Result<MatchProfile, StoreError> {
+    Ok(MatchProfile::new(
+        current_fields(record)?,
+        stored_variants(writes, id)?,
+    ))
+}
+
+fn stored_variants(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+) -> Result<Vec<MatchFields>, StoreError> {
+    match writes.get(&keys::fuzzy_variants(id))? {
+        Some(bytes) => decode_variants(&bytes),
+        None => Ok(Vec::new()),
+    }
+}
+
+pub fn decode_variants(bytes: &[u8]) -> Result<Vec<MatchFields>, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        what: "match variants",
+        reason: error.to_string(),
+    })
+}
+
+/// The variants of a profile after a call changed it: its new current
+/// fields, then what it was known by before (the previous current fields
+/// first), then the variants of profiles it absorbed.
+pub fn fields_after_change(
+    before: &MatchProfile,
+    record: &ProfileRecord,
+    absorbed: Vec<MatchFields>,
+) -> Result<MatchProfile, StoreError> {
+    Ok(MatchProfile::new(
+        current_fields(record)?,
+        before.variants().iter().cloned().chain(absorbed),
+    ))
+}
+
 /// Moves a profile's entries in the blocking index from the keys of
-/// `before` to those of `after`.
+/// `before` to those of `after`, and stores `after`'s older variants.
 pub fn reindex(
     writes: &mut CallWrites<'_, '_>,
     id: ProfileId,
-    before: &MatchFields,
-    after: &MatchFields,
+    before: &MatchProfile,
+    after: &MatchProfile,
 ) -> Result<(), StoreError> {
     let old: BTreeSet<String> = blocking_keys(before).into_iter().collect();
     let new: BTreeSet<String> = blocking_keys(after).into_iter().collect();
@@ -94,7 +151,30 @@ pub fn reindex(
             writes.insert(key, keys::encode_ids(&members));
         }
     }
-    recount_names(writes, id, after)?;
+    let older: Vec<MatchFields> = after.older().collect();
+    if older.is_empty() {
+        writes.remove(keys::fuzzy_variants(id));
+    } else {
+        let bytes = serde_json::to_vec(&older).map_err(|error| StoreError::Corrupt {
+            what: "match variants",
+            reason: error.to_string(),
+        })?;
+        writes.insert(keys::fuzzy_variants(id), bytes);
+    }
+    recount_names(writes, id, after.current())?;
+    Ok(())
+}
+
+/// Removes every trace of a profile from matching: index entries, older
+/// variants, name counts and its pending candidates. For a profile merged
+/// away or erased.
+pub fn forget(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+    fields: &MatchProfile,
+) -> Result<(), StoreError> {
+    reindex(writes, id, fields, &MatchProfile::default())?;
+    drop_candidates_of(writes, id)?;
     Ok(())
 }
 
@@ -104,7 +184,7 @@ pub fn reindex(
 fn recount_names(
     writes: &mut CallWrites<'_, '_>,
     id: ProfileId,
-    fields: &MatchFields,
+    fields: Option<&MatchFields>,
 ) -> Result<(), StoreError> {
     let marker = keys::fuzzy_counted_names(id);
     let counted: Option<Vec<String>> = writes.get(&marker)?.map(|bytes| {
@@ -113,7 +193,7 @@ fn recount_names(
             .map(str::to_owned)
             .collect()
     });
-    let wanted: Option<Vec<String>> = name_count_keys(fields).map(Vec::from);
+    let wanted: Option<Vec<String>> = fields.and_then(name_count_keys).map(Vec::from);
     if counted == wanted {
         return Ok(());
     }
@@ -168,21 +248,35 @@ fn name_count(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<u64, StoreError
         .unwrap_or(0))
 }
 
-/// How common the profile's full name is among stored profiles; infinite
-/// (never rare) without both names.
-fn name_holders_expected(
+/// Profiles counted with both names: the population matching sees.
+pub fn population(writes: &CallWrites<'_, '_>) -> Result<u64, StoreError> {
+    name_count(writes, &keys::fuzzy_name_count(""))
+}
+
+/// How common the names are that two variants share exactly.
+fn name_frequencies(
     writes: &CallWrites<'_, '_>,
-    fields: &MatchFields,
-) -> Result<f64, StoreError> {
-    let Some([given, last]) = name_count_keys(fields) else {
-        return Ok(f64::INFINITY);
+    population: u64,
+    a: &MatchFields,
+    b: &MatchFields,
+) -> Result<NameFrequencies, StoreError> {
+    let frequency = |key: String| -> Result<NameFrequency, StoreError> {
+        Ok(NameFrequency {
+            holders: name_count(writes, &keys::fuzzy_name_count(&key))?,
+            profiles: population,
+        })
     };
-    let counts = NameCounts {
-        profiles: name_count(writes, &keys::fuzzy_name_count(""))?,
-        given: name_count(writes, &keys::fuzzy_name_count(&given))?,
-        last: name_count(writes, &keys::fuzzy_name_count(&last))?,
-    };
-    Ok(counts.holders_expected())
+    fn shared<'a>(x: Option<&'a str>, y: Option<&str>) -> Option<&'a str> {
+        x.filter(|x| Some(*x) == y)
+    }
+    Ok(NameFrequencies {
+        first_name: shared(a.first_name(), b.first_name())
+            .map(|name| frequency(first_name_count_key(name)))
+            .transpose()?,
+        last_name: shared(a.last_name(), b.last_name())
+            .map(|name| frequency(last_name_count_key(name)))
+            .transpose()?,
+    })
 }
 
 fn block_members(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<Vec<ProfileId>, StoreError> {
@@ -192,23 +286,65 @@ fn block_members(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<Vec<ProfileI
         .unwrap_or_default())
 }
 
-/// Compares a profile with every profile sharing a blocking key: merges
-/// corroborated matches (oldest survives, merge protection applies) and
-/// records the others above the review threshold as candidates. Returns the
-/// surviving profile and its record.
+/// Compares a profile with every profile sharing a blocking key (and every
+/// profile it has a pending candidate with): merges those the model says
+/// are one person (oldest survives, merge protection applies) and records
+/// the others above the review threshold as candidates, replacing the
+/// profile's earlier candidates. Returns the surviving profile and its
+/// record.
 pub fn match_profile(
     writes: &mut CallWrites<'_, '_>,
     rules: &MergeRules,
     cause: &Cause<'_>,
     id: ProfileId,
     record: ProfileRecord,
-    fields: &MatchFields,
+    fields: &MatchProfile,
 ) -> Result<(ProfileId, ProfileRecord, MatchReport), StoreError> {
     let mut report = MatchReport::default();
+    let (mut current_id, mut current) = (id, record);
+    let mut current_fields = fields.clone();
+    for _ in 0..MATCH_ROUNDS_MAX {
+        let merged_before = report.merged_away.len();
+        (current_id, current) = match_round(
+            writes,
+            rules,
+            cause,
+            (current_id, current),
+            &current_fields,
+            &mut report,
+        )?;
+        if report.merged_away.len() == merged_before {
+            break;
+        }
+        current_fields = fields_of(writes, current_id, &current)?;
+    }
+    Ok((current_id, current, report))
+}
+
+fn match_round(
+    writes: &mut CallWrites<'_, '_>,
+    rules: &MergeRules,
+    cause: &Cause<'_>,
+    (id, record): (ProfileId, ProfileRecord),
+    fields: &MatchProfile,
+    report: &mut MatchReport,
+) -> Result<(ProfileId, ProfileRecord), StoreError> {
+    // Earlier candidates are re-scored below, or dropped.
+    let partners = drop_candidates_of(writes, id)?;
     let Some(thresholds) = rules.fuzzy_thresholds().copied() else {
-        return Ok((id, record, report));
+        return Ok((id, record));
     };
+    let model = rules.match_model();
+    let population = population(writes)?;
+    if rules.estimate_due(population, model.population) {
+        rules.request_estimate();
+    }
+    let prior_log2_odds = model.prior_log2_odds(population);
+
     let mut others = BTreeSet::new();
+    for partner in partners {
+        others.insert(follow_alias(writes, partner)?);
+    }
     for block in blocking_keys(fields) {
         let members = block_members(writes, &keys::fuzzy_block(&block))?;
         // A huge block means the key is not selective (a default birthday,
@@ -216,8 +352,9 @@ pub fn match_profile(
         if members.len() > BLOCK_SCORED_MAX {
             continue;
         }
-        others.extend(members.into_iter().filter(|other| *other != id));
+        others.extend(members);
     }
+    others.remove(&id);
 
     let mut scored = Vec::new();
     for other in others {
@@ -228,27 +365,29 @@ pub fn match_profile(
             continue;
         };
         let other_record = ProfileRecord::for_reading(&bytes)?;
-        let other_fields = fields_of(&other_record)?;
-        let mut match_score = score(fields, &other_fields);
-        if match_score.names_and_birthday_exact() {
-            // The commoner reading of the name counts: for swapped names
-            // one side's given name is really a family name.
-            let holders = name_holders_expected(writes, fields)?
-                .max(name_holders_expected(writes, &other_fields)?);
-            match_score = match_score.with_name_frequency(holders);
-        }
-        if refused_weak_link(&record, id, &other_record, other) {
-            match_score = match_score.with_refused_link();
+        let other_fields = fields_of(writes, other, &other_record)?;
+        let frequencies = |a: &MatchFields, b: &MatchFields| {
+            // An unreadable count only costs the pair its frequency weight.
+            name_frequencies(writes, population, a, b).unwrap_or_default()
+        };
+        let Some(mut match_score) =
+            score_profiles(&model, fields, &other_fields, &frequencies, prior_log2_odds)
+        else {
+            continue;
+        };
+        let refused_link = refused_weak_link(&record, id, &other_record, other);
+        if refused_link {
+            match_score = match_score.with_extra_bits(REFUSED_LINK_BITS, prior_log2_odds);
         }
         let decision = decide(&match_score, &thresholds);
         if decision != MatchDecision::NoMatch {
-            scored.push((other, match_score, decision));
+            scored.push((other, match_score, decision, refused_link));
         }
     }
-    scored.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+    scored.sort_by(|a, b| b.1.bits.total_cmp(&a.1.bits));
 
     let (mut current_id, mut current) = (id, record);
-    for (other, match_score, decision) in scored {
+    for (other, match_score, decision, refused_link) in scored {
         // An earlier merge in this pass may have absorbed it.
         let other = follow_alias(writes, other)?;
         if other == current_id {
@@ -262,7 +401,10 @@ pub fn match_profile(
             let ours = known(writes, current_id, &current)?;
             let theirs = known(writes, other, &other_record)?;
             if merge_allowed(rules, &ours, &theirs).is_ok() {
-                let reason = format!("fuzzy match, score {:.3}", match_score.score);
+                let reason = format!(
+                    "fuzzy match, probability {:.4}, {:.1} bits, model {}",
+                    match_score.probability, match_score.bits, match_score.model_version
+                );
                 let (survivor, merged, gone) = merge_pair(
                     writes,
                     cause,
@@ -281,15 +423,22 @@ pub fn match_profile(
         {
             continue;
         }
-        record_candidate(writes, current_id, other, &match_score, cause.at)?;
+        record_candidate(
+            writes,
+            current_id,
+            other,
+            &match_score,
+            refused_link,
+            cause.at,
+        )?;
         report.candidates_recorded += 1;
     }
-    Ok((current_id, current, report))
+    Ok((current_id, current))
 }
 
 /// Merges two whole profiles (the older survives), keeps the blocking index
-/// right, and journals it. Returns the survivor, its record and the id that
-/// became an alias.
+/// and the review queue right, and journals it. Returns the survivor, its
+/// record and the id that became an alias.
 pub fn merge_pair(
     writes: &mut CallWrites<'_, '_>,
     cause: &Cause<'_>,
@@ -302,8 +451,8 @@ pub fn merge_pair(
     } else {
         (second, first)
     };
-    let kept_before = fields_of(&kept)?;
-    let gone_fields = fields_of(&gone_record)?;
+    let kept_before = fields_of(writes, keep, &kept)?;
+    let gone_fields = fields_of(writes, gone, &gone_record)?;
     let identifiers: Vec<IdentifierRef> = kept
         .identifiers
         .iter()
@@ -320,9 +469,12 @@ pub fn merge_pair(
         reason,
         weak_link: false,
     });
-    reindex(writes, gone, &gone_fields, &MatchFields::default())?;
-    reindex(writes, keep, &kept_before, &fields_of(&kept)?)?;
-    writes.remove(keys::candidate(keep, gone));
+    forget(writes, gone, &gone_fields)?;
+    // The survivor's candidates were scored against what it was; the
+    // next matching of it proposes them again if they still hold.
+    drop_candidates_of(writes, keep)?;
+    let kept_after = fields_after_change(&kept_before, &kept, gone_fields.variants().to_vec())?;
+    reindex(writes, keep, &kept_before, &kept_after)?;
     Ok((keep, kept, gone))
 }
 
@@ -331,13 +483,13 @@ pub fn record_rejection(
     first: ProfileId,
     second: ProfileId,
     cause: &Cause<'_>,
-) {
+) -> Result<(), StoreError> {
     let rejection = RejectionRecord {
         at_ms: cause.at.0,
         message_id: cause.message_id.to_owned(),
     };
     writes.insert(keys::rejection(first, second), rejection.encode_to_vec());
-    writes.remove(keys::candidate(first, second));
+    remove_candidate(writes, first, second)
 }
 
 fn record_candidate(
@@ -345,6 +497,7 @@ fn record_candidate(
     first: ProfileId,
     second: ProfileId,
     match_score: &MatchScore,
+    refused_link: bool,
     found_at: UnixMillis,
 ) -> Result<(), StoreError> {
     let key = keys::candidate(first, second);
@@ -352,21 +505,105 @@ fn record_candidate(
         Some(bytes) => decode::<CandidateRecord>(&bytes, "candidate")?.found_at_ms,
         None => found_at.0,
     };
+    let mut evidence: Vec<EvidenceRecord> = match_score
+        .evidence
+        .iter()
+        .map(|evidence| EvidenceRecord {
+            field: evidence.field.name().to_owned(),
+            similarity: level_strength(evidence.field, evidence.level),
+            weight: evidence.bits,
+            level: evidence.level.to_owned(),
+        })
+        .collect();
+    if refused_link {
+        evidence.push(EvidenceRecord {
+            field: REFUSED_LINK_FIELD.to_owned(),
+            similarity: 1.0,
+            weight: REFUSED_LINK_BITS,
+            level: "refused".to_owned(),
+        });
+    }
     let candidate = CandidateRecord {
-        score: match_score.score,
-        evidence: match_score
-            .evidence
-            .iter()
-            .map(|evidence| EvidenceRecord {
-                field: evidence.field.to_owned(),
-                similarity: evidence.similarity,
-                weight: evidence.weight,
-            })
-            .collect(),
+        score: match_score.probability,
+        evidence,
         found_at_ms,
+        model_version: match_score.model_version,
+        bits: match_score.bits,
     };
     writes.insert(key, candidate.encode_to_vec());
+    add_partner(writes, first, second)?;
+    add_partner(writes, second, first)?;
     Ok(())
+}
+
+/// 1 for a field's strongest level down to 0 for `else`.
+fn level_strength(field: crate::identity::fuzzy::Field, level: &str) -> f64 {
+    let levels = field.levels();
+    let last = levels.len().saturating_sub(1).max(1);
+    let index = levels
+        .iter()
+        .position(|name| *name == level)
+        .unwrap_or(last);
+    1.0 - index as f64 / last as f64
+}
+
+fn partners_of(writes: &CallWrites<'_, '_>, id: ProfileId) -> Result<Vec<ProfileId>, StoreError> {
+    Ok(writes
+        .get(&keys::fuzzy_candidates_of(id))?
+        .map(|bytes| keys::decode_ids(&bytes))
+        .unwrap_or_default())
+}
+
+fn set_partners(writes: &mut CallWrites<'_, '_>, id: ProfileId, partners: &[ProfileId]) {
+    if partners.is_empty() {
+        writes.remove(keys::fuzzy_candidates_of(id));
+    } else {
+        writes.insert(keys::fuzzy_candidates_of(id), keys::encode_ids(partners));
+    }
+}
+
+fn add_partner(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+    partner: ProfileId,
+) -> Result<(), StoreError> {
+    let mut partners = partners_of(writes, id)?;
+    if !partners.contains(&partner) {
+        partners.push(partner);
+        set_partners(writes, id, &partners);
+    }
+    Ok(())
+}
+
+/// Removes one pending candidate, if there is one.
+pub fn remove_candidate(
+    writes: &mut CallWrites<'_, '_>,
+    first: ProfileId,
+    second: ProfileId,
+) -> Result<(), StoreError> {
+    writes.remove(keys::candidate(first, second));
+    for (id, partner) in [(first, second), (second, first)] {
+        let mut partners = partners_of(writes, id)?;
+        let before = partners.len();
+        partners.retain(|other| *other != partner);
+        if partners.len() != before {
+            set_partners(writes, id, &partners);
+        }
+    }
+    Ok(())
+}
+
+/// Removes every pending candidate naming `id`; returns the other sides.
+pub fn drop_candidates_of(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+) -> Result<Vec<ProfileId>, StoreError> {
+    let partners = partners_of(writes, id)?;
+    for &partner in &partners {
+        remove_candidate(writes, id, partner)?;
+    }
+    writes.remove(keys::fuzzy_candidates_of(id));
+    Ok(partners)
 }
 
 /// Whether either profile's journal holds a weak link refused between them
@@ -427,7 +664,9 @@ pub fn load_live(
     Ok((live, load_profile(writes, live)?))
 }
 
-/// A reviewer's verdict on a pending candidate.
+/// A reviewer's verdict on a pending candidate. An accepted pair merges,
+/// and the merged profile is matched again: with both sides' values it may
+/// now meet more of the person's records.
 pub fn review(
     context: &mut JobContext<'_, '_, '_>,
     review: &CandidateReview,
@@ -447,14 +686,14 @@ pub fn review(
         at: review.provenance.received_at,
         message_id: &review.provenance.message_id,
     };
-    writes.remove(candidate_key);
+    remove_candidate(writes, review.first, review.second)?;
     if first == second {
         return Err(StoreError::Precondition(
             "the two profiles have been merged already".to_owned(),
         ));
     }
     if !review.accept {
-        record_rejection(writes, first, second, &cause);
+        record_rejection(writes, first, second, &cause)?;
         return Ok(ReviewOutcome::Rejected);
     }
     let ours = known(writes, first, &first_record)?;
@@ -469,11 +708,15 @@ pub fn review(
         (second, second_record),
         reason,
     )?;
+    let fields = fields_of(writes, survivor, &record)?;
+    let (survivor, record, _) =
+        match_profile(writes, context.rules, &cause, survivor, record, &fields)?;
     writes.insert(keys::profile(survivor), record.into_bytes());
     Ok(ReviewOutcome::Merged { survivor, absorbed })
 }
 
-/// The batch pass: matches each live, matchable profile of `ids`.
+/// The batch pass: matches each live, matchable profile of `ids` with the
+/// current model, re-scoring its pending candidates.
 pub fn match_stored(
     context: &mut JobContext<'_, '_, '_>,
     ids: &[ProfileId],
@@ -487,13 +730,13 @@ pub fn match_stored(
             continue;
         };
         let record = ProfileRecord::from_bytes(&bytes)?;
-        let fields = fields_of(&record)?;
+        let fields = fields_of(writes, id, &record)?;
         outcome.profiles_checked += 1;
-        if !fields.is_matchable() {
+        if fields.is_empty() {
             continue;
         }
         // Profiles stored before matching was enabled have no index entries yet.
-        reindex(writes, id, &MatchFields::default(), &fields)?;
+        reindex(writes, id, &MatchProfile::default(), &fields)?;
         let (survivor, record, report) =
             match_profile(writes, context.rules, &cause, id, record, &fields)?;
         outcome.candidates += report.candidates_recorded;

@@ -11,6 +11,7 @@ mod backup;
 mod consent;
 mod keys;
 mod ledger;
+mod match_training;
 mod matching;
 mod membership;
 mod overlay;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use futures::future::BoxFuture;
 
 use crate::computed::{Activity, RfmQuintiles};
+use crate::identity::fuzzy::MatchModel;
 
 use crate::model::{
     AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
@@ -88,6 +90,19 @@ pub trait ProfileStore: Send + Sync + 'static {
         ids: Vec<ProfileId>,
         at: UnixMillis,
     ) -> BoxFuture<'static, Result<MatchPassOutcome, StoreError>>;
+
+    /// Estimates the match model afresh from the stored data, stores it
+    /// and makes it the one matching decides with.
+    fn estimate_match_model(
+        &self,
+        at: UnixMillis,
+    ) -> BoxFuture<'static, Result<MatchModel, StoreError>>;
+
+    /// The match model in use.
+    fn match_model(&self) -> MatchModel;
+
+    /// How many match candidates are pending.
+    fn count_match_candidates(&self) -> Result<u64, StoreError>;
 
     /// Pending match candidates in key order, after the given pair.
     fn list_match_candidates(

@@ -13,14 +13,14 @@ use sha2::Sha256;
 use super::StoreError;
 use super::apply::{Counters, follow_alias, load_profile};
 use super::keys;
-use super::matching::{fields_of, reindex};
+use super::matching::{fields_of, forget};
 use super::membership::read_memberships;
 use super::overlay::CallWrites;
 use super::records::{
     AccessRecord, CountsRecord, PrivacyRequestRecord, ProfileRecord, ProvenanceRecord,
     SuppressionRecord, decode,
 };
-use crate::identity::fuzzy::{MatchFields, blocking_keys};
+use crate::identity::fuzzy::blocking_keys;
 use crate::model::{
     AccessEntry, ErasureCall, ErasureCounts, ErasureOutcome, Identifier, MembershipChange,
     PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus, ProfileId, Subject, UnixMillis,
@@ -234,9 +234,9 @@ fn remove_profile(
     }
     writes.remove(keys::membership(live));
 
-    let fields = fields_of(record)?;
+    let fields = fields_of(writes, live, record)?;
     counts.match_entries += blocking_keys(&fields).len() as u64;
-    reindex(writes, live, &fields, &MatchFields::default())?;
+    forget(writes, live, &fields)?;
     for tag in [keys::CANDIDATE, keys::REJECTION] {
         for (key, _) in writes.scan_prefix(&[tag])? {
             if let Some((first, second)) = keys::decode_pair(&key)

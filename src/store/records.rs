@@ -544,6 +544,9 @@ pub struct EvidenceRecord {
     pub similarity: f64,
     #[prost(double, tag = "3")]
     pub weight: f64,
+    /// The comparison level that fired.
+    #[prost(string, tag = "4")]
+    pub level: String,
 }
 
 /// A likely duplicate pair waiting for review.
@@ -555,6 +558,11 @@ pub struct CandidateRecord {
     pub evidence: Vec<EvidenceRecord>,
     #[prost(int64, tag = "3")]
     pub found_at_ms: i64,
+    /// The match model that scored it.
+    #[prost(uint64, tag = "4")]
+    pub model_version: u64,
+    #[prost(double, tag = "5")]
+    pub bits: f64,
 }
 
 /// A pair a reviewer said is not one person; never proposed again.

@@ -1,8 +1,9 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc as std_mpsc},
     thread::JoinHandle,
+    time::Duration,
 };
 
 use futures::{FutureExt, future::BoxFuture};
@@ -13,6 +14,7 @@ use super::apply::{Counters, decode_profile_id};
 use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
 use super::ledger::{self, PrivacyLedger, ReplayReport};
+use super::match_training;
 use super::matching;
 use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
 use super::overlay::SparseKeys;
@@ -25,6 +27,7 @@ use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
 use crate::computed::{Activity, RfmQuintiles};
 use crate::identity::MergeRules;
+use crate::identity::fuzzy::{MatchModel, estimate};
 use crate::model::{
     AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
     MatchCandidate, MatchEvidence, MatchPassOutcome, Membership, MembershipChange, MembershipRules,
@@ -62,7 +65,24 @@ pub struct SledStore {
     writer_stats: Arc<WriterStats>,
     /// Taken by `close`, which waits for the writer to finish its queue.
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Shares the model with the writer, which decides with it.
+    rules: MergeRules,
+    /// Asks the estimator thread for an estimate now, or to stop.
+    estimator: Mutex<Option<(std_mpsc::Sender<EstimatorCommand>, JoinHandle<()>)>>,
 }
+
+/// What the estimator thread is asked to do.
+enum EstimatorCommand {
+    Estimate {
+        at: UnixMillis,
+        reply: oneshot::Sender<Result<MatchModel, StoreError>>,
+    },
+    Stop,
+}
+
+/// How often the estimator thread looks whether matching asked for a new
+/// estimate: often enough to follow a bulk load's doublings.
+const ESTIMATE_POLL_INTERVAL_MS: u64 = 200;
 
 impl SledStore {
     pub fn open(options: &SledStoreOptions) -> Result<SledStore, StoreError> {
@@ -81,6 +101,13 @@ impl SledStore {
             next_profile_id: read_counter(&tree, keys::NEXT_PROFILE_ID)?,
             next_event_sequence: read_counter(&tree, keys::NEXT_EVENT_SEQUENCE)?,
         };
+        if let Some(bytes) = tree.get(keys::FUZZY_MODEL)? {
+            match serde_json::from_slice::<MatchModel>(&bytes) {
+                Ok(model) if model.fits_layout() => options.merge_rules.set_match_model(model),
+                // A model of another layout is estimated again from the data.
+                _ => options.merge_rules.request_estimate(),
+            }
+        }
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
         let memberships = Arc::new(MembershipIndex::load(&tree)?);
         let writer_stats = Arc::new(WriterStats::default());
@@ -100,6 +127,15 @@ impl SledStore {
         let writer_thread = std::thread::Builder::new()
             .name("sightline-writer".to_owned())
             .spawn(move || writer.run(receiver))?;
+        let (commands, received) = std_mpsc::channel();
+        let estimator = Estimator {
+            tree: tree.clone(),
+            queue: queue.clone(),
+            rules: options.merge_rules.clone(),
+        };
+        let estimator_thread = std::thread::Builder::new()
+            .name("sightline-match-model".to_owned())
+            .spawn(move || estimator.run(received))?;
         Ok(SledStore {
             db,
             tree,
@@ -107,6 +143,8 @@ impl SledStore {
             queue,
             writer_stats,
             writer_thread: Mutex::new(Some(writer_thread)),
+            rules: options.merge_rules.clone(),
+            estimator: Mutex::new(Some((commands, estimator_thread))),
         })
     }
 
@@ -139,6 +177,83 @@ impl SledStore {
         }
         newest_first.reverse();
         Ok(newest_first)
+    }
+}
+
+/// Re-estimates the match model off the writer thread, when matching asks
+/// (the population doubled) or an operator does.
+struct Estimator {
+    tree: sled::Tree,
+    queue: mpsc::Sender<Command>,
+    rules: MergeRules,
+}
+
+impl Estimator {
+    fn run(self, commands: std_mpsc::Receiver<EstimatorCommand>) {
+        loop {
+            match commands.recv_timeout(Duration::from_millis(ESTIMATE_POLL_INTERVAL_MS)) {
+                Ok(EstimatorCommand::Estimate { at, reply }) => {
+                    let _ = reply.send(self.estimate(at));
+                }
+                Ok(EstimatorCommand::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    return;
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    if self.rules.take_estimate_request() {
+                        let now = UnixMillis(
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |elapsed| {
+                                    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+                                }),
+                        );
+                        if let Err(error) = self.estimate(now) {
+                            tracing::warn!(%error, "estimating the match model failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn estimate(&self, at: UnixMillis) -> Result<MatchModel, StoreError> {
+        let next_profile_id = read_counter(&self.tree, keys::NEXT_PROFILE_ID)?;
+        let population = match self.tree.get(keys::fuzzy_name_count(""))? {
+            Some(bytes) => keys::decode_u64(&bytes).unwrap_or(0),
+            None => 0,
+        };
+        let previous = self.rules.match_model();
+        let sample = match_training::collect_sample(
+            &self.tree,
+            next_profile_id,
+            population,
+            previous.version.wrapping_add(1),
+        )?;
+        let model = estimate(&sample, &previous, at.0);
+        tracing::info!(
+            version = model.version,
+            population,
+            random_pairs = model.random_pairs,
+            blocked_pairs = model.blocked_pairs,
+            duplicate_rate = model.duplicate_rate,
+            "match model estimated"
+        );
+        let bytes = serde_json::to_vec(&model).map_err(|error| StoreError::Corrupt {
+            what: "match model",
+            reason: error.to_string(),
+        })?;
+        let stored = model.clone();
+        let (reply, answer) = oneshot::channel();
+        let body = move |context: &mut JobContext<'_, '_, '_>| {
+            context.writes.insert(keys::FUZZY_MODEL, bytes);
+            context.rules.set_match_model(stored);
+            Ok(())
+        };
+        self.queue
+            .blocking_send(Command::Job(job(body, reply)))
+            .map_err(|_| StoreError::Closed)?;
+        answer.blocking_recv().map_err(|_| StoreError::Closed)??;
+        Ok(model)
     }
 }
 
@@ -668,6 +783,41 @@ impl ProfileStore for SledStore {
         self.submit(move |context| matching::match_stored(context, &ids, at))
     }
 
+    fn estimate_match_model(
+        &self,
+        at: UnixMillis,
+    ) -> BoxFuture<'static, Result<MatchModel, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = match self.estimator.lock() {
+            Ok(estimator) => estimator.as_ref().is_some_and(|(commands, _)| {
+                commands
+                    .send(EstimatorCommand::Estimate { at, reply })
+                    .is_ok()
+            }),
+            Err(_) => false,
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
+    fn match_model(&self) -> MatchModel {
+        (*self.rules.match_model()).clone()
+    }
+
+    fn count_match_candidates(&self) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for entry in self.tree.scan_prefix([keys::CANDIDATE]) {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     fn list_match_candidates(
         &self,
         after: Option<(ProfileId, ProfileId)>,
@@ -712,9 +862,11 @@ impl ProfileStore for SledStore {
                         field: evidence.field,
                         similarity: evidence.similarity,
                         weight: evidence.weight,
+                        level: evidence.level,
                     })
                     .collect(),
                 found_at: UnixMillis(record.found_at_ms),
+                model_version: record.model_version,
             });
         }
         Ok(candidates)
@@ -791,6 +943,14 @@ impl ProfileStore for SledStore {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        // The estimator may be waiting on the writer: stop it first.
+        let estimator = self.estimator.lock().ok().and_then(|mut slot| slot.take());
+        if let Some((commands, thread)) = estimator {
+            let _ = commands.send(EstimatorCommand::Stop);
+            if thread.join().is_err() {
+                tracing::error!("match model thread panicked");
+            }
+        }
         let handle = self
             .writer_thread
             .lock()

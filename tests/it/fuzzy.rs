@@ -37,7 +37,7 @@ fn person(
 /// Review-only matching: nothing merges automatically.
 fn review_only(data_dir: &TempDir) -> Config {
     let mut config = test_config(data_dir);
-    config.identity.fuzzy.auto_merge_score_min = 1.0;
+    config.identity.fuzzy.auto_merge_probability_min = 1.0;
     config
 }
 

@@ -1,0 +1,153 @@
+//! Decisions in probability: a pair whose match probability reaches the
+//! automatic threshold merges, one between the thresholds waits for a
+//! reviewer, the rest are left alone.
+
+use super::compare::{ELSE, EXACT, Field, compare};
+use super::fields::{MatchFields, MatchProfile};
+use super::model::{MatchModel, MatchScore, NameFrequencies};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchThresholds {
+    /// Probability at or above which a pair merges automatically.
+    pub auto_merge: f64,
+    /// Probability at or above which a pair is listed for review.
+    pub review: f64,
+}
+
+impl Default for MatchThresholds {
+    /// Automatic merges at 0.999 keep the expected share of wrong merges
+    /// under one in a thousand, whatever the data: the probability is
+    /// calibrated by the estimated model, not by a hand-set score.
+    fn default() -> Self {
+        MatchThresholds {
+            auto_merge: 0.999,
+            review: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchDecision {
+    AutoMerge,
+    Review,
+    NoMatch,
+}
+
+/// The best-scoring pair of variants between two profiles: a profile is
+/// matched on every value it was known by.
+pub fn score_profiles(
+    model: &MatchModel,
+    a: &MatchProfile,
+    b: &MatchProfile,
+    frequencies: &dyn Fn(&MatchFields, &MatchFields) -> NameFrequencies,
+    prior_log2_odds: f64,
+) -> Option<MatchScore> {
+    let mut best: Option<MatchScore> = None;
+    for variant_a in a.variants() {
+        for variant_b in b.variants() {
+            let comparison = compare(variant_a, variant_b);
+            let score = model.score(
+                &comparison,
+                &frequencies(variant_a, variant_b),
+                prior_log2_odds,
+            );
+            if best
+                .as_ref()
+                .is_none_or(|current| score.bits > current.bits)
+            {
+                best = Some(score);
+            }
+        }
+    }
+    best
+}
+
+pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision {
+    if score.probability >= thresholds.auto_merge && !possibly_relatives(score) {
+        MatchDecision::AutoMerge
+    } else if score.probability >= thresholds.review {
+        MatchDecision::Review
+    } else {
+        MatchDecision::NoMatch
+    }
+}
+
+/// Twins look like one person in every field but the given name: the
+/// same family name, birthday and address. The model treats fields as
+/// independent, which relatives are not, so their score says nothing about
+/// whether two given names are one person's; such a pair is left to a
+/// reviewer, never merged automatically.
+pub fn possibly_relatives(score: &MatchScore) -> bool {
+    score.level_of(Field::FirstName) == Some(ELSE)
+        && score.level_of(Field::LastName) == Some(EXACT)
+        && score.level_of(Field::Birthday) == Some(EXACT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn profile(value: serde_json::Value) -> MatchProfile {
+        MatchProfile::new(MatchFields::from_traits(value.as_object().unwrap()), [])
+    }
+
+    fn no_frequencies(_: &MatchFields, _: &MatchFields) -> NameFrequencies {
+        NameFrequencies::default()
+    }
+
+    #[test]
+    fn twins_wait_for_a_reviewer_however_much_else_agrees() {
+        let address = json!({"street": "9 Mill Lane", "city": "Leeds", "postal_code": "LS1 4AP"});
+        let ann = profile(
+            json!({"first_name": "Ann", "last_name": "Parker", "birthday": "2001-06-09", "address": address}),
+        );
+        let tom = profile(
+            json!({"first_name": "Thomas", "last_name": "Parker", "birthday": "2001-06-09", "address": address}),
+        );
+        let model = MatchModel::prior();
+        let score = score_profiles(&model, &ann, &tom, &no_frequencies, -10.0).unwrap();
+        assert!(
+            score.probability > 0.999,
+            "the model alone would merge them"
+        );
+        assert_eq!(
+            decide(&score, &MatchThresholds::default()),
+            MatchDecision::Review
+        );
+    }
+
+    #[test]
+    fn an_older_variant_is_matched_on() {
+        let current = MatchFields::from_traits(
+            json!({"first_name": "John", "last_name": "Smith", "address": {"street": "3 Low Rd", "postal_code": "M1 1AE"}})
+                .as_object()
+                .unwrap(),
+        );
+        let older = MatchFields::from_traits(
+            json!({"first_name": "Jon", "last_name": "Smith", "birthday": "1980-05-06", "address": {"street": "12 High St", "postal_code": "LS2 7EW"}})
+                .as_object()
+                .unwrap(),
+        );
+        let merged = MatchProfile::new(current.clone(), [older]);
+        let record = profile(
+            json!({"first_name": "Jon", "last_name": "Smith", "birthday": "1980-05-06", "address": {"street": "12 High St", "postal_code": "LS2 7EW"}}),
+        );
+        let model = MatchModel::prior();
+        let with_history =
+            score_profiles(&model, &merged, &record, &no_frequencies, -10.0).unwrap();
+        let latest_only = score_profiles(
+            &model,
+            &MatchProfile::new(current, []),
+            &record,
+            &no_frequencies,
+            -10.0,
+        )
+        .unwrap();
+        assert!(with_history.bits > latest_only.bits + 10.0);
+        assert_eq!(
+            decide(&with_history, &MatchThresholds::default()),
+            MatchDecision::AutoMerge
+        );
+    }
+}
