@@ -96,10 +96,23 @@ pub fn collect_sample(
         }
     }
     let mut random_pairs = Vec::new();
-    if random_units.len() >= 2 {
+    let units = random_units.len();
+    if units * units.saturating_sub(1) / 2 <= RANDOM_PAIRS_MAX {
+        // Few enough for every pair once: drawing would repeat pairs and
+        // weigh a few strangers as if they were many.
+        for (i, a) in random_units.iter().enumerate() {
+            for b in &random_units[i + 1..] {
+                if let (false, Some(x), Some(y)) =
+                    (a.0 == b.0, loader.variant(*a), loader.variant(*b))
+                {
+                    random_pairs.push(compare(x, y));
+                }
+            }
+        }
+    } else {
         for _ in 0..RANDOM_PAIRS_MAX {
-            let a = random_units[rng.random_range(0..random_units.len())];
-            let b = random_units[rng.random_range(0..random_units.len())];
+            let a = random_units[rng.random_range(0..units)];
+            let b = random_units[rng.random_range(0..units)];
             // Variants of one profile are one person's: not a random pair.
             if a.0 == b.0 {
                 continue;

@@ -346,14 +346,15 @@ async fn a_refused_device_link_corroborates_a_name_and_birthday_match() {
     assert_ne!(refused.profile_id, original.profile_id);
     assert_eq!(refused.blocked_links.len(), 1);
 
-    // ...until the same name and birthday arrive, from a new address.
+    // ...until the same name arrives with a birthday one digit off, from
+    // another street of the district: alone, that is only worth a review.
     let moved = client
         .identify(person(
             "new@example.com",
             "Priya",
             "Sharma",
-            "1991-05-17",
-            "M20 3CD",
+            "1991-05-18",
+            "LS6 3CD",
         ))
         .await
         .unwrap()
@@ -366,8 +367,8 @@ async fn a_refused_device_link_corroborates_a_name_and_birthday_match() {
             "third@example.com",
             "Priya",
             "Sharma",
-            "1991-05-17",
-            "B1 1AA",
+            "1991-05-19",
+            "LS6 4EF",
         ))
         .await
         .unwrap()

@@ -13,6 +13,7 @@ mod fuzzy;
 mod idempotency;
 mod import;
 mod ingest;
+mod match_model;
 mod merge_protection;
 mod metrics;
 mod model;

@@ -75,12 +75,18 @@ pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision
 /// Twins look like one person in every field but the given name: the
 /// same family name, birthday and address. The model treats fields as
 /// independent, which relatives are not, so their score says nothing about
-/// whether two given names are one person's; such a pair is left to a
-/// reviewer, never merged automatically.
+/// whether two given names are one person's. What tells two people apart
+/// is that each came with contact details of their own: when both profiles
+/// hold an email and neither is a mistyped copy of the other, different
+/// given names are two people, and the pair is left to a reviewer. Records
+/// without contact details (an in-store form, a call-centre entry) that
+/// differ only in the given name are as often one person with a mistyped
+/// or misheard name, and the model decides them like any other pair.
 pub fn possibly_relatives(score: &MatchScore) -> bool {
     score.level_of(Field::FirstName) == Some(ELSE)
         && score.level_of(Field::LastName) == Some(EXACT)
         && score.level_of(Field::Birthday) == Some(EXACT)
+        && score.level_of(Field::Email) == Some(ELSE)
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ const DUPLICATE_RATE_MIN: f64 = 0.01;
 const DUPLICATE_RATE_MAX: f64 = 0.5;
 /// Fewer sampled pairs than this under a rule make its estimate noise.
 const RULE_PAIRS_MIN: usize = 20;
+/// Fewer random pairs than this leave `u` as it was: a handful of stored
+/// profiles say nothing about how often strangers agree.
+const RANDOM_PAIRS_MIN: usize = 1_000;
+/// Fewer distinct blocked pairs than this leave the duplicate rate as it was.
+const DISTINCT_BLOCKED_PAIRS_MIN: usize = 50;
 
 /// The comparisons a training run collected from the store.
 #[derive(Debug, Default, Clone)]
@@ -53,7 +58,9 @@ pub struct TrainingSample {
 /// `previous`.
 pub fn estimate(sample: &TrainingSample, previous: &MatchModel, at_ms: i64) -> MatchModel {
     let mut model = previous.clone();
-    estimate_u(&mut model, previous, &sample.random_pairs);
+    if sample.random_pairs.len() >= RANDOM_PAIRS_MIN {
+        estimate_u(&mut model, previous, &sample.random_pairs);
+    }
 
     let mut m_sums = vec![Vec::<f64>::new(); FIELD_COUNT];
     let mut m_weights = [0.0f64; FIELD_COUNT];
@@ -101,7 +108,7 @@ pub fn estimate(sample: &TrainingSample, previous: &MatchModel, at_ms: i64) -> M
     }
 
     let union = &sample.distinct_blocked;
-    if sample.variants_stored > 0 && !union.is_empty() {
+    if sample.variants_stored > 0 && union.len() >= DISTINCT_BLOCKED_PAIRS_MIN {
         let expected_matches = match_share(&model, union) * union.len() as f64;
         model.duplicate_rate = (expected_matches / sample.variants_stored as f64)
             .clamp(DUPLICATE_RATE_MIN, DUPLICATE_RATE_MAX);

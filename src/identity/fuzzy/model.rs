@@ -57,12 +57,16 @@ pub struct MatchModel {
 /// Bounds on any one probability, so that no level is ever certain: a level
 /// never seen among matches (or non-matches) in a sample may still occur.
 pub const PROBABILITY_MIN: f64 = 1e-6;
+/// The fewest profiles the prior odds assume; see [`MatchModel::prior_log2_odds`].
+pub const PRIOR_POPULATION_MIN: u64 = 1_000;
 /// Term-frequency weights stay within this factor of the level's average `u`:
 /// one count in a small store is no reason for a name to weigh 20 bits.
 const TERM_FREQUENCY_FACTOR_MAX: f64 = 64.0;
 /// Profiles' worth of the average name frequency mixed into each name's
-/// own, so that names seen once or twice are not taken at their count.
-const TERM_FREQUENCY_PRIOR_PROFILES: f64 = 50.0;
+/// own, so that in a young store a name held by two of its three profiles
+/// is not taken for the commonest name there is; as the store grows, the
+/// counts take over.
+const TERM_FREQUENCY_PRIOR_PROFILES: f64 = PRIOR_POPULATION_MIN as f64;
 
 impl MatchModel {
     /// Weights of the size real customer data gives: names and addresses
@@ -134,9 +138,14 @@ impl MatchModel {
     }
 
     /// Prior log2-odds that a new record and one given stored profile are
-    /// one person, among `population` stored profiles.
+    /// one person, among `population` stored profiles. A young store is
+    /// taken to hold at least [`PRIOR_POPULATION_MIN`] profiles: its first
+    /// records come from a customer base far larger than what it has seen
+    /// so far, and odds of one in three that a record is the only other
+    /// Jane Doe stored would merge namesakes.
     pub fn prior_log2_odds(&self, population: u64) -> f64 {
-        let per_profile = (self.duplicate_rate / population.max(1) as f64).clamp(1e-12, 0.5);
+        let population = population.max(PRIOR_POPULATION_MIN) as f64;
+        let per_profile = (self.duplicate_rate / population).clamp(1e-12, 0.5);
         (per_profile / (1.0 - per_profile)).log2()
     }
 
