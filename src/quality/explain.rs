@@ -135,13 +135,7 @@ fn describe(
     let keys_b = blocking_keys(b);
     let blocked_together = blocking_keys(a).iter().any(|key| keys_b.contains(key));
     let no_frequencies = |_: &MatchFields, _: &MatchFields| NameFrequencies::default();
-    let Some(scored) = score_profiles(
-        model,
-        a,
-        b,
-        &no_frequencies,
-        model.prior_log2_odds(EXPLAINED_POPULATION),
-    ) else {
+    let Some(scored) = score_profiles(model, a, b, &no_frequencies, EXPLAINED_POPULATION) else {
         return "nothing to compare".to_owned();
     };
     let decision = match decide(&scored, thresholds) {

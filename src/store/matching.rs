@@ -339,7 +339,6 @@ fn match_round(
     if rules.estimate_due(population, model.population) {
         rules.request_estimate();
     }
-    let prior_log2_odds = model.prior_log2_odds(population);
 
     let mut others = BTreeSet::new();
     for partner in partners {
@@ -371,23 +370,22 @@ fn match_round(
             name_frequencies(writes, population, a, b).unwrap_or_default()
         };
         let Some(mut match_score) =
-            score_profiles(&model, fields, &other_fields, &frequencies, prior_log2_odds)
+            score_profiles(&model, fields, &other_fields, &frequencies, population)
         else {
             continue;
         };
-        let refused_link = refused_weak_link(&record, id, &other_record, other);
-        if refused_link {
-            match_score = match_score.with_extra_bits(REFUSED_LINK_BITS, prior_log2_odds);
+        if refused_weak_link(&record, id, &other_record, other) {
+            match_score = match_score.with_adjustment(REFUSED_LINK_FIELD, REFUSED_LINK_BITS);
         }
         let decision = decide(&match_score, &thresholds);
         if decision != MatchDecision::NoMatch {
-            scored.push((other, match_score, decision, refused_link));
+            scored.push((other, match_score, decision));
         }
     }
     scored.sort_by(|a, b| b.1.bits.total_cmp(&a.1.bits));
 
     let (mut current_id, mut current) = (id, record);
-    for (other, match_score, decision, refused_link) in scored {
+    for (other, match_score, decision) in scored {
         // An earlier merge in this pass may have absorbed it.
         let other = follow_alias(writes, other)?;
         if other == current_id {
@@ -423,14 +421,7 @@ fn match_round(
         {
             continue;
         }
-        record_candidate(
-            writes,
-            current_id,
-            other,
-            &match_score,
-            refused_link,
-            cause.at,
-        )?;
+        record_candidate(writes, current_id, other, &match_score, cause.at)?;
         report.candidates_recorded += 1;
     }
     Ok((current_id, current))
@@ -497,7 +488,6 @@ fn record_candidate(
     first: ProfileId,
     second: ProfileId,
     match_score: &MatchScore,
-    refused_link: bool,
     found_at: UnixMillis,
 ) -> Result<(), StoreError> {
     let key = keys::candidate(first, second);
@@ -515,12 +505,12 @@ fn record_candidate(
             level: evidence.level.to_owned(),
         })
         .collect();
-    if refused_link {
+    for &(name, bits) in &match_score.adjustments {
         evidence.push(EvidenceRecord {
-            field: REFUSED_LINK_FIELD.to_owned(),
-            similarity: 1.0,
-            weight: REFUSED_LINK_BITS,
-            level: "refused".to_owned(),
+            field: name.to_owned(),
+            similarity: 0.0,
+            weight: bits,
+            level: String::new(),
         });
     }
     let candidate = CandidateRecord {

@@ -156,8 +156,9 @@ impl MatchModel {
         &self,
         comparison: &Comparison,
         name_frequencies: &NameFrequencies,
-        prior_log2_odds: f64,
+        population: u64,
     ) -> MatchScore {
+        let prior_log2_odds = self.prior_log2_odds(population);
         let mut evidence = Vec::new();
         for field in Field::ALL {
             let Some(level) = comparison[field.index()] else {
@@ -182,11 +183,15 @@ impl MatchModel {
                 bits,
             });
         }
-        let bits = evidence.iter().map(|item| item.bits).sum::<f64>();
+        let adjustments = Vec::new();
+        let bits = evidence.iter().map(|item| item.bits).sum::<f64>()
+            + adjustments.iter().map(|(_, bits)| bits).sum::<f64>();
         MatchScore {
             bits,
             probability: probability(bits + prior_log2_odds),
             evidence,
+            adjustments,
+            prior_log2_odds,
             model_version: self.version,
         }
     }
@@ -243,15 +248,21 @@ pub struct MatchScore {
     /// Probability that the two are one person, given the prior odds.
     pub probability: f64,
     pub evidence: Vec<FieldEvidence>,
+    /// Evidence from beyond single fields, in bits: the address cap, a
+    /// refused link.
+    pub adjustments: Vec<(&'static str, f64)>,
+    /// The prior odds the probability was computed with.
+    pub prior_log2_odds: f64,
     /// The model version the score was computed with.
     pub model_version: u64,
 }
 
 impl MatchScore {
     /// The score with evidence from outside the compared fields added.
-    pub fn with_extra_bits(mut self, bits: f64, prior_log2_odds: f64) -> MatchScore {
+    pub fn with_adjustment(mut self, name: &'static str, bits: f64) -> MatchScore {
         self.bits += bits;
-        self.probability = probability(self.bits + prior_log2_odds);
+        self.adjustments.push((name, bits));
+        self.probability = probability(self.bits + self.prior_log2_odds);
         self
     }
 
@@ -302,8 +313,8 @@ mod tests {
                 profiles: 100_000,
             }),
         };
-        let common = model.score(&comparison, &frequencies(2_000), 0.0);
-        let rare = model.score(&comparison, &frequencies(2), 0.0);
+        let common = model.score(&comparison, &frequencies(2_000), 100_000);
+        let rare = model.score(&comparison, &frequencies(2), 100_000);
         assert!(
             rare.bits > common.bits + 4.0,
             "{} vs {}",
@@ -315,7 +326,7 @@ mod tests {
     #[test]
     fn missing_fields_add_nothing() {
         let model = MatchModel::prior();
-        let score = model.score(&[None; FIELD_COUNT], &NameFrequencies::default(), -10.0);
+        let score = model.score(&[None; FIELD_COUNT], &NameFrequencies::default(), 1_000);
         assert_eq!(score.bits, 0.0);
         assert!(score.probability < 0.001);
     }
