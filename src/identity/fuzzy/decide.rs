@@ -2,7 +2,7 @@
 //! automatic threshold merges, one between the thresholds waits for a
 //! reviewer, the rest are left alone.
 
-use super::compare::{ELSE, EXACT, Field, compare};
+use super::compare::{ELSE, EXACT, Field, SWAPPED, compare};
 use super::fields::{MatchFields, MatchProfile};
 use super::model::{MatchModel, MatchScore, NameFrequencies};
 
@@ -89,18 +89,18 @@ pub fn possibly_relatives(score: &MatchScore) -> bool {
         score.level_of(Field::LastName),
         Some(EXACT | "jaro_winkler_0.92")
     );
-    // Siblings' names are often alike (Emma, Emily): only a given name
-    // that is the same name, a nickname of it or a slip of it agrees.
-    let given_name_differs = matches!(
-        score.level_of(Field::FirstName),
-        Some("jaro_winkler_0.80" | "initial" | ELSE)
-    );
-    if !family_name_agrees || !given_name_differs {
+    if !family_name_agrees {
         return false;
     }
+    let given_name = score.level_of(Field::FirstName);
     match score.level_of(Field::Birthday) {
-        Some(EXACT) => score.level_of(Field::Email) == Some(ELSE),
-        Some("same_year" | ELSE) => true,
+        Some(EXACT) => given_name == Some(ELSE) && score.level_of(Field::Email) == Some(ELSE),
+        // Siblings' names are often alike (Daniel, Danielle; Emma, Emily):
+        // with different birthdays, only the same name or a nickname of it
+        // is the same person's.
+        Some("same_year" | ELSE) => {
+            !matches!(given_name, Some(EXACT | "nickname" | SWAPPED) | None)
+        }
         _ => false,
     }
 }
