@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::StoreError;
 use super::keys;
-use super::matching::{BLOCK_SCORED_MAX, current_fields, decode_variants};
+use super::matching::{BLOCK_SCORED_MAX, current_fields, decode_profile};
 use super::records::ProfileRecord;
 use crate::identity::fuzzy::{
     BlockingRule, Comparison, MatchFields, MatchProfile, TrainingSample, compare, variant_keys,
@@ -50,15 +50,15 @@ impl Loader<'_> {
     }
 
     fn load(&self, id: ProfileId) -> Result<Option<MatchProfile>, StoreError> {
+        if let Some(bytes) = self.tree.get(keys::fuzzy_variants(id))? {
+            return Ok(Some(decode_profile(&bytes)?));
+        }
+        // Indexed before its fields were kept beside it, or never matched.
         let Some(bytes) = self.tree.get(keys::profile(id))? else {
             return Ok(None);
         };
         let record = ProfileRecord::for_reading(&bytes)?;
-        let older = match self.tree.get(keys::fuzzy_variants(id))? {
-            Some(bytes) => decode_variants(&bytes)?,
-            None => Vec::new(),
-        };
-        let profile = MatchProfile::new(current_fields(&record)?, older);
+        let profile = MatchProfile::new(current_fields(&record)?, []);
         Ok((!profile.is_empty()).then_some(profile))
     }
 
@@ -144,7 +144,7 @@ pub fn collect_sample(
         blocked.push((rule, comparisons));
     }
     let variants_stored = if whole_index {
-        population + older_variants_stored(tree)?
+        variants_stored(tree)?.max(population)
     } else {
         // Only part of the index was read: the duplicate share is taken
         // over the variants that part holds.
@@ -217,11 +217,11 @@ fn rule_pairs(
     Ok((pairs, true))
 }
 
-fn older_variants_stored(tree: &sled::Tree) -> Result<u64, StoreError> {
+fn variants_stored(tree: &sled::Tree) -> Result<u64, StoreError> {
     let mut count = 0u64;
     for entry in tree.scan_prefix(keys::FUZZY_VARIANTS) {
         let (_, value) = entry?;
-        count += decode_variants(&value)?.len() as u64;
+        count += decode_profile(&value)?.variants().len() as u64;
     }
     Ok(count)
 }

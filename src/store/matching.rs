@@ -84,24 +84,26 @@ pub fn fields_of(
     id: ProfileId,
     record: &ProfileRecord,
 ) -> Result<MatchProfile, StoreError> {
+    let stored = stored_profile(writes, id)?.unwrap_or_default();
     Ok(MatchProfile::new(
         current_fields(record)?,
-        stored_variants(writes, id)?,
+        stored.variants().iter().cloned(),
     ))
 }
 
-fn stored_variants(
+/// The matching fields kept beside a profile, if matching has indexed it.
+fn stored_profile(
     writes: &CallWrites<'_, '_>,
     id: ProfileId,
-) -> Result<Vec<MatchFields>, StoreError> {
-    match writes.get(&keys::fuzzy_variants(id))? {
-        Some(bytes) => decode_variants(&bytes),
-        None => Ok(Vec::new()),
-    }
+) -> Result<Option<MatchProfile>, StoreError> {
+    writes
+        .get(&keys::fuzzy_variants(id))?
+        .map(|bytes| decode_profile(&bytes))
+        .transpose()
 }
 
-pub fn decode_variants(bytes: &[u8]) -> Result<Vec<MatchFields>, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+pub fn decode_profile(bytes: &[u8]) -> Result<MatchProfile, StoreError> {
+    MatchProfile::decode(bytes).map_err(|error| StoreError::Corrupt {
         what: "match variants",
         reason: error.to_string(),
     })
@@ -151,15 +153,10 @@ pub fn reindex(
             writes.insert(key, keys::encode_ids(&members));
         }
     }
-    let older: Vec<MatchFields> = after.older().collect();
-    if older.is_empty() {
+    if after.is_empty() {
         writes.remove(keys::fuzzy_variants(id));
-    } else {
-        let bytes = serde_json::to_vec(&older).map_err(|error| StoreError::Corrupt {
-            what: "match variants",
-            reason: error.to_string(),
-        })?;
-        writes.insert(keys::fuzzy_variants(id), bytes);
+    } else if *before != *after || writes.get(&keys::fuzzy_variants(id))?.is_none() {
+        writes.insert(keys::fuzzy_variants(id), after.encode());
     }
     recount_names(writes, id, after.current())?;
     Ok(())
@@ -360,11 +357,17 @@ fn match_round(
         if writes.get(&keys::rejection(id, other))?.is_some() {
             continue;
         }
-        let Some(bytes) = writes.get(&keys::profile(other))? else {
-            continue;
+        let other_fields = match stored_profile(writes, other)? {
+            Some(fields) => fields,
+            // Indexed before its fields were kept beside it.
+            None => match writes.get(&keys::profile(other))? {
+                Some(bytes) => {
+                    let other_record = ProfileRecord::for_reading(&bytes)?;
+                    fields_of(writes, other, &other_record)?
+                }
+                None => continue,
+            },
         };
-        let other_record = ProfileRecord::for_reading(&bytes)?;
-        let other_fields = fields_of(writes, other, &other_record)?;
         let frequencies = |a: &MatchFields, b: &MatchFields| {
             // An unreadable count only costs the pair its frequency weight.
             name_frequencies(writes, population, a, b).unwrap_or_default()
@@ -374,8 +377,19 @@ fn match_round(
         else {
             continue;
         };
-        if refused_weak_link(&record, id, &other_record, other) {
-            match_score = match_score.with_adjustment(REFUSED_LINK_FIELD, REFUSED_LINK_BITS);
+        // The journals are read only where a refused link could change the
+        // decision: most pairs in a block are strangers.
+        let with_link = match_score
+            .clone()
+            .with_adjustment(REFUSED_LINK_FIELD, REFUSED_LINK_BITS);
+        if decide(&with_link, &thresholds) != decide(&match_score, &thresholds) {
+            let Some(bytes) = writes.get(&keys::profile(other))? else {
+                continue;
+            };
+            let other_record = ProfileRecord::for_reading(&bytes)?;
+            if refused_weak_link(&record, id, &other_record, other) {
+                match_score = with_link;
+            }
         }
         let decision = decide(&match_score, &thresholds);
         if decision != MatchDecision::NoMatch {

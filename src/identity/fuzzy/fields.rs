@@ -218,6 +218,43 @@ impl MatchProfile {
     pub fn is_empty(&self) -> bool {
         self.variants.is_empty()
     }
+
+    /// The profile as the store keeps it beside the profile record, so that
+    /// scoring a candidate reads this small value instead of the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let stored = StoredProfile {
+            variants: self
+                .variants
+                .iter()
+                .map(MatchFields::without_emails)
+                .collect(),
+            emails: self
+                .variants
+                .first()
+                .map(|variant| variant.emails.clone())
+                .unwrap_or_default(),
+        };
+        // Strings and options only: serialising cannot fail.
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MatchProfile, serde_json::Error> {
+        let stored: StoredProfile = serde_json::from_slice(bytes)?;
+        let mut variants = stored.variants.into_iter();
+        let current = variants
+            .next()
+            .unwrap_or_default()
+            .with_emails(stored.emails.iter().map(String::as_str));
+        Ok(MatchProfile::new(current, variants))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredProfile {
+    #[serde(rename = "v")]
+    variants: Vec<MatchFields>,
+    #[serde(rename = "e", default, skip_serializing_if = "Vec::is_empty")]
+    emails: Vec<String>,
 }
 
 /// Postal codes and house numbers sometimes arrive as JSON numbers from
