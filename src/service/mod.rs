@@ -323,7 +323,7 @@ impl ProfileService {
         let call = ConsentCall {
             profile_id,
             changes,
-            at: input.timestamp.unwrap_or(now),
+            at: validate::event_time(&self.limits, now, input.timestamp)?,
             provenance,
         };
         Ok(self.store.update_consent(call).await?)

@@ -47,7 +47,7 @@ pub fn identify(
     let provenance = provenance(limits, now, input.message_id, input.source)?;
     Ok(WriteCall {
         identifiers,
-        timestamp: input.timestamp.unwrap_or(now),
+        timestamp: event_time(limits, now, input.timestamp)?,
         provenance,
         payload: WritePayload::Identify {
             traits: input.traits,
@@ -78,7 +78,7 @@ pub fn track(
     let provenance = provenance(limits, now, input.message_id, input.source)?;
     Ok(WriteCall {
         identifiers,
-        timestamp: input.timestamp.unwrap_or(now),
+        timestamp: event_time(limits, now, input.timestamp)?,
         provenance,
         payload: WritePayload::Track {
             event: event.to_owned(),
@@ -86,6 +86,29 @@ pub fn track(
         },
         junk_ignored: Vec::new(),
     })
+}
+
+/// The time a call says it happened, or now. More than
+/// `limits.future_skew_secs` ahead of the server's clock is refused.
+pub fn event_time(
+    limits: &Limits,
+    now: UnixMillis,
+    timestamp: Option<UnixMillis>,
+) -> Result<UnixMillis, ServiceError> {
+    let Some(at) = timestamp else {
+        return Ok(now);
+    };
+    let skew_ms = i64::try_from(limits.future_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    if at.0 > now.0.saturating_add(skew_ms) {
+        return Err(ServiceError::invalid(
+            "timestamp",
+            format!(
+                "more than {} s ahead of the server's clock",
+                limits.future_skew_secs
+            ),
+        ));
+    }
+    Ok(at)
 }
 
 /// Standard events feed computed traits, so their properties must have the

@@ -11,9 +11,11 @@ use crate::model::{ConsentCall, ProfileId};
 /// Decisions kept in a profile's history; the oldest go first.
 const CONSENT_HISTORY_MAX: usize = 500;
 
-/// Records the decisions of one call. A decision older than the current
-/// one for its channel and purpose (a late delivery) joins the history but
-/// does not change the state.
+/// Records the decisions of one call. A grant older than the current
+/// decision for its channel and purpose (a late delivery) joins the history
+/// but does not change the state. A withdrawal always takes effect when it
+/// is received, whatever time it carries: a decision dated later (a client
+/// clock set wrong) must never keep a person from withdrawing.
 pub fn apply_consent(
     writes: &mut CallWrites<'_, '_>,
     call: &ConsentCall,
@@ -39,7 +41,7 @@ pub fn apply_consent(
             .iter_mut()
             .find(|current| current.same_subject(&entry))
         {
-            Some(current) if current.at_ms > entry.at_ms => {}
+            Some(current) if current.at_ms > entry.at_ms && entry.granted => {}
             Some(current) => *current = entry,
             None => record.consents.push(entry),
         }

@@ -21,7 +21,10 @@ async fn start(clock_day: i64) -> (TestServer, Arc<ManualClock>) {
         (START_SECONDS + clock_day * DAY_SECONDS) * 1000,
     )));
     let data_dir = tempfile::tempdir().unwrap();
-    let config = test_config(&data_dir);
+    let mut config = test_config(&data_dir);
+    // Events are stamped an hour into their day, and the clock is often
+    // set to the start of that day.
+    config.limits.future_skew_secs = DAY_SECONDS as u64;
     let server = TestServer::start_with_clock(data_dir, config, clock.clone()).await;
     (server, clock)
 }

@@ -181,3 +181,71 @@ async fn unknown_channels_purposes_and_profiles_are_rejected() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 }
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn a_decision_dated_in_the_future_is_refused_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let who = email("future@example.com");
+    client.identify(identify(vec![who.clone()])).await.unwrap();
+    let next_year = now_seconds() + 365 * 86_400;
+    let refused = client
+        .update_consent(update(
+            who.clone(),
+            vec![change("email", "marketing", ConsentState::Granted)],
+            next_year,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("timestamp"),
+        "{}",
+        refused.message()
+    );
+    let mut future_event = track(vec![who.clone()], "Signed Up");
+    future_event.timestamp = at_seconds(253_402_300_000);
+    let refused = client.track(future_event).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let profile = get_by(&mut client, who).await.unwrap();
+    assert!(profile.consents.is_empty());
+    assert!(profile.consent_history.is_empty());
+    assert!(profile.events.is_empty());
+}
+
+#[tokio::test]
+async fn a_withdrawal_takes_effect_even_when_a_grant_carries_a_later_time() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let who = email("skewed@example.com");
+    client.identify(identify(vec![who.clone()])).await.unwrap();
+    // A client whose clock runs a minute fast, within the allowed skew.
+    client
+        .update_consent(update(
+            who.clone(),
+            vec![change("email", "marketing", ConsentState::Granted)],
+            now_seconds() + 60,
+        ))
+        .await
+        .unwrap();
+    client
+        .update_consent(update(
+            who.clone(),
+            vec![change("email", "marketing", ConsentState::Withdrawn)],
+            now_seconds(),
+        ))
+        .await
+        .unwrap();
+    let profile = get_by(&mut client, who).await.unwrap();
+    assert_eq!(
+        state_of(&profile, "email", "marketing"),
+        Some(ConsentState::Withdrawn)
+    );
+}

@@ -124,7 +124,9 @@ async fn a_vip_enters_lapsing_as_time_passes_and_leaves_with_a_new_order() {
         (START_SECONDS + 10 * DAY_SECONDS) * 1000,
     )));
     let data_dir = tempfile::tempdir().unwrap();
-    let config = test_config(&data_dir);
+    let mut config = test_config(&data_dir);
+    // Orders are stamped an hour into their day; the clock shows its start.
+    config.limits.future_skew_secs = DAY_SECONDS as u64;
     let server = TestServer::start_with_clock(data_dir, config, clock.clone()).await;
     let mut client = server.client().await;
     let mut segments = segments_client(&server).await;
