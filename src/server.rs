@@ -290,6 +290,7 @@ pub async fn run(
     let profiles = ProfileServer::new(
         ProfileApi::new(service)
             .with_segments(Arc::clone(&segments))
+            .with_privacy(Arc::clone(&privacy))
             .with_access_log(access_log),
     )
     .max_decoding_message_size(limits.request_message_bytes_max)

@@ -14,7 +14,7 @@ use super::to_status;
 use crate::model::{
     AccessEntry, Identifier, MatchCandidate, Resolution, ReviewOutcome, WriteCall, WriteOutcome,
 };
-use crate::privacy::AccessLog;
+use crate::privacy::{AccessLog, PrivacyService};
 use crate::segments::SegmentService;
 use crate::service::{IngestCounts, ProfileService, ServiceError, candidate_id};
 use crate::store::ApplyResults;
@@ -34,6 +34,8 @@ pub struct ProfileApi {
     segments: Option<Arc<SegmentService>>,
     /// Reads of profiles are logged here, when attached.
     access_log: Option<AccessLog>,
+    /// Applies access-log retention in `RunMaintenance` too, when attached.
+    privacy: Option<Arc<PrivacyService>>,
 }
 
 impl ProfileApi {
@@ -42,11 +44,17 @@ impl ProfileApi {
             service,
             segments: None,
             access_log: None,
+            privacy: None,
         }
     }
 
     pub fn with_access_log(mut self, access_log: AccessLog) -> Self {
         self.access_log = Some(access_log);
+        self
+    }
+
+    pub fn with_privacy(mut self, privacy: Arc<PrivacyService>) -> Self {
+        self.privacy = Some(privacy);
         self
     }
 
@@ -284,10 +292,15 @@ impl ProfileRpc for ProfileApi {
             Some(segments) => segments.sweep().await.map_err(to_status)?,
             None => 0,
         };
+        let access_entries_removed = match &self.privacy {
+            Some(privacy) => privacy.expire_access_log().await.map_err(to_status)?,
+            None => 0,
+        };
         Ok(Response::new(pb::RunMaintenanceResponse {
             customers: report.customers,
             events_removed: report.events_removed,
             segment_profiles_evaluated,
+            access_entries_removed,
         }))
     }
 

@@ -621,3 +621,50 @@ async fn the_command_line_exports_and_erases() {
         Code::NotFound
     );
 }
+
+#[tokio::test]
+async fn maintenance_applies_access_log_retention_without_a_sweep() {
+    let clock = std::sync::Arc::new(sightline::model::ManualClock::new(
+        sightline::model::UnixMillis(1_767_225_600_000),
+    ));
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    config.segments.sweep_interval_secs = 0;
+    config.privacy.access_log_retention_days = 1;
+    let server = TestServer::start_with_clock(data_dir, config, clock.clone()).await;
+    let mut client = server.client().await;
+    let who = email("kept-a-day@example.com");
+    client.identify(identify(vec![who.clone()])).await.unwrap();
+    get_by(&mut client, who.clone())
+        .await
+        .expect("a read to log");
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+    let logged_reads = |document: &serde_json::Value| {
+        document["profile"]["access_log"]
+            .as_array()
+            .map_or(0, |log| {
+                log.iter()
+                    .filter(|entry| entry["method"] == "GetProfile")
+                    .count()
+            })
+    };
+    let mut logged = 0;
+    for _ in 0..500 {
+        logged = logged_reads(&export(&mut privacy, who.clone()).await.expect("export"));
+        if logged > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(logged, 1, "the read is logged");
+
+    clock.advance_days(2);
+    let report = client
+        .run_maintenance(pb::RunMaintenanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.access_entries_removed >= 1, "{report:?}");
+    let document = export(&mut privacy, who).await.expect("export");
+    assert_eq!(logged_reads(&document), 0, "{document:#}");
+}
