@@ -161,6 +161,12 @@ pub fn render(metrics: &Metrics, service: &ProfileService) -> String {
         store.writer.profiles_merged as f64,
     );
     out.single(
+        "sightline_blob_files_synced_total",
+        "counter",
+        "Files the database wrote large values to, synced before the writes were acknowledged.",
+        store.writer.blob_files_synced as f64,
+    );
+    out.single(
         "sightline_write_queue_depth",
         "gauge",
         "Write commands waiting for the writer.",

@@ -23,7 +23,7 @@ use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
 use super::stats::{StoreStats, WriterStats};
-use super::writer::{Command, JobContext, Writer, job};
+use super::writer::{BlobFiles, Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
 use crate::computed::{Activity, RfmQuintiles};
 use crate::identity::MergeRules;
@@ -115,6 +115,7 @@ impl SledStore {
             db: db.clone(),
             tree: tree.clone(),
             log_file,
+            blobs: BlobFiles::new(&options.data_dir),
             counters,
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),

@@ -12,6 +12,8 @@ pub struct WriterStats {
     groups_committed: AtomicU64,
     calls_committed: AtomicU64,
     profiles_merged: AtomicU64,
+    /// sled's separate files for large values, synced before acknowledging.
+    blob_files_synced: AtomicU64,
     /// Groups per bucket of [`GROUP_SIZE_BOUNDS`], the last one unbounded.
     group_sizes: [AtomicU64; GROUP_SIZE_BOUNDS.len() + 1],
 }
@@ -29,8 +31,13 @@ impl WriterStats {
         self.group_sizes[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn blob_files_synced(&self, files: u64) {
+        self.blob_files_synced.fetch_add(files, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> WriterCounts {
         WriterCounts {
+            blob_files_synced: self.blob_files_synced.load(Ordering::Relaxed),
             groups_committed: self.groups_committed.load(Ordering::Relaxed),
             calls_committed: self.calls_committed.load(Ordering::Relaxed),
             profiles_merged: self.profiles_merged.load(Ordering::Relaxed),
@@ -51,6 +58,9 @@ pub struct WriterCounts {
     /// Profiles merged away by identify and track calls (including merges
     /// fuzzy matching made on them).
     pub profiles_merged: u64,
+    /// Blob files (sled's files for values over a quarter of a segment)
+    /// synced before their groups were acknowledged.
+    pub blob_files_synced: u64,
     /// Groups per bucket of [`GROUP_SIZE_BOUNDS`] (not cumulative), and the
     /// groups above the last bound.
     pub group_sizes: Vec<u64>,

@@ -2,7 +2,10 @@
 //! atomic batch, makes the batch durable, then answers every caller of the
 //! group (group commit).
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -96,6 +99,11 @@ pub struct Writer {
     /// which neither persists file metadata nor flushes the device cache,
     /// so every group is followed by an `fdatasync` of this file.
     pub log_file: File,
+    /// Where sled writes each value larger than a quarter of a segment to a
+    /// file of its own (`write_all`, never synced, nor is the directory):
+    /// without syncing them here, a large profile record would survive a
+    /// process kill but not a power loss.
+    pub blobs: BlobFiles,
     pub counters: Counters,
     pub group_calls_max: usize,
     pub rules: MergeRules,
@@ -258,10 +266,65 @@ impl Writer {
         }
     }
 
-    fn make_durable(&self) -> Result<(), StoreError> {
+    fn make_durable(&mut self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.log_file.sync_data()?;
+        let synced = self.blobs.sync_new()?;
+        if synced > 0 {
+            self.stats.blob_files_synced(synced);
+        }
         Ok(())
+    }
+}
+
+/// sled's blob directory and the blob files already synced.
+pub struct BlobFiles {
+    dir: PathBuf,
+    data_dir: PathBuf,
+    synced: HashSet<OsString>,
+    dir_seen: bool,
+}
+
+impl BlobFiles {
+    pub fn new(data_dir: &Path) -> BlobFiles {
+        BlobFiles {
+            dir: data_dir.join("blobs"),
+            data_dir: data_dir.to_owned(),
+            synced: HashSet::new(),
+            dir_seen: false,
+        }
+    }
+
+    /// Syncs every blob file not synced yet, then the directory holding
+    /// them (and, the first time, the directory holding that). Returns the
+    /// files synced. Blob names are never reused, so a name once synced
+    /// needs no second sync; names sled has removed are forgotten.
+    fn sync_new(&mut self) -> Result<u64, StoreError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(error.into()),
+        };
+        let mut present = HashSet::new();
+        let mut synced = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !self.synced.contains(&name) {
+                File::open(entry.path())?.sync_all()?;
+                synced += 1;
+            }
+            present.insert(name);
+        }
+        self.synced = present;
+        if synced > 0 || !self.dir_seen {
+            File::open(&self.dir)?.sync_all()?;
+            if !self.dir_seen {
+                File::open(&self.data_dir)?.sync_all()?;
+                self.dir_seen = true;
+            }
+        }
+        Ok(synced)
     }
 }
 

@@ -59,3 +59,33 @@ async fn acknowledged_writes_survive_a_restart() {
     assert_ne!(fresh.profile_id, kim);
     assert_ne!(fresh.profile_id, lee);
 }
+
+#[tokio::test]
+async fn a_record_large_enough_for_a_file_of_its_own_is_synced_before_the_acknowledgement() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let blobs = data_dir.path().join("blobs");
+    let mut config = test_config(&data_dir);
+    let port = free_port();
+    config.metrics.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    // Three calls of 60 KB traits each: a record past a quarter of sled's
+    // 512 KiB segment, which sled writes to a file under `blobs/`.
+    for part in 0..3 {
+        let mut request = identify(vec![email("large@example.com")]);
+        let filler: String = (0..60_000)
+            .map(|i| char::from(b'a' + ((i * 7 + part * 13) % 26) as u8))
+            .collect();
+        request.traits = traits(&[(&format!("notes_{part}"), text(&filler))]);
+        client.identify(request).await.unwrap();
+    }
+    let written = std::fs::read_dir(&blobs).map_or(0, |entries| entries.count());
+    assert!(written >= 1, "no blob was written; the test proves nothing");
+    let metrics = crate::metrics::scrape(port, "/metrics").await;
+    let synced = crate::metrics::value(&metrics, "sightline_blob_files_synced_total")
+        .expect("the blob counter is exported");
+    assert!(
+        synced >= 1.0,
+        "{synced} blob files synced, {written} on disk"
+    );
+}
