@@ -65,8 +65,9 @@ pub enum StoreError {
 /// (its writes are discarded) when its own data cannot be read.
 pub type ApplyResults = Vec<Result<WriteOutcome, StoreError>>;
 
-/// The domain-level storage interface. One conformance suite (the tests of
-/// this module and the integration tests) runs against every implementation.
+/// The domain-level storage interface. Its one implementation is sled's;
+/// the integration tests, which drive it through the server, are the suite
+/// a second one must pass.
 pub trait ProfileStore: Send + Sync + 'static {
     /// Applies the calls in order, each atomically, and resolves once all of
     /// them are durable. Calls from concurrent `apply`s are serialised as if

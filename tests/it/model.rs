@@ -443,10 +443,12 @@ impl Model {
     fn update_consent(&mut self, lookup: &Id, channel: &str, decision: Decision) -> Option<u64> {
         let id = *self.owner.get(lookup)?;
         let consents = &mut self.person_mut(id).consents;
-        // A decision older than the current one joins the history only.
-        let stale = consents
-            .get(channel)
-            .is_some_and(|current| current.at_ms > decision.at_ms);
+        // A grant older than the current decision joins the history only;
+        // a withdrawal always takes effect.
+        let stale = decision.granted
+            && consents
+                .get(channel)
+                .is_some_and(|current| current.at_ms > decision.at_ms);
         if !stale {
             consents.insert(channel.to_owned(), decision);
         }

@@ -38,7 +38,6 @@ impl TestServer {
         TestServer::start_in(data_dir).await
     }
 
-    /// Starts on an existing data directory, e.g. one a stopped server left.
     /// Starts with a higher per-profile limit for one identifier kind, for
     /// tests about something other than merge protection.
     pub async fn start_allowing(kind: &str, per_profile_max: usize) -> TestServer {
@@ -52,6 +51,7 @@ impl TestServer {
         TestServer::start_with(data_dir, config).await
     }
 
+    /// Starts on an existing data directory, e.g. one a stopped server left.
     pub async fn start_in(data_dir: TempDir) -> TestServer {
         let config = test_config(&data_dir);
         TestServer::start_with(data_dir, config).await
@@ -225,7 +225,8 @@ pub fn trait_text(profile: &pb::Profile, name: &str) -> Option<String> {
     }
 }
 
-/// The real binary, as an operator runs it.
+/// A loopback port free when asked (another process may take it before
+/// it is bound again).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -233,6 +234,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The real binary, as an operator runs it.
 pub fn spawn_binary(data_dir: &std::path::Path, port: u16) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
