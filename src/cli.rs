@@ -190,22 +190,52 @@ pub async fn backup(
     token: Option<&str>,
     dir: &std::path::Path,
 ) -> Result<pb::BackupResponse, CliError> {
-    let mut client = AdminServiceClient::connect(server.to_owned())
+    let mut client = admin_client(server).await?;
+    let request = with_token(
+        pb::BackupRequest {
+            directory: dir.display().to_string(),
+        },
+        token,
+    )?;
+    Ok(client.backup(request).await?.into_inner())
+}
+
+/// The match model the server decides with; estimated afresh first when
+/// `estimate` is set.
+pub async fn match_model(
+    server: &str,
+    token: Option<&str>,
+    estimate: bool,
+) -> Result<pb::MatchModel, CliError> {
+    let mut client = admin_client(server).await?;
+    let model = if estimate {
+        let request = with_token(pb::EstimateMatchModelRequest {}, token)?;
+        client.estimate_match_model(request).await?
+    } else {
+        let request = with_token(pb::GetMatchModelRequest {}, token)?;
+        client.get_match_model(request).await?
+    };
+    Ok(model.into_inner())
+}
+
+async fn admin_client(server: &str) -> Result<AdminServiceClient<Channel>, CliError> {
+    AdminServiceClient::connect(server.to_owned())
         .await
         .map_err(|source| CliError::Connect {
             server: server.to_owned(),
             source,
-        })?;
-    let mut request = tonic::Request::new(pb::BackupRequest {
-        directory: dir.display().to_string(),
-    });
+        })
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> Result<tonic::Request<T>, CliError> {
+    let mut request = tonic::Request::new(message);
     if let Some(token) = token {
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| CliError::Usage("the token is not valid header text".to_owned()))?;
         request.metadata_mut().insert("authorization", value);
     }
-    Ok(client.backup(request).await?.into_inner())
+    Ok(request)
 }
 
 pub fn import_summary_json(summary: &ImportSummary) -> Value {

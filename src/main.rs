@@ -89,6 +89,15 @@ enum Command {
         /// Directory for the backup (created if missing; must not hold one).
         dir: PathBuf,
     },
+    /// Show the fuzzy-matching model a running server decides with: per
+    /// field and comparison level, m, u and the bits log2(m/u).
+    MatchModel {
+        #[command(flatten)]
+        target: Target,
+        /// Estimate the model afresh from the stored data first.
+        #[arg(long)]
+        estimate: bool,
+    },
     /// Load a backup into a new data directory (offline: no server may use
     /// it). Start the server on that directory afterwards.
     Restore {
@@ -525,6 +534,38 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     "keys": response.keys,
                     "bytes": response.bytes,
                     "writer_blocked_ms": response.writer_blocked_ms,
+                }))
+            }
+            Command::MatchModel { target, estimate } => {
+                let model =
+                    cli::match_model(&target.server, target.token.as_deref(), estimate).await?;
+                let fields: Vec<serde_json::Value> = model
+                    .fields
+                    .iter()
+                    .map(|field| {
+                        let levels: Vec<serde_json::Value> = field
+                            .levels
+                            .iter()
+                            .map(|level| {
+                                serde_json::json!({
+                                    "level": level.name,
+                                    "m": level.m,
+                                    "u": level.u,
+                                    "bits": level.bits,
+                                })
+                            })
+                            .collect();
+                        serde_json::json!({ "field": field.field, "levels": levels })
+                    })
+                    .collect();
+                Ok(serde_json::json!({
+                    "version": model.version,
+                    "estimated_at_seconds": model.estimated_at.map(|at| at.seconds),
+                    "population": model.population,
+                    "duplicate_rate": model.duplicate_rate,
+                    "random_pairs": model.random_pairs,
+                    "blocked_pairs": model.blocked_pairs,
+                    "fields": fields,
                 }))
             }
             Command::Serve { .. } | Command::Token { .. } | Command::Restore { .. } => {

@@ -391,3 +391,35 @@ async fn the_model_is_readable_with_its_levels_and_weights() {
         assert!((level.bits - (level.m / level.u).log2()).abs() < 1e-9);
     }
 }
+
+// The CLI runs as a blocking child process while this runtime serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_the_model_and_estimates_it_on_demand() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    background(&server, &mut client, 60).await;
+    let address = format!("http://{}", server.address);
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .args(["match-model", "--server", &address])
+            .args(extra)
+            .output()
+            .expect("run sightline match-model");
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+    };
+    let shown = run(&[]);
+    let estimated = run(&["--estimate"]);
+    assert!(
+        estimated["version"].as_u64() > shown["version"].as_u64(),
+        "{shown} then {estimated}"
+    );
+    let birthday = estimated["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|field| field["field"] == "birthday")
+        .expect("birthday is compared");
+    assert_eq!(birthday["levels"][0]["level"], "exact");
+    assert!(birthday["levels"][0]["bits"].as_f64().unwrap() > 5.0);
+}
