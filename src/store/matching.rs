@@ -532,7 +532,6 @@ fn record_candidate(
         evidence,
         found_at_ms,
         model_version: match_score.model_version,
-        bits: match_score.bits,
     };
     writes.insert(key, candidate.encode_to_vec());
     add_partner(writes, first, second)?;

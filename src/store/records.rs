@@ -561,8 +561,6 @@ pub struct CandidateRecord {
     /// The match model that scored it.
     #[prost(uint64, tag = "4")]
     pub model_version: u64,
-    #[prost(double, tag = "5")]
-    pub bits: f64,
 }
 
 /// A pair a reviewer said is not one person; never proposed again.

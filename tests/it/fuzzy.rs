@@ -35,13 +35,13 @@ fn person(
 }
 
 /// Review-only matching: nothing merges automatically.
-fn review_only(data_dir: &TempDir) -> Config {
+pub(crate) fn review_only(data_dir: &TempDir) -> Config {
     let mut config = test_config(data_dir);
     config.identity.fuzzy.auto_merge_probability_min = 1.0;
     config
 }
 
-async fn candidates(client: &mut Client) -> Vec<pb::MatchCandidate> {
+pub(crate) async fn candidates(client: &mut Client) -> Vec<pb::MatchCandidate> {
     client
         .list_match_candidates(pb::ListMatchCandidatesRequest::default())
         .await

@@ -2,11 +2,9 @@
 //! the model has data, twins left to review, older variants matched on,
 //! and a review queue of one fresh candidate per live pair.
 
-use sightline::api::pb::{self, admin_service_client::AdminServiceClient};
-use sightline::config::Config;
-use tempfile::TempDir;
-
+use crate::fuzzy::{candidates, review_only};
 use crate::support::*;
+use sightline::api::pb::{self, admin_service_client::AdminServiceClient};
 
 /// A person as a shop's form holds one; `None` leaves a field out.
 #[derive(Clone, Copy)]
@@ -261,21 +259,6 @@ async fn a_record_matching_an_older_variant_joins_the_profile() {
         .unwrap()
         .into_inner();
     assert_eq!(from_the_old_address.profile_id, original.profile_id);
-}
-
-fn review_only(data_dir: &TempDir) -> Config {
-    let mut config = test_config(data_dir);
-    config.identity.fuzzy.auto_merge_probability_min = 1.0;
-    config
-}
-
-async fn candidates(client: &mut Client) -> Vec<pb::MatchCandidate> {
-    client
-        .list_match_candidates(pb::ListMatchCandidatesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .candidates
 }
 
 #[tokio::test]
