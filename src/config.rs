@@ -54,6 +54,7 @@ pub struct Config {
     #[serde(skip)]
     pub allow_insecure: bool,
     pub metrics: MetricsConfig,
+    pub http: HttpConfig,
 }
 
 /// Data-subject requests: suppression, the access log, and the Art. 15
@@ -197,6 +198,31 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// The HTTP/JSON listener: the Segment-spec tracking API and profile reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address serving HTTP/1.1; none (the default) serves no HTTP. The
+    /// exposure rules of the gRPC listener apply: loopback, or TLS and
+    /// tokens.
+    pub listen: Option<SocketAddr>,
+    /// Largest message of the tracking API, in bytes (Segment's limit: 32 KB).
+    pub message_bytes_max: usize,
+    /// Largest request body of `/v1/batch` and `/v1/import`, in bytes, after
+    /// decompression (Segment's limit: 500 KB).
+    pub batch_bytes_max: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            message_bytes_max: 32 * 1024,
+            batch_bytes_max: 500 * 1024,
+        }
+    }
+}
+
 /// Thresholds of the computed traits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -240,6 +266,7 @@ impl Default for Config {
             tls: None,
             allow_insecure: false,
             metrics: MetricsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

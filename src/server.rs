@@ -16,6 +16,7 @@ use crate::api::layers::{AccessLogLayer, AuthLayer, DeadlineLayer, RecoverLayer,
 use crate::api::{AdminApi, PrivacyApi, ProfileApi, SegmentApi, pb};
 use crate::computed::{LifecycleThresholds, RfmCache};
 use crate::config::{Config, ConfigError, Exposure, TlsConfig};
+use crate::http::{self, HttpApi};
 use crate::identity::{MergeRules, Normalizer};
 use crate::metrics::{self, Metrics, RequestMetricsLayer};
 use crate::model::Clock;
@@ -43,6 +44,11 @@ pub enum ServerError {
     #[error("cannot read {path}: {source}")]
     TlsFile {
         path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {address}: {source}")]
+    HttpListen {
+        address: std::net::SocketAddr,
         source: std::io::Error,
     },
     #[error("cannot listen for metrics on {address}: {source}")]
@@ -100,6 +106,38 @@ async fn spawn_metrics(
     tracing::info!(address = ?listener.local_addr().ok(), "serving metrics");
     Ok(Some(tokio::spawn(metrics::serve(
         listener, metrics, service,
+    ))))
+}
+
+/// Serves the HTTP API when configured, until `stop` says so.
+async fn spawn_http(
+    config: &Config,
+    listener: Option<TcpListener>,
+    api: impl FnOnce() -> HttpApi,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ServerError> {
+    let listener = match (listener, config.http.listen) {
+        (Some(listener), _) => listener,
+        (None, Some(address)) => TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::HttpListen { address, source })?,
+        (None, None) => return Ok(None),
+    };
+    let address = listener.local_addr().map_err(ServerError::Listener)?;
+    // The HTTP listener is plaintext: it is protected only on loopback.
+    let plaintext = Config {
+        tls: None,
+        ..config.clone()
+    };
+    log_exposure(plaintext.exposure(address)?, false);
+    tracing::info!(%address, "serving HTTP");
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    Ok(Some(tokio::spawn(http::serve(
+        listener,
+        Arc::new(api()),
+        shutdown,
     ))))
 }
 
@@ -194,6 +232,13 @@ pub fn store_options(
 
 type AdminServer = pb::admin_service_server::AdminServiceServer<AdminApi>;
 
+/// The sockets a server answers on, bound by the caller.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// The HTTP API's; when `None`, `[http] listen` is bound if set.
+    pub http: Option<TcpListener>,
+}
+
 /// Serves until `shutdown` resolves, then stops accepting calls, lets the
 /// ones in flight finish, and returns once every acknowledged write is
 /// durable and the database is closed.
@@ -203,6 +248,24 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let listeners = Listeners {
+        grpc: listener,
+        http: None,
+    };
+    run_on(listeners, config, clock, shutdown).await
+}
+
+/// [`run`] on sockets bound by the caller, the HTTP one included.
+pub async fn run_on(
+    listeners: Listeners,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let Listeners {
+        grpc: listener,
+        http: http_listener,
+    } = listeners;
     config.validate()?;
     let address = listener.local_addr().map_err(ServerError::Listener)?;
     let exposure = config.exposure(address)?;
@@ -285,6 +348,23 @@ pub async fn run(
     let metrics_task =
         spawn_metrics(&config, Arc::clone(&request_metrics), Arc::clone(&service)).await?;
     let admin_api = AdminServer::new(AdminApi::new(Arc::clone(&service)));
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http_task = spawn_http(
+        &config,
+        http_listener,
+        || {
+            HttpApi::new(
+                Arc::clone(&service),
+                tokens.clone(),
+                config.http.clone(),
+                config.limits.calls_in_flight_max,
+            )
+            .with_segments(Arc::clone(&segments))
+            .with_access_log(access_log.clone())
+        },
+        http_stopped,
+    )
+    .await?;
 
     let limits = &config.limits;
     let profiles = ProfileServer::new(
@@ -331,6 +411,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");
+            let _ = stop_http.send(true);
             watches.close_watches();
             shutdown_health
                 .set_service_status("", ServingStatus::NotServing)
@@ -341,6 +422,13 @@ pub async fn run(
         })
         .await?;
 
+    if let Some(http_task) = http_task {
+        // It finishes the calls in flight; their writes are acknowledged.
+        match http_task.await? {
+            Ok(()) => {}
+            Err(error) => tracing::warn!(%error, "HTTP listener stopped with an error"),
+        }
+    }
     for task in [maintenance, sweep, metrics_task].into_iter().flatten() {
         task.abort();
         // Wait until it is gone, so that nothing holds the store past close.

@@ -2,10 +2,7 @@
 
 use tonic::Request;
 
-use crate::security::Caller;
-
-/// Callers are anonymous when the server runs without tokens.
-pub const ANONYMOUS: &str = "anonymous";
+use crate::security::{ANONYMOUS, Caller};
 
 /// The name of the token the call was authenticated with.
 pub fn caller_name<T>(request: &Request<T>) -> String {

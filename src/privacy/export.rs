@@ -2,14 +2,12 @@
 //! `docs/subject-export.schema.json`; a change of shape bumps
 //! [`EXPORT_SCHEMA_VERSION`].
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::computed::ComputedTraits;
 use crate::config::PrivacyConfig;
-use crate::model::{
-    AccessEntry, ConsentView, JournalKind, PrivacyRequest, Provenance, TraitView, UnixMillis,
-};
+use crate::model::{AccessEntry, PrivacyRequest, TraitView, UnixMillis};
 use crate::service::ProfileRead;
+use crate::views::{self, provenance, time};
 
 pub const EXPORT_SCHEMA_VERSION: &str = "sightline.subject-export/1";
 
@@ -30,11 +28,7 @@ pub fn document(
     now: UnixMillis,
 ) -> Value {
     let profile = &subject.read.profile;
-    let traits: Map<String, Value> = profile
-        .traits
-        .iter()
-        .map(|view| (view.name.clone(), view.value.clone()))
-        .collect();
+    let traits = views::traits(&profile.traits);
     json!({
         "schema_version": EXPORT_SCHEMA_VERSION,
         "generated_at": time(now),
@@ -56,13 +50,7 @@ pub fn document(
             "merged_profile_ids": profile.merged_profile_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "created_at": time(profile.created_at),
             "updated_at": time(profile.updated_at),
-            "identifiers": profile.identifiers.iter().map(|view| json!({
-                "kind": view.identifier.kind().as_str(),
-                "value": view.identifier.value(),
-                "first_seen": time(view.first_seen),
-                "last_seen": time(view.last_seen),
-                "provenance": provenance(&view.provenance),
-            })).collect::<Vec<_>>(),
+            "identifiers": profile.identifiers.iter().map(views::identifier).collect::<Vec<_>>(),
             "traits": traits,
             "trait_history": subject.trait_history.iter().map(|view| json!({
                 "name": view.name,
@@ -71,35 +59,12 @@ pub fn document(
                 "provenance": provenance(&view.provenance),
             })).collect::<Vec<_>>(),
             "event_count": profile.event_count,
-            "events": profile.events.iter().map(|event| json!({
-                "event_id": event.event_id,
-                "name": event.name,
-                "timestamp": time(event.timestamp),
-                "properties": event.properties,
-                "provenance": provenance(&event.provenance),
-            })).collect::<Vec<_>>(),
-            "computed": computed(&subject.read.computed),
-            "consent": profile.consents.iter().map(consent).collect::<Vec<_>>(),
-            "consent_history": profile.consent_history.iter().map(consent).collect::<Vec<_>>(),
-            "segments": subject.memberships.iter().map(|(segment_id, holdout)| json!({
-                "segment_id": segment_id,
-                "holdout": holdout,
-            })).collect::<Vec<_>>(),
-            "merge_history": profile.journal.iter().map(|entry| json!({
-                "kind": match entry.kind {
-                    JournalKind::Merge => "merge",
-                    JournalKind::BlockedMerge => "blocked_merge",
-                    JournalKind::Unmerge => "unmerge",
-                },
-                "at": time(entry.at),
-                "message_id": entry.message_id,
-                "other_profile_ids": entry.other_profiles.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "identifiers": entry.identifiers.iter().map(|identifier| json!({
-                    "kind": identifier.kind().as_str(),
-                    "value": identifier.value(),
-                })).collect::<Vec<_>>(),
-                "reason": entry.reason,
-            })).collect::<Vec<_>>(),
+            "events": profile.events.iter().map(views::event).collect::<Vec<_>>(),
+            "computed": views::computed(&subject.read.computed),
+            "consent": profile.consents.iter().map(views::consent).collect::<Vec<_>>(),
+            "consent_history": profile.consent_history.iter().map(views::consent).collect::<Vec<_>>(),
+            "segments": views::memberships(&subject.memberships),
+            "merge_history": profile.journal.iter().map(views::journal_entry).collect::<Vec<_>>(),
             "access_log": subject.access_log.iter().map(|entry| json!({
                 "at": time(entry.at),
                 "caller": entry.caller,
@@ -154,56 +119,4 @@ fn sources(subject: &Subject<'_>, config: &PrivacyConfig) -> Vec<String> {
     recorded.sort();
     recorded.dedup();
     config.sources.iter().cloned().chain(recorded).collect()
-}
-
-fn provenance(provenance: &Provenance) -> Value {
-    json!({
-        "source": provenance.source,
-        "message_id": provenance.message_id,
-        "received_at": time(provenance.received_at),
-    })
-}
-
-fn consent(view: &ConsentView) -> Value {
-    json!({
-        "channel": view.channel.as_str(),
-        "purpose": view.purpose.as_str(),
-        "granted": view.granted,
-        "at": time(view.at),
-        "provenance": provenance(&view.provenance),
-    })
-}
-
-fn computed(traits: &ComputedTraits) -> Value {
-    let optional_time = |at: Option<UnixMillis>| at.map(time);
-    json!({
-        "recency_days": traits.recency_days,
-        "frequency": traits.frequency,
-        "monetary": traits.monetary,
-        "lifetime_value": traits.lifetime_value,
-        "average_order_value": traits.average_order_value,
-        "first_order_at": optional_time(traits.first_order_at),
-        "last_order_at": optional_time(traits.last_order_at),
-        "last_seen_at": optional_time(traits.last_seen_at),
-        "email_opens_30d": traits.email_opens_30d,
-        "email_opens_90d": traits.email_opens_90d,
-        "email_clicks_30d": traits.email_clicks_30d,
-        "email_clicks_90d": traits.email_clicks_90d,
-        "conversions_30d": traits.conversions_30d,
-        "conversions_90d": traits.conversions_90d,
-        "engagement_group": traits.engagement_group,
-        "lifecycle_stage": traits.lifecycle_stage,
-        "interests": traits.interests.iter().map(|(category, score)| json!({
-            "category": category,
-            "score": score,
-        })).collect::<Vec<_>>(),
-        "rfm_scores": traits.rfm_scores.map(|(r, f, m)| json!({"r": r, "f": f, "m": m})),
-    })
-}
-
-/// RFC 3339 in UTC, to the millisecond.
-fn time(at: UnixMillis) -> String {
-    chrono::DateTime::from_timestamp_millis(at.0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

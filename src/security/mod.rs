@@ -113,6 +113,9 @@ impl Caller {
     }
 }
 
+/// The caller's name when the server runs without tokens.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// Token names appear in logs and in generated config, so they are kept to
 /// characters that need no quoting or escaping anywhere.
 pub fn valid_token_name(name: &str) -> bool {

@@ -13,7 +13,7 @@ use crate::identity::fuzzy::MatchModel;
 use crate::identity::{MergeRules, Normalizer};
 use crate::model::{
     CandidateReview, Clock, ConsentCall, MatchCandidate, MatchPassOutcome, ProfileId, ProfileView,
-    ReviewOutcome, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    ReviewOutcome, TraitView, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 use crate::store::{ApplyResults, BackupReport, ProfileStore, StoreError, StoreStats};
 
@@ -477,6 +477,11 @@ impl ProfileService {
         };
         let profile_id = self.profile_id(lookup)?;
         self.read(profile_id, events_max)
+    }
+
+    /// A profile's live traits, without reading its events.
+    pub fn traits(&self, profile_id: ProfileId) -> Result<Vec<TraitView>, ServiceError> {
+        Ok(self.read(profile_id, 0)?.profile.traits)
     }
 
     /// A profile with every one of its events, for a subject-access export.

@@ -17,6 +17,8 @@ pub type Client = ProfileServiceClient<Channel>;
 
 pub struct TestServer {
     pub address: SocketAddr,
+    /// The HTTP API's address, when started with one.
+    pub http_address: Option<SocketAddr>,
     data_dir: TempDir,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServerError>>,
@@ -68,16 +70,41 @@ impl TestServer {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+        TestServer::launch(data_dir, config, clock, false).await
+    }
+
+    /// Starts with the HTTP API on an ephemeral loopback port too.
+    pub async fn start_with_http(data_dir: TempDir, config: Config) -> TestServer {
+        TestServer::launch(data_dir, config, Arc::new(SystemClock), true).await
+    }
+
+    async fn launch(
+        data_dir: TempDir,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        with_http: bool,
+    ) -> TestServer {
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let listener = bind().await.expect("bind loopback");
         let address = listener.local_addr().expect("local address");
+        let http = match with_http {
+            true => Some(bind().await.expect("bind loopback")),
+            false => None,
+        };
+        let http_address = http
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("local address"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sightline::server::run(listener, config, clock, async {
+        let listeners = sightline::server::Listeners {
+            grpc: listener,
+            http,
+        };
+        let task = tokio::spawn(sightline::server::run_on(listeners, config, clock, async {
             let _ = stopped.await;
         }));
         TestServer {
             address,
+            http_address,
             data_dir,
             stop,
             task,
