@@ -42,6 +42,10 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDRESS/metrics [default: off].
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Serve the HTTP API (Segment-spec tracking, JSON profile reads)
+        /// on ADDRESS [default: off].
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
     },
     /// Manage bearer tokens.
     Token {
@@ -301,9 +305,18 @@ fn main() -> ExitCode {
             log_json,
             insecure,
             metrics_listen,
+            http_listen,
         } => {
             init_tracing(log_json);
-            match serve(config, data, listen, insecure, metrics_listen) {
+            let flags = ServeFlags {
+                config_path: config,
+                data,
+                listen,
+                insecure,
+                metrics_listen,
+                http_listen,
+            };
+            match serve(flags) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "sightline stopped");
@@ -589,8 +602,11 @@ fn parse_identifiers(texts: &[String]) -> Result<Vec<pb::Identifier>, CliError> 
 fn init_tracing(json: bool) {
     let filter =
         EnvFilter::try_from_env("SIGHTLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only help a person at a terminal; in a file or a pipe
+    // they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -638,13 +654,25 @@ fn restore(
     )?)
 }
 
-fn serve(
+/// What `serve` was told on the command line.
+struct ServeFlags {
     config_path: Option<PathBuf>,
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
     insecure: bool,
     metrics_listen: Option<SocketAddr>,
-) -> Result<(), Box<dyn std::error::Error>> {
+    http_listen: Option<SocketAddr>,
+}
+
+fn serve(flags: ServeFlags) -> Result<(), Box<dyn std::error::Error>> {
+    let ServeFlags {
+        config_path,
+        data,
+        listen,
+        insecure,
+        metrics_listen,
+        http_listen,
+    } = flags;
     let mut config = match config_path {
         Some(path) => Config::from_file(&path)?,
         None => Config::default(),
@@ -654,6 +682,9 @@ fn serve(
     }
     if let Some(address) = metrics_listen {
         config.metrics.listen = Some(address);
+    }
+    if let Some(address) = http_listen {
+        config.http.listen = Some(address);
     }
     if let Some(listen) = listen {
         config.listen = listen;
@@ -666,7 +697,10 @@ fn serve(
     log_panics_without_messages();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let address = config.listen;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| format!("cannot listen on {address}: {error}"))?;
         sightline::server::run(listener, config, Arc::new(SystemClock), shutdown_signal()).await?;
         Ok(())
     })

@@ -116,20 +116,27 @@ async fn spawn_http(
     api: impl FnOnce() -> HttpApi,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ServerError> {
-    let listener = match (listener, config.http.listen) {
-        (Some(listener), _) => listener,
-        (None, Some(address)) => TcpListener::bind(address)
-            .await
-            .map_err(|source| ServerError::HttpListen { address, source })?,
-        (None, None) => return Ok(None),
-    };
-    let address = listener.local_addr().map_err(ServerError::Listener)?;
-    // The HTTP listener is plaintext: it is protected only on loopback.
+    // The HTTP listener is plaintext: it is protected only on loopback,
+    // and an exposed one must not accept even one connection.
     let plaintext = Config {
         tls: None,
         ..config.clone()
     };
-    log_exposure(plaintext.exposure(address)?, false);
+    let listener = match (listener, config.http.listen) {
+        (Some(listener), _) => {
+            let address = listener.local_addr().map_err(ServerError::Listener)?;
+            log_exposure(plaintext.exposure(address)?, false);
+            listener
+        }
+        (None, Some(address)) => {
+            log_exposure(plaintext.exposure(address)?, false);
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::HttpListen { address, source })?
+        }
+        (None, None) => return Ok(None),
+    };
+    let address = listener.local_addr().map_err(ServerError::Listener)?;
     tracing::info!(%address, "serving HTTP");
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;

@@ -51,6 +51,12 @@ pub async fn closed_loop<C: Caller>(
     for _ in 0..CALLS_IN_FLIGHT {
         connections.push(caller(channel(port).await));
     }
+    closed_loop_over(connections, seconds).await
+}
+
+/// One worker per caller, each with its own connection, calling back to
+/// back; latencies recorded after a warm-up.
+pub async fn closed_loop_over<C: Caller>(connections: Vec<C>, seconds: u64) -> LoopFigures {
     let warm_until = Instant::now() + WARM_UP;
     let measure_until = warm_until + Duration::from_secs(seconds);
     let mut workers = JoinSet::new();

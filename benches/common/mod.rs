@@ -72,12 +72,18 @@ impl Drop for Server {
 }
 
 pub fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+/// The server with extra `serve` flags.
+pub fn start_server_with(flags: &[String]) -> Server {
     let data_dir = tempfile::tempdir().expect("data dir");
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_sightline"));
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data_dir.path());
+        .arg(data_dir.path())
+        .args(flags);
     // A server configuration to benchmark, e.g. another cache size.
     if let Ok(config) = std::env::var("BENCH_SERVER_CONFIG") {
         command.args(["--config", &config]);

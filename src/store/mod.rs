@@ -53,6 +53,11 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is closed")]
     Closed,
+    #[error(
+        "another server (or a backup or restore) holds the data directory {}; stop it or choose another --data",
+        .0.display()
+    )]
+    Locked(std::path::PathBuf),
     #[error("{0}")]
     NotFound(String),
     #[error("{field}: {description}")]

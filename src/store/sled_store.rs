@@ -290,7 +290,15 @@ fn open_db(
         // a background flush thread would only add I/O.
         .flush_every_ms(None)
         .mode(sled::Mode::HighThroughput)
-        .open()?;
+        .open()
+        .map_err(|error| match error {
+            // sled 0.34.7 reports a lock held elsewhere only in the text
+            // of an `Other` error.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked(data_dir.to_owned())
+            }
+            other => StoreError::Database(other),
+        })?;
     let tree = db.open_tree(TREE_NAME)?;
     let log_file = File::open(log_file_path(data_dir))?;
     Ok((db, tree, log_file))

@@ -26,6 +26,7 @@ mod quality;
 mod resolution;
 mod sdk;
 mod segments;
+mod serve;
 mod support;
 mod tls;
 mod validation;
