@@ -13,6 +13,9 @@
 //!   knows neither tonic nor sled.
 //! - [`api`]: tonic services, protobuf conversion, and the one mapping of
 //!   errors to gRPC status.
+//! - [`http`]: the HTTP/1.1 API on axum: the Segment tracking spec and JSON
+//!   profile reads, over the same use cases as [`api`].
+//! - [`views`]: JSON views of profile parts (export and HTTP reads).
 //! - [`server`]: assembles services, health and reflection and runs them on a
 //!   given listener until a given shutdown signal.
 //! - [`security`]: scopes, tokens (stored hashed), the authenticated
