@@ -121,12 +121,21 @@ pub async fn connect_privacy(server: &str, token: &BearerToken) -> Result<Privac
     ))
 }
 
+/// The server's URL: `127.0.0.1:50051` means `http://127.0.0.1:50051`.
+pub fn server_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
 async fn channel(server: &str) -> Result<Channel, CliError> {
     let connect_error = |source| CliError::Connect {
         server: server.to_owned(),
         source,
     };
-    tonic::transport::Endpoint::from_shared(server.to_owned())
+    tonic::transport::Endpoint::from_shared(server_url(server))
         .map_err(connect_error)?
         .connect()
         .await
@@ -219,7 +228,7 @@ pub async fn match_model(
 }
 
 async fn admin_client(server: &str) -> Result<AdminServiceClient<Channel>, CliError> {
-    AdminServiceClient::connect(server.to_owned())
+    AdminServiceClient::connect(server_url(server))
         .await
         .map_err(|source| CliError::Connect {
             server: server.to_owned(),

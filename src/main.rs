@@ -504,7 +504,8 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 let report = run_quality(options)
                     .await
                     .map_err(|error| CliError::Usage(error.to_string()))?;
-                println!("{report}");
+                print_out(&report.to_string())
+                    .map_err(|error| CliError::Usage(error.to_string()))?;
                 Ok(serde_json::Value::Null)
             }
             Command::Import {
@@ -587,9 +588,20 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
     })?;
     if !output.is_null() {
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        print_out(&serde_json::to_string_pretty(&output)?)?;
     }
     Ok(())
+}
+
+/// Writes a line to stdout; a reader that went away early (`| head`) is
+/// not an error.
+fn print_out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 fn parse_identifiers(texts: &[String]) -> Result<Vec<pb::Identifier>, CliError> {

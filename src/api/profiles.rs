@@ -97,6 +97,9 @@ fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
     let suppressed = outcome.resolution == Resolution::Suppressed;
     let (resolution, merged, duplicate) = match outcome.resolution {
         Resolution::Created => (pb::ResolutionOutcome::Created, Vec::new(), false),
+        Resolution::Attached if !outcome.blocked.is_empty() => {
+            (pb::ResolutionOutcome::Blocked, Vec::new(), false)
+        }
         Resolution::Attached => (pb::ResolutionOutcome::Attached, Vec::new(), false),
         Resolution::Merged { absorbed } => (pb::ResolutionOutcome::Merged, absorbed, false),
         Resolution::Duplicate => (pb::ResolutionOutcome::Unspecified, Vec::new(), true),

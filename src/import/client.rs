@@ -48,7 +48,7 @@ pub async fn run(options: &ImportOptions) -> Result<ImportSummary, ImportError> 
             eprintln!("  {line}");
         }
     }
-    let client = ProfileServiceClient::connect(options.server.clone())
+    let client = ProfileServiceClient::connect(crate::cli::server_url(&options.server))
         .await
         .map_err(|source| ImportError::Connect {
             server: options.server.clone(),

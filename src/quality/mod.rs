@@ -202,7 +202,7 @@ pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, Quali
         server: options.server.clone(),
         source,
     };
-    let channel = tonic::transport::Endpoint::from_shared(options.server.clone())
+    let channel = tonic::transport::Endpoint::from_shared(crate::cli::server_url(&options.server))
         .map_err(connect_error)?
         .connect()
         .await

@@ -5,7 +5,7 @@ use super::StoreError;
 use super::apply::follow_alias;
 use super::keys;
 use super::overlay::CallWrites;
-use super::records::{ConsentEntry, ProfileRecord, ProvenanceRecord};
+use super::records::{ConsentEntry, DedupRecord, ProfileRecord, ProvenanceRecord, decode};
 use crate::model::{ConsentCall, ProfileId};
 
 /// Decisions kept in a profile's history; the oldest go first.
@@ -15,11 +15,19 @@ const CONSENT_HISTORY_MAX: usize = 500;
 /// decision for its channel and purpose (a late delivery) joins the history
 /// but does not change the state. A withdrawal always takes effect when it
 /// is received, whatever time it carries: a decision dated later (a client
-/// clock set wrong) must never keep a person from withdrawing.
+/// clock set wrong) must never keep a person from withdrawing. A call whose
+/// `message_id` was seen before changes nothing, as every write.
 pub fn apply_consent(
     writes: &mut CallWrites<'_, '_>,
     call: &ConsentCall,
 ) -> Result<ProfileId, StoreError> {
+    let message_id = Some(call.provenance.message_id.as_str()).filter(|id| !id.is_empty());
+    if let Some(message_id) = message_id
+        && let Some(bytes) = writes.get(&keys::message(message_id))?
+    {
+        let original: DedupRecord = decode(&bytes, "message record")?;
+        return follow_alias(writes, ProfileId(original.profile_id));
+    }
     let profile_id = follow_alias(writes, call.profile_id)?;
     let bytes = writes.get(&keys::profile(profile_id))?.ok_or_else(|| {
         StoreError::NotFound(format!("profile {} does not exist", call.profile_id))
@@ -48,6 +56,16 @@ pub fn apply_consent(
     }
     record.updated_at_ms = record.updated_at_ms.max(call.provenance.received_at.0);
     writes.insert(keys::profile(profile_id), record.into_bytes());
+    if let Some(message_id) = message_id {
+        let dedup = DedupRecord {
+            profile_id: profile_id.0,
+            received_at_ms: call.provenance.received_at.0,
+        };
+        writes.insert(
+            keys::message(message_id),
+            prost::Message::encode_to_vec(&dedup),
+        );
+    }
     Ok(profile_id)
 }
 

@@ -249,3 +249,41 @@ async fn a_withdrawal_takes_effect_even_when_a_grant_carries_a_later_time() {
         Some(ConsentState::Withdrawn)
     );
 }
+
+#[tokio::test]
+async fn a_decision_resent_with_the_same_message_id_is_recorded_once() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let who = email("resent@example.com");
+    client.identify(identify(vec![who.clone()])).await.unwrap();
+    let mut grant = update(
+        who.clone(),
+        vec![change("email", "marketing", ConsentState::Granted)],
+        1_000,
+    );
+    grant.message_id = "consent-1".to_owned();
+    let first = client.update_consent(grant.clone()).await.unwrap();
+    let again = client.update_consent(grant).await.unwrap();
+    assert_eq!(first.into_inner(), again.into_inner());
+    let profile = get_by(&mut client, who.clone()).await.unwrap();
+    assert_eq!(
+        profile.consent_history.len(),
+        1,
+        "{:?}",
+        profile.consent_history
+    );
+    // Another message id is another decision.
+    let mut withdrawal = update(
+        who.clone(),
+        vec![change("email", "marketing", ConsentState::Withdrawn)],
+        2_000,
+    );
+    withdrawal.message_id = "consent-2".to_owned();
+    client.update_consent(withdrawal).await.unwrap();
+    let profile = get_by(&mut client, who).await.unwrap();
+    assert_eq!(profile.consent_history.len(), 2);
+    assert_eq!(
+        state_of(&profile, "email", "marketing"),
+        Some(ConsentState::Withdrawn)
+    );
+}

@@ -128,6 +128,12 @@ async fn two_user_ids_are_never_merged_and_the_refusal_is_journaled() {
     // The call goes to the holder of its strongest identifier (the user id).
     assert_eq!(response.profile_id, second.profile_id);
     assert!(response.merged_profile_ids.is_empty());
+    // Not "attached": the link it asked for was refused.
+    assert_eq!(
+        response.outcome(),
+        pb::ResolutionOutcome::Blocked,
+        "{response:?}"
+    );
     assert_eq!(response.blocked_links.len(), 1);
     assert_eq!(response.blocked_links[0].profile_id, first.profile_id);
     assert!(

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::*;
+use crate::support::free_port;
 
 fn serve(data_dir: &std::path::Path, port: u16) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sightline"));
@@ -28,7 +28,21 @@ async fn a_busy_port_or_a_held_data_directory_is_named_and_logs_in_a_pipe_carry_
     let data_dir = tempfile::tempdir().expect("data dir");
     let port = free_port();
     let mut running = serve(data_dir.path(), port).spawn().expect("start");
-    let _ = connect_port(port).await;
+    // Its own log says when it serves (the port alone could be another's).
+    let stderr = running.stderr.take().expect("stderr");
+    let (lines, logged) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut logs = String::new();
+    while !logs.contains("serving") {
+        let line = tokio::task::block_in_place(|| logged.recv_timeout(Duration::from_secs(60)))
+            .unwrap_or_else(|_| panic!("the server did not start: {logs}"));
+        logs.push_str(&line);
+        logs.push('\n');
+    }
 
     let other_dir = tempfile::tempdir().expect("data dir");
     let printed = failed_start(serve(other_dir.path(), port));
@@ -46,18 +60,10 @@ async fn a_busy_port_or_a_held_data_directory_is_named_and_logs_in_a_pipe_carry_
     let _ = Command::new("kill")
         .args(["-TERM", &running.id().to_string()])
         .status();
-    let output = tokio::task::spawn_blocking(move || {
-        let _ = running.wait();
-        let mut logs = String::new();
-        if let Some(mut stderr) = running.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut logs);
-        }
-        logs
-    });
-    let logs = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("stops")
-        .expect("logs");
-    assert!(logs.contains("serving"), "{logs}");
+    let status = tokio::task::block_in_place(|| running.wait()).expect("stops");
+    assert!(status.success(), "graceful stop: {status}");
+    tokio::task::block_in_place(|| reader.join()).expect("reader");
+    logs.extend(logged.try_iter().map(|line| line + "\n"));
+    assert!(logs.contains("stopped"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "no colour codes: {logs:?}");
 }
