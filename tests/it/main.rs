@@ -4,6 +4,7 @@
 
 mod auth;
 mod backup;
+mod cli;
 mod computed;
 mod consent;
 mod crash;
