@@ -24,6 +24,7 @@ mod operations;
 mod overload;
 mod privacy;
 mod quality;
+mod readme;
 mod resolution;
 mod sdk;
 mod segments;
