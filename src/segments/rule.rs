@@ -262,7 +262,8 @@ impl Rule {
             RuleError {
                 position: first.as_ref().and_then(|error| {
                     let (line, column) = error.pos;
-                    (line > 0 && column >= 0).then_some((line as usize, column as usize + 1))
+                    // The parser's columns already count from 1.
+                    (line > 0 && column >= 0).then_some((line as usize, (column as usize).max(1)))
                 }),
                 message: first.map_or_else(
                     || "the rule does not parse".to_owned(),
@@ -279,6 +280,12 @@ impl Rule {
         };
         let mut expression = program.expression().clone();
         checker.check(&mut expression)?;
+        if let Some(kind) = plainly_not_boolean(&expression) {
+            return Err(checker.error(
+                expression.id,
+                format!("a rule must be true or false for a profile; this one is a {kind}"),
+            ));
+        }
         Ok(Rule {
             expression,
             needs: checker.needs,
@@ -660,6 +667,24 @@ fn describe_literal(literal: &LiteralValue) -> &'static str {
     }
 }
 
+/// What `node` is when it can be seen without data that it is no
+/// condition: a number, string, list or map (a rule that is one would
+/// match nobody). `None` when it is, or may be, a boolean.
+fn plainly_not_boolean(node: &IdedExpr) -> Option<&'static str> {
+    const ARITHMETIC: [&str; 6] = ["_+_", "_-_", "_*_", "_/_", "_%_", "-_"];
+    if let Some(field_type) = computed_field_type(node) {
+        return Some(field_type.describe());
+    }
+    match &node.expr {
+        Expr::Literal(LiteralValue::Boolean(_)) => None,
+        Expr::Literal(literal) => Some(describe_literal(literal)),
+        Expr::List(_) => Some("list"),
+        Expr::Map(_) => Some("map"),
+        Expr::Call(call) if ARITHMETIC.contains(&call.func_name.as_str()) => Some("number"),
+        _ => None,
+    }
+}
+
 /// The type of `profile.computed.<name>` when `node` is exactly that.
 fn computed_field_type(node: &IdedExpr) -> Option<FieldType> {
     let Expr::Select(select) = &node.expr else {
@@ -799,6 +824,31 @@ mod tests {
                 window_ms: 7 * DAY_MS
             })
         );
+    }
+
+    #[test]
+    fn a_rule_that_is_no_condition_is_rejected_where_it_starts() {
+        for source in [
+            "profile.computed.monetary",
+            "profile.computed.monetary + 1.0",
+            "'gold'",
+            "[true]",
+            "42",
+        ] {
+            let error = error_of(source);
+            assert!(error.message.contains("true or false"), "{source}: {error}");
+            assert!(error.position.is_some(), "{source}: {error}");
+        }
+        Rule::compile("true").expect("a constant condition compiles");
+        Rule::compile("profile.traits.vip").expect("a trait may hold a boolean");
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_column_of_the_mistake() {
+        let error = error_of("profile.computed.frequency > > 1");
+        assert_eq!(error.position, Some((1, 30)), "{error}");
+        let error = error_of("1 +");
+        assert_eq!(error.position, Some((1, 4)), "{error}");
     }
 
     #[test]
