@@ -307,6 +307,31 @@ impl ProfileRpc for ProfileApi {
         }))
     }
 
+    async fn list_profiles(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = usize::try_from(request.page_size).unwrap_or(usize::MAX);
+        let (ids, next_page_token) = self
+            .service
+            .list_profiles(page_size, &request.page_token)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListProfilesResponse {
+            profile_ids: ids.iter().map(ToString::to_string).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn count_profiles(
+        &self,
+        _request: Request<pb::CountProfilesRequest>,
+    ) -> Result<Response<pb::CountProfilesResponse>, Status> {
+        Ok(Response::new(pb::CountProfilesResponse {
+            profiles: self.service.count_profiles(),
+        }))
+    }
+
     async fn run_matching(
         &self,
         _request: Request<pb::RunMatchingRequest>,

@@ -46,6 +46,23 @@ fn proto_segment(summary: SegmentSummary) -> pb::Segment {
 
 #[tonic::async_trait]
 impl SegmentRpc for SegmentApi {
+    async fn preview_segment(
+        &self,
+        request: Request<pb::PreviewSegmentRequest>,
+    ) -> Result<Response<pb::PreviewSegmentResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = usize::try_from(request.page_size).unwrap_or(usize::MAX);
+        let (count, ids) = self
+            .service
+            .preview(&request.rule, page_size)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PreviewSegmentResponse {
+            count,
+            profile_ids: ids.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
     async fn put_segment(
         &self,
         request: Request<pb::PutSegmentRequest>,

@@ -155,6 +155,12 @@ pub fn render(metrics: &Metrics, service: &ProfileService) -> String {
 
     let store = service.store_stats();
     out.single(
+        "sightline_profiles",
+        "gauge",
+        "Live profiles (merged-away and erased ones are not counted).",
+        store.writer.live_profiles as f64,
+    );
+    out.single(
         "sightline_profiles_merged_total",
         "counter",
         "Profiles merged away by identify and track calls, fuzzy merges on them included.",

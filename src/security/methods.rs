@@ -41,7 +41,9 @@ pub fn requirement(path: &str) -> Requirement {
     let method = |service: &str| path.strip_prefix(service).unwrap_or_default();
     if path.starts_with(PROFILES) {
         return match method(PROFILES) {
-            "GetProfile" | "ListMatchCandidates" => scope(Scope::ProfilesRead),
+            "GetProfile" | "ListMatchCandidates" | "ListProfiles" | "CountProfiles" => {
+                scope(Scope::ProfilesRead)
+            }
             "Identify" | "Track" | "Ingest" | "UpdateConsent" => scope(Scope::EventsWrite),
             _ => scope(Scope::Admin),
         };
@@ -50,7 +52,7 @@ pub fn requirement(path: &str) -> Requirement {
         return match method(SEGMENTS) {
             "PutSegment" | "DeleteSegment" => scope(Scope::SegmentsWrite),
             "GetSegment" | "ListSegments" | "ListMembers" | "CheckMembership"
-            | "WatchMembership" => scope(Scope::SegmentsRead),
+            | "WatchMembership" | "PreviewSegment" => scope(Scope::SegmentsRead),
             _ => scope(Scope::Admin),
         };
     }

@@ -71,6 +71,10 @@ pub struct NamedChange {
     pub change: MembershipChange,
 }
 
+/// Matching profile ids a preview answers, by default and at most.
+const PREVIEW_PAGE_DEFAULT: usize = 100;
+const PREVIEW_PAGE_MAX: usize = 1000;
+
 pub struct SegmentService {
     store: Arc<dyn ProfileStore>,
     registry: Arc<SegmentRegistry>,
@@ -150,14 +154,7 @@ impl SegmentService {
                 "must be between 0 and 100",
             ));
         }
-        if input.rule.len() > self.config.rule_bytes_max {
-            return Err(ServiceError::invalid(
-                "segment.rule",
-                format!("longer than {} bytes", self.config.rule_bytes_max),
-            ));
-        }
-        let rule = Rule::compile(&input.rule)
-            .map_err(|error| ServiceError::invalid("segment.rule", error.to_string()))?;
+        let rule = self.checked_rule(&input.rule, "segment.rule")?;
         if self.registry.by_id(&input.id).is_none()
             && self.registry.len() >= self.config.segments_max
         {
@@ -184,6 +181,49 @@ impl SegmentService {
             self.start_backfill(input.id, number, version);
         }
         Ok((self.summary(definition), created))
+    }
+
+    /// How many profiles `rule` matches now, and the first `page_size` of
+    /// them in id order, without defining a segment. The rule is checked as
+    /// [`SegmentService::put`] checks it; the scan runs off the writer.
+    pub async fn preview(
+        &self,
+        rule: &str,
+        page_size: usize,
+    ) -> Result<(u64, Vec<ProfileId>), ServiceError> {
+        let rule = self.checked_rule(rule, "rule")?;
+        let page_size = match page_size {
+            0 => PREVIEW_PAGE_DEFAULT,
+            asked => asked.min(PREVIEW_PAGE_MAX),
+        };
+        let matcher = self.registry.matcher(rule);
+        let store = Arc::clone(&self.store);
+        let scan = tokio::task::spawn_blocking(move || {
+            let (mut count, mut first) = (0u64, Vec::new());
+            store.for_each_profile_facts(&mut |facts| {
+                if matcher.matches(facts) {
+                    count += 1;
+                    if first.len() < page_size {
+                        first.push(facts.id);
+                    }
+                }
+            })?;
+            Ok::<_, StoreError>((count, first))
+        });
+        let found = scan
+            .await
+            .map_err(|error| ServiceError::Internal(format!("preview task: {error}")))??;
+        Ok(found)
+    }
+
+    fn checked_rule(&self, rule: &str, field: &str) -> Result<Rule, ServiceError> {
+        if rule.len() > self.config.rule_bytes_max {
+            return Err(ServiceError::invalid(
+                field,
+                format!("longer than {} bytes", self.config.rule_bytes_max),
+            ));
+        }
+        Rule::compile(rule).map_err(|error| ServiceError::invalid(field, error.to_string()))
     }
 
     pub fn get(&self, id: &str) -> Result<SegmentSummary, ServiceError> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::evaluate::{EvaluationTime, Evaluator};
 use super::holdout::is_held_out;
 use super::rule::{Needs, Rule};
-use crate::computed::{LifecycleThresholds, RfmCache};
+use crate::computed::{LifecycleThresholds, RfmCache, RfmQuintiles};
 use crate::model::{
     Clock, Membership, MembershipRules, ProfileFacts, SegmentDefinition, SegmentNumber,
     SegmentScope, UnixMillis,
@@ -39,6 +39,18 @@ impl SegmentRegistry {
             clock,
             lifecycle,
             rfm,
+        }
+    }
+
+    /// Whether `rule` holds for each profile it is asked about, as of now;
+    /// on an evaluator of its own, so that the writer's is never held.
+    pub fn matcher(&self, rule: Rule) -> RuleMatcher {
+        RuleMatcher {
+            evaluator: Evaluator::default(),
+            rule,
+            now: self.clock.now(),
+            lifecycle: self.lifecycle,
+            quintiles: self.rfm.read().ok().and_then(|cached| cached.clone()),
         }
     }
 
@@ -107,6 +119,27 @@ impl SegmentRegistry {
             .iter()
             .filter_map(|number| segments.get(number).cloned())
             .collect()
+    }
+}
+
+/// One rule, not installed, evaluated against profiles (a preview).
+pub struct RuleMatcher {
+    evaluator: Evaluator,
+    rule: Rule,
+    now: UnixMillis,
+    lifecycle: LifecycleThresholds,
+    quintiles: Option<RfmQuintiles>,
+}
+
+impl RuleMatcher {
+    pub fn matches(&self, facts: &ProfileFacts<'_>) -> bool {
+        let time = EvaluationTime {
+            now: self.now,
+            lifecycle: &self.lifecycle,
+            quintiles: self.quintiles.as_ref(),
+        };
+        let scope = self.evaluator.scope(facts, self.rule.needs(), &time);
+        self.rule.matches(&scope)
     }
 }
 

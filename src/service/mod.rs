@@ -69,6 +69,8 @@ pub struct UnmergeInput {
 }
 
 const CANDIDATES_PER_PAGE_DEFAULT: usize = 100;
+const PROFILES_PER_PAGE_DEFAULT: usize = 100;
+const PROFILES_PER_PAGE_MAX: usize = 1000;
 const CANDIDATES_PER_PAGE_MAX: usize = 1000;
 /// Profiles matched per writer job in a batch pass: small enough that
 /// identify and track calls queued meanwhile wait milliseconds, not seconds.
@@ -354,6 +356,36 @@ impl ProfileService {
     }
 
     /// One page of pending match candidates and the token of the next.
+    /// Live profile ids in order, a page at a time; the token is the last
+    /// id of the previous page.
+    pub fn list_profiles(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<ProfileId>, String), ServiceError> {
+        let limit = match page_size {
+            0 => PROFILES_PER_PAGE_DEFAULT,
+            asked => asked.min(PROFILES_PER_PAGE_MAX),
+        };
+        let after = match page_token {
+            "" => None,
+            token => Some(token.parse::<ProfileId>().map_err(|_| {
+                ServiceError::invalid("page_token", "not a token this server gave out")
+            })?),
+        };
+        let ids = self.store.profile_ids_after(after, limit)?;
+        let next = match ids.last() {
+            Some(last) if ids.len() == limit => last.to_string(),
+            _ => String::new(),
+        };
+        Ok((ids, next))
+    }
+
+    /// Live profiles now.
+    pub fn count_profiles(&self) -> u64 {
+        self.store.stats().writer.live_profiles
+    }
+
     pub fn list_match_candidates(
         &self,
         page_size: usize,

@@ -263,6 +263,49 @@ fn profile_facts<'a>(
     })
 }
 
+/// The facts of every live profile, read from the tree in id order.
+pub fn for_each_profile_facts(
+    tree: &sled::Tree,
+    visit: &mut dyn FnMut(&ProfileFacts<'_>),
+) -> Result<(), StoreError> {
+    for entry in tree.scan_prefix([keys::PROFILE]) {
+        let (key, value) = entry?;
+        let Some(id) = keys::decode_u64(&key[1..]) else {
+            continue;
+        };
+        let id = ProfileId(id);
+        let record = ProfileRecord::for_reading(&value)?;
+        let events = TreeEvents { tree, id };
+        visit(&profile_facts(id, &record, &events)?);
+    }
+    Ok(())
+}
+
+/// Counts a profile's events in the tree as it is.
+struct TreeEvents<'t> {
+    tree: &'t sled::Tree,
+    id: ProfileId,
+}
+
+impl EventCounter for TreeEvents<'_> {
+    fn count_since(&self, name: &str, since: UnixMillis) -> u64 {
+        let prefix = keys::events_of(self.id);
+        let start = keys::event(self.id, since, 0);
+        self.tree
+            .range(start..)
+            .take_while(|entry| {
+                entry
+                    .as_ref()
+                    .is_ok_and(|(key, _)| key.starts_with(&prefix))
+            })
+            .filter_map(Result::ok)
+            .filter(|(_, value)| {
+                EventRecord::decode(value.as_ref()).is_ok_and(|event| event.name == name)
+            })
+            .count() as u64
+    }
+}
+
 /// Counts events through the pending writes, so that events of the same
 /// group are seen.
 struct OverlayEvents<'a, 'g, 't> {

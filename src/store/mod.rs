@@ -30,9 +30,9 @@ use crate::identity::fuzzy::MatchModel;
 
 use crate::model::{
     AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
-    MatchCandidate, MatchPassOutcome, Membership, MembershipChange, PrivacyRequest, ProfileId,
-    ProfileView, ReviewOutcome, SegmentDefinition, SegmentNumber, SegmentScope, TraitView,
-    UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
+    MatchCandidate, MatchPassOutcome, Membership, MembershipChange, PrivacyRequest, ProfileFacts,
+    ProfileId, ProfileView, ReviewOutcome, SegmentDefinition, SegmentNumber, SegmentScope,
+    TraitView, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome,
 };
 
 pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
@@ -130,6 +130,13 @@ pub trait ProfileStore: Send + Sync + 'static {
         &self,
         call: ConsentCall,
     ) -> BoxFuture<'static, Result<ProfileId, StoreError>>;
+
+    /// Calls `visit` with the facts segment rules read of every live
+    /// profile, in profile id order (a full scan, for previews). Blocking.
+    fn for_each_profile_facts(
+        &self,
+        visit: &mut dyn FnMut(&ProfileFacts<'_>),
+    ) -> Result<(), StoreError>;
 
     /// Calls `visit` with the aggregates of every live profile (a full scan,
     /// for population statistics). Blocking.

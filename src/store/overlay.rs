@@ -69,6 +69,22 @@ impl<'t> GroupWrites<'t> {
         }
     }
 
+    /// How many more records with this table tag the tree holds once the
+    /// group is applied (negative when it removes more than it adds).
+    pub fn count_change(&self, tag: u8) -> Result<i64, StoreError> {
+        let mut change = 0i64;
+        let prefix = [tag];
+        for (key, value) in self
+            .changes
+            .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
+            .take_while(|(key, _)| key.first() == Some(&tag))
+        {
+            let existed = self.tree.contains_key(key)?;
+            change += i64::from(value.is_some()) - i64::from(existed);
+        }
+        Ok(change)
+    }
+
     /// Keys under `prefix` written (or removed) by the group so far.
     pub fn changed_keys(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
         self.changes

@@ -31,8 +31,8 @@ use crate::identity::fuzzy::{MatchModel, estimate};
 use crate::model::{
     AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
     MatchCandidate, MatchEvidence, MatchPassOutcome, Membership, MembershipChange, MembershipRules,
-    PrivacyRequest, ProfileId, ProfileView, ReviewOutcome, SegmentDefinition, SegmentScope,
-    UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
+    PrivacyRequest, ProfileFacts, ProfileId, ProfileView, ReviewOutcome, SegmentDefinition,
+    SegmentScope, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
 };
 use prost::Message;
 
@@ -111,6 +111,7 @@ impl SledStore {
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
         let memberships = Arc::new(MembershipIndex::load(&tree)?);
         let writer_stats = Arc::new(WriterStats::default());
+        writer_stats.set_live_profiles(count_keys(&tree, keys::PROFILE)?);
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
@@ -277,6 +278,15 @@ fn suppression_key(tree: &sled::Tree, options: &SledStoreOptions) -> Result<Vec<
 
 fn log_file_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
+}
+
+fn count_keys(tree: &sled::Tree, tag: u8) -> Result<u64, StoreError> {
+    let mut count = 0;
+    for entry in tree.scan_prefix([tag]) {
+        entry?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 fn open_db(
@@ -691,6 +701,13 @@ impl ProfileStore for SledStore {
 
     fn unmerge(&self, call: UnmergeCall) -> BoxFuture<'static, Result<UnmergeOutcome, StoreError>> {
         self.submit(move |context| apply_unmerge(context.writes, context.counters, &call))
+    }
+
+    fn for_each_profile_facts(
+        &self,
+        visit: &mut dyn FnMut(&ProfileFacts<'_>),
+    ) -> Result<(), StoreError> {
+        membership::for_each_profile_facts(&self.tree, visit)
     }
 
     fn for_each_activity(&self, visit: &mut dyn FnMut(&Activity)) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 //! them (the metrics endpoint). Plain atomics: the writer must not wait on
 //! a reader, and no reader needs the counters to agree with each other.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Upper bounds (inclusive) of the group-size histogram buckets, in calls.
 pub const GROUP_SIZE_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
@@ -16,6 +16,9 @@ pub struct WriterStats {
     blob_files_synced: AtomicU64,
     /// Groups per bucket of [`GROUP_SIZE_BOUNDS`], the last one unbounded.
     group_sizes: [AtomicU64; GROUP_SIZE_BOUNDS.len() + 1],
+    /// Live profile records: counted at open, then moved by every durable
+    /// group by the records it created and removed.
+    live_profiles: AtomicI64,
 }
 
 impl WriterStats {
@@ -31,6 +34,17 @@ impl WriterStats {
         self.group_sizes[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn set_live_profiles(&self, profiles: u64) {
+        self.live_profiles.store(
+            i64::try_from(profiles).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn live_profiles_changed(&self, change: i64) {
+        self.live_profiles.fetch_add(change, Ordering::Relaxed);
+    }
+
     pub fn blob_files_synced(&self, files: u64) {
         self.blob_files_synced.fetch_add(files, Ordering::Relaxed);
     }
@@ -41,6 +55,7 @@ impl WriterStats {
             groups_committed: self.groups_committed.load(Ordering::Relaxed),
             calls_committed: self.calls_committed.load(Ordering::Relaxed),
             profiles_merged: self.profiles_merged.load(Ordering::Relaxed),
+            live_profiles: u64::try_from(self.live_profiles.load(Ordering::Relaxed)).unwrap_or(0),
             group_sizes: self
                 .group_sizes
                 .iter()
@@ -58,6 +73,8 @@ pub struct WriterCounts {
     /// Profiles merged away by identify and track calls (including merges
     /// fuzzy matching made on them).
     pub profiles_merged: u64,
+    /// Live (not merged-away, not erased) profiles.
+    pub live_profiles: u64,
     /// Blob files (sled's files for values over a quarter of a segment)
     /// synced before their groups were acknowledged.
     pub blob_files_synced: u64,

@@ -236,13 +236,18 @@ impl Writer {
         reevaluate_changed_profiles(&mut group, self.segments.as_ref());
         let membership_changes = group.take_membership_changes();
 
+        let mut profiles_change = 0;
         let committed = if group.is_empty() {
             Ok(())
         } else {
-            let batch = group.into_batch();
-            self.tree
-                .apply_batch(batch)
-                .map_err(StoreError::from)
+            group
+                .count_change(keys::PROFILE)
+                .and_then(|change| {
+                    profiles_change = change;
+                    self.tree
+                        .apply_batch(group.into_batch())
+                        .map_err(StoreError::from)
+                })
                 .and_then(|()| self.make_durable())
         };
         match committed {
@@ -250,6 +255,7 @@ impl Writer {
                 // Before answering: a caller that reads memberships right
                 // after its acknowledgement sees them.
                 self.memberships.publish(membership_changes);
+                self.stats.live_profiles_changed(profiles_change);
                 if calls_in_group > 0 {
                     self.stats.group_committed(calls_in_group, profiles_merged);
                 }

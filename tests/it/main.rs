@@ -9,6 +9,7 @@ mod computed;
 mod consent;
 mod crash;
 mod durability;
+mod finding;
 mod fuzz_corpus;
 mod fuzzy;
 mod http_api;
