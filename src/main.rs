@@ -2,7 +2,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use sightline::api::pb::{self, get_profile_request::Lookup};
-use sightline::cli::{self, BearerToken, CliError};
+use sightline::cli::{self, CliError};
+use sightline::cli::{OperatorCommand, Target};
 use sightline::config::Config;
 use sightline::import::{ImportError, ImportOptions};
 use sightline::model::SystemClock;
@@ -120,6 +121,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Operator(OperatorCommand),
     /// Send an identify call to a running server.
     Identify {
         #[command(flatten)]
@@ -160,6 +163,7 @@ enum Command {
             required_unless_present = "profile_id"
         )]
         identifier: Option<String>,
+        /// Profile id, e.g. p42 (a merged-away id finds the survivor).
         #[arg(long)]
         profile_id: Option<String>,
         /// Newest events to include (0: server default).
@@ -187,6 +191,7 @@ enum Command {
         /// Why, recorded with the request (never the person's data).
         #[arg(long)]
         reason: String,
+        /// Who asked for it, recorded with the request.
         #[arg(long, default_value = "")]
         requester: String,
         /// Let later calls carrying the identifiers create a new profile.
@@ -231,35 +236,16 @@ enum TokenCommand {
 }
 
 #[derive(clap::Args)]
-struct Target {
-    /// Address of the running server.
-    #[arg(
-        long,
-        env = "SIGHTLINE_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    server: String,
-    /// Bearer token sent with every call.
-    #[arg(long, env = "SIGHTLINE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-}
-
-impl Target {
-    fn bearer(&self) -> Result<BearerToken, CliError> {
-        BearerToken::new(self.token.as_deref())
-    }
-}
-
-#[derive(clap::Args)]
 struct SubjectArgs {
     /// Identifier as kind:value, e.g. email:jane@example.com.
     #[arg(
-        long = "identifier",
-        alias = "id",
+        long = "id",
+        alias = "identifier",
         conflicts_with = "profile_id",
         required_unless_present = "profile_id"
     )]
     identifier: Option<String>,
+    /// Profile id, e.g. p42 (a merged-away id finds the survivor).
     #[arg(long)]
     profile_id: Option<String>,
     /// Your reference for the request; generated when omitted. Repeating
@@ -278,9 +264,7 @@ impl SubjectArgs {
         match (&self.identifier, &self.profile_id) {
             (Some(identifier), _) => Ok(by_identifier(cli::parse_identifier(identifier)?)),
             (None, Some(profile_id)) => Ok(by_profile_id(profile_id.clone())),
-            (None, None) => Err(CliError::Usage(
-                "give --identifier or --profile-id".to_owned(),
-            )),
+            (None, None) => Err(CliError::Usage("give --id or --profile-id".to_owned())),
         }
     }
 }
@@ -290,6 +274,9 @@ struct CallOptions {
     /// Idempotency key: a repeated message id is not applied twice.
     #[arg(long, default_value = "")]
     message_id: String,
+    /// When it happened at the source (RFC 3339) [default: now].
+    #[arg(long)]
+    timestamp: Option<String>,
     /// Provenance: which system the data comes from.
     #[arg(long, default_value = "cli")]
     source: String,
@@ -391,8 +378,12 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 let request = pb::IdentifyRequest {
                     identifiers: parse_identifiers(&identifiers)?,
                     traits: cli::parse_fields(&traits)?,
+                    timestamp: call
+                        .timestamp
+                        .as_deref()
+                        .map(cli::parse_timestamp)
+                        .transpose()?,
                     message_id: call.message_id,
-                    timestamp: None,
                     source: call.source,
                 };
                 let response = cli::connect(&target.server, &target.bearer()?)
@@ -412,8 +403,12 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     identifiers: parse_identifiers(&identifiers)?,
                     event,
                     properties: cli::parse_fields(&properties)?,
+                    timestamp: call
+                        .timestamp
+                        .as_deref()
+                        .map(cli::parse_timestamp)
+                        .transpose()?,
                     message_id: call.message_id,
-                    timestamp: None,
                     source: call.source,
                 };
                 let response = cli::connect(&target.server, &target.bearer()?)
@@ -504,8 +499,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 let report = run_quality(options)
                     .await
                     .map_err(|error| CliError::Usage(error.to_string()))?;
-                print_out(&report.to_string())
-                    .map_err(|error| CliError::Usage(error.to_string()))?;
+                cli::print_line(&report.to_string())?;
                 Ok(serde_json::Value::Null)
             }
             Command::Import {
@@ -582,26 +576,16 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     "fields": fields,
                 }))
             }
+            Command::Operator(command) => cli::run_operator(command).await,
             Command::Serve { .. } | Command::Token { .. } | Command::Restore { .. } => {
                 Err(CliError::Usage("not a client command".to_owned()))
             }
         }
     })?;
     if !output.is_null() {
-        print_out(&serde_json::to_string_pretty(&output)?)?;
+        cli::print_line(&serde_json::to_string_pretty(&output)?)?;
     }
     Ok(())
-}
-
-/// Writes a line to stdout; a reader that went away early (`| head`) is
-/// not an error.
-fn print_out(text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
 }
 
 fn parse_identifiers(texts: &[String]) -> Result<Vec<pb::Identifier>, CliError> {

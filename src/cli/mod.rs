@@ -17,6 +17,40 @@ use crate::api::pb::{
 };
 use crate::import::ImportSummary;
 
+mod operations;
+
+pub use operations::{OperatorCommand, parse_timestamp, run as run_operator};
+
+/// Writes a line to stdout; a reader that went away early (`| head`) is
+/// not an error.
+pub fn print_line(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Usage(format!("cannot write the output: {error}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Which server a client command talks to, and with which token.
+#[derive(clap::Args)]
+pub struct Target {
+    /// Address of the running server (`host:port`, or a URL).
+    #[arg(long, env = "SIGHTLINE_SERVER", default_value = "127.0.0.1:50051")]
+    pub server: String,
+    /// Bearer token sent with every call.
+    #[arg(long, env = "SIGHTLINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Target {
+    pub fn bearer(&self) -> Result<BearerToken, CliError> {
+        BearerToken::new(self.token.as_deref())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -286,12 +320,43 @@ pub fn import_summary_json(summary: &ImportSummary) -> Value {
     })
 }
 
+fn identifier_json(identifier: Option<&pb::Identifier>) -> Value {
+    identifier.map_or(Value::Null, |identifier| {
+        Value::String(format!("{}:{}", identifier.kind, identifier.value))
+    })
+}
+
+/// Everything the answer holds, refused links and ignored identifiers too.
 pub fn write_response_json(response: &pb::WriteResponse) -> Value {
+    let blocked: Vec<Value> = response
+        .blocked_links
+        .iter()
+        .map(|link| {
+            json!({
+                "profile_id": link.profile_id,
+                "identifiers": link.identifiers.iter().map(|id| identifier_json(Some(id))).collect::<Vec<_>>(),
+                "reason": link.reason,
+            })
+        })
+        .collect();
+    let ignored: Vec<Value> = response
+        .ignored_identifiers
+        .iter()
+        .map(|ignored| {
+            json!({
+                "identifier": identifier_json(ignored.identifier.as_ref()),
+                "reason": ignored.reason,
+            })
+        })
+        .collect();
     json!({
         "profile_id": response.profile_id,
         "outcome": response.outcome().as_str_name(),
         "merged_profile_ids": response.merged_profile_ids,
         "duplicate": response.duplicate,
+        "suppressed": response.suppressed,
+        "blocked_links": blocked,
+        "ignored_identifiers": ignored,
     })
 }
 
@@ -347,18 +412,7 @@ pub fn profile_json(profile: &pb::Profile) -> Value {
         })
         .collect();
     let computed = profile.computed.clone().unwrap_or_default();
-    let consents: Vec<Value> = profile
-        .consents
-        .iter()
-        .map(|consent| {
-            json!({
-                "channel": consent.channel,
-                "purpose": consent.purpose,
-                "state": consent.state().as_str_name(),
-                "at": timestamp_json(consent.at.as_ref()),
-            })
-        })
-        .collect();
+    let consents: Vec<Value> = profile.consents.iter().map(consent_json).collect();
     json!({
         "profile_id": profile.profile_id,
         "merged_profile_ids": profile.merged_profile_ids,
@@ -385,5 +439,28 @@ pub fn profile_json(profile: &pb::Profile) -> Value {
         "events": events,
         "created_at": timestamp_json(profile.created_at.as_ref()),
         "updated_at": timestamp_json(profile.updated_at.as_ref()),
+        "consent_history": profile.consent_history.iter().map(consent_json).collect::<Vec<_>>(),
+        "journal": profile.journal.iter().map(journal_json).collect::<Vec<_>>(),
+    })
+}
+
+fn consent_json(consent: &pb::Consent) -> Value {
+    json!({
+        "channel": consent.channel,
+        "purpose": consent.purpose,
+        "state": consent.state().as_str_name(),
+        "at": timestamp_json(consent.at.as_ref()),
+        "provenance": provenance_json(consent.provenance.as_ref()),
+    })
+}
+
+fn journal_json(entry: &pb::JournalEntry) -> Value {
+    json!({
+        "kind": entry.kind().as_str_name(),
+        "at": timestamp_json(entry.at.as_ref()),
+        "message_id": entry.message_id,
+        "other_profile_ids": entry.other_profile_ids,
+        "identifiers": entry.identifiers.iter().map(|id| identifier_json(Some(id))).collect::<Vec<_>>(),
+        "reason": entry.reason,
     })
 }
