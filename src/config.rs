@@ -14,10 +14,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {source}")]
+    /// Says where and what, never the text of the line: a configuration
+    /// file may hold secrets (a pasted token, a key).
+    #[error("invalid config file {}: {where_}{message}", path.display())]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        where_: String,
+        message: String,
     },
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -519,9 +522,18 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let config: Config = toml::from_str(&text).map_err(|error| ConfigError::Parse {
             path: path.to_owned(),
-            source: Box::new(source),
+            where_: error
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+                    format!("line {line}, column {column}: ")
+                })
+                .unwrap_or_default(),
+            message: without_quoted_values(error.message()),
         })?;
         Ok(config)
     }
@@ -718,9 +730,46 @@ impl Config {
     }
 }
 
+/// A parser message with every quoted value replaced by `"…"`: messages
+/// such as `invalid type: string "…"` quote what the file holds.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                out.push_str("\"…");
+                quoted = true;
+            }
+            ('"', true) => {
+                out.push('"');
+                quoted = false;
+            }
+            (_, false) => out.push(c),
+            (_, true) => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parse_error_says_where_but_never_echoes_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sightline.toml");
+        for text in [
+            "listen = \"127.0.0.1:6000\"\ntoken: 3f9c0secret0b7\n",
+            "[auth]\ntokens = \"3f9c0secret0b7\"\n",
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let message = Config::from_file(&path).expect_err("invalid").to_string();
+            assert!(!message.contains("secret"), "{message}");
+            assert!(message.contains("line "), "{message}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_files_override_them() {

@@ -222,8 +222,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Print a new random token and the configuration entry (with its
-    /// SHA-256) that makes the server accept it.
+    /// Make a new random token: the token goes to stderr (shown once), the
+    /// configuration entry with its SHA-256 to stdout, ready to append to
+    /// the server's configuration file.
     Create {
         /// Shown in access logs, e.g. `crm-sync`.
         #[arg(long)]
@@ -315,7 +316,12 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Create { name, scopes },
         } => match create_token(&name, &scopes) {
-            Ok(entry) => {
+            Ok((token, entry)) => {
+                // The secret goes to the terminal, the entry to stdout, so
+                // that `>> sightline.toml` appends valid configuration
+                // without the secret.
+                eprintln!("token: {token}");
+                eprintln!("(shown once: hand it to the client; the server keeps only its hash)");
                 print!("{entry}");
                 ExitCode::SUCCESS
             }
@@ -611,12 +617,16 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn create_token(name: &str, scopes: &[Scope]) -> Result<String, Box<dyn std::error::Error>> {
+fn create_token(
+    name: &str,
+    scopes: &[Scope],
+) -> Result<(String, String), Box<dyn std::error::Error>> {
     if !valid_token_name(name) {
         return Err("a token name is 1 to 64 of A-Z a-z 0-9 _ . -".into());
     }
     let token = generate_token()?;
-    Ok(cli::token_entry(name, scopes, &token))
+    let entry = cli::token_entry(name, scopes, &token);
+    Ok((token, entry))
 }
 
 /// Panics are logged with their location only: a panic message may quote

@@ -237,12 +237,14 @@ pub fn erase_response_json(response: &pb::EraseSubjectResponse) -> Value {
 
 /// What `sightline token create` prints: the token, once, and the entry
 /// for the server's configuration, which holds only its hash.
+/// The configuration entry that makes a server accept `token`: valid TOML
+/// holding only the token's hash, so that it can be appended to the
+/// configuration file as it is.
 pub fn token_entry(name: &str, scopes: &[crate::security::Scope], token: &str) -> String {
     let hash = crate::security::hash_token(token);
     let scopes: Vec<String> = scopes.iter().map(|scope| format!("\"{scope}\"")).collect();
     format!(
-        "token: {token}\n\n\
-         # Add to the server's configuration file; the token itself is shown only once.\n\
+        "# Token `{name}`: append to the server's configuration file.\n\
          [[auth.tokens]]\n\
          name = \"{name}\"\n\
          scopes = [{}]\n\

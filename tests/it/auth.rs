@@ -267,19 +267,26 @@ async fn a_created_token_works_once_its_printed_entry_is_configured() {
         .output()
         .expect("run sightline token create");
     assert!(output.status.success(), "{output:?}");
-    let printed = String::from_utf8(output.stdout).expect("utf-8");
-    let token = printed
+    let shown = String::from_utf8(output.stderr).expect("utf-8");
+    let token = shown
         .lines()
         .find_map(|line| line.strip_prefix("token: "))
         .expect("the token line")
         .to_owned();
+    let entry = String::from_utf8(output.stdout).expect("utf-8");
     assert!(
-        !printed.lines().skip(1).any(|line| line.contains(&token)),
+        !entry.contains(&token),
         "the configuration entry holds only the hash"
     );
-    // Everything after the token line is configuration, pasted as printed.
-    let entry: String = printed.lines().skip(1).collect::<Vec<_>>().join("\n");
-    let pasted: Config = toml::from_str(&entry).expect("the entry is valid TOML");
+    // Appended to a configuration file as printed, it is valid TOML.
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_path = config_dir.path().join("sightline.toml");
+    std::fs::write(
+        &config_path,
+        format!("listen = \"127.0.0.1:50051\"\n{entry}"),
+    )
+    .unwrap();
+    let pasted = Config::from_file(&config_path).expect("the entry appends as valid TOML");
 
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&data_dir);
