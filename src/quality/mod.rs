@@ -157,6 +157,11 @@ pub enum QualityError {
          clean, typos, nicknames_swaps, changes, shared_devices, junk"
     )]
     UnknownScenario(String),
+    #[error(
+        "the server holds {0} profiles: run the harness against a server of its own, \
+         started on an empty data directory"
+    )]
+    NotEmpty(u64),
     #[error("cannot connect to {server}: {source}")]
     Connect {
         server: String,
@@ -164,6 +169,8 @@ pub enum QualityError {
     },
     #[error("ingest failed: {}: {}", .0.code(), .0.message())]
     Ingest(tonic::Status),
+    #[error("call failed: {}: {}", .0.code(), .0.message())]
+    Call(tonic::Status),
     #[error(
         "ingest rejected {rejected} items but listed {listed}: lower ingest_chunk_items \
          to at most the server's limits.ingest_errors_max"
@@ -209,6 +216,17 @@ pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, Quali
         .map_err(connect_error)?;
     let mut client = profile_client(channel, options.token.clone())
         .max_decoding_message_size(RESPONSE_BYTES_MAX);
+    // The harness writes made-up people and scores every profile it finds:
+    // on a server holding real data it would do harm and measure nothing.
+    let held = client
+        .count_profiles(crate::api::pb::CountProfilesRequest {})
+        .await
+        .map_err(QualityError::Call)?
+        .into_inner()
+        .profiles;
+    if held > 0 {
+        return Err(QualityError::NotEmpty(held));
+    }
     let mut scenarios = Vec::with_capacity(options.scenarios.len());
     for &scenario in &options.scenarios {
         let report = run_scenario(&mut client, &options, scenario).await?;

@@ -67,3 +67,31 @@ async fn a_small_run_scores_every_scenario_and_clean_data_perfectly() {
     let junk = report.scenario(Scenario::Junk).expect("junk scenario");
     assert!(junk.rejected > 0, "the junk phone is rejected per item");
 }
+
+#[tokio::test]
+async fn the_harness_refuses_a_server_that_holds_profiles() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .identify(identify(vec![email("real.customer@example.com")]))
+        .await
+        .unwrap();
+    let options = QualityOptions {
+        server: server.address.to_string(),
+        people_per_scenario: 10,
+        ..QualityOptions::default()
+    };
+    let error = run_quality(options).await.expect_err("refused");
+    assert!(error.to_string().contains("holds 1 profiles"), "{error}");
+    let profile = get_by(&mut client, email("real.customer@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(profile.event_count, 0);
+    let count = client
+        .count_profiles(sightline::api::pb::CountProfilesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .profiles;
+    assert_eq!(count, 1, "nothing was written");
+}
