@@ -41,6 +41,11 @@ pub enum Refusal {
     /// The panic itself is logged; its message may quote request data.
     #[error("internal error")]
     Panicked,
+    #[error(
+        "the request cannot be decoded: it is malformed, or nested too deeply \
+         for the decoder"
+    )]
+    Undecodable,
 }
 
 pub fn refusal_status(refusal: Refusal) -> Status {
@@ -50,6 +55,7 @@ pub fn refusal_status(refusal: Refusal) -> Status {
         Refusal::Overloaded => Code::ResourceExhausted,
         Refusal::TooSlow => Code::DeadlineExceeded,
         Refusal::Panicked => Code::Internal,
+        Refusal::Undecodable => Code::InvalidArgument,
     };
     Status::new(code, refusal.to_string())
 }

@@ -156,3 +156,27 @@ async fn unknown_profiles_are_not_found_and_malformed_lookups_invalid() {
         .unwrap_err();
     assert_invalid(&status, "lookup");
 }
+
+#[tokio::test]
+async fn traits_nested_past_the_decoders_limit_are_invalid_not_internal() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut value = text("bottom");
+    for _ in 0..60 {
+        value = prost_types::Value {
+            kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
+                fields: [("inner".to_owned(), value)].into_iter().collect(),
+            })),
+        };
+    }
+    let mut request = identify(vec![email("deep@example.com")]);
+    request.traits = traits(&[("deep", value)]);
+    let status = client.identify(request).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("decoded"), "{}", status.message());
+    let missing = get_by(&mut client, email("deep@example.com")).await;
+    assert_eq!(
+        missing.expect_err("nothing stored").code(),
+        tonic::Code::NotFound
+    );
+}

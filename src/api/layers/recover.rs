@@ -33,6 +33,18 @@ pub struct Recover<S> {
     inner: S,
 }
 
+/// tonic answers a request it cannot decode (nested past the decoder's
+/// recursion limit, or malformed) with INTERNAL, but the fault is the
+/// caller's.
+fn is_undecodable_request(headers: &http::HeaderMap) -> bool {
+    tonic::Status::from_header_map(headers).is_some_and(|status| {
+        status.code() == tonic::Code::Internal
+            && status
+                .message()
+                .starts_with("failed to decode Protobuf message")
+    })
+}
+
 fn log_panic(method: &str) {
     tracing::error!(method, "call panicked; answered INTERNAL");
 }
@@ -63,6 +75,9 @@ where
         };
         Box::pin(async move {
             match AssertUnwindSafe(response).catch_unwind().await {
+                Ok(Ok(response)) if is_undecodable_request(response.headers()) => {
+                    Ok(refuse(Refusal::Undecodable))
+                }
                 Ok(response) => Ok(response?.map(|body| {
                     Body::new(RecoverBody {
                         body,
