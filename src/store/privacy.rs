@@ -250,7 +250,8 @@ fn remove_profile(
 
     scrub_other_journals(writes, live, record)?;
     writes.remove(keys::profile(live));
-    counts.profiles = 1;
+    // The person's profile and every profile merged into it.
+    counts.profiles = all_ids.len() as u64;
     Ok(())
 }
 
