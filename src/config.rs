@@ -453,6 +453,10 @@ pub struct Limits {
     /// server-streaming ones. Client-streaming calls (`Ingest`) are not
     /// cut: an import may stream for as long as it has data.
     pub call_timeout_ms: u64,
+    /// On SIGTERM, how long calls in flight may take to finish; open
+    /// `Ingest` streams are ended at once, with what they sent made
+    /// durable, and answered UNAVAILABLE.
+    pub shutdown_drain_ms: u64,
     /// How far ahead of the server's clock an event or consent time may
     /// be; later times are refused (INVALID_ARGUMENT), since a time in the
     /// future would outrank every decision made until then.
@@ -485,6 +489,7 @@ impl Default for Limits {
             request_message_bytes_max: 4 * 1024 * 1024,
             response_message_bytes_max: 64 * 1024 * 1024,
             call_timeout_ms: 30_000,
+            shutdown_drain_ms: 5_000,
             future_skew_secs: 300,
             calls_in_flight_max: 2048,
             streams_per_connection_max: 2048,

@@ -355,7 +355,9 @@ pub async fn run_on(
     let metrics_task =
         spawn_metrics(&config, Arc::clone(&request_metrics), Arc::clone(&service)).await?;
     let admin_api = AdminServer::new(AdminApi::new(Arc::clone(&service)));
-    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    // Turns true on shutdown: the HTTP listener and open Ingest streams
+    // stop, and the drain time starts.
+    let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let http_task = spawn_http(
         &config,
         http_listener,
@@ -369,13 +371,14 @@ pub async fn run_on(
             .with_segments(Arc::clone(&segments))
             .with_access_log(access_log.clone())
         },
-        http_stopped,
+        stopping_seen.clone(),
     )
     .await?;
 
     let limits = &config.limits;
     let profiles = ProfileServer::new(
         ProfileApi::new(service)
+            .with_stopping(stopping_seen.clone())
             .with_segments(Arc::clone(&segments))
             .with_privacy(Arc::clone(&privacy))
             .with_access_log(access_log),
@@ -399,7 +402,7 @@ pub async fn run_on(
     log_exposure(exposure, tls_enabled);
     tracing::info!(%address, tls = tls_enabled, data_dir = %config.data_dir.display(), "serving");
     let shutdown_health = health.clone();
-    builder
+    let serving = builder
         .layer(RequestMetricsLayer::new(request_metrics))
         .layer(AccessLogLayer)
         .layer(ShedLayer::new(limits.calls_in_flight_max))
@@ -418,7 +421,7 @@ pub async fn run_on(
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");
-            let _ = stop_http.send(true);
+            stopping.send_replace(true);
             watches.close_watches();
             shutdown_health
                 .set_service_status("", ServingStatus::NotServing)
@@ -426,14 +429,34 @@ pub async fn run_on(
             shutdown_health.set_not_serving::<ProfileServer>().await;
             shutdown_health.set_not_serving::<SegmentServer>().await;
             shutdown_health.set_not_serving::<PrivacyServer>().await;
-        })
-        .await?;
+        });
+    // Calls still open when the drain time is over are cut: a client that
+    // never ends its stream must not keep the server from stopping.
+    let drain = Duration::from_millis(limits.shutdown_drain_ms);
+    let mut drain_started = stopping_seen;
+    let drained = async move {
+        let _ = drain_started.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = drained => tracing::warn!(
+            drain_ms = drain.as_millis() as u64,
+            "calls still open after the drain time were ended"
+        ),
+    }
 
-    if let Some(http_task) = http_task {
-        // It finishes the calls in flight; their writes are acknowledged.
-        match http_task.await? {
-            Ok(()) => {}
-            Err(error) => tracing::warn!(%error, "HTTP listener stopped with an error"),
+    if let Some(mut http_task) = http_task {
+        // It finishes the calls in flight (their writes are acknowledged),
+        // within the drain time too.
+        match tokio::time::timeout(drain, &mut http_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP listener stopped with an error"),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => {
+                tracing::warn!("HTTP calls still open after the drain time were ended");
+                http_task.abort();
+            }
         }
     }
     for task in [maintenance, sweep, metrics_task].into_iter().flatten() {

@@ -36,6 +36,8 @@ pub struct ProfileApi {
     access_log: Option<AccessLog>,
     /// Applies access-log retention in `RunMaintenance` too, when attached.
     privacy: Option<Arc<PrivacyService>>,
+    /// Turns true when the server stops: open `Ingest` streams end then.
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ProfileApi {
@@ -45,7 +47,13 @@ impl ProfileApi {
             segments: None,
             access_log: None,
             privacy: None,
+            stopping: None,
         }
+    }
+
+    pub fn with_stopping(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 
     pub fn with_access_log(mut self, access_log: AccessLog) -> Self {
@@ -147,7 +155,23 @@ impl ProfileRpc for ProfileApi {
         let mut chunk = Chunk::default();
         let mut in_flight: VecDeque<PendingChunk> = VecDeque::new();
         let mut index: u64 = 0;
-        while let Some(item) = items.message().await? {
+        let mut stopping = self.stopping.clone();
+        let mut stopped = false;
+        loop {
+            let next = match &mut stopping {
+                Some(stop) => tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stopping| *stopping) => {
+                        stopped = true;
+                        None
+                    }
+                    item = items.message() => item?,
+                },
+                None => items.message().await?,
+            };
+            let Some(item) = next else {
+                break;
+            };
             let message_id = item_message_id(&item);
             match self.ingest_call(item) {
                 Ok(call) => chunk.push(index, call),
@@ -174,6 +198,15 @@ impl ProfileRpc for ProfileApi {
             duplicate: summary.response.duplicate,
             rejected: summary.response.rejected,
         });
+        if stopped {
+            // What was received is durable; the client resends the rest
+            // (message ids make resending what was stored harmless).
+            return Err(Status::unavailable(format!(
+                "the server is shutting down: the first {index} items were handled \
+                 ({} accepted, {} duplicate, {} rejected) and are durable; send the rest again",
+                summary.response.accepted, summary.response.duplicate, summary.response.rejected
+            )));
+        }
         Ok(Response::new(summary.response))
     }
 

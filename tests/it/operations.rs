@@ -2,6 +2,9 @@
 //! the binary's graceful shutdown on SIGTERM.
 
 use std::process::Command;
+use std::time::Duration;
+
+use sightline::api::pb;
 
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -88,4 +91,78 @@ async fn the_binary_shuts_down_gracefully_on_sigterm_keeping_acknowledged_writes
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(profile.unwrap().event_count, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_as_soon_as_the_port_opens_is_a_graceful_stop() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = spawn_binary(data_dir.path(), port);
+    let pid = child.id().to_string();
+    // The first moment anything answers on the port.
+    let opened = tokio::task::spawn_blocking(move || {
+        for _ in 0..10_000 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    });
+    assert!(opened.await.unwrap(), "the port opened");
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        child.wait()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(exit.success(), "a graceful stop exits 0: {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_ingest_stream_ends_unavailable_within_the_drain_time_keeping_what_it_sent() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    config.limits.shutdown_drain_ms = 1_000;
+    let server = TestServer::start_with(data_dir, config.clone()).await;
+    let mut client = server.client().await;
+    let (items, received) = tokio::sync::mpsc::channel::<pb::IngestRequest>(16);
+    for n in 0..10 {
+        let mut event = track(vec![user("streamer")], "Page Viewed");
+        event.message_id = format!("stream-{n}");
+        items
+            .send(pb::IngestRequest {
+                item: Some(pb::ingest_request::Item::Track(event)),
+            })
+            .await
+            .unwrap();
+    }
+    let mut streaming = client.clone();
+    // The client never ends its stream: `items` stays open.
+    let call = tokio::spawn(async move {
+        streaming
+            .ingest(tokio_stream::wrappers::ReceiverStream::new(received))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let data_dir = server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    let answer = call.await.unwrap();
+    let status = answer.expect_err("the stream was ended by the server");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    drop(items);
+
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    let profile = get_by(&mut client, user("streamer")).await.unwrap();
+    assert_eq!(profile.event_count, 10, "what the stream sent is durable");
+    server.stop().await;
 }
