@@ -128,7 +128,7 @@ async fn an_open_ingest_stream_ends_unavailable_within_the_drain_time_keeping_wh
     let mut config = test_config(&data_dir);
     config.limits.shutdown_drain_ms = 1_000;
     let server = TestServer::start_with(data_dir, config.clone()).await;
-    let mut client = server.client().await;
+    let client = server.client().await;
     let (items, received) = tokio::sync::mpsc::channel::<pb::IngestRequest>(16);
     for n in 0..10 {
         let mut event = track(vec![user("streamer")], "Page Viewed");
