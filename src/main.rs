@@ -68,6 +68,15 @@ enum Command {
         /// (repeatable).
         #[arg(long = "map")]
         overrides: Vec<String>,
+        /// Column type as HEADER=number|bool|date|text|auto (repeatable).
+        /// Free-form columns are `auto` (numbers and true/false become
+        /// such); the reserved traits and address fields are text.
+        #[arg(long = "types", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Field separator, e.g. ';' or 'tab' [default: the one the header
+        /// line uses].
+        #[arg(long)]
+        delimiter: Option<String>,
         /// Column holding when the row's data was true (RFC 3339, a date or
         /// Unix seconds) [default: the time of the import].
         #[arg(long)]
@@ -512,6 +521,8 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 target,
                 file,
                 overrides,
+                types,
+                delimiter,
                 timestamp_column,
                 rejects,
                 source,
@@ -523,11 +534,28 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     .map(|text| text.parse())
                     .collect::<Result<Vec<_>, ImportError>>()
                     .map_err(|error| CliError::Usage(error.to_string()))?;
+                let delimiter = match delimiter.as_deref() {
+                    None => None,
+                    Some("tab" | "\\t") => Some(b'\t'),
+                    Some(text) if text.len() == 1 => text.bytes().next(),
+                    Some(text) => {
+                        return Err(CliError::Usage(format!(
+                            "--delimiter `{text}` is not one character (or `tab`)"
+                        )));
+                    }
+                };
+                let types = types
+                    .iter()
+                    .map(|text| text.parse())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error: ImportError| CliError::Usage(error.to_string()))?;
                 let options = ImportOptions {
                     token: target.token.clone(),
                     server: target.server,
                     file,
                     overrides,
+                    types,
+                    delimiter,
                     timestamp_column,
                     rejects,
                     source,

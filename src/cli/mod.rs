@@ -315,6 +315,7 @@ pub fn import_summary_json(summary: &ImportSummary) -> Value {
         "duplicate": summary.duplicate,
         "rejected": summary.rejected,
         "rejected_unlisted": summary.rejected_unlisted,
+        "identifiers_dropped": summary.identifiers_dropped,
         "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
         "streams": summary.streams,
         "seconds": seconds,

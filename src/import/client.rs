@@ -29,10 +29,11 @@ type IngestCall = JoinHandle<Result<pb::IngestResponse, tonic::Status>>;
 /// `Ingest` failure stops the import; rerunning resumes it.
 pub async fn run(options: &ImportOptions) -> Result<ImportSummary, ImportError> {
     let started = Instant::now();
-    let source = reader::open(&options.file, |headers| {
+    let source = reader::open(&options.file, options.delimiter, |headers| {
         Mapping::new(
             headers,
             &options.overrides,
+            &options.types,
             options.timestamp_column.as_deref(),
         )
     })?;
@@ -66,6 +67,7 @@ pub async fn run(options: &ImportOptions) -> Result<ImportSummary, ImportError> 
         // One Ingest stream: started with its first item, fed until it
         // holds `stream_rows` rows or the file ends.
         let mut sent: Vec<Row> = Vec::new();
+        let mut sent_items: Vec<pb::IngestRequest> = Vec::new();
         let mut stream: Option<(mpsc::Sender<pb::IngestRequest>, IngestCall)> = None;
         while sent.len() < stream_rows {
             let mut row = match rows.recv().await {
@@ -91,6 +93,7 @@ pub async fn run(options: &ImportOptions) -> Result<ImportSummary, ImportError> 
             // Kept until the stream's answer, which names rejected rows by
             // their position in the stream.
             sent.push(row);
+            sent_items.push(item.clone());
             if items.send(item).await.is_err() {
                 // The call ended early; its answer says why.
                 break;
@@ -109,29 +112,95 @@ pub async fn run(options: &ImportOptions) -> Result<ImportSummary, ImportError> 
             .await
             .map_err(|error| failed(tonic::Status::internal(error.to_string())))?
             .map_err(failed)?;
-        summary.streams += 1;
-        summary.accepted += response.accepted;
-        summary.duplicate += response.duplicate;
-        summary.rejected += response.rejected;
-        summary.rejected_unlisted += response
-            .rejected
-            .saturating_sub(response.errors.len() as u64);
-        for error in &response.errors {
-            let row = usize::try_from(error.index).ok().and_then(|i| sent.get(i));
-            if let Some(row) = row {
+        let mut response = response;
+        let mut pending: Vec<(usize, pb::IngestRequest)> =
+            sent_items.into_iter().enumerate().collect();
+        loop {
+            summary.streams += 1;
+            summary.accepted += response.accepted;
+            summary.duplicate += response.duplicate;
+            let unlisted = response
+                .rejected
+                .saturating_sub(response.errors.len() as u64);
+            summary.rejected_unlisted += unlisted;
+            summary.rejected += unlisted;
+            let mut retries = Vec::new();
+            for error in &response.errors {
+                let Some((row_index, item)) = usize::try_from(error.index)
+                    .ok()
+                    .and_then(|i| pending.get(i))
+                else {
+                    continue;
+                };
+                let Some(row) = sent.get(*row_index) else {
+                    continue;
+                };
                 let reason = if error.field.is_empty() {
                     error.description.clone()
                 } else {
                     format!("{}: {}", error.field, error.description)
                 };
-                rejects.write(row, &reason)?;
+                // A bad identifier does not cost the row its good ones: it
+                // is sent again without it, and the drop is reported.
+                if let Some(reduced) = without_identifier(item, &error.field) {
+                    summary.identifiers_dropped += 1;
+                    rejects.write(row, &format!("stored without {reason}"))?;
+                    retries.push((*row_index, reduced));
+                } else {
+                    summary.rejected += 1;
+                    rejects.write(row, &reason)?;
+                }
             }
+            if retries.is_empty() {
+                break;
+            }
+            let items: Vec<pb::IngestRequest> =
+                retries.iter().map(|(_, item)| item.clone()).collect();
+            response = send_all(client.clone(), authorization.clone(), items)
+                .await
+                .map_err(failed)?;
+            pending = retries;
         }
     }
     progress.finish(summary.rows);
     summary.rejects_file = rejects.finish()?;
     summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(summary)
+}
+
+/// The item without the identifier `field` names
+/// (`identify.identifiers[N].…`), when it has others left to stand on.
+fn without_identifier(item: &pb::IngestRequest, field: &str) -> Option<pb::IngestRequest> {
+    let position: usize = field
+        .strip_prefix("identify.identifiers[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()?;
+    let Some(pb::ingest_request::Item::Identify(identify)) = &item.item else {
+        return None;
+    };
+    if identify.identifiers.len() < 2 || position >= identify.identifiers.len() {
+        return None;
+    }
+    let mut reduced = identify.clone();
+    reduced.identifiers.remove(position);
+    Some(pb::IngestRequest {
+        item: Some(pb::ingest_request::Item::Identify(reduced)),
+    })
+}
+
+/// One short stream of the given items, answered once they are durable.
+async fn send_all(
+    mut client: ProfileServiceClient<Channel>,
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    items: Vec<pb::IngestRequest>,
+) -> Result<pb::IngestResponse, tonic::Status> {
+    let mut request = tonic::Request::new(futures::stream::iter(items));
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(client.ingest(request).await?.into_inner())
 }
 
 fn start_stream(

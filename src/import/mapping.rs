@@ -97,6 +97,8 @@ fn automatic(normalized: &str) -> Option<Target> {
         }
         "state" | "county" | "region" | "province" => address("state"),
         "country" | "country_code" => address("country"),
+        // A rejects file of an earlier import, fixed and imported again.
+        "reject_line" | "reject_reason" => Some(Target::Ignore),
         _ => None,
     }
 }
@@ -122,6 +124,130 @@ impl FromStr for Override {
     }
 }
 
+/// How a trait column's text becomes a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// A number when the text is one (`42`, `-3.5`; not `007`, which is a
+    /// code), `true`/`false` as booleans, anything else text.
+    Auto,
+    Text,
+    Number,
+    Bool,
+    /// A date or a time, kept as ISO 8601 text (`2024-05-01`).
+    Date,
+}
+
+impl FromStr for ValueType {
+    type Err = ImportError;
+
+    fn from_str(text: &str) -> Result<ValueType, ImportError> {
+        Ok(match text.trim() {
+            "auto" => ValueType::Auto,
+            "text" => ValueType::Text,
+            "number" => ValueType::Number,
+            "bool" => ValueType::Bool,
+            "date" => ValueType::Date,
+            other => {
+                return Err(ImportError::Usage(format!(
+                    "`{other}` is not a column type: auto, text, number, bool or date"
+                )));
+            }
+        })
+    }
+}
+
+/// `HEADER=TYPE` from `--types`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeOverride {
+    header: String,
+    value_type: ValueType,
+}
+
+impl FromStr for TypeOverride {
+    type Err = ImportError;
+
+    fn from_str(text: &str) -> Result<TypeOverride, ImportError> {
+        let (header, value_type) = text
+            .split_once('=')
+            .ok_or_else(|| ImportError::Usage(format!("--types `{text}` is not HEADER=TYPE")))?;
+        Ok(TypeOverride {
+            header: header.to_owned(),
+            value_type: value_type.parse()?,
+        })
+    }
+}
+
+/// The reserved traits are text whatever they look like: a birthday or a
+/// postcode is never a number.
+fn default_type(target: &Target) -> ValueType {
+    const RESERVED: [&str; 5] = ["first_name", "last_name", "birthday", "gender", "language"];
+    match target {
+        Target::Trait(name) if !RESERVED.contains(&name.as_str()) => ValueType::Auto,
+        _ => ValueType::Text,
+    }
+}
+
+fn typed_value(
+    text: &str,
+    value_type: ValueType,
+    header: &str,
+) -> Result<prost_types::Value, RowError> {
+    use prost_types::value::Kind;
+    let kind = match value_type {
+        ValueType::Text => Kind::StringValue(text.to_owned()),
+        ValueType::Auto => match plain_number(text) {
+            Some(number) => Kind::NumberValue(number),
+            None => match text.to_ascii_lowercase().as_str() {
+                "true" => Kind::BoolValue(true),
+                "false" => Kind::BoolValue(false),
+                _ => Kind::StringValue(text.to_owned()),
+            },
+        },
+        ValueType::Number => Kind::NumberValue(
+            text.parse::<f64>()
+                .ok()
+                .filter(|number| number.is_finite())
+                .ok_or_else(|| RowError(format!("column `{header}` is not a number")))?,
+        ),
+        ValueType::Bool => Kind::BoolValue(match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "1" => true,
+            "false" | "no" | "n" | "0" => false,
+            _ => return Err(RowError(format!("column `{header}` is not true or false"))),
+        }),
+        ValueType::Date => {
+            let date_part = text.get(..10).unwrap_or(text);
+            let valid = chrono::NaiveDate::parse_from_str(date_part, "%Y-%m-%d").is_ok();
+            if !valid {
+                return Err(RowError(format!(
+                    "column `{header}` is not a date (YYYY-MM-DD or RFC 3339)"
+                )));
+            }
+            Kind::StringValue(text.to_owned())
+        }
+    };
+    Ok(prost_types::Value { kind: Some(kind) })
+}
+
+/// A number written plainly: digits, an optional sign and fraction, no
+/// leading zero (so that codes such as `007` stay text).
+fn plain_number(text: &str) -> Option<f64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (digits, None),
+    };
+    let whole_ok = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && (whole == "0" || !whole.starts_with('0'));
+    let fraction_ok =
+        fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    if whole_ok && fraction_ok && whole.len() <= 15 {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// Why a row was not sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowError(pub String);
@@ -130,6 +256,8 @@ pub struct RowError(pub String);
 pub struct Mapping {
     /// One per column, in file order.
     columns: Vec<(String, Target)>,
+    /// How each column's text becomes a value, in file order.
+    types: Vec<ValueType>,
     /// Column positions in the order the message id hashes them: by
     /// header, so that reordering columns keeps the ids.
     hash_order: Vec<usize>,
@@ -139,6 +267,7 @@ impl Mapping {
     pub fn new(
         headers: &[String],
         overrides: &[Override],
+        type_overrides: &[TypeOverride],
         timestamp_column: Option<&str>,
     ) -> Result<Mapping, ImportError> {
         let position = |header: &str| {
@@ -176,12 +305,17 @@ impl Mapping {
                     .to_owned(),
             ));
         }
+        let mut types: Vec<ValueType> = columns.iter().map(|(_, t)| default_type(t)).collect();
+        for choice in type_overrides {
+            types[position(&choice.header)?] = choice.value_type;
+        }
         let mut hash_order: Vec<usize> = (0..columns.len())
             .filter(|&i| columns[i].1 != Target::Ignore)
             .collect();
         hash_order.sort_by(|&a, &b| columns[a].0.cmp(&columns[b].0));
         Ok(Mapping {
             columns,
+            types,
             hash_order,
         })
     }
@@ -190,7 +324,13 @@ impl Mapping {
     pub fn describe(&self) -> Vec<String> {
         self.columns
             .iter()
-            .map(|(header, target)| format!("{header} → {}", target.describe()))
+            .zip(&self.types)
+            .map(|((header, target), value_type)| match target {
+                Target::Trait(_) | Target::Address(_) => {
+                    format!("{header} → {} ({value_type:?})", target.describe())
+                }
+                _ => format!("{header} → {}", target.describe()),
+            })
             .collect()
     }
 
@@ -217,7 +357,9 @@ impl Mapping {
         let mut traits = BTreeMap::new();
         let mut address = BTreeMap::new();
         let mut timestamp = None;
-        for ((_, target), raw) in self.columns.iter().zip(fields) {
+        for (((header, target), raw), value_type) in
+            self.columns.iter().zip(fields).zip(&self.types)
+        {
             let value = raw.trim();
             if value.is_empty() {
                 continue;
@@ -228,10 +370,10 @@ impl Mapping {
                     value: value.to_owned(),
                 }),
                 Target::Trait(name) => {
-                    traits.insert(name.clone(), text(value));
+                    traits.insert(name.clone(), typed_value(value, *value_type, header)?);
                 }
                 Target::Address(field) => {
-                    address.insert(field.clone(), text(value));
+                    address.insert(field.clone(), typed_value(value, *value_type, header)?);
                 }
                 Target::Timestamp => timestamp = Some(parse_timestamp(value)?),
                 Target::Ignore => {}
@@ -261,7 +403,7 @@ impl Mapping {
     }
 
     /// `import:` and a 128-bit hash of what the row says: each mapped
-    /// column's target and trimmed value, by header. It does not depend on
+    /// column's target, type and trimmed value, by header. It does not depend on
     /// the row's position, so an edited or re-sorted file keeps the ids of
     /// unchanged rows, and a rerun after an interruption sends duplicates
     /// rather than new data.
@@ -270,19 +412,16 @@ impl Mapping {
         for &index in &self.hash_order {
             let (header, target) = &self.columns[index];
             let value = fields.get(index).map_or("", |value| value.trim());
-            for part in [header.as_str(), &target.describe(), value] {
+            // The type is part of what the row says: re-imported with
+            // another one, it is another call.
+            let described = format!("{}:{:?}", target.describe(), self.types[index]);
+            for part in [header.as_str(), &described, value] {
                 content.extend_from_slice(part.as_bytes());
                 // A separator no CSV text contains keeps `a,bc` and `ab,c` apart.
                 content.push(0x1f);
             }
         }
         format!("import:{:032x}", xxh3_128(&content))
-    }
-}
-
-fn text(value: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(value.to_owned())),
     }
 }
 
@@ -339,6 +478,7 @@ mod tests {
                 "Country",
                 "Loyalty Tier",
             ]),
+            &[],
             &[],
             None,
         )
@@ -400,8 +540,13 @@ mod tests {
         .iter()
         .map(|text| text.parse().unwrap())
         .collect();
-        let mapping =
-            Mapping::new(&headers(&["id", "work email", "notes"]), &overrides, None).unwrap();
+        let mapping = Mapping::new(
+            &headers(&["id", "work email", "notes"]),
+            &overrides,
+            &[],
+            None,
+        )
+        .unwrap();
         let item = identify(
             mapping
                 .to_item(&["7", "a@b.example", "vip"], "s", now())
@@ -414,16 +559,16 @@ mod tests {
         assert!("nothing".parse::<Override>().is_err());
         assert!("a=column:x".parse::<Override>().is_err());
         let missing: Override = "absent=ignore".parse().unwrap();
-        assert!(Mapping::new(&headers(&["email"]), &[missing], None).is_err());
+        assert!(Mapping::new(&headers(&["email"]), &[missing], &[], None).is_err());
         assert!(
-            Mapping::new(&headers(&["notes"]), &[], None).is_err(),
+            Mapping::new(&headers(&["notes"]), &[], &[], None).is_err(),
             "a file without an identifier column is refused"
         );
     }
 
     #[test]
     fn rows_without_identifiers_or_with_bad_timestamps_are_refused() {
-        let mapping = Mapping::new(&headers(&["email", "seen"]), &[], Some("seen")).unwrap();
+        let mapping = Mapping::new(&headers(&["email", "seen"]), &[], &[], Some("seen")).unwrap();
         assert!(mapping.to_item(&["", "2024-01-01"], "s", now()).is_err());
         assert!(
             mapping
@@ -453,8 +598,8 @@ mod tests {
 
     #[test]
     fn message_ids_follow_content_not_position_or_column_order() {
-        let mapping = Mapping::new(&headers(&["email", "city"]), &[], None).unwrap();
-        let swapped = Mapping::new(&headers(&["city", "email"]), &[], None).unwrap();
+        let mapping = Mapping::new(&headers(&["email", "city"]), &[], &[], None).unwrap();
+        let swapped = Mapping::new(&headers(&["city", "email"]), &[], &[], None).unwrap();
         let id = mapping.message_id(&["a@b.example", "Leeds"]);
         assert!(id.starts_with("import:") && id.len() == "import:".len() + 32);
         assert_eq!(id, swapped.message_id(&["Leeds", "a@b.example"]));
@@ -467,6 +612,7 @@ mod tests {
         let ignoring = Mapping::new(
             &headers(&["email", "city", "note"]),
             &["note=ignore".parse().unwrap()],
+            &[],
             None,
         )
         .unwrap();
@@ -474,5 +620,69 @@ mod tests {
             id,
             ignoring.message_id(&["a@b.example", "Leeds", "anything"])
         );
+    }
+
+    #[test]
+    fn free_form_columns_are_typed_and_reserved_ones_stay_text() {
+        let mapping = Mapping::new(
+            &headers(&[
+                "email",
+                "lifetime_spend",
+                "vip",
+                "code",
+                "zip",
+                "joined",
+                "reject_reason",
+            ]),
+            &[],
+            &["joined=date".parse().unwrap(), "vip=bool".parse().unwrap()],
+            None,
+        )
+        .unwrap();
+        let item = identify(
+            mapping
+                .to_item(
+                    &[
+                        "a@b.example",
+                        "1990.5",
+                        "yes",
+                        "007",
+                        "02134",
+                        "2024-05-01",
+                        "bad phone",
+                    ],
+                    "s",
+                    now(),
+                )
+                .unwrap(),
+        );
+        let fields = item.traits.unwrap().fields;
+        use prost_types::value::Kind;
+        assert_eq!(
+            fields["lifetime_spend"].kind,
+            Some(Kind::NumberValue(1990.5))
+        );
+        assert_eq!(fields["vip"].kind, Some(Kind::BoolValue(true)));
+        assert_eq!(
+            fields["code"].kind,
+            Some(Kind::StringValue("007".to_owned()))
+        );
+        assert_eq!(
+            fields["joined"].kind,
+            Some(Kind::StringValue("2024-05-01".to_owned()))
+        );
+        let Some(Kind::StructValue(address)) = &fields["address"].kind else {
+            panic!("an address");
+        };
+        assert_eq!(
+            address.fields["postal_code"].kind,
+            Some(Kind::StringValue("02134".to_owned()))
+        );
+        assert!(
+            !fields.contains_key("reject_reason"),
+            "a rejects file's columns are ignored"
+        );
+        let bad = mapping.to_item(&["a@b.example", "1", "maybe", "", "", "", ""], "s", now());
+        assert!(bad.is_err(), "a declared bool must be one");
     }
 }

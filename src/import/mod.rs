@@ -16,7 +16,7 @@ mod reader;
 use std::path::PathBuf;
 
 pub use client::run;
-pub use mapping::{Mapping, Override, RowError, Target};
+pub use mapping::{Mapping, Override, RowError, Target, TypeOverride, ValueType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -49,6 +49,10 @@ pub struct ImportOptions {
     pub token: Option<String>,
     pub file: PathBuf,
     pub overrides: Vec<Override>,
+    /// Column types, `HEADER=number|bool|date|text|auto`.
+    pub types: Vec<TypeOverride>,
+    /// The field separator; sniffed from the header line when not set.
+    pub delimiter: Option<u8>,
     pub timestamp_column: Option<String>,
     /// Where rejected rows go; `<file>.rejects.csv` when not set.
     pub rejects: Option<PathBuf>,
@@ -83,6 +87,9 @@ pub struct ImportSummary {
     /// Rejected rows the server counted but did not list (it lists at most
     /// `limits.ingest_errors_max` per stream); not in the rejects file.
     pub rejected_unlisted: u64,
+    /// Malformed identifiers left out of rows that were stored with their
+    /// other identifiers (each listed in the rejects file).
+    pub identifiers_dropped: u64,
     /// Set when any row was rejected.
     pub rejects_file: Option<PathBuf>,
     pub streams: u64,

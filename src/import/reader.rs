@@ -4,6 +4,7 @@
 //! long the file is.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
@@ -35,26 +36,55 @@ pub struct Source {
     pub headers: csv::ByteRecord,
     pub mapping: Mapping,
     pub total_bytes: u64,
-    reader: csv::Reader<File>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
     path: PathBuf,
 }
 
-/// Opens the file and builds the column mapping from its header row.
+/// Bytes read ahead to find the header line's separator.
+const SNIFF_BYTES: u64 = 64 * 1024;
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The separator the header line uses most, of `,` `;` tab and `|`
+/// (spreadsheets export `;` where `,` is the decimal mark).
+fn sniff_delimiter(start: &[u8]) -> u8 {
+    let header = start.split(|byte| *byte == b'\n').next().unwrap_or(start);
+    [b',', b';', b'\t', b'|']
+        .into_iter()
+        .max_by_key(|candidate| header.iter().filter(|byte| *byte == candidate).count())
+        .filter(|candidate| header.contains(candidate))
+        .unwrap_or(b',')
+}
+
+/// Opens the file and builds the column mapping from its header row. A
+/// UTF-8 byte order mark is skipped; the separator is `delimiter` or the
+/// one the header line uses.
 pub fn open(
     path: &Path,
+    delimiter: Option<u8>,
     mapping: impl FnOnce(&[String]) -> Result<Mapping, ImportError>,
 ) -> Result<Source, ImportError> {
     let read_error = |source: csv::Error| ImportError::Read {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(|error| read_error(error.into()))?;
+    let mut file = File::open(path).map_err(|error| read_error(error.into()))?;
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut start = Vec::new();
+    (&mut file)
+        .take(SNIFF_BYTES)
+        .read_to_end(&mut start)
+        .map_err(|error| read_error(error.into()))?;
+    if start.starts_with(UTF8_BOM) {
+        start.drain(..UTF8_BOM.len());
+    }
+    let delimiter = delimiter.unwrap_or_else(|| sniff_delimiter(&start));
+    let whole: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(start).chain(file));
     let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
         // A row with the wrong number of fields is rejected on its own,
         // not the whole file.
         .flexible(true)
-        .from_reader(file);
+        .from_reader(whole);
     let headers = reader.byte_headers().map_err(read_error)?.clone();
     let names: Vec<String> = headers
         .iter()

@@ -25,6 +25,8 @@ fn options(server: &TestServer, file: &Path) -> ImportOptions {
         token: Some("test-token".to_owned()),
         file: file.to_owned(),
         overrides: Vec::new(),
+        types: Vec::new(),
+        delimiter: None,
         timestamp_column: Some("Signed Up".to_owned()),
         rejects: None,
         source: "crm-export".to_owned(),
@@ -165,4 +167,69 @@ async fn an_unreadable_mapping_stops_before_anything_is_sent() {
     assert_eq!(summary.rejects_file, None);
     let profile = get_by(&mut client, user("hello")).await.unwrap();
     assert_eq!(trait_text(&profile, "colour").as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn spreadsheet_exports_keep_their_numbers_and_a_bad_phone_does_not_cost_the_row() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.csv");
+    // A spreadsheet's export: a byte order mark, `;` between fields.
+    let text = "\u{feff}Email;Mobile;lifetime_spend;vip;member_code\n\
+                gus@example.com;07911 123009;1990.0;true;007\n\
+                hal@example.com;not a phone;12.5;false;042\n";
+    std::fs::write(&file, text).unwrap();
+    let mut import = options(&server, &file);
+    import.timestamp_column = None;
+    let summary = sightline::import::run(&import).await.unwrap();
+    assert_eq!(counts(&summary), (2, 2, 0, 0), "{summary:?}");
+    assert_eq!(summary.identifiers_dropped, 1);
+    let gus = get_by(&mut client, email("gus@example.com")).await.unwrap();
+    let spend = gus.traits.as_ref().unwrap().fields["lifetime_spend"].clone();
+    assert_eq!(
+        spend.kind,
+        Some(prost_types::value::Kind::NumberValue(1990.0))
+    );
+    assert_eq!(trait_text(&gus, "member_code").as_deref(), Some("007"));
+    let hal = get_by(&mut client, email("hal@example.com")).await.unwrap();
+    assert_eq!(identifier_values(&hal), ["email:hal@example.com"]);
+
+    // The rejects file names the dropped phone; imported again once fixed,
+    // its own columns are ignored and the phone joins the profile.
+    let rejects = std::fs::read_to_string(summary.rejects_file.expect("a rejects file")).unwrap();
+    assert!(
+        rejects.contains("stored without identify.identifiers[1]"),
+        "{rejects}"
+    );
+    let fixed = rejects.replace("not a phone", "07911 123010");
+    let fixed_file = dir.path().join("fixed.csv");
+    std::fs::write(&fixed_file, fixed).unwrap();
+    let mut again = options(&server, &fixed_file);
+    again.timestamp_column = None;
+    let summary = sightline::import::run(&again).await.unwrap();
+    assert_eq!(counts(&summary), (1, 1, 0, 0), "{summary:?}");
+    let hal = get_by(&mut client, email("hal@example.com")).await.unwrap();
+    assert!(
+        !hal.traits
+            .as_ref()
+            .unwrap()
+            .fields
+            .contains_key("reject_reason")
+    );
+    assert_eq!(
+        identifier_values(&hal).len(),
+        2,
+        "{:?}",
+        identifier_values(&hal)
+    );
+
+    // Declared types win: `vip` as text stays "true".
+    let mut typed = options(&server, &file);
+    typed.timestamp_column = None;
+    typed.types = vec!["vip=text".parse().unwrap()];
+    typed.rejects = Some(dir.path().join("typed.rejects.csv"));
+    sightline::import::run(&typed).await.unwrap();
+    let gus = get_by(&mut client, email("gus@example.com")).await.unwrap();
+    assert_eq!(trait_text(&gus, "vip").as_deref(), Some("true"));
 }
