@@ -728,6 +728,9 @@ fn serve(flags: ServeFlags) -> Result<(), Box<dyn std::error::Error>> {
     // Refuse before binding: an exposed server must not accept even one
     // connection.
     config.exposure(config.listen)?;
+    if let Some(address) = config.http.listen {
+        config.exposure(address)?;
+    }
     log_panics_without_messages();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -46,6 +46,8 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("HTTP TLS: {0}")]
+    HttpTls(#[from] crate::http::TlsError),
     #[error("cannot listen for HTTP on {address}: {source}")]
     HttpListen {
         address: std::net::SocketAddr,
@@ -116,20 +118,21 @@ async fn spawn_http(
     api: impl FnOnce() -> HttpApi,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ServerError> {
-    // The HTTP listener is plaintext: it is protected only on loopback,
-    // and an exposed one must not accept even one connection.
-    let plaintext = Config {
-        tls: None,
-        ..config.clone()
-    };
+    // The same exposure rules as gRPC: an exposed listener must not accept
+    // even one connection.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(http::tls_server_config)
+        .transpose()?;
     let listener = match (listener, config.http.listen) {
         (Some(listener), _) => {
             let address = listener.local_addr().map_err(ServerError::Listener)?;
-            log_exposure(plaintext.exposure(address)?, false);
+            log_exposure(config.exposure(address)?, tls.is_some());
             listener
         }
         (None, Some(address)) => {
-            log_exposure(plaintext.exposure(address)?, false);
+            log_exposure(config.exposure(address)?, tls.is_some());
             TcpListener::bind(address)
                 .await
                 .map_err(|source| ServerError::HttpListen { address, source })?
@@ -137,13 +140,14 @@ async fn spawn_http(
         (None, None) => return Ok(None),
     };
     let address = listener.local_addr().map_err(ServerError::Listener)?;
-    tracing::info!(%address, "serving HTTP");
+    tracing::info!(%address, tls = tls.is_some(), "serving HTTP");
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
     Ok(Some(tokio::spawn(http::serve(
         listener,
         Arc::new(api()),
+        tls,
         shutdown,
     ))))
 }

@@ -7,6 +7,7 @@ mod auth;
 mod profiles;
 mod reply;
 pub mod segment_spec;
+mod tls;
 mod tracking;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use tokio::sync::Semaphore;
 
 pub use reply::HttpError;
 use reply::json_response;
+pub use tls::{TlsError, server_config as tls_server_config};
 
 use crate::config::HttpConfig;
 use crate::privacy::AccessLog;
@@ -88,12 +90,17 @@ pub fn router(api: Arc<HttpApi>) -> Router {
         .with_state(api)
 }
 
-/// Serves until `shutdown` resolves, then lets the calls in flight finish.
+/// Serves until `shutdown` resolves, then lets the calls in flight finish;
+/// over TLS when given its settings.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<HttpApi>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Some(tls) = tls {
+        return tls::serve(listener, router(api), tls, shutdown).await;
+    }
     let listener = listener.tap_io(|stream| {
         // Small answers would otherwise wait for the peer's delayed ACK.
         if let Err(error) = stream.set_nodelay(true) {

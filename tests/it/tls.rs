@@ -150,3 +150,106 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let missing = get_by(&mut client, user("without-cert")).await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
+
+/// One HTTP/1.1 request over TLS, written by hand; the status code and body.
+async fn https_request(
+    address: std::net::SocketAddr,
+    pki: &Pki,
+    request: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pki_types::pem::PemObject::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(certificate.expect("CA PEM")).expect("CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut stream = connector.connect(name, tcp).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    // The server closes after answering (`connection: close`); a TLS
+    // close_notify may or may not come first.
+    let _ = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {text:?}")))?;
+    Ok((status, text))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_api_is_served_over_tls_with_the_same_certificates() {
+    let pki = make_pki();
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
+    let mut config = test_config(&data_dir);
+    config.tls = Some(TlsConfig {
+        cert_path: pki.path("server.pem"),
+        key_path: pki.path("server.key"),
+        client_ca_path: None,
+    });
+    let token = sightline::security::generate_token().unwrap();
+    config.auth.tokens.push(sightline::config::TokenConfig {
+        name: "web".to_owned(),
+        scopes: vec![sightline::security::Scope::Admin],
+        sha256: sightline::security::hash_token(&token).to_string(),
+    });
+    let server = TestServer::start_with_http(data_dir, config).await;
+    let address = server.http_address.expect("HTTP listener");
+    let body = r#"{"userId":"u-tls","event":"Signed Up","messageId":"tls-1"}"#;
+    let request = format!(
+        "POST /v1/track HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(answer) = https_request(address, &pki, &request).await {
+            answered = Some(answer);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, text) = answered.expect("an HTTPS answer");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#"{"success":true}"#), "{text}");
+
+    // Plaintext HTTP to the same port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(address).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = plain
+        .write_all(b"GET /v1/profiles/p1 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        plain.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let read = format!(
+        "GET /v1/profiles/user_id:u-tls?fields=events HTTP/1.1\r\nhost: localhost\r\n\
+         authorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    let (status, text) = https_request(address, &pki, &read)
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("Signed Up"), "{text}");
+    server.stop().await;
+}
