@@ -27,6 +27,7 @@ mod privacy;
 mod quality;
 mod readme;
 mod resolution;
+mod scopes;
 mod sdk;
 mod segments;
 mod serve;
