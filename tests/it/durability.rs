@@ -89,3 +89,43 @@ async fn a_record_large_enough_for_a_file_of_its_own_is_synced_before_the_acknow
         "{synced} blob files synced, {written} on disk"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_writes_survive_a_sigkill() {
+    // A graceful stop flushes whatever it holds; SIGKILL leaves only what
+    // each acknowledgement made durable.
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn_binary(data_dir.path(), port);
+    let mut client = connect_port(port).await;
+    let kim = client
+        .identify(identify(vec![email("kim@example.com"), user("k-1")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .profile_id;
+    for i in 0..25 {
+        let mut event = track(vec![user("k-1")], "Page Viewed");
+        event.message_id = format!("kill-view-{i}");
+        client.track(event).await.unwrap();
+    }
+    client
+        .identify(identify(vec![
+            email("kim@example.com"),
+            phone("+447911123778"),
+        ]))
+        .await
+        .unwrap();
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let port = free_port();
+    let mut child = spawn_binary(data_dir.path(), port);
+    let mut client = connect_port(port).await;
+    let profile = get_by(&mut client, phone("+447911123778")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let profile = profile.expect("the last acknowledged write is there");
+    assert_eq!(profile.profile_id, kim);
+    assert_eq!(profile.event_count, 25);
+}

@@ -23,6 +23,7 @@ mod model;
 mod normalization;
 mod operations;
 mod overload;
+mod pii;
 mod privacy;
 mod quality;
 mod readme;
