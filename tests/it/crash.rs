@@ -10,6 +10,7 @@
 //! which prints the figures.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,7 +77,10 @@ fn key(identifier: &pb::Identifier) -> String {
     format!("{}:{}", identifier.kind, identifier.value)
 }
 
-async fn worker(port: u16, worker: usize, cycle: usize, log: Log) {
+/// Calls sent and not yet answered, across the workers of a cycle.
+type InFlight = Arc<AtomicUsize>;
+
+async fn worker(port: u16, worker: usize, cycle: usize, log: Log, in_flight: InFlight) {
     let Ok(mut client) = Client::connect(format!("http://127.0.0.1:{port}")).await else {
         return;
     };
@@ -104,13 +108,16 @@ async fn worker(port: u16, worker: usize, cycle: usize, log: Log) {
             event.message_id = message_id;
             Write::Track(event)
         };
+        in_flight.fetch_add(1, Ordering::SeqCst);
         let response = match &write {
             Write::Identify(request) => client.identify(request.clone()).await,
             Write::Track(request) => client.track(request.clone()).await,
         };
         let Ok(response) = response else {
+            // Still counted: the kill landed while this call was open.
             return;
         };
+        in_flight.fetch_sub(1, Ordering::SeqCst);
         log.lock().expect("lock").push(Acknowledged {
             cycle,
             write,
@@ -358,6 +365,8 @@ async fn sigkill_loses_no_acknowledged_write() {
     let log: Log = Arc::default();
     let mut random = Xorshift(0x9e37_79b9_7f4a_7c15);
     let mut report = Audit::default();
+    // Per cycle: writes acknowledged before the kill, calls open at it.
+    let mut evidence: Vec<(usize, usize)> = Vec::with_capacity(cycles);
     for cycle in 0..cycles {
         let port = free_port();
         let mut child = spawn_binary(data_dir.path(), port);
@@ -372,15 +381,32 @@ async fn sigkill_loses_no_acknowledged_write() {
             .collect();
         audit(&mut client, &previous, &mut report).await;
         drop(client);
+        let in_flight: InFlight = Arc::default();
         let workers: Vec<_> = (0..WORKERS)
-            .map(|index| tokio::spawn(worker(port, index, cycle, log.clone())))
+            .map(|index| tokio::spawn(worker(port, index, cycle, log.clone(), in_flight.clone())))
             .collect();
-        tokio::time::sleep(Duration::from_millis(50 + random.next() % 250)).await;
+        // The kill lands after a random number of acknowledgements, while
+        // the workers keep calling: mid-write, not between runs.
+        let wanted = 1 + (random.next() % 40) as usize;
+        let acknowledged = || {
+            log.lock()
+                .expect("lock")
+                .iter()
+                .filter(|acked| acked.cycle == cycle)
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while acknowledged() < wanted && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let open_at_kill = in_flight.load(Ordering::SeqCst);
         child.kill().expect("SIGKILL");
+        let acked_before_kill = acknowledged();
         child.wait().expect("reaped");
         for task in workers {
             task.await.expect("worker");
         }
+        evidence.push((acked_before_kill, open_at_kill));
     }
 
     let port = free_port();
@@ -399,8 +425,11 @@ async fn sigkill_loses_no_acknowledged_write() {
     let _ = child.kill();
     let _ = child.wait();
 
+    let acked_total: usize = evidence.iter().map(|(acked, _)| acked).sum();
+    let open_total: usize = evidence.iter().map(|(_, open)| open).sum();
     println!(
-        "crash: {cycles} cycles, {} acknowledged writes, {} checks after restarts and {} at the end, \
+        "crash: {cycles} cycles, {acked_total} writes acknowledged before the kills and \
+         {open_total} calls open at them, {} acknowledged writes, {} checks after restarts and {} at the end, \
          {} profiles audited, {} recomputed from their events, {} violations",
         everything.len(),
         report.writes_checked,
@@ -409,6 +438,19 @@ async fn sigkill_loses_no_acknowledged_write() {
         report.traits_recomputed + full.traits_recomputed,
         report.violations.len() + full.violations.len()
     );
+    // Evidence that every kill landed in the middle of writing: some writes
+    // acknowledged before it, and some calls open at it.
+    let idle: Vec<usize> = evidence
+        .iter()
+        .enumerate()
+        .filter(|(_, (acked, open))| *acked == 0 || *open == 0)
+        .map(|(cycle, _)| cycle)
+        .collect();
+    assert!(
+        idle.is_empty(),
+        "cycles killed with nothing acknowledged or nothing in flight: {idle:?} of {evidence:?}"
+    );
+    assert!(acked_total >= cycles && open_total >= cycles);
     let violations: Vec<&String> = report.violations.iter().chain(&full.violations).collect();
     assert!(
         violations.is_empty(),
