@@ -486,8 +486,10 @@ const CRASH_EVENTS: usize = 3000;
 
 #[tokio::test]
 async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
-    let delays_ms = [0u64, 2, 5, 10, 20];
+    let delays_ms = [0u64, 1, 2, 3, 5, 8, 12, 20, 1000];
     let (mut kept, mut erased) = (0, 0);
+    // Kills that came after the request was sent and before its answer.
+    let mut open_at_kill = 0;
     for delay in delays_ms {
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -524,9 +526,13 @@ async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
                 .await
         });
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        let answered_before_kill = erasure.is_finished();
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         let acknowledged = erasure.await.expect("task").is_ok();
+        if delay > 0 && !answered_before_kill && !acknowledged {
+            open_at_kill += 1;
+        }
 
         let port = free_port();
         let mut child = spawn_binary(data_dir.path(), port);
@@ -557,6 +563,12 @@ async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
         }
     }
     assert_eq!(kept + erased, delays_ms.len());
+    assert!(
+        open_at_kill > 0,
+        "no kill landed while an erasure was in flight ({kept} kept, {erased} erased)"
+    );
+    assert!(erased > 0, "no erasure finished before its kill: the gone side was not checked");
+    println!("erasure crash: {open_at_kill} kills mid-erasure, {kept} kept, {erased} erased");
 }
 
 fn run_cli(args: &[&str]) -> std::process::Output {
