@@ -206,28 +206,34 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_write() {
         .into_inner();
     assert_eq!(merged.merged_profile_ids.len(), 1);
 
-    // Writes keep coming while the backup is taken.
+    // Writes keep coming while the backup is taken, one after another, each
+    // with when it was sent and when it was acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = Arc::clone(&stop);
         let mut client = server.client().await;
         tokio::spawn(async move {
-            let mut written = 0usize;
-            while !stop.load(Ordering::Relaxed) && written < 50_000 {
+            let mut timeline = Vec::new();
+            while !stop.load(Ordering::Relaxed) && timeline.len() < 50_000 {
+                let written = timeline.len();
                 let mut call = track(
                     vec![email(&format!("p{}@example.com", written % 7))],
                     "Tick",
                 );
                 call.message_id = format!("during-{written}");
+                let sent = std::time::Instant::now();
                 client.track(call).await.unwrap();
-                written += 1;
+                timeline.push((sent, std::time::Instant::now()));
             }
-            written
+            timeline
         })
     };
+    // Some writes are acknowledged before the backup starts.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let backups = tempfile::tempdir().unwrap();
     let target = backups.path().join("nightly");
     let mut admin = AdminServiceClient::new(server.channel().await);
+    let backup_sent = std::time::Instant::now();
     let report = admin
         .backup(pb::BackupRequest {
             directory: target.display().to_string(),
@@ -235,8 +241,33 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_write() {
         .await
         .unwrap()
         .into_inner();
+    let backup_done = std::time::Instant::now();
+    // And some after it.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
-    let written_during = writer.await.unwrap();
+    let timeline = writer.await.unwrap();
+    let written_during = timeline.len();
+    let acked_before = timeline
+        .iter()
+        .filter(|(_, acked)| *acked < backup_sent)
+        .count();
+    let overlapping = timeline
+        .iter()
+        .filter(|(sent, acked)| *sent < backup_done && *acked > backup_sent)
+        .count();
+    let sent_after = timeline
+        .iter()
+        .position(|(sent, _)| *sent > backup_done)
+        .unwrap_or(timeline.len());
+    assert!(
+        acked_before > 0,
+        "writes were acknowledged before the backup"
+    );
+    assert!(overlapping > 0, "a write was open while the backup ran");
+    assert!(
+        sent_after < timeline.len(),
+        "writes went on after the backup"
+    );
     assert!(report.keys > PEOPLE_BEFORE as u64);
     assert!(report.path.ends_with("sightline.backup"), "{report:?}");
 
@@ -283,17 +314,39 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_write() {
         .unwrap();
     assert_eq!(absorbed.profile_id, merged.profile_id);
 
-    // Every write made during the backup is there whole or not at all:
-    // the events a profile counts are the events it holds.
-    let mut ticks = 0;
+    // The backup holds exactly the writes up to one point: all those
+    // acknowledged before it started, none sent after it was answered, and
+    // each whole (the events a profile counts are the events it holds).
+    let mut ticks = std::collections::BTreeSet::new();
     for i in 0..7 {
         let profile = get_by(&mut client, email(&format!("p{i}@example.com")))
             .await
             .unwrap();
         assert_eq!(profile.event_count as usize, profile.events.len());
-        ticks += profile.events.len();
+        for event in &profile.events {
+            let provenance = event.provenance.as_ref().expect("provenance");
+            if let Some(n) = provenance.message_id.strip_prefix("during-") {
+                ticks.insert(n.parse::<usize>().expect("a number"));
+            }
+        }
     }
-    assert!(ticks <= written_during);
+    let held = ticks.len();
+    assert!(
+        ticks.iter().copied().eq(0..held),
+        "the writes held are a prefix of those made"
+    );
+    assert!(
+        held >= acked_before,
+        "{held} held, {acked_before} acknowledged before the backup"
+    );
+    assert!(
+        held <= sent_after,
+        "{held} held, {sent_after} sent before it ended"
+    );
+    assert!(held <= written_during);
+    println!(
+        "backup under load: {acked_before} writes acknowledged before it, {overlapping} open during it, {held} in it"
+    );
 
     // The restored server takes new writes, and ids continue.
     let fresh = client

@@ -567,7 +567,10 @@ async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
         open_at_kill > 0,
         "no kill landed while an erasure was in flight ({kept} kept, {erased} erased)"
     );
-    assert!(erased > 0, "no erasure finished before its kill: the gone side was not checked");
+    assert!(
+        erased > 0,
+        "no erasure finished before its kill: the gone side was not checked"
+    );
     println!("erasure crash: {open_at_kill} kills mid-erasure, {kept} kept, {erased} erased");
 }
 
