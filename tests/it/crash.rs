@@ -368,8 +368,7 @@ async fn sigkill_loses_no_acknowledged_write() {
     // Per cycle: writes acknowledged before the kill, calls open at it.
     let mut evidence: Vec<(usize, usize)> = Vec::with_capacity(cycles);
     for cycle in 0..cycles {
-        let port = free_port();
-        let mut child = spawn_binary(data_dir.path(), port);
+        let (mut child, port) = spawn_binary(data_dir.path());
         let mut client = connect_port(port).await;
         // What the previous cycle got acknowledged before its kill.
         let previous: Vec<Acknowledged> = log
@@ -409,8 +408,7 @@ async fn sigkill_loses_no_acknowledged_write() {
         evidence.push((acked_before_kill, open_at_kill));
     }
 
-    let port = free_port();
-    let mut child = spawn_binary(data_dir.path(), port);
+    let (mut child, port) = spawn_binary(data_dir.path());
     let mut client = connect_port(port).await;
     let everything = log.lock().expect("lock").clone();
     assert!(

@@ -95,8 +95,7 @@ async fn acknowledged_writes_survive_a_sigkill() {
     // A graceful stop flushes whatever it holds; SIGKILL leaves only what
     // each acknowledgement made durable.
     let data_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = spawn_binary(data_dir.path(), port);
+    let (mut child, port) = spawn_binary(data_dir.path());
     let mut client = connect_port(port).await;
     let kim = client
         .identify(identify(vec![email("kim@example.com"), user("k-1")]))
@@ -119,8 +118,7 @@ async fn acknowledged_writes_survive_a_sigkill() {
     child.kill().expect("SIGKILL");
     let _ = child.wait();
 
-    let port = free_port();
-    let mut child = spawn_binary(data_dir.path(), port);
+    let (mut child, port) = spawn_binary(data_dir.path());
     let mut client = connect_port(port).await;
     let profile = get_by(&mut client, phone("+447911123778")).await;
     let _ = child.kill();

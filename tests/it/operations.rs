@@ -65,8 +65,7 @@ async fn reflection_lists_the_services() {
 #[tokio::test]
 async fn the_binary_shuts_down_gracefully_on_sigterm_keeping_acknowledged_writes() {
     let data_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = spawn_binary(data_dir.path(), port);
+    let (mut child, port) = spawn_binary(data_dir.path());
     let mut client = connect_port(port).await;
     for i in 0..20 {
         let mut event = track(vec![user("sig")], "Page Viewed");
@@ -84,8 +83,7 @@ async fn the_binary_shuts_down_gracefully_on_sigterm_keeping_acknowledged_writes
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 
-    let port = free_port();
-    let mut child = spawn_binary(data_dir.path(), port);
+    let (mut child, port) = spawn_binary(data_dir.path());
     let mut client = connect_port(port).await;
     let profile = get_by(&mut client, user("sig")).await;
     let _ = child.kill();
@@ -96,8 +94,16 @@ async fn the_binary_shuts_down_gracefully_on_sigterm_keeping_acknowledged_writes
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_as_soon_as_the_port_opens_is_a_graceful_stop() {
     let data_dir = tempfile::tempdir().unwrap();
+    // A port fixed in advance: the test must find it open before the
+    // server says anything.
     let port = free_port();
-    let child = spawn_binary(data_dir.path(), port);
+    let child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data_dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the binary");
     let pid = child.id().to_string();
     // The first moment anything answers on the port.
     let opened = tokio::task::spawn_blocking(move || {

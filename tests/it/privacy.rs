@@ -492,8 +492,7 @@ async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
     let mut open_at_kill = 0;
     for delay in delays_ms {
         let data_dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = spawn_binary(data_dir.path(), port);
+        let (mut child, port) = spawn_binary(data_dir.path());
         let mut client = connect_port(port).await;
         let mut first = identify(vec![email(EMAIL), phone(PHONE)]);
         first.traits = traits(&[("first_name", text(FIRST_NAME))]);
@@ -534,8 +533,7 @@ async fn a_crash_during_erasure_leaves_the_whole_person_or_no_trace() {
             open_at_kill += 1;
         }
 
-        let port = free_port();
-        let mut child = spawn_binary(data_dir.path(), port);
+        let (mut child, port) = spawn_binary(data_dir.path());
         let mut client = connect_port(port).await;
         let gone = match get_by(&mut client, phone(PHONE)).await {
             Ok(profile) => {

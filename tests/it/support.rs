@@ -261,15 +261,42 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// The real binary, as an operator runs it.
-pub fn spawn_binary(data_dir: &std::path::Path, port: u16) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+/// The real binary, as an operator runs it, on a port the system picks
+/// (read back from its log, so no other process can take it in between).
+pub fn spawn_binary(data_dir: &std::path::Path) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data_dir)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("start the sightline binary")
+        .expect("start the sightline binary");
+    let stderr = child.stderr.take().expect("stderr");
+    let (found, port) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        // Read to the end: a full pipe would stall the server.
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let listening = line
+                .contains(" serving ")
+                .then(|| line.split("address=127.0.0.1:").nth(1))
+                .flatten()
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|digits| digits.parse::<u16>().ok());
+            if let (Some(port), Some(sender)) = (listening, found.as_ref()) {
+                let _ = sender.send(port);
+                found = None;
+            }
+        }
+    });
+    let port = port
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the binary logs the address it serves on");
+    (child, port)
 }
 
 pub async fn connect_port(port: u16) -> Client {
