@@ -152,21 +152,35 @@ async fn spawn_http(
     ))))
 }
 
-/// Refreshes RFM quintiles and applies retention every `interval_secs`
-/// (never when 0). A failed run is logged and retried at the next tick.
-fn spawn_maintenance(
-    service: Arc<ProfileService>,
-    interval_secs: u64,
-) -> Option<tokio::task::JoinHandle<()>> {
+/// Runs `job` every `interval_secs` (never when 0); the first run waits a
+/// full period, so start-up stays fast. A failed run is the job's to log;
+/// the next tick tries again.
+fn spawn_every<F, Fut>(interval_secs: u64, mut job: F) -> Option<tokio::task::JoinHandle<()>>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     if interval_secs == 0 {
         return None;
     }
     Some(tokio::spawn(async move {
-        let period = std::time::Duration::from_secs(interval_secs);
-        // The first run waits a full period: start-up stays fast.
+        let period = Duration::from_secs(interval_secs);
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             ticks.tick().await;
+            job().await;
+        }
+    }))
+}
+
+/// Refreshes RFM quintiles and applies event retention.
+fn spawn_maintenance(
+    service: Arc<ProfileService>,
+    interval_secs: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    spawn_every(interval_secs, move || {
+        let service = Arc::clone(&service);
+        async move {
             match service.run_maintenance().await {
                 Ok(report) => tracing::info!(
                     customers = report.customers,
@@ -176,7 +190,7 @@ fn spawn_maintenance(
                 Err(error) => tracing::warn!(%error, "maintenance failed"),
             }
         }
-    }))
+    })
 }
 
 /// Accepted connections with Nagle's algorithm off: small gRPC responses
@@ -199,21 +213,16 @@ type ProfileServer = pb::profile_service_server::ProfileServiceServer<ProfileApi
 type SegmentServer = pb::segment_service_server::SegmentServiceServer<SegmentApi>;
 type PrivacyServer = pb::privacy_service_server::PrivacyServiceServer<PrivacyApi>;
 
-/// Re-evaluates time-dependent segment rules every `interval_secs` (never
-/// when 0).
+/// Re-evaluates time-dependent segment rules and applies access-log
+/// retention.
 fn spawn_sweep(
     segments: Arc<SegmentService>,
     privacy: Arc<PrivacyService>,
     interval_secs: u64,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if interval_secs == 0 {
-        return None;
-    }
-    Some(tokio::spawn(async move {
-        let period = std::time::Duration::from_secs(interval_secs);
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        loop {
-            ticks.tick().await;
+    spawn_every(interval_secs, move || {
+        let (segments, privacy) = (Arc::clone(&segments), Arc::clone(&privacy));
+        async move {
             match segments.sweep().await {
                 Ok(profiles) => tracing::info!(profiles, "segment sweep done"),
                 Err(error) => tracing::warn!(%error, "segment sweep failed"),
@@ -223,7 +232,7 @@ fn spawn_sweep(
                 Err(error) => tracing::warn!(%error, "access log retention failed"),
             }
         }
-    }))
+    })
 }
 
 /// How the configured store is opened, for serving and for restoring.

@@ -326,18 +326,7 @@ pub fn put_privacy_request(writes: &mut CallWrites<'_, '_>, request: &PrivacyReq
             PrivacyRequestStatus::Completed => 2,
             PrivacyRequestStatus::Failed => 3,
         },
-        counts: Some(CountsRecord {
-            profiles: request.counts.profiles,
-            identifiers: request.counts.identifiers,
-            traits: request.counts.traits,
-            events: request.counts.events,
-            consents: request.counts.consents,
-            memberships: request.counts.memberships,
-            match_entries: request.counts.match_entries,
-            access_log_entries: request.counts.access_log_entries,
-            message_records: request.counts.message_records,
-            suppressed_identifiers: request.counts.suppressed_identifiers,
-        }),
+        counts: Some(CountsRecord::from(&request.counts)),
     };
     writes.insert(
         keys::privacy_request(&request.request_id),
@@ -365,18 +354,7 @@ pub fn request_of(request_id: &str, record: &PrivacyRequestRecord) -> PrivacyReq
             3 => PrivacyRequestStatus::Failed,
             _ => PrivacyRequestStatus::Received,
         },
-        counts: ErasureCounts {
-            profiles: counts.profiles,
-            identifiers: counts.identifiers,
-            traits: counts.traits,
-            events: counts.events,
-            consents: counts.consents,
-            memberships: counts.memberships,
-            match_entries: counts.match_entries,
-            access_log_entries: counts.access_log_entries,
-            message_records: counts.message_records,
-            suppressed_identifiers: counts.suppressed_identifiers,
-        },
+        counts: ErasureCounts::from(&counts),
     }
 }
 

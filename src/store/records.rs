@@ -452,6 +452,38 @@ pub struct CountsRecord {
     pub suppressed_identifiers: u64,
 }
 
+/// The one place erasure counts are copied between the domain and their
+/// stored form, both ways.
+macro_rules! erasure_count_fields {
+    ($from:expr, $to:ident) => {
+        $to {
+            profiles: $from.profiles,
+            identifiers: $from.identifiers,
+            traits: $from.traits,
+            events: $from.events,
+            consents: $from.consents,
+            memberships: $from.memberships,
+            match_entries: $from.match_entries,
+            access_log_entries: $from.access_log_entries,
+            message_records: $from.message_records,
+            suppressed_identifiers: $from.suppressed_identifiers,
+        }
+    };
+}
+
+impl From<&crate::model::ErasureCounts> for CountsRecord {
+    fn from(counts: &crate::model::ErasureCounts) -> Self {
+        erasure_count_fields!(counts, CountsRecord)
+    }
+}
+
+impl From<&CountsRecord> for crate::model::ErasureCounts {
+    fn from(record: &CountsRecord) -> Self {
+        use crate::model::ErasureCounts;
+        erasure_count_fields!(record, ErasureCounts)
+    }
+}
+
 /// The audit record of an export or erasure; no data of the subject.
 #[derive(Clone, PartialEq, Message)]
 pub struct PrivacyRequestRecord {
