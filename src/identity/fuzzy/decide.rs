@@ -78,7 +78,9 @@ pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision
 ///   family (a parent and child, siblings);
 /// - twins share the birthday too, and then only contact details of their
 ///   own tell them apart: when both profiles hold an email and neither is a
-///   mistyped copy of the other, different given names are two people.
+///   mistyped copy of the other, different given names are two people;
+/// - without a birthday to compare, the same holds: different given names
+///   with emails of their own are two members of the household.
 ///
 /// Such a pair is left to a reviewer, never merged automatically. Records
 /// without contact details (an in-store form) that differ only in the
@@ -93,8 +95,9 @@ pub fn possibly_relatives(score: &MatchScore) -> bool {
         return false;
     }
     let given_name = score.level_of(Field::FirstName);
+    let own_emails = score.level_of(Field::Email) == Some(ELSE);
     match score.level_of(Field::Birthday) {
-        Some(EXACT) => given_name == Some(ELSE) && score.level_of(Field::Email) == Some(ELSE),
+        Some(EXACT) | None => given_name == Some(ELSE) && own_emails,
         // Siblings' names are often alike (Daniel, Danielle; Emma, Emily):
         // with different birthdays, only the same name or a nickname of it
         // is the same person's.
@@ -116,6 +119,31 @@ mod tests {
 
     fn no_frequencies(_: &MatchFields, _: &MatchFields) -> NameFrequencies {
         NameFrequencies::default()
+    }
+
+    #[test]
+    fn household_members_without_birthdays_but_with_their_own_emails_wait_for_a_reviewer() {
+        let address = json!({"street": "9 Mill Lane", "city": "Leeds", "postal_code": "LS1 4AP"});
+        let member = |first: &str, email: &str| {
+            let fields = MatchFields::from_traits(
+                json!({"first_name": first, "last_name": "Parker", "address": address})
+                    .as_object()
+                    .unwrap(),
+            );
+            MatchProfile::new(fields.with_emails([email]), [])
+        };
+        let model = MatchModel::prior();
+        let score = score_profiles(
+            &model,
+            &member("Ann", "ann.p@example.com"),
+            &member("Thomas", "tom.parker61@example.org"),
+            &no_frequencies,
+            1_000,
+        )
+        .unwrap();
+        assert!(possibly_relatives(&score), "{score:?}");
+        let thresholds = MatchThresholds::default();
+        assert_ne!(decide(&score, &thresholds), MatchDecision::AutoMerge);
     }
 
     #[test]
