@@ -52,9 +52,17 @@ const DAY_SECONDS: i64 = 86_400;
 const RESEND_RATE: f64 = 0.02;
 
 /// Values that sloppy forms, QA scripts and SDKs put where an identifier
-/// belongs. The phone is not a valid number: the server rejects the call.
-const JUNK_EMAIL: &str = "test@example.com";
-const JUNK_DEVICE_ID: &str = "00000000-0000-0000-0000-000000000000";
+/// belongs, none of them on the server's list of blocked values verbatim:
+/// its patterns must catch them. The phone is not a valid number: the
+/// server rejects the call.
+const JUNK_MAILBOXES: [&str; 6] = ["noreply", "no-reply", "none", "xxxx", "test", "donotreply"];
+const JUNK_MAIL_DOMAINS: [&str; 4] = ["gmail.com", "shop.example", "hotmail.co.uk", "mail.example"];
+const JUNK_DEVICE_IDS: [&str; 4] = [
+    "00000000-0000-0000-0000-000000000000",
+    "0000000000000000",
+    "unknown",
+    "null",
+];
 const JUNK_PHONE: &str = "0000000000";
 
 /// Draws for a unique (first name, last name, birthday) before giving up;
@@ -1046,6 +1054,12 @@ impl Generator {
         }
     }
 
+    fn junk_email(&mut self) -> String {
+        let mailbox = JUNK_MAILBOXES[self.rng.random_range(0..JUNK_MAILBOXES.len())];
+        let domain = JUNK_MAIL_DOMAINS[self.rng.random_range(0..JUNK_MAIL_DOMAINS.len())];
+        format!("{mailbox}@{domain}")
+    }
+
     fn junk_person(&mut self) {
         let spec = PersonSpec {
             user_id_rate: 1.0,
@@ -1064,12 +1078,14 @@ impl Generator {
                 match self.rng.random_range(0..4) {
                     // A call-centre agent fills the mandatory email field.
                     0 => {
-                        let ids = vec![account, junk("email", JUNK_EMAIL)];
+                        let ids = vec![account, junk("email", &self.junk_email())];
                         self.identify(&person, &mut at, "callcentre", ids, names);
                     }
                     // An app with ad tracking limited reports a zeroed id.
                     1 => {
-                        let ids = vec![account, junk("device_id", JUNK_DEVICE_ID)];
+                        let device =
+                            JUNK_DEVICE_IDS[self.rng.random_range(0..JUNK_DEVICE_IDS.len())];
+                        let ids = vec![account, junk("device_id", device)];
                         self.identify(&person, &mut at, "app", ids, Map::new());
                     }
                     // A placeholder phone: the server rejects the call.
@@ -1078,7 +1094,7 @@ impl Generator {
                         self.identify(&person, &mut at, "callcentre", ids, names);
                     }
                     _ => {
-                        let ids = vec![account, junk("email", JUNK_EMAIL)];
+                        let ids = vec![account, junk("email", &self.junk_email())];
                         self.track(&person, &mut at, "shop", ids, "Order Completed");
                     }
                 }
