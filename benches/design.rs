@@ -638,7 +638,11 @@ async fn mean_group_calls(port: u16) -> f64 {
         value("sightline_write_group_calls_sum"),
         value("sightline_write_group_calls_count"),
     );
-    if count > 0.0 { sum / count } else { SLED_BATCH as f64 }
+    if count > 0.0 {
+        sum / count
+    } else {
+        SLED_BATCH as f64
+    }
 }
 
 /// Loads people `range` of the large population; returns items per
