@@ -197,7 +197,8 @@ fn resolve_lookup(normalizer: &Normalizer, lookup: ProfileLookup) {
 
 /// Any text as a segment rule: checking it must answer Ok or a positioned
 /// error, and a rule that passes must evaluate (to anything) without
-/// panicking, here against an empty scope.
+/// panicking, against an empty scope and against profiles made from the
+/// input's bytes (traits of every shape, orders, consents, identifiers).
 pub fn rule_compile(data: &[u8]) {
     let Ok(source) = std::str::from_utf8(data) else {
         return;
@@ -205,6 +206,22 @@ pub fn rule_compile(data: &[u8]) {
     match sightline::segments::Rule::compile(source) {
         Ok(rule) => {
             let _ = rule.matches(&cel::Context::default());
+            let registry = sightline::segments::SegmentRegistry::new(
+                std::sync::Arc::new(sightline::model::ManualClock::new(
+                    sightline::model::UnixMillis(1_717_200_000_000),
+                )),
+                sightline::computed::LifecycleThresholds {
+                    active_days: 90,
+                    lapsing_days: 365,
+                },
+                sightline::computed::RfmCache::default(),
+            );
+            let matcher = registry.matcher(rule);
+            for seed in 0..3u8 {
+                let events = CountingEvents(u64::from(seed));
+                let facts = generated_profile(data, seed, &events);
+                let _ = matcher.matches(&facts);
+            }
         }
         Err(error) => {
             assert!(!error.message.is_empty());
@@ -212,5 +229,81 @@ pub fn rule_compile(data: &[u8]) {
                 assert!(line >= 1 && column >= 1, "{error}");
             }
         }
+    }
+}
+
+/// Every windowed event count answers `n`.
+struct CountingEvents(u64);
+
+impl sightline::model::EventCounter for CountingEvents {
+    fn count_since(&self, _name: &str, _since: sightline::model::UnixMillis) -> u64 {
+        self.0
+    }
+}
+
+/// A profile whose values come from `data`: numbers, text, lists, nested
+/// objects, a location, orders and consents, so that a rule's field reads,
+/// comparisons and functions meet real values of every type.
+fn generated_profile<'a>(
+    data: &[u8],
+    seed: u8,
+    events: &'a dyn sightline::model::EventCounter,
+) -> sightline::model::ProfileFacts<'a> {
+    use serde_json::json;
+    use sightline::model::{Channel, Purpose, UnixMillis};
+    let byte = |index: usize| {
+        data.get(index % data.len().max(1))
+            .copied()
+            .unwrap_or(0)
+            .wrapping_add(seed)
+    };
+    let text: String = data
+        .iter()
+        .take(12)
+        .map(|b| char::from(b'a' + b.wrapping_add(seed) % 26))
+        .collect();
+    let traits = vec![
+        (
+            "plan".to_owned(),
+            json!(["gold", "free", text.as_str()][usize::from(byte(0)) % 3]),
+        ),
+        ("score".to_owned(), json!(f64::from(byte(1)) - 100.0)),
+        ("vip".to_owned(), json!(byte(2) % 2 == 0)),
+        ("tags".to_owned(), json!([text.clone(), "x"])),
+        (
+            "nested".to_owned(),
+            json!({"a": {"b": byte(3)}, "list": [1, "two", null]}),
+        ),
+        (
+            "location".to_owned(),
+            json!({"lat": f64::from(byte(4)) - 90.0, "lon": f64::from(byte(5))}),
+        ),
+        ("birthday".to_owned(), json!("1990-04-01")),
+        ("nothing".to_owned(), serde_json::Value::Null),
+    ];
+    let mut activity = sightline::computed::Activity::default();
+    for order in 0..u64::from(byte(6) % 4) {
+        let properties =
+            json!({"revenue": f64::from(byte(7)) + order as f64, "products": [{"category": text}]});
+        let at = UnixMillis(1_717_000_000_000 - i64::try_from(order).unwrap_or(0) * 86_400_000);
+        if let serde_json::Value::Object(properties) = properties {
+            activity.record_event("Order Completed", &properties, at);
+        }
+    }
+    let consents = match byte(8) % 3 {
+        0 => vec![],
+        1 => vec![(Channel::Email, Purpose::Marketing)],
+        _ => vec![
+            (Channel::Email, Purpose::Marketing),
+            (Channel::Sms, Purpose::Personalisation),
+        ],
+    };
+    sightline::model::ProfileFacts {
+        id: sightline::model::ProfileId(u64::from(byte(9)) + 1),
+        traits,
+        activity,
+        consents,
+        identifier_kinds: vec!["email".to_owned(), "user_id".to_owned()],
+        events,
     }
 }
