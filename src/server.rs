@@ -383,6 +383,7 @@ pub async fn run_on(
             )
             .with_segments(Arc::clone(&segments))
             .with_access_log(access_log.clone())
+            .with_metrics(Arc::clone(&request_metrics))
         },
         stopping_seen.clone(),
     )

@@ -31,6 +31,7 @@ use reply::json_response;
 pub use tls::{TlsError, server_config as tls_server_config};
 
 use crate::config::HttpConfig;
+use crate::metrics::Metrics;
 use crate::privacy::AccessLog;
 use crate::security::{Scope, TokenSet};
 use crate::segments::SegmentService;
@@ -46,6 +47,8 @@ pub struct HttpApi {
     access_log: Option<AccessLog>,
     tokens: TokenSet,
     config: HttpConfig,
+    /// Requests are counted here, when attached.
+    metrics: Option<Arc<Metrics>>,
     /// Calls being answered; beyond the limit a call is refused with 429 at
     /// once rather than queued without bound.
     in_flight: Semaphore,
@@ -64,12 +67,18 @@ impl HttpApi {
             access_log: None,
             tokens,
             config,
+            metrics: None,
             in_flight: Semaphore::new(calls_in_flight_max),
         }
     }
 
     pub fn with_segments(mut self, segments: Arc<SegmentService>) -> Self {
         self.segments = Some(segments);
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -121,7 +130,15 @@ async fn one_message(
     let Some(kind) = MessageType::parse(&call) else {
         return not_found().await;
     };
-    answer(async {
+    let route = match kind {
+        MessageType::Identify => "/v1/identify",
+        MessageType::Track => "/v1/track",
+        MessageType::Page => "/v1/page",
+        MessageType::Screen => "/v1/screen",
+        MessageType::Alias => "/v1/alias",
+        MessageType::Group => "/v1/group",
+    };
+    answer(&api, route, async {
         let _permit = api
             .in_flight
             .try_acquire()
@@ -134,7 +151,7 @@ async fn one_message(
 }
 
 async fn batch(State(api): State<Arc<HttpApi>>, headers: HeaderMap, body: Body) -> Response {
-    answer(async {
+    answer(&api, "/v1/batch", async {
         let _permit = api
             .in_flight
             .try_acquire()
@@ -152,7 +169,7 @@ async fn profile(
     query: Result<Query<ProfileQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    answer(async {
+    answer(&api, "/v1/profiles", async {
         let _permit = api
             .in_flight
             .try_acquire()
@@ -178,11 +195,20 @@ async fn not_found() -> Response {
     .into_response()
 }
 
-async fn answer(call: impl Future<Output = Result<Value, HttpError>>) -> Response {
-    match call.await {
+async fn answer(
+    api: &HttpApi,
+    route: &'static str,
+    call: impl Future<Output = Result<Value, HttpError>>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = match call.await {
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(error) => error.into_response(),
+    };
+    if let Some(metrics) = &api.metrics {
+        metrics.observe_http(route, response.status().as_u16(), started.elapsed());
     }
+    response
 }
 
 /// The whole body, refused once it grows past `bytes_max` (compressed

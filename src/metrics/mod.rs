@@ -35,10 +35,21 @@ const METHODS_MAX: usize = 64;
 const METHOD_LABEL_BYTES_MAX: usize = 128;
 const OTHER_METHOD: &str = "other";
 
-/// Request counts and latencies since start, by gRPC method.
+/// Request counts and latencies since start, by gRPC method and by HTTP
+/// route.
 #[derive(Debug, Default)]
 pub struct Metrics {
     methods: Mutex<BTreeMap<String, MethodStats>>,
+    /// Routes are the API's own names (`/v1/batch`), never request paths,
+    /// so the table stays as small as the API.
+    http_routes: Mutex<BTreeMap<&'static str, HttpStats>>,
+}
+
+#[derive(Debug)]
+struct HttpStats {
+    /// Requests by HTTP status.
+    statuses: BTreeMap<u16, u64>,
+    latency: Histogram,
 }
 
 #[derive(Debug)]
@@ -75,6 +86,21 @@ impl Metrics {
                 latency: Histogram::new(&LATENCY_BOUNDS_SECONDS),
             });
         *stats.codes.entry(code_name(code)).or_insert(0) += 1;
+        stats.latency.observe(latency.as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// Counts one answered HTTP request of `route` (`/v1/batch`).
+    pub fn observe_http(&self, route: &'static str, status: u16, latency: Duration) {
+        let Ok(mut routes) = self.http_routes.lock() else {
+            return;
+        };
+        let stats = routes.entry(route).or_insert_with(|| HttpStats {
+            statuses: BTreeMap::new(),
+            latency: Histogram::new(&LATENCY_BOUNDS_SECONDS),
+        });
+        *stats.statuses.entry(status).or_insert(0) += 1;
         stats.latency.observe(latency.as_secs_f64());
     }
 }
@@ -130,6 +156,35 @@ pub fn render(metrics: &Metrics, service: &ProfileService) -> String {
             out.histogram(
                 "sightline_grpc_request_duration_seconds",
                 &[("method", method)],
+                &stats.latency,
+            );
+        }
+    }
+
+    if let Ok(routes) = metrics.http_routes.lock() {
+        out.family(
+            "sightline_http_requests_total",
+            "counter",
+            "HTTP API requests answered, by route and status.",
+        );
+        for (route, stats) in routes.iter() {
+            for (status, count) in &stats.statuses {
+                out.sample(
+                    "sightline_http_requests_total",
+                    &[("route", route), ("status", &status.to_string())],
+                    *count as f64,
+                );
+            }
+        }
+        out.family(
+            "sightline_http_request_duration_seconds",
+            "histogram",
+            "Time from receiving an HTTP request to answering it, by route.",
+        );
+        for (route, stats) in routes.iter() {
+            out.histogram(
+                "sightline_http_request_duration_seconds",
+                &[("route", route)],
                 &stats.latency,
             );
         }

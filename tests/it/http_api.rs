@@ -40,8 +40,13 @@ struct Keys {
 /// A server with an HTTP listener and two tokens: a write key for the
 /// SDKs (`events:write`) and a reader (`profiles:read`).
 async fn start() -> (TestServer, Keys) {
+    start_configured(|_| {}).await
+}
+
+async fn start_configured(adjust: impl FnOnce(&mut Config)) -> (TestServer, Keys) {
     let data_dir = tempfile::tempdir().expect("temporary data dir");
     let mut config = test_config(&data_dir);
+    adjust(&mut config);
     let keys = Keys {
         write: add_token(&mut config, "web", &[Scope::EventsWrite]),
         read: add_token(&mut config, "backend", &[Scope::ProfilesRead]),
@@ -572,7 +577,11 @@ async fn gzip_bodies_are_accepted_and_the_event_time_is_corrected_for_client_ske
 
 #[tokio::test(flavor = "multi_thread")]
 async fn profiles_are_read_as_json_by_identifier_or_id_with_the_fields_asked_for() {
-    let (server, keys) = start().await;
+    let metrics_port = free_port();
+    let (server, keys) = start_configured(|config| {
+        config.metrics.listen = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
+    })
+    .await;
     let batch = json!({"batch": [
         {"type": "identify", "userId": "u-r", "messageId": "r1",
          "traits": {"email": "reader@example.com", "firstName": "Rae"}},
@@ -647,5 +656,24 @@ async fn profiles_are_read_as_json_by_identifier_or_id_with_the_fields_asked_for
     )
     .await;
     assert_eq!(anonymous.status, 401);
+
+    // Each answer is counted by route and status.
+    let scraped = crate::metrics::scrape(metrics_port, "/metrics").await;
+    let count = |labels: &str| {
+        crate::metrics::value(
+            &scraped,
+            &format!("sightline_http_requests_total{{{labels}}}"),
+        )
+    };
+    assert_eq!(
+        count("route=\"/v1/batch\",status=\"200\""),
+        Some(1.0),
+        "{scraped}"
+    );
+    assert_eq!(count("route=\"/v1/profiles\",status=\"404\""), Some(1.0));
+    assert_eq!(count("route=\"/v1/profiles\",status=\"401\""), Some(1.0));
+    assert!(
+        scraped.contains("sightline_http_request_duration_seconds_bucket{route=\"/v1/profiles\"")
+    );
     server.stop().await;
 }
