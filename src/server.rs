@@ -96,15 +96,17 @@ fn log_exposure(exposure: Exposure, tls: bool) {
 /// Serves `GET /metrics` when configured.
 async fn spawn_metrics(
     config: &Config,
+    listener: Option<TcpListener>,
     metrics: Arc<Metrics>,
     service: Arc<ProfileService>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ServerError> {
-    let Some(address) = config.metrics.listen else {
-        return Ok(None);
+    let listener = match (listener, config.metrics.listen) {
+        (Some(listener), _) => listener,
+        (None, Some(address)) => TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::MetricsListen { address, source })?,
+        (None, None) => return Ok(None),
     };
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| ServerError::MetricsListen { address, source })?;
     tracing::info!(address = ?listener.local_addr().ok(), "serving metrics");
     Ok(Some(tokio::spawn(metrics::serve(
         listener, metrics, service,
@@ -257,6 +259,9 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The HTTP API's; when `None`, `[http] listen` is bound if set.
     pub http: Option<TcpListener>,
+    /// The metrics endpoint's; when `None`, `[metrics] listen` is bound if
+    /// set.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting calls, lets the
@@ -271,6 +276,7 @@ pub async fn run(
     let listeners = Listeners {
         grpc: listener,
         http: None,
+        metrics: None,
     };
     run_on(listeners, config, clock, shutdown).await
 }
@@ -285,6 +291,7 @@ pub async fn run_on(
     let Listeners {
         grpc: listener,
         http: http_listener,
+        metrics: metrics_listener,
     } = listeners;
     config.validate()?;
     let address = listener.local_addr().map_err(ServerError::Listener)?;
@@ -365,8 +372,13 @@ pub async fn run_on(
         .build_v1alpha()?;
 
     let request_metrics = Arc::new(Metrics::new());
-    let metrics_task =
-        spawn_metrics(&config, Arc::clone(&request_metrics), Arc::clone(&service)).await?;
+    let metrics_task = spawn_metrics(
+        &config,
+        metrics_listener,
+        Arc::clone(&request_metrics),
+        Arc::clone(&service),
+    )
+    .await?;
     let admin_api = AdminServer::new(AdminApi::new(Arc::clone(&service)));
     // Turns true on shutdown: the HTTP listener and open Ingest streams
     // stop, and the drain time starts.

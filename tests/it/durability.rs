@@ -64,10 +64,13 @@ async fn acknowledged_writes_survive_a_restart() {
 async fn a_record_large_enough_for_a_file_of_its_own_is_synced_before_the_acknowledgement() {
     let data_dir = tempfile::tempdir().unwrap();
     let blobs = data_dir.path().join("blobs");
-    let mut config = test_config(&data_dir);
-    let port = free_port();
-    config.metrics.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-    let server = TestServer::start_with(data_dir, config).await;
+    let config = test_config(&data_dir);
+    let extras = Extras {
+        http: false,
+        metrics: true,
+    };
+    let server = TestServer::start_with_extras(data_dir, config, extras).await;
+    let port = server.metrics_port.expect("a metrics listener");
     let mut client = server.client().await;
     // Three calls of 60 KB traits each: a record past a quarter of sled's
     // 512 KiB segment, which sled writes to a file under `blobs/`.

@@ -49,10 +49,13 @@ fn spender(n: usize, revenue: f64) -> pb::TrackRequest {
 #[tokio::test]
 async fn profiles_are_listed_in_id_order_and_counted_through_merges_and_restarts() {
     let data_dir = tempfile::tempdir().expect("data dir");
-    let mut config = test_config(&data_dir);
-    let metrics_port = free_port();
-    config.metrics.listen = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
-    let server = TestServer::start_with(data_dir, config.clone()).await;
+    let config = test_config(&data_dir);
+    let extras = Extras {
+        http: false,
+        metrics: true,
+    };
+    let server = TestServer::start_with_extras(data_dir, config.clone(), extras).await;
+    let metrics_port = server.metrics_port.expect("a metrics listener");
     let mut client = server.client().await;
     assert_eq!(count(&mut client).await, 0);
     for n in 0..7 {

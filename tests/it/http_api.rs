@@ -40,19 +40,26 @@ struct Keys {
 /// A server with an HTTP listener and two tokens: a write key for the
 /// SDKs (`events:write`) and a reader (`profiles:read`).
 async fn start() -> (TestServer, Keys) {
-    start_configured(|_| {}).await
+    start_serving(false).await
 }
 
-async fn start_configured(adjust: impl FnOnce(&mut Config)) -> (TestServer, Keys) {
+/// As `start`, with a metrics endpoint too when asked.
+async fn start_serving(metrics: bool) -> (TestServer, Keys) {
     let data_dir = tempfile::tempdir().expect("temporary data dir");
     let mut config = test_config(&data_dir);
-    adjust(&mut config);
     let keys = Keys {
         write: add_token(&mut config, "web", &[Scope::EventsWrite]),
         read: add_token(&mut config, "backend", &[Scope::ProfilesRead]),
         admin: add_token(&mut config, "admin", &[Scope::Admin]),
     };
-    (TestServer::start_with_http(data_dir, config).await, keys)
+    let extras = Extras {
+        http: true,
+        metrics,
+    };
+    (
+        TestServer::start_with_extras(data_dir, config, extras).await,
+        keys,
+    )
 }
 
 fn http_root(server: &TestServer) -> String {
@@ -577,11 +584,8 @@ async fn gzip_bodies_are_accepted_and_the_event_time_is_corrected_for_client_ske
 
 #[tokio::test(flavor = "multi_thread")]
 async fn profiles_are_read_as_json_by_identifier_or_id_with_the_fields_asked_for() {
-    let metrics_port = free_port();
-    let (server, keys) = start_configured(|config| {
-        config.metrics.listen = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
-    })
-    .await;
+    let (server, keys) = start_serving(true).await;
+    let metrics_port = server.metrics_port.expect("a metrics listener");
     let batch = json!({"batch": [
         {"type": "identify", "userId": "u-r", "messageId": "r1",
          "traits": {"email": "reader@example.com", "firstName": "Rae"}},

@@ -28,10 +28,13 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn counters_follow_the_calls_made() {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&data_dir);
-    let port = free_port();
-    config.metrics.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-    let server = TestServer::start_with(data_dir, config).await;
+    let config = test_config(&data_dir);
+    let extras = Extras {
+        http: false,
+        metrics: true,
+    };
+    let server = TestServer::start_with_extras(data_dir, config, extras).await;
+    let port = server.metrics_port.expect("a metrics listener");
     let mut client = server.client().await;
 
     client

@@ -15,10 +15,20 @@ use tonic::transport::Channel;
 
 pub type Client = ProfileServiceClient<Channel>;
 
+/// Listeners a test server gets besides gRPC, each bound on an ephemeral
+/// loopback port before the server starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    pub http: bool,
+    pub metrics: bool,
+}
+
 pub struct TestServer {
     pub address: SocketAddr,
     /// The HTTP API's address, when started with one.
     pub http_address: Option<SocketAddr>,
+    /// The metrics endpoint's port, when started with one.
+    pub metrics_port: Option<u16>,
     data_dir: TempDir,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServerError>>,
@@ -70,34 +80,56 @@ impl TestServer {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> TestServer {
-        TestServer::launch(data_dir, config, clock, false).await
+        TestServer::launch(data_dir, config, clock, Extras::default()).await
     }
 
     /// Starts with the HTTP API on an ephemeral loopback port too.
     pub async fn start_with_http(data_dir: TempDir, config: Config) -> TestServer {
-        TestServer::launch(data_dir, config, Arc::new(SystemClock), true).await
+        let extras = Extras {
+            http: true,
+            metrics: false,
+        };
+        TestServer::launch(data_dir, config, Arc::new(SystemClock), extras).await
+    }
+
+    /// Starts with listeners of its own for the HTTP API and the metrics
+    /// endpoint, as asked.
+    pub async fn start_with_extras(
+        data_dir: TempDir,
+        config: Config,
+        extras: Extras,
+    ) -> TestServer {
+        TestServer::launch(data_dir, config, Arc::new(SystemClock), extras).await
     }
 
     async fn launch(
         data_dir: TempDir,
         config: Config,
         clock: Arc<dyn Clock>,
-        with_http: bool,
+        extras: Extras,
     ) -> TestServer {
         let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
         let listener = bind().await.expect("bind loopback");
         let address = listener.local_addr().expect("local address");
-        let http = match with_http {
+        let http = match extras.http {
+            true => Some(bind().await.expect("bind loopback")),
+            false => None,
+        };
+        let metrics = match extras.metrics {
             true => Some(bind().await.expect("bind loopback")),
             false => None,
         };
         let http_address = http
             .as_ref()
             .map(|listener| listener.local_addr().expect("local address"));
+        let metrics_port = metrics
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("local address").port());
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = sightline::server::Listeners {
             grpc: listener,
             http,
+            metrics,
         };
         let task = tokio::spawn(sightline::server::run_on(listeners, config, clock, async {
             let _ = stopped.await;
@@ -105,6 +137,7 @@ impl TestServer {
         TestServer {
             address,
             http_address,
+            metrics_port,
             data_dir,
             stop,
             task,
