@@ -506,9 +506,7 @@ fn open_when_released(options: &SledStoreOptions) -> Result<SledStore, String> {
     loop {
         match SledStore::open(options) {
             Ok(store) => return Ok(store),
-            Err(error)
-                if attempts < 250 && error.to_string().contains("could not acquire lock") =>
-            {
+            Err(sightline::store::StoreError::Locked(_)) if attempts < 250 => {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
