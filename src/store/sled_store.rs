@@ -289,11 +289,31 @@ fn count_keys(tree: &sled::Tree, tag: u8) -> Result<u64, StoreError> {
     Ok(count)
 }
 
+/// How long an open waits for a directory lock to be let go: sled gives
+/// it up only once its background threads drop their last handle, which
+/// can trail a close (a restart, restore's reopen) by moments.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open_db(
     data_dir: &Path,
     cache_capacity_bytes: u64,
 ) -> Result<(sled::Db, sled::Tree, File), StoreError> {
-    let db = sled::Config::new()
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    let db = loop {
+        match open_sled(data_dir, cache_capacity_bytes) {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => break opened?,
+        }
+    };
+    let tree = db.open_tree(TREE_NAME)?;
+    let log_file = File::open(log_file_path(data_dir))?;
+    Ok((db, tree, log_file))
+}
+
+fn open_sled(data_dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
         .path(data_dir)
         .cache_capacity(cache_capacity_bytes)
         // Durability comes from an explicit flush and fdatasync per group;
@@ -308,10 +328,7 @@ fn open_db(
                 StoreError::Locked(data_dir.to_owned())
             }
             other => StoreError::Database(other),
-        })?;
-    let tree = db.open_tree(TREE_NAME)?;
-    let log_file = File::open(log_file_path(data_dir))?;
-    Ok((db, tree, log_file))
+        })
 }
 
 impl SledStore {
