@@ -15,7 +15,7 @@ pub use admin::AdminApi;
 pub use privacy::PrivacyApi;
 pub use profiles::ProfileApi;
 pub use segments::SegmentApi;
-pub use status::{Refusal, refusal_status, to_status};
+pub use status::{Refusal, code_name, refusal_status, to_status};
 
 /// Generated protobuf and gRPC code for `sightline.v1`.
 pub mod pb {

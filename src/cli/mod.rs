@@ -60,34 +60,10 @@ pub enum CliError {
         server: String,
         source: tonic::transport::Error,
     },
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    #[error("{}: {}", crate::api::code_name(.0.code()), .0.message())]
     Call(#[from] tonic::Status),
     #[error("the token is not a valid header value")]
     Token,
-}
-
-/// The status code as the gRPC documentation and grpcurl name it.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Adds `authorization: Bearer <token>` to every call, when there is a

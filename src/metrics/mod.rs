@@ -19,6 +19,7 @@ use std::time::Duration;
 pub use http::serve;
 pub use layer::RequestMetricsLayer;
 
+use crate::api::code_name;
 use crate::service::ProfileService;
 use crate::store::GROUP_SIZE_BOUNDS;
 use text::{Exposition, Histogram};
@@ -102,30 +103,6 @@ impl Metrics {
         });
         *stats.statuses.entry(status).or_insert(0) += 1;
         stats.latency.observe(latency.as_secs_f64());
-    }
-}
-
-/// The names gRPC itself gives the codes, as other exporters label them.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

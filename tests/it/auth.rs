@@ -3,8 +3,8 @@
 
 use sightline::api::pb;
 use sightline::cli::{BearerToken, ProfileClient, profile_client};
-use sightline::config::{Config, TokenConfig};
-use sightline::security::{Scope, generate_token, hash_token};
+use sightline::config::Config;
+use sightline::security::Scope;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -15,17 +15,6 @@ use tonic_reflection::pb::v1::{
 };
 
 use crate::support::*;
-
-/// Adds a token with these scopes to the configuration and returns it.
-fn add_token(config: &mut Config, name: &str, scopes: &[Scope]) -> String {
-    let token = generate_token().expect("random token");
-    config.auth.tokens.push(TokenConfig {
-        name: name.to_owned(),
-        scopes: scopes.to_vec(),
-        sha256: hash_token(&token).to_string(),
-    });
-    token
-}
 
 struct Tokens {
     reader: String,

@@ -14,21 +14,10 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use sightline::api::pb;
-use sightline::config::{Config, TokenConfig};
-use sightline::security::{Scope, generate_token, hash_token};
+use sightline::security::Scope;
 
 use crate::sdk;
 use crate::support::*;
-
-fn add_token(config: &mut Config, name: &str, scopes: &[Scope]) -> String {
-    let token = generate_token().expect("random token");
-    config.auth.tokens.push(TokenConfig {
-        name: name.to_owned(),
-        scopes: scopes.to_vec(),
-        sha256: hash_token(&token).to_string(),
-    });
-    token
-}
 
 struct Keys {
     write: String,

@@ -342,3 +342,14 @@ pub async fn connect_port(port: u16) -> Client {
     }
     panic!("binary did not start listening on {endpoint}");
 }
+
+/// Adds a token with these scopes to the configuration and returns it.
+pub fn add_token(config: &mut Config, name: &str, scopes: &[sightline::security::Scope]) -> String {
+    let token = sightline::security::generate_token().expect("random token");
+    config.auth.tokens.push(sightline::config::TokenConfig {
+        name: name.to_owned(),
+        scopes: scopes.to_vec(),
+        sha256: sightline::security::hash_token(&token).to_string(),
+    });
+    token
+}
