@@ -139,7 +139,11 @@ impl Combined {
             return Some((BlockReason::Separated, u8::MAX));
         }
         let group_strength = group.strength(rules);
-        for (kind, values) in &group.values {
+        // The strongest kind in conflict names the reason: everything
+        // weaker that the call sent is the glue counted towards hubs.
+        let mut kinds: Vec<(&IdentifierKind, &BTreeSet<String>)> = group.values.iter().collect();
+        kinds.sort_by_key(|(kind, _)| std::cmp::Reverse(rules.priority(kind)));
+        for (kind, values) in kinds {
             let Some(ours) = self.values.get(kind) else {
                 continue;
             };
@@ -457,6 +461,40 @@ mod tests {
             plan.blocked[0].reason,
             BlockReason::KindLimit { .. }
         ));
+    }
+
+    #[test]
+    fn the_strongest_kind_in_conflict_names_the_reason_and_the_glue() {
+        let (first, second) = (id("email", "a@x.com"), id("email", "b@x.com"));
+        let profiles = [
+            profile(
+                1,
+                &[id("user_id", "u1"), first.clone(), id("email", "c@x.com")],
+            ),
+            profile(2, &[id("user_id", "u2"), second.clone()]),
+        ];
+        let merge = MergeConfig {
+            identifiers_per_kind_max: [("email".to_owned(), 2), ("user_id".to_owned(), 1)]
+                .into_iter()
+                .collect(),
+            ..MergeConfig::default()
+        };
+        let rules = MergeRules::new(&merge, &FuzzyConfig::default());
+        let plan = plan_resolution(
+            &rules,
+            &[first.clone(), second.clone()],
+            &[Some(ProfileId(1)), Some(ProfileId(2))],
+            &profiles,
+        );
+        assert_eq!(
+            plan.blocked[0].reason,
+            BlockReason::KindLimit {
+                kind: "user_id".to_owned(),
+                max: 1
+            },
+            "two user ids, not three emails"
+        );
+        assert_eq!(plan.blocked[0].weak_identifiers, vec![first, second]);
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Model-based test: random sequences of identify, track, unmerge, consent,
 //! erasure (with and without suppression) and restart run against the real service and sled store, and after every
 //! step the store must agree with a small in-memory model of identity
-//! resolution. Merge limits, kind priority, junk lists, hub detection and
-//! fuzzy matching are switched off in the configuration, so the model only
-//! has to know "merge into the oldest unless an operator separated them".
+//! resolution, written from the README's rules rather than from the store's
+//! code: merge into the oldest, kind priority, identifiers per kind, junk
+//! values and shapes, hub detection and operator separations, with the
+//! provenance of every identifier and event compared. Fuzzy matching is
+//! left off on purpose: its decisions are probabilities from a model
+//! estimated over the stored data, checked against labelled data
+//! (`sightline quality`, `scripts/eval-febrl`), not against a second
+//! implementation.
 //!
 //! 64 cases run in the suite; a long run is
 //! `PROPTEST_CASES=5000 cargo test --release --test it model`.
@@ -12,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use sightline::config::{FuzzyConfig, IdentityConfig, Limits, MergeConfig};
+use sightline::config::{BlockedPattern, FuzzyConfig, IdentityConfig, Limits, MergeConfig};
 use sightline::identity::{MergeRules, Normalizer};
 use sightline::model::{
     ErasureCall, ManualClock, PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus, ProfileId,
@@ -27,7 +32,7 @@ use sightline::store::{ProfileStore, SledStore, SledStoreOptions};
 /// Identifiers as a caller sends them and as they are stored. Some raw
 /// spellings differ and normalize to one identifier, so normalization is
 /// part of what the model checks.
-const POOL: [(&str, &str, &str); 13] = [
+const POOL: [(&str, &str, &str); 15] = [
     ("email", "ann@example.com", "ann@example.com"),
     ("email", " Ann@Example.COM ", "ann@example.com"),
     ("email", "bob@example.org", "bob@example.org"),
@@ -41,6 +46,8 @@ const POOL: [(&str, &str, &str); 13] = [
     ("user_id", "u-2", "u-2"),
     ("anonymous_id", "c-1", "c-1"),
     ("anonymous_id", "c-2", "c-2"),
+    ("email", "TEST@example.com", "test@example.com"),
+    ("device_id", "0000-0000", "0000-0000"),
 ];
 
 const CHANNELS: [&str; 2] = ["email", "sms"];
@@ -162,6 +169,111 @@ struct Person {
 struct ExpectedWrite {
     profile_id: u64,
     resolution: Resolution,
+    /// Per refused link: the profile left apart (or made for the new
+    /// identifiers that could not join), `None` for identifiers dropped.
+    blocked: Vec<Option<u64>>,
+    hubs_ignored: BTreeSet<Id>,
+    junk_ignored: BTreeSet<Id>,
+}
+
+impl ExpectedWrite {
+    /// A call answered without resolving anything.
+    fn answered(profile_id: u64, resolution: Resolution) -> ExpectedWrite {
+        ExpectedWrite {
+            profile_id,
+            resolution,
+            blocked: Vec::new(),
+            hubs_ignored: BTreeSet::new(),
+            junk_ignored: BTreeSet::new(),
+        }
+    }
+}
+
+/// The merge protection the test configures, applied by the model with
+/// its own code: kind priority (strongest first), identifiers per kind per
+/// profile, one junk value and one junk shape, and the hub threshold.
+const PRIORITY: [&str; 5] = ["user_id", "email", "phone", "device_id", "anonymous_id"];
+const KIND_LIMITS: [(&str, usize); 5] = [
+    ("user_id", 1),
+    ("email", 2),
+    ("phone", 1),
+    ("device_id", 1),
+    ("anonymous_id", 2),
+];
+const HUB_PROFILES_MIN: usize = 3;
+const JUNK_VALUE: &str = "email:test@example.com";
+
+fn kind(id: &Id) -> &str {
+    id.split_once(':').map_or("", |(kind, _)| kind)
+}
+
+/// The rank of an identifier's kind: the strongest kind ranks highest.
+fn strength(id: &Id) -> usize {
+    PRIORITY
+        .iter()
+        .position(|listed| *listed == kind(id))
+        .map_or(0, |position| PRIORITY.len() - position)
+}
+
+fn limit(kind: &str) -> usize {
+    KIND_LIMITS
+        .iter()
+        .find(|(listed, _)| *listed == kind)
+        .map_or(10, |(_, max)| *max)
+}
+
+/// The listed junk value, or a device id made only of zeros and dashes.
+fn is_junk(id: &Id) -> bool {
+    id == JUNK_VALUE
+        || id
+            .strip_prefix("device_id:")
+            .is_some_and(|value| value.chars().all(|c| c == '0' || c == '-'))
+}
+
+/// One side of the links a call asks for: a profile holding some of its
+/// identifiers, or its new identifiers. As a fold's accumulator, what has
+/// joined so far.
+#[derive(Debug)]
+struct Side {
+    profile: Option<u64>,
+    /// The call's identifiers on this side.
+    evidence: Vec<Id>,
+    /// Every identifier the side holds.
+    holds: BTreeSet<Id>,
+    separated: BTreeSet<u64>,
+}
+
+impl Side {
+    fn strength(&self) -> usize {
+        self.evidence.iter().map(strength).max().unwrap_or(0)
+    }
+
+    fn of_kind(&self, wanted: &str) -> BTreeSet<&Id> {
+        self.holds.iter().filter(|id| kind(id) == wanted).collect()
+    }
+
+    /// Why `side` may not join: the rank of the strongest kind in
+    /// conflict (`usize::MAX` for an operator's separation), whose weaker
+    /// identifiers glued the two together.
+    fn refuses(&self, profiles: &BTreeSet<u64>, side: &Side) -> Option<usize> {
+        let separated = side.profile.is_some_and(|p| self.separated.contains(&p))
+            || side.separated.iter().any(|p| profiles.contains(p));
+        if separated {
+            return Some(usize::MAX);
+        }
+        PRIORITY.iter().find_map(|&kind_name| {
+            let ours = self.of_kind(kind_name);
+            let theirs = side.of_kind(kind_name);
+            if ours.is_empty() || theirs.is_empty() {
+                return None;
+            }
+            let union = ours.union(&theirs).count();
+            let rank = PRIORITY.len() - PRIORITY.iter().position(|k| *k == kind_name)?;
+            let both_bring_one = union > ours.len() && union > theirs.len();
+            let weak = self.strength().min(side.strength()) < rank;
+            (union > limit(kind_name) || both_bring_one && weak).then_some(rank)
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -180,9 +292,12 @@ struct Model {
     /// idempotency records its data names, not every one, so these are
     /// not sent again rather than modelled.
     retired: BTreeSet<u8>,
-    /// The message number of the call that first brought an identifier:
-    /// the identifier's provenance names it.
-    introduced_by: BTreeMap<Id, u8>,
+    /// The message number of the call that first brought an identifier
+    /// (`None` for a call without one): the identifier's provenance names it.
+    introduced_by: BTreeMap<Id, Option<u8>>,
+    /// Identifier → the distinct profiles it tried to glue together, up to
+    /// the hub threshold.
+    hubs: BTreeMap<Id, BTreeSet<u64>>,
     next_request: u64,
 }
 
@@ -198,6 +313,7 @@ impl Model {
             suppressed: BTreeSet::new(),
             retired: BTreeSet::new(),
             introduced_by: BTreeMap::new(),
+            hubs: BTreeMap::new(),
             next_request: 0,
         }
     }
@@ -218,24 +334,45 @@ impl Model {
             .expect("the model only refers to live persons")
     }
 
-    /// Identify (`event` is `None`) or track, under the rules left on by
-    /// the test configuration: every profile the call touches merges into
-    /// the oldest, except profiles an operator separated from the ones
-    /// already joined, considered oldest first.
-    fn write(&mut self, call: &[Id], event: Option<u64>, message: Option<u8>) -> ExpectedWrite {
+    /// Identify (`event` is `None`) or track, under merge protection as
+    /// the README states it: junk identifiers are ignored, and so are hubs;
+    /// the call's identifiers fall into one side per profile holding some
+    /// of them plus one of new identifiers (the strongest first, within the
+    /// per-kind limits). Sides are taken strongest evidence first (existing
+    /// profiles before new identifiers, older before younger) and each
+    /// joins unless an operator separated it from what has joined, the
+    /// union would exceed a kind's limit, or both sides would bring a value
+    /// of a kind that one of them does not hold on evidence weaker than
+    /// that kind. The oldest joined profile survives.
+    fn write(
+        &mut self,
+        call: &[Id],
+        event: Option<u64>,
+        message: Option<u8>,
+    ) -> Result<ExpectedWrite, Refusal> {
+        let (junk, call): (Vec<Id>, Vec<Id>) = call.iter().cloned().partition(is_junk);
+        if call.is_empty() {
+            return Err(Refusal::InvalidArgument);
+        }
         if let Some(original) = message.and_then(|m| self.messages.get(&m)) {
-            return ExpectedWrite {
-                profile_id: self.live(*original),
-                resolution: Resolution::Duplicate,
-            };
+            return Ok(ExpectedWrite::answered(
+                self.live(*original),
+                Resolution::Duplicate,
+            ));
         }
         if call.iter().any(|id| self.suppressed.contains(id)) {
-            return ExpectedWrite {
-                profile_id: 0,
-                resolution: Resolution::Suppressed,
-            };
+            return Ok(ExpectedWrite::answered(0, Resolution::Suppressed));
         }
-        let owners: BTreeSet<u64> = call
+        let (hubs, usable): (Vec<Id>, Vec<Id>) = call.into_iter().partition(|id| {
+            self.hubs
+                .get(id)
+                .is_some_and(|profiles| profiles.len() >= HUB_PROFILES_MIN)
+        });
+        if usable.is_empty() {
+            return Err(Refusal::FailedPrecondition);
+        }
+
+        let owners: BTreeSet<u64> = usable
             .iter()
             .filter_map(|id| self.owner.get(id).copied())
             .collect();
@@ -244,27 +381,89 @@ impl Model {
                 self.person_mut(*owner).named.insert(message);
             }
         }
-        let mut joined: BTreeSet<u64> = BTreeSet::new();
-        let mut separated: BTreeSet<u64> = BTreeSet::new();
-        for owner in owners {
-            let theirs = &self.person(owner).separated;
-            if separated.contains(&owner) || theirs.iter().any(|id| joined.contains(id)) {
-                continue;
+        let mut sides: Vec<Side> = owners
+            .iter()
+            .map(|&owner| {
+                let person = self.person(owner);
+                Side {
+                    profile: Some(owner),
+                    evidence: usable
+                        .iter()
+                        .filter(|id| self.owner.get(*id) == Some(&owner))
+                        .cloned()
+                        .collect(),
+                    holds: person.identifiers.clone(),
+                    separated: person.separated.clone(),
+                }
+            })
+            .collect();
+        let mut unknown: Vec<Id> = usable
+            .iter()
+            .filter(|id| !self.owner.contains_key(*id))
+            .cloned()
+            .collect();
+        unknown.sort_by_key(|id| std::cmp::Reverse(strength(id)));
+        let mut admitted: Vec<Id> = Vec::new();
+        let mut dropped = false;
+        for id in unknown {
+            let same_kind = admitted.iter().filter(|a| kind(a) == kind(&id)).count();
+            if same_kind < limit(kind(&id)) {
+                admitted.push(id);
+            } else {
+                dropped = true;
             }
-            joined.insert(owner);
-            separated.extend(theirs.iter().copied());
         }
-        let mut joined = joined.into_iter();
-        let (survivor, mut resolution) = match joined.next() {
-            Some(survivor) => (survivor, Resolution::Attached),
-            None => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.persons.insert(id, Person::default());
-                (id, Resolution::Created)
+        if !admitted.is_empty() {
+            sides.push(Side {
+                profile: None,
+                evidence: admitted.clone(),
+                holds: admitted.iter().cloned().collect(),
+                separated: BTreeSet::new(),
+            });
+        }
+        sides.sort_by_key(|side| {
+            (
+                std::cmp::Reverse(side.strength()),
+                side.profile.is_none(),
+                side.profile,
+            )
+        });
+
+        // (the refused side's profile, or `None` for the new identifiers;
+        // the call's identifiers counted as glue towards hub detection)
+        let mut refused: Vec<(Option<u64>, Vec<Id>)> = Vec::new();
+        let mut sides = sides.into_iter();
+        let mut joined = sides.next().expect("a usable identifier makes a side");
+        let mut joined_profiles: BTreeSet<u64> = joined.profile.into_iter().collect();
+        let mut has_new = joined.profile.is_none();
+        for side in sides {
+            match joined.refuses(&joined_profiles, &side) {
+                None => {
+                    joined_profiles.extend(side.profile);
+                    has_new |= side.profile.is_none();
+                    joined.evidence.extend(side.evidence);
+                    joined.holds.extend(side.holds);
+                    joined.separated.extend(side.separated);
+                }
+                Some(needed) => {
+                    let glue = joined
+                        .evidence
+                        .iter()
+                        .chain(&side.evidence)
+                        .filter(|id| strength(id) < needed)
+                        .cloned()
+                        .collect();
+                    refused.push((side.profile, glue));
+                }
             }
+        }
+
+        let mut joined_profiles = joined_profiles.into_iter();
+        let (survivor, mut resolution) = match joined_profiles.next() {
+            Some(survivor) => (survivor, Resolution::Attached),
+            None => (self.new_person(), Resolution::Created),
         };
-        let absorbed: Vec<u64> = joined.collect();
+        let absorbed: Vec<u64> = joined_profiles.collect();
         for &gone in &absorbed {
             self.absorb(survivor, gone);
         }
@@ -273,29 +472,72 @@ impl Model {
                 absorbed: absorbed.iter().copied().map(ProfileId).collect(),
             };
         }
-        for id in call {
-            if !self.owner.contains_key(id) {
-                self.owner.insert(id.clone(), survivor);
-                self.person_mut(survivor).identifiers.insert(id.clone());
-                if let Some(message) = message {
-                    self.introduced_by.insert(id.clone(), message);
+        if has_new {
+            self.take_identifiers(survivor, &admitted, message);
+        }
+        let mut blocked = Vec::new();
+        if dropped {
+            blocked.push(None);
+        }
+        let mut glue_counts = Vec::new();
+        for (profile, glue) in refused {
+            let other = match profile {
+                Some(profile) => profile,
+                None => {
+                    let detached = self.new_person();
+                    self.take_identifiers(detached, &admitted, message);
+                    self.person_mut(detached).named.extend(message);
+                    detached
+                }
+            };
+            blocked.push(Some(other));
+            glue_counts.push((glue, other));
+        }
+        for (glue, other) in glue_counts {
+            for id in glue {
+                let profiles = self.hubs.entry(id).or_default();
+                for profile in [survivor, other] {
+                    if profiles.len() < HUB_PROFILES_MIN {
+                        profiles.insert(profile);
+                    }
                 }
             }
         }
+
         if let Some(seq) = event {
-            let identifiers = call.iter().cloned().collect();
             self.person_mut(survivor).events.push(ModelEvent {
                 seq,
                 message,
-                identifiers,
+                identifiers: usable.iter().cloned().collect(),
             });
         }
         if let Some(message) = message {
             self.messages.insert(message, survivor);
         }
-        ExpectedWrite {
+        Ok(ExpectedWrite {
             profile_id: survivor,
             resolution,
+            blocked,
+            hubs_ignored: hubs.into_iter().collect(),
+            junk_ignored: junk.into_iter().collect(),
+        })
+    }
+
+    fn new_person(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.persons.insert(id, Person::default());
+        id
+    }
+
+    /// Gives `person` those of `identifiers` nobody holds yet.
+    fn take_identifiers(&mut self, person: u64, identifiers: &[Id], message: Option<u8>) {
+        for id in identifiers {
+            if !self.owner.contains_key(id) {
+                self.owner.insert(id.clone(), person);
+                self.person_mut(person).identifiers.insert(id.clone());
+                self.introduced_by.insert(id.clone(), message);
+            }
         }
     }
 
@@ -319,7 +561,8 @@ impl Model {
                     .collect();
                 for id in &removed.identifiers {
                     self.owner.remove(id);
-                    retired.extend(self.introduced_by.remove(id));
+                    retired.extend(self.introduced_by.remove(id).flatten());
+                    self.hubs.remove(id);
                 }
                 identifiers.extend(removed.identifiers);
                 let aliases = &self.aliases;
@@ -456,16 +699,18 @@ impl Model {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     NotFound,
     InvalidArgument,
+    FailedPrecondition,
 }
 
 fn refusal(error: &ServiceError) -> Option<Refusal> {
     match error {
         ServiceError::NotFound(_) => Some(Refusal::NotFound),
         ServiceError::InvalidArgument(_) => Some(Refusal::InvalidArgument),
+        ServiceError::FailedPrecondition(_) => Some(Refusal::FailedPrecondition),
         _ => None,
     }
 }
@@ -483,12 +728,18 @@ fn identity_config() -> IdentityConfig {
     IdentityConfig {
         default_region: "GB".to_owned(),
         merge: MergeConfig {
-            priority: Vec::new(),
-            identifiers_per_kind_max: BTreeMap::new(),
-            identifiers_per_kind_default: 1_000,
-            hub_profiles_min: 1_000_000,
-            blocked_values: Vec::new(),
-            blocked_patterns: Vec::new(),
+            priority: PRIORITY.iter().map(|kind| (*kind).to_owned()).collect(),
+            identifiers_per_kind_max: KIND_LIMITS
+                .iter()
+                .map(|(kind, max)| ((*kind).to_owned(), *max))
+                .collect(),
+            identifiers_per_kind_default: 10,
+            hub_profiles_min: HUB_PROFILES_MIN,
+            blocked_values: vec![JUNK_VALUE.to_owned()],
+            blocked_patterns: vec![BlockedPattern {
+                kind: "device_id".to_owned(),
+                regex: "^[0-]+$".to_owned(),
+            }],
         },
         fuzzy: FuzzyConfig {
             enabled: false,
@@ -553,6 +804,11 @@ impl System {
     }
 }
 
+/// The message id a call with this message number carried.
+fn message_name(message: Option<u8>) -> String {
+    message.map(|m| format!("m{m}")).unwrap_or_default()
+}
+
 fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), String> {
     if condition { Ok(()) } else { Err(message()) }
 }
@@ -568,7 +824,7 @@ async fn step(system: &System, model: &mut Model, op: &Op, now_ms: i64) -> Resul
             message,
         } => {
             let message = message.filter(|m| !model.retired.contains(m));
-            let message_id = message.map(|m| format!("m{m}")).unwrap_or_default();
+            let message_id = message_name(message);
             let raw_ids: Vec<RawIdentifier> = identifiers.iter().map(|&i| raw(i)).collect();
             let mut call_ids: Vec<Id> = Vec::new();
             for &index in identifiers {
@@ -598,20 +854,41 @@ async fn step(system: &System, model: &mut Model, op: &Op, now_ms: i64) -> Resul
                 };
                 (system.service.identify_call(input), None)
             };
-            let call = call.map_err(|e| format!("{op:?} rejected: {e}"))?;
-            let outcome = system
-                .service
-                .write(call)
-                .await
-                .map_err(|e| format!("{op:?} failed: {e}"))?;
-            let expected = model.write(&call_ids, seq, message);
-            let actual = ExpectedWrite {
-                profile_id: outcome.profile_id.0,
-                resolution: outcome.resolution,
+            let actual = match call {
+                Ok(call) => system.service.write(call).await,
+                Err(error) => Err(error),
             };
-            ensure(actual == expected, || {
-                format!("{op:?}: store answered {actual:?}, model expects {expected:?}")
-            })
+            let expected = model.write(&call_ids, seq, message);
+            match (actual, expected) {
+                (Ok(outcome), Ok(expected)) => {
+                    let names = |ids: &[sightline::model::Identifier]| -> BTreeSet<Id> {
+                        ids.iter()
+                            .map(|id| format!("{}:{}", id.kind(), id.value()))
+                            .collect()
+                    };
+                    let actual = ExpectedWrite {
+                        profile_id: outcome.profile_id.0,
+                        resolution: outcome.resolution,
+                        blocked: outcome
+                            .blocked
+                            .iter()
+                            .map(|link| link.profile_id.map(|p| p.0))
+                            .collect(),
+                        hubs_ignored: names(&outcome.hubs_ignored),
+                        junk_ignored: names(&outcome.junk_ignored),
+                    };
+                    ensure(actual == expected, || {
+                        format!("{op:?}: store answered {actual:?}, model expects {expected:?}")
+                    })
+                }
+                (Err(error), Err(expected)) => ensure(refusal(&error) == Some(expected), || {
+                    format!("{op:?}: store refused with {error}, model expects {expected:?}")
+                }),
+                (actual, expected) => Err(format!(
+                    "{op:?}: store answered {:?}, model expects {expected:?}",
+                    actual.map(|outcome| outcome.profile_id)
+                )),
+            }
         }
         Op::Unmerge { lookup, split_mask } => {
             let expected = model.clone().unmerge(&normalized(*lookup), *split_mask);
@@ -763,6 +1040,33 @@ fn check(system: &System, model: &Model) -> Result<(), String> {
                 format!("{}:{}", identifier.kind(), identifier.value())
             })
             .collect();
+        for view in &read.identifiers {
+            let id = format!("{}:{}", view.identifier.kind(), view.identifier.value());
+            let expected = message_name(model.introduced_by.get(&id).copied().flatten());
+            ensure(view.provenance.message_id == expected, || {
+                format!(
+                    "{id} came with {:?}, model has {expected:?}",
+                    view.provenance.message_id
+                )
+            })?;
+        }
+        for view in &read.events {
+            let seq = view.properties.get("seq").and_then(|v| v.as_u64());
+            let expected = person
+                .events
+                .iter()
+                .find(|event| Some(event.seq) == seq)
+                .map(|event| message_name(event.message));
+            ensure(
+                expected.as_deref() == Some(view.provenance.message_id.as_str()),
+                || {
+                    format!(
+                        "event {seq:?} on p{id} came with {:?}, model has {expected:?}",
+                        view.provenance.message_id
+                    )
+                },
+            )?;
+        }
         ensure(identifiers == person.identifiers, || {
             format!(
                 "p{id} lists {identifiers:?}, model has {:?}",
@@ -887,6 +1191,96 @@ fn pool_values_normalize_as_the_model_assumes() {
             .normalize(kind, raw)
             .expect("pool value is valid");
         assert_eq!(identifier.value(), stored, "{kind} {raw:?}");
+    }
+}
+
+/// The generated scenarios reach every rule the model states: without
+/// this, a comparison that never sees a hub or a refused link passes for
+/// the wrong reason.
+#[test]
+fn generated_scenarios_reach_every_merge_protection_rule() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = proptest::collection::vec(op_strategy(), 1..40);
+    let mut reached: BTreeMap<&str, usize> = BTreeMap::new();
+    for _ in 0..cases() {
+        let ops = strategy
+            .new_tree(&mut runner)
+            .expect("scenario generated")
+            .current();
+        let mut model = Model::new();
+        for op in &ops {
+            let (identifiers, event, message) = match op {
+                Op::Identify {
+                    identifiers,
+                    message,
+                } => (identifiers, None, *message),
+                Op::Track {
+                    identifiers,
+                    message,
+                } => (identifiers, Some(0), *message),
+                Op::Unmerge { lookup, split_mask } => {
+                    model.unmerge(&normalized(*lookup), *split_mask).ok();
+                    continue;
+                }
+                Op::Erase { lookup, suppress } => {
+                    model.erase(&normalized(*lookup), *suppress);
+                    continue;
+                }
+                Op::UpdateConsent { .. } | Op::Restart => continue,
+            };
+            let message = message.filter(|m| !model.retired.contains(m));
+            let mut call: Vec<Id> = Vec::new();
+            for id in identifiers.iter().map(|&index| normalized(index)) {
+                if !call.contains(&id) {
+                    call.push(id);
+                }
+            }
+            let names: &[&str] = match model.write(&call, event, message) {
+                Err(Refusal::FailedPrecondition) => &["every identifier a hub"],
+                Err(_) => &["every identifier junk"],
+                Ok(write) => {
+                    let mut names = Vec::new();
+                    if matches!(write.resolution, Resolution::Merged { .. }) {
+                        names.push("merged");
+                    }
+                    if write.blocked.contains(&None) {
+                        names.push("dropped over a limit");
+                    }
+                    if write.blocked.iter().any(Option::is_some) {
+                        names.push("link refused");
+                    }
+                    if !write.hubs_ignored.is_empty() {
+                        names.push("hub ignored");
+                    }
+                    if !write.junk_ignored.is_empty() {
+                        names.push("junk ignored");
+                    }
+                    for name in names {
+                        *reached.entry(name).or_default() += 1;
+                    }
+                    continue;
+                }
+            };
+            for name in names {
+                *reached.entry(name).or_default() += 1;
+            }
+        }
+    }
+    eprintln!("rules reached: {reached:?}");
+    for rule in [
+        "merged",
+        "dropped over a limit",
+        "link refused",
+        "hub ignored",
+        "junk ignored",
+        "every identifier a hub",
+        "every identifier junk",
+    ] {
+        assert!(
+            reached.get(rule).copied().unwrap_or(0) > 0,
+            "no generated scenario reached {rule:?}: {reached:?}"
+        );
     }
 }
 
