@@ -430,13 +430,13 @@ pub async fn run_on(
     let shutdown_health = health.clone();
     let serving = builder
         .layer(RequestMetricsLayer::new(request_metrics))
-        .layer(AccessLogLayer)
+        .layer(AccessLogLayer::default())
         .layer(ShedLayer::new(limits.calls_in_flight_max))
         .layer(AuthLayer::new(tokens))
         .layer(DeadlineLayer::new(Duration::from_millis(
             limits.call_timeout_ms,
         )))
-        .layer(RecoverLayer)
+        .layer(RecoverLayer::default())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

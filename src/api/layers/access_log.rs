@@ -17,26 +17,15 @@ use std::{
 use bytes::Bytes;
 use http_body::Frame;
 use tonic::{Code, body::Body};
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, HttpRequest, HttpResponse, grpc_code, take_ready};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, grpc_code};
 use crate::security::Caller;
 
+pub type AccessLogLayer = GuardLayer<AccessLog>;
+
 #[derive(Clone, Default)]
-pub struct AccessLogLayer;
-
-impl<S> Layer<S> for AccessLogLayer {
-    type Service = AccessLog<S>;
-
-    fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct AccessLog<S> {
-    inner: S,
-}
+pub struct AccessLog;
 
 /// What is known of a call until its status arrives.
 struct Entry {
@@ -58,22 +47,13 @@ impl Entry {
     }
 }
 
-impl<S> Service<HttpRequest> for AccessLog<S>
-where
-    S: Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<HttpResponse, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+impl Guard for AccessLog {
+    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
+    where
+        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let method = request.uri().path().to_owned();
         let started = Instant::now();
         let response = inner.call(request);

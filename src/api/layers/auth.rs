@@ -2,46 +2,28 @@
 //! handler: the bearer token is checked against the configured hashes and
 //! its scopes against the method table ([`crate::security::requirement`]).
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, HttpRequest, HttpResponse, Refusal, refuse, take_ready};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refuse};
 use crate::security::{Caller, Requirement, TokenSet, requirement};
 
-#[derive(Clone)]
-pub struct AuthLayer {
-    /// `None`: no tokens are configured and every call passes (allowed on
-    /// loopback only, see `Config::exposure`).
-    tokens: Option<Arc<TokenSet>>,
-}
+pub type AuthLayer = GuardLayer<Auth>;
 
 impl AuthLayer {
     pub fn new(tokens: TokenSet) -> AuthLayer {
-        AuthLayer {
+        GuardLayer(Auth {
             tokens: (!tokens.is_empty()).then(|| Arc::new(tokens)),
-        }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            tokens: self.tokens.clone(),
-        }
+        })
     }
 }
 
 #[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
+pub struct Auth {
+    /// `None`: no tokens are configured and every call passes (allowed on
+    /// loopback only, see `Config::exposure`).
     tokens: Option<Arc<TokenSet>>,
 }
 
@@ -85,22 +67,13 @@ fn authorize(tokens: &TokenSet, request: &HttpRequest) -> Result<Option<Caller>,
     Ok(Some(caller.clone()))
 }
 
-impl<S> Service<HttpRequest> for Auth<S>
-where
-    S: Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<HttpResponse, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: HttpRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+impl Guard for Auth {
+    fn guard<S>(&self, mut request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
+    where
+        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let Some(tokens) = &self.tokens else {
             return Box::pin(inner.call(request));
         };
@@ -133,6 +106,11 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::task::{Context, Poll};
+
+    use tower::Layer;
+
+    use super::super::BoxFuture;
     use super::*;
     use crate::security::{Scope, hash_token};
 

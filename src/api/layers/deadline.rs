@@ -4,14 +4,11 @@
 //! or may not have taken effect, and a retry with the same `message_id`
 //! is safe.
 
-use std::{
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::time::Duration;
 
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, HttpRequest, HttpResponse, Refusal, refuse, take_ready};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refuse};
 
 /// Calls whose request is a stream. Their response only comes once the
 /// client has finished sending, so a deadline would cut an import that is
@@ -22,50 +19,26 @@ const CLIENT_STREAMING: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-#[derive(Clone)]
-pub struct DeadlineLayer {
-    timeout: Duration,
-}
+pub type DeadlineLayer = GuardLayer<Deadline>;
 
 impl DeadlineLayer {
     pub fn new(timeout: Duration) -> DeadlineLayer {
-        DeadlineLayer { timeout }
-    }
-}
-
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
-
-    fn layer(&self, inner: S) -> Deadline<S> {
-        Deadline {
-            inner,
-            timeout: self.timeout,
-        }
+        GuardLayer(Deadline { timeout })
     }
 }
 
 #[derive(Clone)]
-pub struct Deadline<S> {
-    inner: S,
+pub struct Deadline {
     timeout: Duration,
 }
 
-impl<S> Service<HttpRequest> for Deadline<S>
-where
-    S: Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<HttpResponse, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+impl Guard for Deadline {
+    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
+    where
+        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         if CLIENT_STREAMING.contains(&request.uri().path()) {
             return Box::pin(inner.call(request));
         }

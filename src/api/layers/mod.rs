@@ -26,9 +26,14 @@ pub use deadline::DeadlineLayer;
 pub use recover::RecoverLayer;
 pub use shed::ShedLayer;
 
-use std::{future::Future, pin::Pin};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use tonic::body::Body;
+use tower::{Layer, Service};
 
 use super::{Refusal, refusal_status};
 
@@ -49,9 +54,60 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
     value.parse::<i32>().ok().map(tonic::Code::from)
 }
 
-/// The usual service shape: take the ready inner service for this call and
-/// leave a fresh clone behind for the next, as tower requires.
-fn take_ready<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
+/// What one layer does with a call. It is handed the inner service, ready
+/// and taken for this call alone, and answers with the response (its own,
+/// or the inner one's, possibly wrapped).
+pub trait Guard: Clone + Send + Sync + 'static {
+    fn guard<S>(&self, request: HttpRequest, inner: S) -> GuardFuture<S::Error>
+    where
+        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static;
+}
+
+type GuardFuture<E> = BoxFuture<Result<HttpResponse, E>>;
+
+/// A [`Guard`] as a tower layer.
+#[derive(Clone, Default)]
+pub struct GuardLayer<G>(G);
+
+impl<G: Clone, S> Layer<S> for GuardLayer<G> {
+    type Service = Guarded<G, S>;
+
+    fn layer(&self, inner: S) -> Guarded<G, S> {
+        Guarded {
+            guard: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guarded<G, S> {
+    guard: G,
+    inner: S,
+}
+
+impl<G, S> Service<HttpRequest> for Guarded<G, S>
+where
+    G: Guard,
+    S: Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = GuardFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        // Take the ready inner service for this call and leave a fresh
+        // clone behind for the next, as tower requires.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        self.guard.guard(request, inner)
+    }
 }

@@ -13,25 +13,16 @@ use bytes::Bytes;
 use futures::FutureExt;
 use http_body::Frame;
 use tonic::body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, HttpRequest, HttpResponse, Refusal, refusal_status, refuse, take_ready};
+use super::{
+    Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refusal_status, refuse,
+};
+
+pub type RecoverLayer = GuardLayer<Recover>;
 
 #[derive(Clone, Default)]
-pub struct RecoverLayer;
-
-impl<S> Layer<S> for RecoverLayer {
-    type Service = Recover<S>;
-
-    fn layer(&self, inner: S) -> Recover<S> {
-        Recover { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Recover<S> {
-    inner: S,
-}
+pub struct Recover;
 
 /// tonic answers a request it cannot decode (nested past the decoder's
 /// recursion limit, or malformed) with INTERNAL, but the fault is the
@@ -49,22 +40,13 @@ fn log_panic(method: &str) {
     tracing::error!(method, "call panicked; answered INTERNAL");
 }
 
-impl<S> Service<HttpRequest> for Recover<S>
-where
-    S: Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<HttpResponse, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+impl Guard for Recover {
+    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
+    where
+        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let method = request.uri().path().to_owned();
         let response = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
             Ok(response) => response,
@@ -139,6 +121,9 @@ impl http_body::Body for RecoverBody {
 
 #[cfg(test)]
 mod tests {
+    use tower::Layer;
+
+    use super::super::BoxFuture;
     use super::*;
 
     /// A stand-in for the routes: panics on one path, answers OK otherwise.
@@ -172,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_is_answered_internal_and_the_next_call_served() {
-        let mut service = RecoverLayer.layer(Handlers);
+        let mut service = RecoverLayer::default().layer(Handlers);
         let response = service.call(request("/panics")).await.unwrap();
         assert_eq!(
             super::super::grpc_code(response.headers()),

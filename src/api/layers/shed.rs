@@ -14,60 +14,37 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, HttpRequest, HttpResponse, Refusal, refuse, take_ready};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refuse};
 
 /// Health checks bypass the limit: an orchestrator must see an overloaded
 /// server as alive, not restart it.
 const UNCOUNTED_PREFIX: &str = "/grpc.health.v1.Health/";
 
-#[derive(Clone)]
-pub struct ShedLayer {
-    permits: Arc<Semaphore>,
-}
+pub type ShedLayer = GuardLayer<Shed>;
 
 impl ShedLayer {
     pub fn new(calls_in_flight_max: usize) -> ShedLayer {
-        ShedLayer {
+        GuardLayer(Shed {
             permits: Arc::new(Semaphore::new(calls_in_flight_max)),
-        }
+        })
     }
 }
 
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
-
-    fn layer(&self, inner: S) -> Shed<S> {
-        Shed {
-            inner,
-            permits: Arc::clone(&self.permits),
-        }
-    }
-}
-
+/// Every clone shares the one semaphore.
 #[derive(Clone)]
-pub struct Shed<S> {
-    inner: S,
+pub struct Shed {
     permits: Arc<Semaphore>,
 }
 
-impl<S> Service<HttpRequest> for Shed<S>
-where
-    S: Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<HttpResponse, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+impl Guard for Shed {
+    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
+    where
+        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         if request.uri().path().starts_with(UNCOUNTED_PREFIX) {
             return Box::pin(inner.call(request));
         }
