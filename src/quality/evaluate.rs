@@ -108,6 +108,29 @@ async fn look_up_all(
         .await
 }
 
+/// How many of the records' distinct junk identifiers a profile holds:
+/// junk is never stored, so anything but zero is a value the blocklist
+/// let through.
+pub async fn junk_stored(
+    client: &ProfileClient,
+    records: &[Record],
+    lookups_in_flight: usize,
+) -> Result<u64, QualityError> {
+    let distinct: HashSet<Key> = records
+        .iter()
+        .flat_map(|record| record.junk.iter().map(key))
+        .collect();
+    let found: Vec<Option<String>> = futures::stream::iter(distinct)
+        .map(|(kind, value)| {
+            let mut client = client.clone();
+            async move { profile_of(&mut client, pb::Identifier { kind, value }).await }
+        })
+        .buffer_unordered(lookups_in_flight.max(1))
+        .try_collect()
+        .await?;
+    Ok(found.iter().filter(|profile| profile.is_some()).count() as u64)
+}
+
 /// The live profile holding `identifier`, or `None` when there is none.
 async fn profile_of(
     client: &mut ProfileClient,

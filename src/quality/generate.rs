@@ -216,6 +216,9 @@ pub struct Record {
     pub lookup: Vec<pb::Identifier>,
     /// Carries a junk identifier (valid or not).
     pub carries_junk: bool,
+    /// Its well-formed junk identifiers: the blocklist must keep every one
+    /// of them off every profile.
+    pub junk: Vec<pb::Identifier>,
     /// Carries an identifier the server must reject, so the whole record is
     /// expected to be rejected.
     pub invalid_on_purpose: bool,
@@ -345,6 +348,13 @@ impl Draft {
                     .map(|(_, identifier)| identifier.clone())
             })
             .collect();
+        let junk = self
+            .ids
+            .iter()
+            .zip(&identifiers)
+            .filter(|(id, _)| id.quality == Quality::Junk)
+            .map(|(_, identifier)| identifier.clone())
+            .collect();
         let timestamp = Some(prost_types::Timestamp {
             seconds: self.at_seconds,
             nanos: 0,
@@ -372,6 +382,7 @@ impl Draft {
             request: pb::IngestRequest { item: Some(item) },
             lookup,
             carries_junk: self.ids.iter().any(|id| id.quality != Quality::Genuine),
+            junk,
             invalid_on_purpose: self.ids.iter().any(|id| id.quality == Quality::Invalid),
             resend: false,
         }

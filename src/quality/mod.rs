@@ -46,7 +46,7 @@ pub mod names;
 mod report;
 mod review;
 
-pub use evaluate::{Placement, place_records};
+pub use evaluate::{Placement, junk_stored, place_records};
 pub use explain::{MissedClass, MissedPairs};
 pub use generate::{
     Address, Dataset, PEOPLE_PER_SCENARIO_MAX, Person, PersonId, Record, Scenario, generate,
@@ -274,6 +274,7 @@ async fn run_scenario(
         options.lookups_in_flight,
     )
     .await?;
+    let junk_stored = junk_stored(client, &dataset.records, options.lookups_in_flight).await?;
     let unresolved = placements
         .iter()
         .filter(|placement| **placement == Placement::Unresolved)
@@ -300,7 +301,7 @@ async fn run_scenario(
     } else {
         None
     };
-    Ok(ScenarioReport::new(
-        &dataset, &load, unresolved, &score, &review, missed,
-    ))
+    let mut report = ScenarioReport::new(&dataset, &load, unresolved, &score, &review, missed);
+    report.junk_stored = junk_stored;
+    Ok(report)
 }

@@ -36,6 +36,9 @@ pub struct ScenarioReport {
     /// candidate.
     pub pairs: PairCounts,
     pub super_profiles: SuperProfiles,
+    /// Distinct well-formed junk identifiers the records carried that some
+    /// profile holds: the blocklist's misses, 0 when it catches them all.
+    pub junk_stored: u64,
     /// Pending match candidates joining two profiles of this scenario
     /// (distinct live pairs): the decisions automatic resolution leaves to
     /// a human. A queue that grows with the data is an operating cost
@@ -81,6 +84,7 @@ impl ScenarioReport {
             profiles: score.clusters,
             pairs: score.pairs,
             super_profiles: score.super_profiles,
+            junk_stored: 0,
             candidates: review.candidates,
             candidates_true: review.candidates_true,
             pairs_reviewed: review.pairs_reviewed,
@@ -157,7 +161,7 @@ impl fmt::Display for QualityReport {
         )?;
         writeln!(
             f,
-            "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>6} {:>5} {:>9} {:>5} {:>9} {:>10} {:>6}",
+            "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>6} {:>5} {:>9} {:>4} {:>5} {:>9} {:>10} {:>6}",
             "scenario",
             "people",
             "records",
@@ -172,6 +176,7 @@ impl fmt::Display for QualityReport {
             "f1",
             "super",
             "swallowed",
+            "junk",
             "cands",
             "cand_prec",
             "rev_recall",
@@ -180,7 +185,7 @@ impl fmt::Display for QualityReport {
         for report in &self.scenarios {
             writeln!(
                 f,
-                "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9.4} {:>6.4} {:>6.4} {:>5} {:>9} {:>5} {:>9.4} {:>10.4} {:>6.4}",
+                "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9.4} {:>6.4} {:>6.4} {:>5} {:>9} {:>4} {:>5} {:>9.4} {:>10.4} {:>6.4}",
                 report.scenario.name(),
                 report.people,
                 report.records,
@@ -195,6 +200,7 @@ impl fmt::Display for QualityReport {
                 report.f1(),
                 report.super_profiles.count,
                 report.super_profiles.persons_swallowed,
+                report.junk_stored,
                 report.candidates,
                 report.candidate_precision(),
                 report.review_recall(),

@@ -103,8 +103,15 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(identifiers, message)| Op::Track { identifiers, message }),
         2 => (0..POOL.len(), any::<u8>())
             .prop_map(|(lookup, split_mask)| Op::Unmerge { lookup, split_mask }),
-        1 => (0..POOL.len(), 0..CHANNELS.len(), any::<bool>(), proptest::bool::weighted(0.2))
-            .prop_map(|(lookup, channel, granted, late)| Op::UpdateConsent {
+        // Late deliveries are mostly withdrawals: one dated before the
+        // current grant must still take effect.
+        // Decisions name the commoner identifiers, so that several land on
+        // one person.
+        3 => (0..6_usize, 0..CHANNELS.len(), prop_oneof![
+            3 => (any::<bool>(), Just(false)),
+            2 => (proptest::bool::weighted(0.2), Just(true)),
+        ])
+            .prop_map(|(lookup, channel, (granted, late))| Op::UpdateConsent {
                 lookup,
                 channel,
                 granted,
@@ -1209,7 +1216,7 @@ fn generated_scenarios_reach_every_merge_protection_rule() {
             .expect("scenario generated")
             .current();
         let mut model = Model::new();
-        for op in &ops {
+        for (index, op) in ops.iter().enumerate() {
             let (identifiers, event, message) = match op {
                 Op::Identify {
                     identifiers,
@@ -1227,7 +1234,38 @@ fn generated_scenarios_reach_every_merge_protection_rule() {
                     model.erase(&normalized(*lookup), *suppress);
                     continue;
                 }
-                Op::UpdateConsent { .. } | Op::Restart => continue,
+                Op::UpdateConsent {
+                    lookup,
+                    channel,
+                    granted,
+                    late,
+                } => {
+                    let at_ms = if *late {
+                        LATE_MS
+                    } else {
+                        START_MS + (index as i64 + 1) * STEP_MS
+                    };
+                    let lookup = normalized(*lookup);
+                    let over_a_later_grant = model.owner.get(&lookup).is_some_and(|owner| {
+                        model
+                            .person(*owner)
+                            .consents
+                            .get(CHANNELS[*channel])
+                            .is_some_and(|current| {
+                                current.granted && current.at_ms > at_ms && !*granted
+                            })
+                    });
+                    if over_a_later_grant {
+                        *reached.entry("an earlier-dated withdrawal").or_default() += 1;
+                    }
+                    let decision = Decision {
+                        granted: *granted,
+                        at_ms,
+                    };
+                    model.update_consent(&lookup, CHANNELS[*channel], decision);
+                    continue;
+                }
+                Op::Restart => continue,
             };
             let message = message.filter(|m| !model.retired.contains(m));
             let mut call: Vec<Id> = Vec::new();
@@ -1276,6 +1314,7 @@ fn generated_scenarios_reach_every_merge_protection_rule() {
         "junk ignored",
         "every identifier a hub",
         "every identifier junk",
+        "an earlier-dated withdrawal",
     ] {
         assert!(
             reached.get(rule).copied().unwrap_or(0) > 0,
