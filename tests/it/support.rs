@@ -294,9 +294,37 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A running server binary, killed when dropped so that a failing test
+/// leaves no server behind.
+pub struct ServerProcess(std::process::Child);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Already gone after a test's own kill or stop: nothing to do.
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The real binary, as an operator runs it, on a port the system picks
 /// (read back from its log, so no other process can take it in between).
-pub fn spawn_binary(data_dir: &std::path::Path) -> (std::process::Child, u16) {
+pub fn spawn_binary(data_dir: &std::path::Path) -> (ServerProcess, u16) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -306,6 +334,7 @@ pub fn spawn_binary(data_dir: &std::path::Path) -> (std::process::Child, u16) {
         .spawn()
         .expect("start the sightline binary");
     let stderr = child.stderr.take().expect("stderr");
+    let child = ServerProcess(child);
     let (found, port) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut found = Some(found);
