@@ -28,6 +28,45 @@ const INTEREST_ORDER_WEIGHT: f64 = 3.0;
 const INTEREST_VIEW_WEIGHT: f64 = 1.0;
 const INTEREST_PAGE_WEIGHT: f64 = 0.5;
 
+/// Money summed exactly, in ten-thousandths of the currency's unit:
+/// every ISO 4217 currency has at most four decimals, so amounts as sent
+/// are kept whole, and a total is the decimal sum, not a running float sum
+/// (`0.1 + 0.2` is `0.3`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Money(pub i64);
+
+impl Money {
+    const UNIT: f64 = 10_000.0;
+
+    /// The amount sent, to the nearest ten-thousandth; `None` when it is
+    /// not a finite amount a total can hold.
+    pub fn from_amount(amount: f64) -> Option<Money> {
+        let scaled = (amount * Money::UNIT).round();
+        // i64 holds ±9.2e18; the bound keeps sums of many orders in range.
+        (scaled.is_finite() && scaled.abs() < 1e15).then_some(Money(scaled as i64))
+    }
+
+    /// The nearest double to the decimal amount: what a rule's literal of
+    /// the same amount parses to.
+    pub fn amount(self) -> f64 {
+        self.0 as f64 / Money::UNIT
+    }
+
+    /// Divided evenly, to the nearest ten-thousandth.
+    fn divided(self, parts: u64) -> Money {
+        let parts = i128::from(parts.max(1));
+        let total = i128::from(self.0);
+        let rounded = (2 * total + total.signum() * parts) / (2 * parts);
+        Money(i64::try_from(rounded).unwrap_or(self.0))
+    }
+}
+
+impl std::ops::AddAssign for Money {
+    fn add_assign(&mut self, other: Money) {
+        self.0 = self.0.saturating_add(other.0);
+    }
+}
+
 /// Counts of one UTC day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayCounts {
@@ -62,7 +101,7 @@ impl Interest {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Activity {
     pub order_count: u64,
-    pub revenue_total: f64,
+    pub revenue: Money,
     pub first_order_at: Option<UnixMillis>,
     pub last_order_at: Option<UnixMillis>,
     pub last_seen_at: Option<UnixMillis>,
@@ -81,10 +120,11 @@ impl Activity {
         match name {
             ORDER_COMPLETED => {
                 self.order_count += 1;
-                self.revenue_total += properties
+                self.revenue += properties
                     .get("revenue")
                     .and_then(Value::as_f64)
-                    .unwrap_or(0.0);
+                    .and_then(Money::from_amount)
+                    .unwrap_or_default();
                 self.first_order_at = Some(self.first_order_at.map_or(at, |first| first.min(at)));
                 self.last_order_at = self.last_order_at.max(Some(at));
                 self.days.entry(day).or_default().orders += 1;
@@ -116,7 +156,7 @@ impl Activity {
     /// profile had received both event histories.
     pub fn merge(&mut self, other: &Activity) {
         self.order_count += other.order_count;
-        self.revenue_total += other.revenue_total;
+        self.revenue += other.revenue;
         self.first_order_at = match (self.first_order_at, other.first_order_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -264,10 +304,10 @@ pub fn compute(
     ComputedTraits {
         recency_days,
         frequency: activity.order_count,
-        monetary: activity.revenue_total,
-        lifetime_value: activity.revenue_total,
+        monetary: activity.revenue.amount(),
+        lifetime_value: activity.revenue.amount(),
         average_order_value: (activity.order_count > 0)
-            .then(|| activity.revenue_total / activity.order_count as f64),
+            .then(|| activity.revenue.divided(activity.order_count).amount()),
         first_order_at: activity.first_order_at,
         last_order_at: activity.last_order_at,
         email_opens_30d: window(30, |c| c.opens),
@@ -381,26 +421,37 @@ mod tests {
 
     #[test]
     fn rfm_scores_rank_against_population_quintiles() {
-        let samples: Vec<(f64, f64, f64)> = (0..100)
-            .map(|i| (i as f64, (i % 10) as f64 + 1.0, i as f64 * 10.0))
+        let samples: Vec<RfmSample> = (0..100)
+            .map(|i| RfmSample {
+                last_order_day: i,
+                orders: (i % 10) as u64 + 1,
+                revenue: Money(i * 100_000),
+            })
             .collect();
         let quintiles = RfmQuintiles::from_population(&samples, UnixMillis(0));
         let mut best = Activity::default();
         for day in 0..12 {
-            order(&mut best, 100.0, UnixMillis(day * DAY_MS));
+            order(&mut best, 1000.0, UnixMillis((day + 100) * DAY_MS));
         }
-        let traits = compute(
-            &best,
-            UnixMillis(12 * DAY_MS),
-            &LifecycleThresholds::default(),
-        );
-        assert_eq!(quintiles.scores(&traits), Some((5, 5, 5)));
-        let lead = compute(
-            &Activity::default(),
-            UnixMillis(0),
-            &LifecycleThresholds::default(),
-        );
-        assert_eq!(quintiles.scores(&lead), None);
+        assert_eq!(quintiles.scores(&best), Some((5, 5, 5)));
+        let mut least = Activity::default();
+        order(&mut least, 1.0, UnixMillis(0));
+        assert_eq!(quintiles.scores(&least), Some((1, 1, 1)));
+        assert_eq!(quintiles.scores(&Activity::default()), None);
+    }
+
+    #[test]
+    fn money_sums_and_divides_in_whole_ten_thousandths() {
+        let mut total = Money::default();
+        for amount in [0.1, 0.2] {
+            total += Money::from_amount(amount).expect("an amount");
+        }
+        assert_eq!(total.amount(), 0.3);
+        assert_eq!(total.divided(2).amount(), 0.15);
+        assert_eq!(Money(10_000).divided(3), Money(3_333));
+        assert_eq!(Money(-20_000).divided(3), Money(-6_667));
+        assert_eq!(Money::from_amount(f64::NAN), None);
+        assert_eq!(Money::from_amount(1e300), None);
     }
 
     #[test]
@@ -423,55 +474,107 @@ mod tests {
 /// replaced by each maintenance run.
 pub type RfmCache = std::sync::Arc<std::sync::RwLock<Option<RfmQuintiles>>>;
 
+/// One customer as RFM scoring sees it, in whole units so that ties are
+/// exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RfmSample {
+    /// The UTC day (since the epoch) of the last order.
+    pub last_order_day: i64,
+    pub orders: u64,
+    pub revenue: Money,
+}
+
+impl RfmSample {
+    /// `None` for a profile without orders: it has no RFM scores.
+    pub fn of(activity: &Activity) -> Option<RfmSample> {
+        let last_order = activity.last_order_at?;
+        (activity.order_count > 0).then(|| RfmSample {
+            last_order_day: last_order.0.div_euclid(DAY_MS),
+            orders: activity.order_count,
+            revenue: activity.revenue,
+        })
+    }
+
+    // Each score orders customers by its own measure, ties broken by the
+    // other two, so that each score holds a fifth of the customers even
+    // when most of them share a value (one order).
+    fn recency_key(&self) -> RankKey {
+        [self.last_order_day, orders_key(self.orders), self.revenue.0]
+    }
+
+    fn frequency_key(&self) -> RankKey {
+        [orders_key(self.orders), self.revenue.0, self.last_order_day]
+    }
+
+    fn monetary_key(&self) -> RankKey {
+        [self.revenue.0, orders_key(self.orders), self.last_order_day]
+    }
+}
+
+/// Compared lexicographically: the first element is the score's measure.
+pub type RankKey = [i64; 3];
+
+fn orders_key(orders: u64) -> i64 {
+    i64::try_from(orders).unwrap_or(i64::MAX)
+}
+
 /// Population quintile cut points for RFM scores, refreshed periodically.
-/// Each list holds the 20th, 40th, 60th and 80th percentile.
+/// Each list holds the keys of the customers at the 20th, 40th, 60th and
+/// 80th percentile of that score's order. Recency is kept as the date of
+/// the last order, not as days before the refresh: as time passes every
+/// customer ages alike, so scores only change when orders do.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RfmQuintiles {
-    pub recency_days: Vec<f64>,
-    pub frequency: Vec<f64>,
-    pub monetary: Vec<f64>,
+    pub recency: Vec<RankKey>,
+    pub frequency: Vec<RankKey>,
+    pub monetary: Vec<RankKey>,
     pub computed_at: UnixMillis,
     /// Customers (profiles with an order) the cut points were taken from.
     pub customers: u64,
 }
 
 impl RfmQuintiles {
-    /// Cut points from every customer's recency, frequency and monetary.
-    pub fn from_population(samples: &[(f64, f64, f64)], at: UnixMillis) -> RfmQuintiles {
-        let cuts = |pick: fn(&(f64, f64, f64)) -> f64| -> Vec<f64> {
-            let mut values: Vec<f64> = samples.iter().map(pick).collect();
-            values.sort_by(|a, b| a.total_cmp(b));
-            if values.is_empty() {
+    /// Cut points from every customer.
+    pub fn from_population(samples: &[RfmSample], at: UnixMillis) -> RfmQuintiles {
+        let cuts = |key: fn(&RfmSample) -> RankKey| -> Vec<RankKey> {
+            let mut keys: Vec<RankKey> = samples.iter().map(key).collect();
+            keys.sort_unstable();
+            if keys.is_empty() {
                 return Vec::new();
             }
-            // The largest value of each of the lower four fifths: a value
-            // above it belongs to a higher fifth, and ties (most customers
-            // order once) stay together in the lower one.
+            // The last key of each of the lower four fifths: a key above it
+            // belongs to a higher fifth; customers equal in all three
+            // measures stay together.
             (1..5)
-                .map(|fifth| values[(values.len() * fifth).div_ceil(5).saturating_sub(1)])
+                .map(|fifth| keys[(keys.len() * fifth).div_ceil(5).saturating_sub(1)])
                 .collect()
         };
         RfmQuintiles {
-            recency_days: cuts(|s| s.0),
-            frequency: cuts(|s| s.1),
-            monetary: cuts(|s| s.2),
+            recency: cuts(RfmSample::recency_key),
+            frequency: cuts(RfmSample::frequency_key),
+            monetary: cuts(RfmSample::monetary_key),
             computed_at: at,
             customers: samples.len() as u64,
         }
     }
 
     /// 1–5 scores; `None` without orders or before the first refresh.
-    pub fn scores(&self, traits: &ComputedTraits) -> Option<(u8, u8, u8)> {
-        let recency = traits.recency_days? as f64;
-        if self.recency_days.len() != 4 {
+    pub fn scores(&self, activity: &Activity) -> Option<(u8, u8, u8)> {
+        let sample = RfmSample::of(activity)?;
+        if [&self.recency, &self.frequency, &self.monetary]
+            .iter()
+            .any(|cuts| cuts.len() != 4)
+        {
             return None;
         }
         // Recent customers score high; frequent and big spenders too.
-        let rank =
-            |cuts: &[f64], value: f64| 1 + cuts.iter().filter(|cut| value > **cut).count() as u8;
-        let r_score = 6 - rank(&self.recency_days, recency);
-        let f_score = rank(&self.frequency, traits.frequency as f64);
-        let m_score = rank(&self.monetary, traits.monetary);
-        Some((r_score, f_score, m_score))
+        let rank = |cuts: &[RankKey], key: RankKey| {
+            1 + cuts.iter().filter(|cut| key > **cut).count() as u8
+        };
+        Some((
+            rank(&self.recency, sample.recency_key()),
+            rank(&self.frequency, sample.frequency_key()),
+            rank(&self.monetary, sample.monetary_key()),
+        ))
     }
 }

@@ -89,7 +89,7 @@ fn profile_value(facts: &ProfileFacts<'_>, needs: &Needs, time: &EvaluationTime<
         let mut computed = compute(&facts.activity, time.now, time.lifecycle);
         computed.rfm_scores = time
             .quintiles
-            .and_then(|quintiles| quintiles.scores(&computed));
+            .and_then(|quintiles| quintiles.scores(&facts.activity));
         profile.insert(
             CelMapKey::from("computed"),
             computed_value(&computed, &needs.computed),

@@ -7,7 +7,9 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use crate::computed::{ComputedTraits, LifecycleThresholds, RfmCache, RfmQuintiles, compute};
+use crate::computed::{
+    ComputedTraits, LifecycleThresholds, RfmCache, RfmQuintiles, RfmSample, compute,
+};
 use crate::config::Limits;
 use crate::identity::fuzzy::MatchModel;
 use crate::identity::{MergeRules, Normalizer};
@@ -243,16 +245,11 @@ impl ProfileService {
     /// event retention.
     pub async fn run_maintenance(&self) -> Result<MaintenanceReport, ServiceError> {
         let now = self.clock.now();
-        let lifecycle = self.lifecycle;
         let store = Arc::clone(&self.store);
         let quintiles = tokio::task::spawn_blocking(move || {
             let mut samples = Vec::new();
             store.for_each_activity(&mut |activity| {
-                if activity.order_count > 0 {
-                    let traits = compute(activity, now, &lifecycle);
-                    let recency = traits.recency_days.unwrap_or_default() as f64;
-                    samples.push((recency, traits.frequency as f64, traits.monetary));
-                }
+                samples.extend(RfmSample::of(activity));
             })?;
             Ok::<_, StoreError>(RfmQuintiles::from_population(&samples, now))
         })
@@ -532,7 +529,7 @@ impl ProfileService {
         if let Ok(rfm) = self.rfm.read() {
             computed.rfm_scores = rfm
                 .as_ref()
-                .and_then(|quintiles| quintiles.scores(&computed));
+                .and_then(|quintiles| quintiles.scores(&profile.activity));
         }
         Ok(ProfileRead { profile, computed })
     }

@@ -5,7 +5,7 @@
 use prost::Message;
 
 use super::StoreError;
-use crate::computed::{Activity, DayCounts, Interest};
+use crate::computed::{Activity, DayCounts, Interest, Money};
 use crate::model::{
     ConsentView, EventView, Identifier, IdentifierKind, IdentifierView, JournalKind, JournalView,
     ProfileId, Provenance, TraitView, UnixMillis,
@@ -263,15 +263,18 @@ impl ProfileRecord {
     }
 }
 
-/// The latest population quintiles for RFM scores.
+/// The latest population quintiles for RFM scores: per score, four cut
+/// keys of three values each, flattened. Tags 1-3 held the cut points of
+/// an earlier scheme (recency in days); a record without keys scores
+/// nobody until the next maintenance run.
 #[derive(Clone, PartialEq, Message)]
 pub struct RfmRecord {
-    #[prost(double, repeated, tag = "1")]
-    pub recency_days: Vec<f64>,
-    #[prost(double, repeated, tag = "2")]
-    pub frequency: Vec<f64>,
-    #[prost(double, repeated, tag = "3")]
-    pub monetary: Vec<f64>,
+    #[prost(sint64, repeated, tag = "6")]
+    pub recency: Vec<i64>,
+    #[prost(sint64, repeated, tag = "7")]
+    pub frequency: Vec<i64>,
+    #[prost(sint64, repeated, tag = "8")]
+    pub monetary: Vec<i64>,
     #[prost(int64, tag = "4")]
     pub computed_at_ms: i64,
     #[prost(uint64, tag = "5")]
@@ -338,8 +341,13 @@ pub struct InterestRecord {
 pub struct ActivityRecord {
     #[prost(uint64, tag = "1")]
     pub order_count: u64,
+    /// Written by versions that summed money as floats; read when
+    /// `revenue` is absent.
     #[prost(double, tag = "2")]
     pub revenue_total: f64,
+    /// In ten-thousandths of the currency unit (`computed::Money`).
+    #[prost(sint64, optional, tag = "8")]
+    pub revenue: Option<i64>,
     #[prost(int64, optional, tag = "3")]
     pub first_order_ms: Option<i64>,
     #[prost(int64, optional, tag = "4")]
@@ -359,7 +367,10 @@ impl ProfileRecord {
         };
         Activity {
             order_count: record.order_count,
-            revenue_total: record.revenue_total,
+            revenue: match record.revenue {
+                Some(exact) => Money(exact),
+                None => Money::from_amount(record.revenue_total).unwrap_or_default(),
+            },
             first_order_at: record.first_order_ms.map(UnixMillis),
             last_order_at: record.last_order_ms.map(UnixMillis),
             last_seen_at: record.last_seen_ms.map(UnixMillis),
@@ -392,7 +403,8 @@ impl ProfileRecord {
     pub fn set_activity(&mut self, activity: &Activity) {
         self.activity = Some(ActivityRecord {
             order_count: activity.order_count,
-            revenue_total: activity.revenue_total,
+            revenue_total: 0.0,
+            revenue: Some(activity.revenue.0),
             first_order_ms: activity.first_order_at.map(|at| at.0),
             last_order_ms: activity.last_order_at.map(|at| at.0),
             last_seen_ms: activity.last_seen_at.map(|at| at.0),

@@ -25,7 +25,7 @@ use super::records::{
 use super::stats::{StoreStats, WriterStats};
 use super::writer::{BlobFiles, Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, StoreError, keys};
-use crate::computed::{Activity, RfmQuintiles};
+use crate::computed::{Activity, RankKey, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::identity::fuzzy::{MatchModel, estimate};
 use crate::model::{
@@ -741,10 +741,11 @@ impl ProfileStore for SledStore {
         quintiles: RfmQuintiles,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         self.submit(move |context| {
+            let flat = |cuts: &[RankKey]| cuts.iter().flatten().copied().collect();
             let record = RfmRecord {
-                recency_days: quintiles.recency_days,
-                frequency: quintiles.frequency,
-                monetary: quintiles.monetary,
+                recency: flat(&quintiles.recency),
+                frequency: flat(&quintiles.frequency),
+                monetary: flat(&quintiles.monetary),
                 computed_at_ms: quintiles.computed_at.0,
                 customers: quintiles.customers,
             };
@@ -760,10 +761,15 @@ impl ProfileStore for SledStore {
             return Ok(None);
         };
         let record: RfmRecord = decode(&bytes, "rfm quintiles")?;
+        let keys = |flat: &[i64]| -> Vec<RankKey> {
+            flat.chunks_exact(3)
+                .map(|key| [key[0], key[1], key[2]])
+                .collect()
+        };
         Ok(Some(RfmQuintiles {
-            recency_days: record.recency_days,
-            frequency: record.frequency,
-            monetary: record.monetary,
+            recency: keys(&record.recency),
+            frequency: keys(&record.frequency),
+            monetary: keys(&record.monetary),
             computed_at: UnixMillis(record.computed_at_ms),
             customers: record.customers,
         }))

@@ -326,3 +326,121 @@ async fn retention_removes_old_events_and_keeps_lifetime_aggregates() {
     assert_eq!((traits.frequency, traits.monetary), (2, 100.0));
     assert_eq!(traits.first_order_at, at_day(1));
 }
+
+/// Recency quintiles are dates: a day passing without new orders leaves
+/// every customer's r_score where it was (all age alike, their order holds).
+#[tokio::test]
+async fn r_scores_hold_from_one_day_to_the_next_without_new_orders() {
+    let (server, clock) = start(100).await;
+    let mut client = server.client().await;
+    // Last orders spread over the 50 days before the clock, one customer
+    // per day, so that cut points fall between days.
+    for index in 0..50 {
+        let who = email(&format!("recent{index}@example.com"));
+        client.track(order(who, 10.0, 50 + index)).await.unwrap();
+    }
+    client
+        .run_maintenance(pb::RunMaintenanceRequest {})
+        .await
+        .unwrap();
+    let mut before = Vec::new();
+    for index in 0..50 {
+        let who = email(&format!("recent{index}@example.com"));
+        before.push(computed(&mut client, who).await.r_score);
+    }
+    assert!(before.contains(&Some(1)) && before.contains(&Some(5)));
+    for days in [1, 7] {
+        clock.advance_days(days);
+        for (index, expected) in before.iter().enumerate() {
+            let who = email(&format!("recent{index}@example.com"));
+            let now = computed(&mut client, who).await.r_score;
+            assert_eq!(now, *expected, "recent{index} after {days} more day(s)");
+        }
+    }
+}
+
+/// Most customers order once; the frequency scores still split them into
+/// fifths (ties broken by what they spent, then how recently), so no score
+/// is empty.
+#[tokio::test]
+async fn every_f_score_is_given_when_most_customers_ordered_once() {
+    let (server, _clock) = start(100).await;
+    let mut client = server.client().await;
+    for index in 0..40_i64 {
+        let who = email(&format!("once{index}@example.com"));
+        let orders = if index < 30 { 1 } else { 2 + index % 3 };
+        for number in 0..orders {
+            client
+                .track(order(who.clone(), 5.0 + index as f64, 60 + number))
+                .await
+                .unwrap();
+        }
+    }
+    client
+        .run_maintenance(pb::RunMaintenanceRequest {})
+        .await
+        .unwrap();
+    let mut per_score = [0_u32; 6];
+    for index in 0..40 {
+        let who = email(&format!("once{index}@example.com"));
+        let score = computed(&mut client, who).await.f_score.expect("a score");
+        per_score[score as usize] += 1;
+    }
+    assert_eq!(per_score, [0, 8, 8, 8, 8, 8], "customers per f_score 1-5");
+}
+
+/// Totals are summed exactly: 0.1 + 0.2 is 0.3, and a rule on the sum
+/// finds the customer.
+#[tokio::test]
+async fn money_is_summed_exactly() {
+    use sightline::api::pb::check_membership_request::Lookup;
+    use sightline::api::pb::segment_service_client::SegmentServiceClient;
+
+    let (server, _clock) = start(100).await;
+    let mut client = server.client().await;
+    let mut segments = SegmentServiceClient::new(server.channel().await);
+    segments
+        .put_segment(pb::PutSegmentRequest {
+            segment: Some(pb::Segment {
+                id: "exact".to_owned(),
+                name: "exact".to_owned(),
+                rule: "profile.computed.monetary >= 100.5".to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let small = email("exact@example.com");
+    for revenue in [0.1, 0.2] {
+        client
+            .track(order(small.clone(), revenue, 90))
+            .await
+            .unwrap();
+    }
+    let big = email("big@example.com");
+    for revenue in [100.1, 0.2, 0.2] {
+        client.track(order(big.clone(), revenue, 90)).await.unwrap();
+    }
+    let traits = computed(&mut client, small).await;
+    assert_eq!(
+        (
+            traits.monetary,
+            traits.lifetime_value,
+            traits.average_order_value
+        ),
+        (0.3, 0.3, Some(0.15))
+    );
+    assert_eq!(computed(&mut client, big.clone()).await.monetary, 100.5);
+    let memberships = segments
+        .check_membership(pb::CheckMembershipRequest {
+            lookup: Some(Lookup::Identifier(big)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .memberships;
+    assert!(
+        memberships.iter().any(|m| m.segment_id == "exact"),
+        "100.1 + 0.2 + 0.2 >= 100.5: {memberships:?}"
+    );
+}
