@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 
 use super::blocking::BlockingRule;
-use super::compare::{Comparison, FIELD_COUNT, Field};
+use super::compare::{Comparison, ELSE, EXACT, FIELD_COUNT, Field};
 use super::model::{LevelParameters, MatchModel, PROBABILITY_MIN};
 
 /// Random pairs' worth of the previous `u` mixed into the new one.
@@ -73,6 +73,9 @@ pub fn estimate(sample: &TrainingSample, previous: &MatchModel, at_ms: i64) -> M
         }
         let skipped: BTreeSet<Field> = rule.fields().iter().copied().collect();
         let m = expectation_maximisation(&model, pairs, &skipped);
+        if describes_households(&m, &skipped) {
+            continue;
+        }
         for field in Field::ALL {
             if skipped.contains(&field) {
                 continue;
@@ -119,6 +122,30 @@ pub fn estimate(sample: &TrainingSample, previous: &MatchModel, at_ms: i64) -> M
     model.random_pairs = sample.random_pairs.len() as u64;
     model.blocked_pairs = union.len() as u64;
     model
+}
+
+/// Whether the class EM found agrees on a person's given name or birthday
+/// less often than it disagrees. A rule blocking on what a household
+/// shares (family name and address) brings its members together by the
+/// hundred, and EM can settle on "same household" rather than "same
+/// person": then the given name and the birthday, which tell family
+/// members apart, look like mere noise and relatives merge. One person's
+/// records agree on both far more often than not, typos and all, so such
+/// an estimate is left out.
+fn describes_households(m: &[Vec<f64>], skipped: &BTreeSet<Field>) -> bool {
+    [Field::FirstName, Field::Birthday]
+        .into_iter()
+        .filter(|field| !skipped.contains(field))
+        .any(|field| {
+            let count = |level: &str| {
+                field
+                    .level_index(level)
+                    .and_then(|index| m[field.index()].get(usize::from(index)))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            count(ELSE) > count(EXACT)
+        })
 }
 
 fn estimate_u(model: &mut MatchModel, previous: &MatchModel, pairs: &[Comparison]) {
@@ -339,6 +366,45 @@ mod tests {
         }
         assert_eq!(model.version, 1);
         assert!(model.fits_layout());
+    }
+
+    #[test]
+    fn a_class_that_disagrees_on_given_names_is_taken_for_households() {
+        let counts = |field: Field, exact: f64, other: f64| {
+            let mut levels = vec![0.0; field.level_count()];
+            levels[usize::from(field.level_index(EXACT).expect("exact"))] = exact;
+            levels[usize::from(field.level_index(ELSE).expect("else"))] = other;
+            levels
+        };
+        let m_of = |first: (f64, f64), birthday: (f64, f64)| -> Vec<Vec<f64>> {
+            Field::ALL
+                .iter()
+                .map(|&field| match field {
+                    Field::FirstName => counts(field, first.0, first.1),
+                    Field::Birthday => counts(field, birthday.0, birthday.1),
+                    _ => vec![0.0; field.level_count()],
+                })
+                .collect()
+        };
+        let none = BTreeSet::new();
+        assert!(!describes_households(
+            &m_of((80.0, 5.0), (70.0, 10.0)),
+            &none
+        ));
+        assert!(describes_households(
+            &m_of((13.0, 70.0), (70.0, 10.0)),
+            &none
+        ));
+        assert!(describes_households(
+            &m_of((80.0, 5.0), (18.0, 80.0)),
+            &none
+        ));
+        // A rule blocking on the birthday says nothing about it.
+        let birthday = BTreeSet::from([Field::Birthday]);
+        assert!(!describes_households(
+            &m_of((80.0, 5.0), (18.0, 80.0)),
+            &birthday
+        ));
     }
 
     #[test]
