@@ -5,7 +5,7 @@
 //! queue to one fresh candidate per live pair. The rules themselves live
 //! in `identity::fuzzy`; the model is estimated in `match_training`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use prost::Message;
 
@@ -35,6 +35,13 @@ pub const MATCHING_TRAITS: [&str; 4] = ["first_name", "last_name", "birthday", "
 /// scoring it would make every identify touching it expensive; real
 /// duplicates share several keys, so skipping one loses little.
 pub const BLOCK_SCORED_MAX: usize = 100;
+/// Profiles scored per matching round. Beyond it, those sharing the most
+/// blocking keys with the profile are scored: a duplicate shares every key
+/// its records agree on (a typo or a move breaks a few of seven rules), a
+/// stranger usually one (a birthday, a surname in a city). This keeps the
+/// work per identify flat as blocks fill with a growing population, while
+/// a small store, where blocks hold a few profiles, scores everything.
+const SCORED_PER_ROUND_MAX: usize = 48;
 /// Review candidates recorded per matching pass, best first: a person has a
 /// handful of duplicates, not hundreds, and a reviewer cannot use more.
 const CANDIDATES_PER_PASS_MAX: u64 = 10;
@@ -337,9 +344,10 @@ fn match_round(
         rules.request_estimate();
     }
 
-    let mut others = BTreeSet::new();
+    // Earlier candidates are always re-scored.
+    let mut shared_keys: HashMap<ProfileId, usize> = HashMap::new();
     for partner in partners {
-        others.insert(follow_alias(writes, partner)?);
+        shared_keys.insert(follow_alias(writes, partner)?, usize::MAX);
     }
     for block in blocking_keys(fields) {
         let members = block_members(writes, &keys::fuzzy_block(&block))?;
@@ -348,9 +356,18 @@ fn match_round(
         if members.len() > BLOCK_SCORED_MAX {
             continue;
         }
-        others.extend(members);
+        for member in members {
+            let count = shared_keys.entry(member).or_default();
+            *count = count.saturating_add(1);
+        }
     }
-    others.remove(&id);
+    shared_keys.remove(&id);
+    let mut others: Vec<(ProfileId, usize)> = shared_keys.into_iter().collect();
+    // Most shared keys first; between equals the older profile, so the
+    // choice does not depend on hashing.
+    others.sort_unstable_by_key(|&(other, shared)| (std::cmp::Reverse(shared), other));
+    others.truncate(SCORED_PER_ROUND_MAX);
+    let others: BTreeSet<ProfileId> = others.into_iter().map(|(other, _)| other).collect();
 
     let mut scored = Vec::new();
     for other in others {
