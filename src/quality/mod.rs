@@ -228,8 +228,10 @@ pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, Quali
         return Err(QualityError::NotEmpty(held));
     }
     let mut scenarios = Vec::with_capacity(options.scenarios.len());
+    let mut loaded = Vec::with_capacity(options.scenarios.len());
     for &scenario in &options.scenarios {
-        let report = run_scenario(&mut client, &options, scenario).await?;
+        let (report, dataset, rejected) = run_scenario(&mut client, &options, scenario).await?;
+        loaded.push((dataset, rejected));
         tracing::info!(
             scenario = %scenario,
             records = report.records,
@@ -243,6 +245,28 @@ pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, Quali
             "quality scenario scored"
         );
         scenarios.push(report);
+    }
+    // The model is estimated while the data loads, so records matched early
+    // met a model that had not yet seen what later scenarios hold.
+    // RunMatching re-estimates it and matches every profile again.
+    client
+        .run_matching(crate::api::pb::RunMatchingRequest {})
+        .await
+        .map_err(QualityError::Call)?;
+    for (report, (dataset, rejected)) in scenarios.iter_mut().zip(&loaded) {
+        let placements = place_records(
+            &client,
+            &dataset.records,
+            rejected,
+            options.lookups_in_flight,
+        )
+        .await?;
+        let score = score(
+            assignments(dataset, &placements),
+            options.super_profile_persons_max,
+        );
+        report.after_matching = Some(score.pairs);
+        report.super_profiles_after_matching = Some(score.super_profiles.count);
     }
     Ok(QualityReport {
         seed: options.seed,
@@ -260,11 +284,31 @@ enum Cluster<'a> {
     Alone(usize),
 }
 
+/// Each scored record with the cluster it ended in.
+fn assignments<'a>(
+    dataset: &Dataset,
+    placements: &'a [Placement],
+) -> Vec<(generate::PersonId, Cluster<'a>)> {
+    dataset
+        .records
+        .iter()
+        .zip(placements)
+        .enumerate()
+        .filter_map(|(position, (record, placement))| match placement {
+            Placement::Excluded => None,
+            Placement::Profile(profile_id) => Some((record.person, Cluster::Profile(profile_id))),
+            Placement::Unresolved => Some((record.person, Cluster::Alone(position))),
+        })
+        .collect()
+}
+
+/// The scenario's report, its data set and which of its records the
+/// server rejected.
 async fn run_scenario(
     client: &mut ProfileClient,
     options: &QualityOptions,
     scenario: Scenario,
-) -> Result<ScenarioReport, QualityError> {
+) -> Result<(ScenarioReport, Dataset, Vec<bool>), QualityError> {
     let dataset = generate(scenario, options.people_per_scenario, options.seed)?;
     let load = load(client, &dataset.records, options.ingest_chunk_items).await?;
     let placements = place_records(
@@ -279,17 +323,7 @@ async fn run_scenario(
         .iter()
         .filter(|placement| **placement == Placement::Unresolved)
         .count() as u64;
-    let assignments: Vec<_> = dataset
-        .records
-        .iter()
-        .zip(&placements)
-        .enumerate()
-        .filter_map(|(position, (record, placement))| match placement {
-            Placement::Excluded => None,
-            Placement::Profile(profile_id) => Some((record.person, Cluster::Profile(profile_id))),
-            Placement::Unresolved => Some((record.person, Cluster::Alone(position))),
-        })
-        .collect();
+    let assignments = assignments(&dataset, &placements);
     let score = score(
         assignments.iter().cloned(),
         options.super_profile_persons_max,
@@ -303,5 +337,6 @@ async fn run_scenario(
     };
     let mut report = ScenarioReport::new(&dataset, &load, unresolved, &score, &review, missed);
     report.junk_stored = junk_stored;
-    Ok(report)
+    let rejected = load.rejected_records.clone();
+    Ok((report, dataset, rejected))
 }

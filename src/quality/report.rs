@@ -39,6 +39,10 @@ pub struct ScenarioReport {
     /// Distinct well-formed junk identifiers the records carried that some
     /// profile holds: the blocklist's misses, 0 when it catches them all.
     pub junk_stored: u64,
+    /// Pair counts once every scenario is loaded and `RunMatching` has
+    /// re-estimated the model and matched every profile again.
+    pub after_matching: Option<PairCounts>,
+    pub super_profiles_after_matching: Option<usize>,
     /// Pending match candidates joining two profiles of this scenario
     /// (distinct live pairs): the decisions automatic resolution leaves to
     /// a human. A queue that grows with the data is an operating cost
@@ -85,6 +89,8 @@ impl ScenarioReport {
             pairs: score.pairs,
             super_profiles: score.super_profiles,
             junk_stored: 0,
+            after_matching: None,
+            super_profiles_after_matching: None,
             candidates: review.candidates,
             candidates_true: review.candidates_true,
             pairs_reviewed: review.pairs_reviewed,
@@ -157,11 +163,12 @@ impl fmt::Display for QualityReport {
         writeln!(
             f,
             "review queue: cands = match candidates within the scenario, \
-             cand_prec = share joining one person, rev_* = after a perfect reviewer"
+             cand_prec = share joining one person, rev_* = after a perfect reviewer; \
+             rm_* = once every scenario is loaded, after RunMatching"
         )?;
         writeln!(
             f,
-            "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>6} {:>5} {:>9} {:>4} {:>5} {:>9} {:>10} {:>6}",
+            "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>6} {:>5} {:>9} {:>4} {:>5} {:>9} {:>10} {:>6} {:>7} {:>9} {:>6} {:>8}",
             "scenario",
             "people",
             "records",
@@ -180,12 +187,16 @@ impl fmt::Display for QualityReport {
             "cands",
             "cand_prec",
             "rev_recall",
-            "rev_f1"
+            "rev_f1",
+            "rm_prec",
+            "rm_recall",
+            "rm_f1",
+            "rm_super"
         )?;
         for report in &self.scenarios {
             writeln!(
                 f,
-                "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9.4} {:>6.4} {:>6.4} {:>5} {:>9} {:>4} {:>5} {:>9.4} {:>10.4} {:>6.4}",
+                "{:<16} {:>6} {:>7} {:>8} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9.4} {:>6.4} {:>6.4} {:>5} {:>9} {:>4} {:>5} {:>9.4} {:>10.4} {:>6.4} {:>7} {:>9} {:>6} {:>8}",
                 report.scenario.name(),
                 report.people,
                 report.records,
@@ -204,7 +215,13 @@ impl fmt::Display for QualityReport {
                 report.candidates,
                 report.candidate_precision(),
                 report.review_recall(),
-                report.review_f1()
+                report.review_f1(),
+                figure(report.after_matching.map(|pairs| pairs.precision())),
+                figure(report.after_matching.map(|pairs| pairs.recall())),
+                figure(report.after_matching.map(|pairs| pairs.f1())),
+                report
+                    .super_profiles_after_matching
+                    .map_or_else(|| "-".to_owned(), |count| count.to_string()),
             )?;
         }
         for report in &self.scenarios {
@@ -215,4 +232,9 @@ impl fmt::Display for QualityReport {
         }
         Ok(())
     }
+}
+
+/// A ratio to four places, or `-` when the stage did not run.
+fn figure(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.4}"))
 }
