@@ -41,7 +41,7 @@ pub const BLOCK_SCORED_MAX: usize = 100;
 /// stranger usually one (a birthday, a surname in a city). This keeps the
 /// work per identify flat as blocks fill with a growing population, while
 /// a small store, where blocks hold a few profiles, scores everything.
-const SCORED_PER_ROUND_MAX: usize = 48;
+const SCORED_PER_ROUND_MAX: usize = 16;
 /// Review candidates recorded per matching pass, best first: a person has a
 /// handful of duplicates, not hundreds, and a reviewer cannot use more.
 const CANDIDATES_PER_PASS_MAX: u64 = 10;
@@ -257,16 +257,30 @@ pub fn population(writes: &CallWrites<'_, '_>) -> Result<u64, StoreError> {
     name_count(writes, &keys::fuzzy_name_count(""))
 }
 
+/// Name counts read during one matching round: the profiles of a block
+/// mostly share the names that brought them together, so each is read once.
+type NameCounts = std::cell::RefCell<HashMap<String, u64>>;
+
 /// How common the names are that two variants share exactly.
 fn name_frequencies(
     writes: &CallWrites<'_, '_>,
+    counts: &NameCounts,
     population: u64,
     a: &MatchFields,
     b: &MatchFields,
 ) -> Result<NameFrequencies, StoreError> {
     let frequency = |key: String| -> Result<NameFrequency, StoreError> {
+        let known = counts.borrow().get(&key).copied();
+        let holders = match known {
+            Some(holders) => holders,
+            None => {
+                let holders = name_count(writes, &keys::fuzzy_name_count(&key))?;
+                counts.borrow_mut().insert(key, holders);
+                holders
+            }
+        };
         Ok(NameFrequency {
-            holders: name_count(writes, &keys::fuzzy_name_count(&key))?,
+            holders,
             profiles: population,
         })
     };
@@ -369,6 +383,7 @@ fn match_round(
     others.truncate(SCORED_PER_ROUND_MAX);
     let others: BTreeSet<ProfileId> = others.into_iter().map(|(other, _)| other).collect();
 
+    let name_counts = NameCounts::default();
     let mut scored = Vec::new();
     for other in others {
         if writes.get(&keys::rejection(id, other))?.is_some() {
@@ -387,7 +402,7 @@ fn match_round(
         };
         let frequencies = |a: &MatchFields, b: &MatchFields| {
             // An unreadable count only costs the pair its frequency weight.
-            name_frequencies(writes, population, a, b).unwrap_or_default()
+            name_frequencies(writes, &name_counts, population, a, b).unwrap_or_default()
         };
         let Some(mut match_score) =
             score_profiles(&model, fields, &other_fields, &frequencies, population)
