@@ -131,6 +131,17 @@ fn normalized(index: usize) -> Id {
     format!("{kind}:{value}")
 }
 
+/// A call's identifiers after normalization, each once, in call order.
+fn call_identifiers(indexes: &[usize]) -> Vec<Id> {
+    let mut ids: Vec<Id> = Vec::new();
+    for id in indexes.iter().map(|&index| normalized(index)) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
 fn raw(index: usize) -> RawIdentifier {
     let (kind, value, _) = POOL[index];
     RawIdentifier {
@@ -833,13 +844,7 @@ async fn step(system: &System, model: &mut Model, op: &Op, now_ms: i64) -> Resul
             let message = message.filter(|m| !model.retired.contains(m));
             let message_id = message_name(message);
             let raw_ids: Vec<RawIdentifier> = identifiers.iter().map(|&i| raw(i)).collect();
-            let mut call_ids: Vec<Id> = Vec::new();
-            for &index in identifiers {
-                let id = normalized(index);
-                if !call_ids.contains(&id) {
-                    call_ids.push(id);
-                }
-            }
+            let call_ids = call_identifiers(identifiers);
             let (call, seq) = if let Op::Track { .. } = op {
                 let seq = model.next_seq;
                 model.next_seq += 1;
@@ -1268,12 +1273,7 @@ fn generated_scenarios_reach_every_merge_protection_rule() {
                 Op::Restart => continue,
             };
             let message = message.filter(|m| !model.retired.contains(m));
-            let mut call: Vec<Id> = Vec::new();
-            for id in identifiers.iter().map(|&index| normalized(index)) {
-                if !call.contains(&id) {
-                    call.push(id);
-                }
-            }
+            let call = call_identifiers(identifiers);
             let names: &[&str] = match model.write(&call, event, message) {
                 Err(Refusal::FailedPrecondition) => &["every identifier a hub"],
                 Err(_) => &["every identifier junk"],

@@ -17,9 +17,8 @@ use std::{
 use bytes::Bytes;
 use http_body::Frame;
 use tonic::{Code, body::Body};
-use tower::Service;
 
-use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, grpc_code};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, Inner, grpc_code};
 use crate::security::Caller;
 
 pub type AccessLogLayer = GuardLayer<AccessLog>;
@@ -48,12 +47,7 @@ impl Entry {
 }
 
 impl Guard for AccessLog {
-    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
-    where
-        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn guard<S: Inner>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error> {
         let method = request.uri().path().to_owned();
         let started = Instant::now();
         let response = inner.call(request);

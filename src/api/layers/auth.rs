@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
-use tower::Service;
 
-use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refuse};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, Inner, Refusal, refuse};
 use crate::security::{Caller, Requirement, TokenSet, requirement};
 
 pub type AuthLayer = GuardLayer<Auth>;
@@ -68,12 +67,7 @@ fn authorize(tokens: &TokenSet, request: &HttpRequest) -> Result<Option<Caller>,
 }
 
 impl Guard for Auth {
-    fn guard<S>(&self, mut request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
-    where
-        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn guard<S: Inner>(&self, mut request: HttpRequest, mut inner: S) -> GuardFuture<S::Error> {
         let Some(tokens) = &self.tokens else {
             return Box::pin(inner.call(request));
         };
@@ -108,9 +102,9 @@ impl Guard for Auth {
 mod tests {
     use std::task::{Context, Poll};
 
-    use tower::Layer;
+    use tower::{Layer, Service};
 
-    use super::super::BoxFuture;
+    use super::super::{BoxFuture, HttpResponse};
     use super::*;
     use crate::security::{Scope, hash_token};
 

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use tower::Service;
-
-use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refuse};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, Inner, Refusal, refuse};
 
 /// Calls whose request is a stream. Their response only comes once the
 /// client has finished sending, so a deadline would cut an import that is
@@ -33,12 +31,7 @@ pub struct Deadline {
 }
 
 impl Guard for Deadline {
-    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
-    where
-        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn guard<S: Inner>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error> {
         if CLIENT_STREAMING.contains(&request.uri().path()) {
             return Box::pin(inner.call(request));
         }

@@ -58,11 +58,22 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
 /// and taken for this call alone, and answers with the response (its own,
 /// or the inner one's, possibly wrapped).
 pub trait Guard: Clone + Send + Sync + 'static {
-    fn guard<S>(&self, request: HttpRequest, inner: S) -> GuardFuture<S::Error>
-    where
-        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static;
+    fn guard<S: Inner>(&self, request: HttpRequest, inner: S) -> GuardFuture<S::Error>;
+}
+
+/// The service a guard wraps: the routes, or the next layer in.
+pub trait Inner:
+    Service<HttpRequest, Response = HttpResponse, Future: Send + 'static, Error: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S> Inner for S where
+    S: Service<HttpRequest, Response = HttpResponse, Future: Send + 'static, Error: Send + 'static>
+        + Send
+        + 'static
+{
 }
 
 type GuardFuture<E> = BoxFuture<Result<HttpResponse, E>>;

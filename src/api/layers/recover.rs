@@ -13,11 +13,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use http_body::Frame;
 use tonic::body::Body;
-use tower::Service;
 
-use super::{
-    Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refusal_status, refuse,
-};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, Inner, Refusal, refusal_status, refuse};
 
 pub type RecoverLayer = GuardLayer<Recover>;
 
@@ -41,12 +38,7 @@ fn log_panic(method: &str) {
 }
 
 impl Guard for Recover {
-    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
-    where
-        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn guard<S: Inner>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error> {
         let method = request.uri().path().to_owned();
         let response = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
             Ok(response) => response,
@@ -121,9 +113,9 @@ impl http_body::Body for RecoverBody {
 
 #[cfg(test)]
 mod tests {
-    use tower::Layer;
+    use tower::{Layer, Service};
 
-    use super::super::BoxFuture;
+    use super::super::{BoxFuture, HttpResponse};
     use super::*;
 
     /// A stand-in for the routes: panics on one path, answers OK otherwise.

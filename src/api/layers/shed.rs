@@ -14,9 +14,8 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
-use tower::Service;
 
-use super::{Guard, GuardFuture, GuardLayer, HttpRequest, HttpResponse, Refusal, refuse};
+use super::{Guard, GuardFuture, GuardLayer, HttpRequest, Inner, Refusal, refuse};
 
 /// Health checks bypass the limit: an orchestrator must see an overloaded
 /// server as alive, not restart it.
@@ -39,12 +38,7 @@ pub struct Shed {
 }
 
 impl Guard for Shed {
-    fn guard<S>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error>
-    where
-        S: Service<HttpRequest, Response = HttpResponse> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn guard<S: Inner>(&self, request: HttpRequest, mut inner: S) -> GuardFuture<S::Error> {
         if request.uri().path().starts_with(UNCOUNTED_PREFIX) {
             return Box::pin(inner.call(request));
         }
