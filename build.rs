@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "proto/sightline/v1/segment.proto",
         "proto/sightline/v1/privacy.proto",
         "proto/sightline/v1/admin.proto",
+        "proto/sightline/v1/recommendation.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("sightline_descriptor.bin"))

@@ -47,6 +47,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub computed: ComputedConfig,
     pub segments: SegmentsConfig,
+    pub recommendations: RecommendationsConfig,
     pub privacy: PrivacyConfig,
     pub auth: AuthConfig,
     /// Serve TLS when set; otherwise plaintext.
@@ -147,6 +148,30 @@ impl Default for SegmentsConfig {
             segments_max: 100,
             rule_bytes_max: 4096,
             sweep_interval_secs: 3600,
+        }
+    }
+}
+
+/// Product recommendations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecommendationsConfig {
+    /// Personalise for people who have made no decision on the
+    /// `personalisation` purpose (an opt-out regime). By default only a
+    /// grant on some channel allows it; a withdrawal always stops it.
+    pub personalise_without_consent: bool,
+    /// Products per call, at most.
+    pub limit_max: usize,
+    /// Products per `PutProducts` call, at most.
+    pub products_per_upload_max: usize,
+}
+
+impl Default for RecommendationsConfig {
+    fn default() -> Self {
+        RecommendationsConfig {
+            personalise_without_consent: false,
+            limit_max: 100,
+            products_per_upload_max: 1000,
         }
     }
 }
@@ -264,6 +289,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             computed: ComputedConfig::default(),
             segments: SegmentsConfig::default(),
+            recommendations: RecommendationsConfig::default(),
             privacy: PrivacyConfig::default(),
             auth: AuthConfig::default(),
             tls: None,
@@ -582,6 +608,13 @@ impl Config {
         if self.segments.segments_max == 0 || self.segments.rule_bytes_max == 0 {
             return Err(ConfigError::Invalid(
                 "segments: segments_max and rule_bytes_max must be positive".to_owned(),
+            ));
+        }
+        let recommendations = &self.recommendations;
+        if recommendations.limit_max == 0 || recommendations.products_per_upload_max == 0 {
+            return Err(ConfigError::Invalid(
+                "recommendations: limit_max and products_per_upload_max must be positive"
+                    .to_owned(),
             ));
         }
         let fuzzy = &self.identity.fuzzy;

@@ -9,12 +9,16 @@
 //!   the segment use cases; knows neither tonic nor sled.
 //! - [`privacy`]: subject-access exports, erasure with suppression, their
 //!   audit records and the access log; knows neither tonic nor sled.
+//! - [`personalisation`]: the recommendation use cases (consent, holdouts,
+//!   catalogue uploads) over [`recommend`] and the store.
 //! - [`service`]: validates requests against the limits and drives the store;
 //!   knows neither tonic nor sled.
 //! - [`api`]: tonic services, protobuf conversion, and the one mapping of
 //!   errors to gRPC status.
 //! - [`http`]: the HTTP/1.1 API on axum: the Segment tracking spec and JSON
 //!   profile reads, over the same use cases as [`api`].
+//! - [`recommend`]: product recommendations from co-occurrence and
+//!   popularity counts kept incrementally. Pure.
 //! - [`views`]: JSON views of profile parts (export and HTTP reads).
 //! - [`server`]: assembles services, health and reflection and runs them on a
 //!   given listener until a given shutdown signal.
@@ -38,8 +42,10 @@ pub mod identity;
 pub mod import;
 pub mod metrics;
 pub mod model;
+pub mod personalisation;
 pub mod privacy;
 pub mod quality;
+pub mod recommend;
 pub mod security;
 pub mod segments;
 pub mod server;

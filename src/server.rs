@@ -13,13 +13,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::api::layers::{AccessLogLayer, AuthLayer, DeadlineLayer, RecoverLayer, ShedLayer};
-use crate::api::{AdminApi, PrivacyApi, ProfileApi, SegmentApi, pb};
+use crate::api::{AdminApi, PrivacyApi, ProfileApi, RecommendationApi, SegmentApi, pb};
 use crate::computed::{LifecycleThresholds, RfmCache};
 use crate::config::{Config, ConfigError, Exposure, TlsConfig};
 use crate::http::{self, HttpApi};
 use crate::identity::{MergeRules, Normalizer};
 use crate::metrics::{self, Metrics, RequestMetricsLayer};
 use crate::model::Clock;
+use crate::personalisation::RecommendationService;
 use crate::privacy::{AccessLog, PrivacyService};
 use crate::segments::{SegmentRegistry, SegmentService};
 use crate::service::ProfileService;
@@ -214,6 +215,8 @@ fn incoming_without_delay(
 type ProfileServer = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
 type SegmentServer = pb::segment_service_server::SegmentServiceServer<SegmentApi>;
 type PrivacyServer = pb::privacy_service_server::PrivacyServiceServer<PrivacyApi>;
+type RecommendationServer =
+    pb::recommendation_service_server::RecommendationServiceServer<RecommendationApi>;
 
 /// Re-evaluates time-dependent segment rules and applies access-log
 /// retention.
@@ -356,12 +359,19 @@ pub async fn run_on(
         config.segments.sweep_interval_secs,
     );
     let (access_log, access_log_task) = AccessLog::start(store.clone());
+    let recommendations = Arc::new(RecommendationService::new(
+        store.clone(),
+        Arc::clone(&service),
+        Arc::clone(&segments),
+        config.recommendations.clone(),
+    ));
 
     // The database is open: only now do health checks report SERVING.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProfileServer>().await;
     health.set_serving::<SegmentServer>().await;
     health.set_serving::<PrivacyServer>().await;
+    health.set_serving::<RecommendationServer>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -402,6 +412,12 @@ pub async fn run_on(
     .await?;
 
     let limits = &config.limits;
+    let recommendation_api = RecommendationServer::new(
+        RecommendationApi::new(recommendations, Arc::clone(service.clock()))
+            .with_access_log(access_log.clone()),
+    )
+    .max_decoding_message_size(limits.request_message_bytes_max)
+    .max_encoding_message_size(limits.response_message_bytes_max);
     let profiles = ProfileServer::new(
         ProfileApi::new(service)
             .with_stopping(stopping_seen.clone())
@@ -443,6 +459,7 @@ pub async fn run_on(
         .add_service(profiles)
         .add_service(segment_api)
         .add_service(privacy_api)
+        .add_service(recommendation_api)
         .add_service(admin_api)
         .serve_with_incoming_shutdown(incoming_without_delay(listener), async move {
             shutdown.await;
@@ -455,6 +472,9 @@ pub async fn run_on(
             shutdown_health.set_not_serving::<ProfileServer>().await;
             shutdown_health.set_not_serving::<SegmentServer>().await;
             shutdown_health.set_not_serving::<PrivacyServer>().await;
+            shutdown_health
+                .set_not_serving::<RecommendationServer>()
+                .await;
         });
     // Calls still open when the drain time is over are cut: a client that
     // never ends its stream must not keep the server from stopping.

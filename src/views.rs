@@ -16,6 +16,11 @@ pub fn time(at: UnixMillis) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A UTC day (days since the epoch) as `YYYY-MM-DD`.
+pub fn day(days: i64) -> String {
+    time(UnixMillis(days.saturating_mul(86_400_000)))[..10].to_owned()
+}
+
 pub fn provenance(provenance: &Provenance) -> Value {
     json!({
         "source": provenance.source,

@@ -65,7 +65,8 @@ profile_lookup_from!(
     pb::update_consent_request::Lookup,
     pb::check_membership_request::Lookup,
     pb::export_subject_request::Lookup,
-    pb::erase_subject_request::Lookup
+    pb::erase_subject_request::Lookup,
+    pb::get_recommendations_request::Lookup
 );
 
 pub fn profile_lookup(

@@ -8,12 +8,14 @@ pub mod convert;
 pub mod layers;
 mod privacy;
 mod profiles;
+mod recommendations;
 mod segments;
 mod status;
 
 pub use admin::AdminApi;
 pub use privacy::PrivacyApi;
 pub use profiles::ProfileApi;
+pub use recommendations::RecommendationApi;
 pub use segments::SegmentApi;
 pub use status::{Refusal, code_name, refusal_status, to_status};
 

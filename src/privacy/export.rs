@@ -6,10 +6,11 @@ use serde_json::{Value, json};
 
 use crate::config::PrivacyConfig;
 use crate::model::{AccessEntry, PrivacyRequest, TraitView, UnixMillis};
+use crate::personalisation::ShopperExport;
 use crate::service::ProfileRead;
 use crate::views::{self, provenance, time};
 
-pub const EXPORT_SCHEMA_VERSION: &str = "sightline.subject-export/1";
+pub const EXPORT_SCHEMA_VERSION: &str = "sightline.subject-export/2";
 
 /// Everything held on one person.
 pub struct Subject<'a> {
@@ -19,6 +20,7 @@ pub struct Subject<'a> {
     /// Segment id and whether in holdout.
     pub memberships: Vec<(String, bool)>,
     pub access_log: Vec<AccessEntry>,
+    pub shopper: ShopperExport,
 }
 
 pub fn document(
@@ -70,6 +72,16 @@ pub fn document(
                 "caller": entry.caller,
                 "method": entry.method,
             })).collect::<Vec<_>>(),
+            "recommendations": {
+                "products": subject.shopper.products.iter().map(|product| json!({
+                    "product_id": product.product_id,
+                    "name": product.name,
+                    "purchases": product.purchases,
+                    "last_purchased_on": product.last_purchase_day.map(views::day),
+                    "last_viewed_on": product.last_view_day.map(views::day),
+                })).collect::<Vec<_>>(),
+                "logic": subject.shopper.logic,
+            },
         },
     })
 }
@@ -97,6 +109,9 @@ fn categories(subject: &Subject<'_>) -> Vec<String> {
     }
     if !subject.memberships.is_empty() {
         categories.push("Audience segment memberships".to_owned());
+    }
+    if !subject.shopper.products.is_empty() {
+        categories.push("Products bought and viewed, for recommendations".to_owned());
     }
     if !subject.access_log.is_empty() {
         categories.push("Records of who read the profile".to_owned());

@@ -128,6 +128,7 @@ impl PrivacyService {
             trait_history: self.store.trait_history(live)?,
             memberships: memberships.memberships,
             access_log: self.store.access_log(&ids)?,
+            shopper: crate::personalisation::shopper_export(self.store.as_ref(), live)?,
         };
         // Everything is read: the request is answered. Its record becomes
         // durable while the document is serialized.

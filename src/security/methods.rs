@@ -20,6 +20,7 @@ const PROFILES: &str = "/sightline.v1.ProfileService/";
 const SEGMENTS: &str = "/sightline.v1.SegmentService/";
 const PRIVACY: &str = "/sightline.v1.PrivacyService/";
 const ADMIN: &str = "/sightline.v1.AdminService/";
+const RECOMMENDATIONS: &str = "/sightline.v1.RecommendationService/";
 const HEALTH: &str = "/grpc.health.v1.Health/";
 const REFLECTION: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/",
@@ -53,6 +54,13 @@ pub fn requirement(path: &str) -> Requirement {
             "PutSegment" | "DeleteSegment" => scope(Scope::SegmentsWrite),
             "GetSegment" | "ListSegments" | "ListMembers" | "CheckMembership"
             | "WatchMembership" | "PreviewSegment" => scope(Scope::SegmentsRead),
+            _ => scope(Scope::Admin),
+        };
+    }
+    if path.starts_with(RECOMMENDATIONS) {
+        return match method(RECOMMENDATIONS) {
+            "GetRecommendations" | "GetRelatedProducts" => scope(Scope::ProfilesRead),
+            "PutProducts" => scope(Scope::EventsWrite),
             _ => scope(Scope::Admin),
         };
     }

@@ -518,6 +518,11 @@ impl ProfileService {
         self.read(profile_id, usize::MAX)
     }
 
+    /// Computed traits of these aggregates as of now.
+    pub fn computed_traits(&self, activity: &crate::computed::Activity) -> ComputedTraits {
+        compute(activity, self.clock.now(), &self.lifecycle)
+    }
+
     fn read(&self, profile_id: ProfileId, events_max: usize) -> Result<ProfileRead, ServiceError> {
         let profile = self
             .store

@@ -16,6 +16,7 @@ use super::matching::{
 };
 use super::overlay::CallWrites;
 use super::privacy::{Suppressor, any_suppressed};
+use super::products::{self, HistoryBuilder};
 use super::records::{
     DedupRecord, EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE,
     JOURNAL_MERGE, JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry,
@@ -258,6 +259,7 @@ pub fn apply_call(
             let mut activity = record.activity();
             activity.record_event(event_name, properties, call.timestamp);
             record.set_activity(&activity);
+            products::record_event(writes, profile_id, event_name, properties, call.timestamp)?;
         }
     }
 
@@ -382,6 +384,8 @@ pub fn apply_unmerge(
     // Whatever is derived from the events is recomputed for both sides.
     let mut moved_events = 0;
     let (mut kept_activity, mut split_activity) = (Activity::default(), Activity::default());
+    let (mut kept_history, mut split_history) =
+        (HistoryBuilder::default(), HistoryBuilder::default());
     for (key, value) in writes.scan_prefix(&keys::events_of(profile_id))? {
         let event: EventRecord = decode(&value, "event")?;
         let (timestamp, _) = keys::decode_event(&key).ok_or_else(|| corrupt_event_key(&key))?;
@@ -391,9 +395,11 @@ pub fn apply_unmerge(
         };
         if !came_with_split(&event.provenance) {
             kept_activity.record_event(&event.name, &properties, timestamp);
+            kept_history.add(&event.name, &properties, timestamp);
             continue;
         }
         split_activity.record_event(&event.name, &properties, timestamp);
+        split_history.add(&event.name, &properties, timestamp);
         let suffix = keys::event_suffix(&key).ok_or_else(|| corrupt_event_key(&key))?;
         writes.insert(keys::event_with_suffix(new_id, suffix), value.clone());
         writes.remove(key);
@@ -403,6 +409,8 @@ pub fn apply_unmerge(
     split.event_count = moved_events;
     record.set_activity(&kept_activity);
     split.set_activity(&split_activity);
+    kept_history.store(writes, profile_id);
+    split_history.store(writes, new_id);
     split.consents = consents_for_split(&record);
 
     record.separated_from.push(new_id.0);
@@ -488,6 +496,7 @@ pub(super) fn absorb(
         writes.remove(key);
     }
     record.event_count += absorbed.event_count;
+    products::absorb(writes, survivor, absorbed_id)?;
     let mut activity = record.activity();
     activity.merge(&absorbed_activity);
     record.set_activity(&activity);

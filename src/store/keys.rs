@@ -18,7 +18,14 @@
 //! | `x` | HMAC tag of a suppressed identifier   | `SuppressionRecord`       |
 //! | `q` | privacy request id                    | `PrivacyRequestRecord`    |
 //! | `l` | profile id, timestamp, sequence       | `AccessRecord`            |
+//! | `k` | profile id                            | `ShopperRecord`           |
+//! | `u` | product key                           | `ProductRecord`           |
+//! | `n` | product key                           | `PopularityRecord`        |
+//! | `o` | lower product key, higher product key | co-occurrence count (i64) |
 //! | `s` | counter name                          | u64                       |
+//!
+//! A product key is the first 8 bytes of the SHA-256 of its id
+//! (`recommend::product_key`).
 
 use crate::model::{Identifier, ProfileId, UnixMillis};
 
@@ -36,6 +43,10 @@ pub const MEMBERSHIP: u8 = b'g';
 pub const SUPPRESSION: u8 = b'x';
 pub const PRIVACY_REQUEST: u8 = b'q';
 pub const ACCESS: u8 = b'l';
+pub const SHOPPER: u8 = b'k';
+pub const PRODUCT: u8 = b'u';
+pub const POPULARITY: u8 = b'n';
+pub const PAIR: u8 = b'o';
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";

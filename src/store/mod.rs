@@ -16,6 +16,7 @@ mod matching;
 mod membership;
 mod overlay;
 mod privacy;
+mod products;
 mod records;
 mod sled_store;
 mod stats;
@@ -38,6 +39,7 @@ use crate::model::{
 pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
 pub use ledger::ReplayReport;
 pub use membership::{SegmentDraft, SegmentMembers};
+pub use products::{ProductUpload, SharedRecommender};
 pub use sled_store::{SledStore, SledStoreOptions};
 pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};
 
@@ -64,6 +66,16 @@ pub enum StoreError {
     Invalid { field: String, description: String },
     #[error("{0}")]
     Precondition(String),
+}
+
+/// What recommendations read of one person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shopper {
+    /// The live profile.
+    pub profile_id: ProfileId,
+    pub history: crate::recommend::ShopperHistory,
+    pub activity: Activity,
+    pub consents: Vec<crate::model::ConsentView>,
 }
 
 /// The outcome of each call of one `apply`, in order. A call fails alone
@@ -261,6 +273,20 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     /// Counters and sizes for operators.
     fn stats(&self) -> StoreStats;
+
+    /// A person's product history with what decides how to recommend to
+    /// them; `None` when there is no such profile.
+    fn shopper(&self, id: ProfileId) -> Result<Option<Shopper>, StoreError>;
+
+    /// The recommendation model, kept current as groups become durable.
+    fn recommender(&self) -> SharedRecommender;
+
+    /// Adds or replaces catalogue entries, durably; returns how many were
+    /// (created, updated).
+    fn put_products(
+        &self,
+        uploads: Vec<ProductUpload>,
+    ) -> BoxFuture<'static, Result<(u32, u32), StoreError>>;
 
     /// Stops accepting writes, finishes the queued ones and makes them
     /// durable. Blocking.

@@ -94,6 +94,21 @@ impl<'t> GroupWrites<'t> {
             .collect()
     }
 
+    /// Keys under `prefix` the group wrote, with their new values (`None`
+    /// for a removal).
+    pub fn changes_under(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.changes
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+
+    /// The value as it was before the group: what the tree holds.
+    pub fn committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key)?.map(|value| value.to_vec()))
+    }
+
     pub fn take_membership_changes(&mut self) -> Vec<MembershipChange> {
         std::mem::take(&mut self.membership_changes)
     }

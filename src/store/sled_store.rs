@@ -1,7 +1,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, mpsc as std_mpsc},
+    sync::{Arc, Mutex, RwLock, mpsc as std_mpsc},
     thread::JoinHandle,
     time::Duration,
 };
@@ -19,12 +19,13 @@ use super::matching;
 use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
 use super::overlay::SparseKeys;
 use super::privacy::{self, Suppressor};
+use super::products::{self, ProductUpload, SharedRecommender};
 use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
 use super::stats::{StoreStats, WriterStats};
 use super::writer::{BlobFiles, Command, JobContext, Writer, job};
-use super::{ApplyResults, ProfileStore, StoreError, keys};
+use super::{ApplyResults, ProfileStore, Shopper, StoreError, keys};
 use crate::computed::{Activity, RankKey, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::identity::fuzzy::{MatchModel, estimate};
@@ -61,6 +62,7 @@ pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     memberships: Arc<MembershipIndex>,
+    recommender: SharedRecommender,
     queue: mpsc::Sender<Command>,
     writer_stats: Arc<WriterStats>,
     /// Taken by `close`, which waits for the writer to finish its queue.
@@ -110,6 +112,7 @@ impl SledStore {
         }
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
         let memberships = Arc::new(MembershipIndex::load(&tree)?);
+        let recommender: SharedRecommender = Arc::new(RwLock::new(products::load(&tree)?));
         let writer_stats = Arc::new(WriterStats::default());
         writer_stats.set_live_profiles(count_keys(&tree, keys::PROFILE)?);
         let writer = Writer {
@@ -124,6 +127,7 @@ impl SledStore {
             suppressor: Suppressor::new(suppression_key(&tree, options)?),
             segments,
             memberships: Arc::clone(&memberships),
+            recommender: Arc::clone(&recommender),
             stats: Arc::clone(&writer_stats),
         };
         let writer_thread = std::thread::Builder::new()
@@ -142,6 +146,7 @@ impl SledStore {
             db,
             tree,
             memberships,
+            recommender,
             queue,
             writer_stats,
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -989,6 +994,46 @@ impl ProfileStore for SledStore {
             what: "alias chain",
             reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
         })
+    }
+
+    fn shopper(&self, id: ProfileId) -> Result<Option<Shopper>, StoreError> {
+        let mut live_id = self.resolve(id)?;
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let history = self.tree.get(products::shopper_key(live_id))?;
+            let Some(bytes) = self.tree.get(keys::profile(live_id))? else {
+                let next = self.resolve(live_id)?;
+                if next == live_id {
+                    return Ok(None);
+                }
+                live_id = next;
+                continue;
+            };
+            let record = ProfileRecord::from_bytes(&bytes)?;
+            return Ok(Some(Shopper {
+                profile_id: live_id,
+                history: match history {
+                    Some(bytes) => products::decode_history(&bytes)?,
+                    None => Default::default(),
+                },
+                activity: record.activity(),
+                consents: record.consents.iter().filter_map(|e| e.to_view()).collect(),
+            }));
+        }
+        Err(StoreError::Corrupt {
+            what: "alias chain",
+            reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
+        })
+    }
+
+    fn recommender(&self) -> SharedRecommender {
+        Arc::clone(&self.recommender)
+    }
+
+    fn put_products(
+        &self,
+        uploads: Vec<ProductUpload>,
+    ) -> BoxFuture<'static, Result<(u32, u32), StoreError>> {
+        self.submit(move |context| products::put_products(context.writes, &uploads))
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -14,6 +14,7 @@ use super::apply::{Counters, apply_call};
 use super::membership::{MembershipIndex, evaluate_profiles};
 use super::overlay::{CallWrites, GroupWrites, SparseKeys};
 use super::privacy::Suppressor;
+use super::products::{self, SharedRecommender};
 use super::stats::WriterStats;
 use super::{ApplyResults, StoreError, keys};
 use crate::identity::MergeRules;
@@ -111,6 +112,7 @@ pub struct Writer {
     pub sparse: SparseKeys,
     pub segments: Arc<dyn MembershipRules>,
     pub memberships: Arc<MembershipIndex>,
+    pub recommender: SharedRecommender,
     pub suppressor: Suppressor,
     pub stats: Arc<WriterStats>,
 }
@@ -235,6 +237,15 @@ impl Writer {
         }
         reevaluate_changed_profiles(&mut group, self.segments.as_ref());
         let membership_changes = group.take_membership_changes();
+        // The histories stand either way; a count that cannot be read is a
+        // damaged record, and refusing every later write would not mend it.
+        if let Err(error) = products::update_counts(&mut group) {
+            tracing::error!(%error, "recommendation counts not updated for a group");
+        }
+        let model_changes = products::model_changes(&group).unwrap_or_else(|error| {
+            tracing::error!(%error, "recommendation model not updated for a group");
+            Vec::new()
+        });
 
         let mut profiles_change = 0;
         let committed = if group.is_empty() {
@@ -255,6 +266,7 @@ impl Writer {
                 // Before answering: a caller that reads memberships right
                 // after its acknowledgement sees them.
                 self.memberships.publish(membership_changes);
+                products::apply_model_changes(&self.recommender, model_changes);
                 self.stats.live_profiles_changed(profiles_change);
                 if calls_in_group > 0 {
                     self.stats.group_committed(calls_in_group, profiles_merged);

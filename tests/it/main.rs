@@ -27,6 +27,7 @@ mod pii;
 mod privacy;
 mod quality;
 mod readme;
+mod recommendations;
 mod resolution;
 mod scopes;
 mod sdk;

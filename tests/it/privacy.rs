@@ -205,7 +205,7 @@ async fn an_export_holds_everything_and_validates_against_the_schema() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(document["schema_version"], "sightline.subject-export/1");
+    assert_eq!(document["schema_version"], "sightline.subject-export/2");
 
     let requests = privacy
         .list_privacy_requests(pb::ListPrivacyRequestsRequest {

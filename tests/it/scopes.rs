@@ -136,6 +136,10 @@ fn decided(path: &str) -> Option<Requirement> {
         ("PrivacyService", "ListPrivacyRequests") => {
             AnyOf(&[Scope::PrivacyExport, Scope::PrivacyErase])
         }
+        ("RecommendationService", "GetRecommendations" | "GetRelatedProducts") => {
+            Needs(Scope::ProfilesRead)
+        }
+        ("RecommendationService", "PutProducts") => Needs(Scope::EventsWrite),
         ("AdminService", "Backup" | "GetMatchModel" | "EstimateMatchModel") => Needs(Scope::Admin),
         _ => return None,
     })
