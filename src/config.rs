@@ -140,6 +140,8 @@ pub struct SegmentsConfig {
     /// windows) are re-evaluated over every profile; 0 only on demand
     /// (`RunMaintenance`).
     pub sweep_interval_secs: u64,
+    /// User-defined computed traits that may be defined at once.
+    pub computed_traits_max: usize,
 }
 
 impl Default for SegmentsConfig {
@@ -148,6 +150,7 @@ impl Default for SegmentsConfig {
             segments_max: 100,
             rule_bytes_max: 4096,
             sweep_interval_secs: 3600,
+            computed_traits_max: 50,
         }
     }
 }

@@ -314,6 +314,8 @@ pub async fn run_on(
         Arc::clone(&rfm),
     ));
     let rules = Arc::clone(&registry);
+    let custom_traits: Arc<dyn crate::model::CustomTraitRules> =
+        Arc::clone(registry.custom_traits()) as _;
     let store: Arc<SledStore> = Arc::new(
         tokio::task::spawn_blocking(move || SledStore::open_with_segments(&options, rules))
             .await??,
@@ -328,7 +330,8 @@ pub async fn run_on(
             Arc::clone(&clock),
         )
         .with_computed(lifecycle, config.computed.event_retention_days)
-        .with_rfm_cache(rfm),
+        .with_rfm_cache(rfm)
+        .with_custom_traits(custom_traits),
     );
     service
         .load_rfm()
@@ -342,6 +345,7 @@ pub async fn run_on(
     ));
     segments
         .load()
+        .and_then(|()| segments.load_computed_traits())
         .map_err(|error| ServerError::Maintenance(error.to_string()))?;
     let maintenance = spawn_maintenance(
         Arc::clone(&service),

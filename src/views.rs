@@ -91,6 +91,7 @@ pub fn computed(traits: &ComputedTraits) -> Value {
             "score": score,
         })).collect::<Vec<_>>(),
         "rfm_scores": traits.rfm_scores.map(|(r, f, m)| json!({"r": r, "f": f, "m": m})),
+        "custom": traits.custom.iter().cloned().collect::<Map<String, Value>>(),
     })
 }
 

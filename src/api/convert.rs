@@ -297,6 +297,7 @@ fn proto_computed(traits: &ComputedTraits) -> pb::ComputedTraits {
         r_score: traits.rfm_scores.map(|scores| u32::from(scores.0)),
         f_score: traits.rfm_scores.map(|scores| u32::from(scores.1)),
         m_score: traits.rfm_scores.map(|scores| u32::from(scores.2)),
+        custom: Some(proto_struct(&traits.custom.iter().cloned().collect())),
     }
 }
 

@@ -7,8 +7,9 @@ use tonic::{Request, Response, Status};
 use super::convert::{profile_lookup, to_timestamp};
 use super::pb::{self, segment_service_server::SegmentService as SegmentRpc};
 use super::to_status;
+use crate::computed::custom::CustomTraitDefinition;
 use crate::model::ProfileId;
-use crate::segments::{SegmentInput, SegmentService, SegmentSummary};
+use crate::segments::{ComputedTraitInput, SegmentInput, SegmentService, SegmentSummary};
 use crate::service::ServiceError;
 
 /// Members sent per message batch of `ListMembers` before yielding.
@@ -44,8 +45,87 @@ fn proto_segment(summary: SegmentSummary) -> pb::Segment {
     }
 }
 
+fn proto_computed_trait(definition: CustomTraitDefinition) -> pb::ComputedTrait {
+    pb::ComputedTrait {
+        name: definition.name,
+        event: definition.event,
+        aggregation: definition.aggregation.as_str().to_owned(),
+        property: definition.property,
+        window_days: definition.window_days,
+        r#where: definition.condition,
+        created_at: Some(to_timestamp(definition.created_at)),
+        updated_at: Some(to_timestamp(definition.updated_at)),
+        ready: definition.ready,
+    }
+}
+
 #[tonic::async_trait]
 impl SegmentRpc for SegmentApi {
+    async fn put_computed_trait(
+        &self,
+        request: Request<pb::PutComputedTraitRequest>,
+    ) -> Result<Response<pb::PutComputedTraitResponse>, Status> {
+        let definition = request
+            .into_inner()
+            .computed_trait
+            .ok_or_else(|| to_status(ServiceError::invalid("computed_trait", "is required")))?;
+        let input = ComputedTraitInput {
+            name: definition.name,
+            event: definition.event,
+            aggregation: definition.aggregation,
+            property: definition.property,
+            window_days: definition.window_days,
+            condition: definition.r#where,
+        };
+        let (definition, created) = self
+            .service
+            .put_computed_trait(input)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PutComputedTraitResponse {
+            computed_trait: Some(proto_computed_trait(definition)),
+            created,
+        }))
+    }
+
+    async fn get_computed_trait(
+        &self,
+        request: Request<pb::GetComputedTraitRequest>,
+    ) -> Result<Response<pb::GetComputedTraitResponse>, Status> {
+        let definition = self
+            .service
+            .get_computed_trait(&request.into_inner().name)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetComputedTraitResponse {
+            computed_trait: Some(proto_computed_trait(definition)),
+        }))
+    }
+
+    async fn list_computed_traits(
+        &self,
+        _request: Request<pb::ListComputedTraitsRequest>,
+    ) -> Result<Response<pb::ListComputedTraitsResponse>, Status> {
+        Ok(Response::new(pb::ListComputedTraitsResponse {
+            computed_traits: self
+                .service
+                .list_computed_traits()
+                .into_iter()
+                .map(proto_computed_trait)
+                .collect(),
+        }))
+    }
+
+    async fn delete_computed_trait(
+        &self,
+        request: Request<pb::DeleteComputedTraitRequest>,
+    ) -> Result<Response<pb::DeleteComputedTraitResponse>, Status> {
+        self.service
+            .delete_computed_trait(&request.into_inner().name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteComputedTraitResponse {}))
+    }
+
     async fn preview_segment(
         &self,
         request: Request<pb::PreviewSegmentRequest>,

@@ -24,8 +24,8 @@ pub use profile::{
     TraitView,
 };
 pub use segment::{
-    EventCounter, Membership, MembershipChange, MembershipRules, ProfileFacts, SegmentDefinition,
-    SegmentNumber, SegmentScope,
+    CustomTraitRules, EventCounter, Membership, MembershipChange, MembershipRules, NoCustomTraits,
+    ProfileFacts, SegmentDefinition, SegmentNumber, SegmentScope,
 };
 pub use time::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use write::{

@@ -92,4 +92,80 @@ pub trait MembershipRules: Send + Sync {
 
     /// The time membership changes are stamped with.
     fn now(&self) -> UnixMillis;
+
+    /// The user-defined computed traits the store folds events into.
+    fn custom_traits(&self) -> &dyn CustomTraitRules {
+        &NO_CUSTOM_TRAITS
+    }
+}
+
+/// User-defined computed traits, as the store applies them: which events
+/// each counts (name and condition) and which property it reads.
+pub trait CustomTraitRules: Send + Sync {
+    /// Folds one event into every trait that counts it.
+    fn fold(
+        &self,
+        activity: &mut crate::computed::Activity,
+        event: &str,
+        properties: &serde_json::Map<String, serde_json::Value>,
+        at: UnixMillis,
+    );
+
+    /// Folds one event into the named trait only (a backfill).
+    fn fold_one(
+        &self,
+        name: &str,
+        activity: &mut crate::computed::Activity,
+        event: &str,
+        properties: &serde_json::Map<String, serde_json::Value>,
+        at: UnixMillis,
+    );
+
+    /// Whether any trait is defined.
+    fn any(&self) -> bool;
+
+    /// Every defined trait's value as of `now`, by name.
+    fn values(
+        &self,
+        activity: &crate::computed::Activity,
+        now: UnixMillis,
+    ) -> Vec<(String, serde_json::Value)>;
+}
+
+/// No user-defined computed traits.
+pub struct NoCustomTraits;
+
+static NO_CUSTOM_TRAITS: NoCustomTraits = NoCustomTraits;
+
+impl CustomTraitRules for NoCustomTraits {
+    fn fold(
+        &self,
+        _: &mut crate::computed::Activity,
+        _: &str,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: UnixMillis,
+    ) {
+    }
+
+    fn fold_one(
+        &self,
+        _: &str,
+        _: &mut crate::computed::Activity,
+        _: &str,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: UnixMillis,
+    ) {
+    }
+
+    fn any(&self) -> bool {
+        false
+    }
+
+    fn values(
+        &self,
+        _: &crate::computed::Activity,
+        _: UnixMillis,
+    ) -> Vec<(String, serde_json::Value)> {
+        Vec::new()
+    }
 }

@@ -51,9 +51,13 @@ pub fn requirement(path: &str) -> Requirement {
     }
     if path.starts_with(SEGMENTS) {
         return match method(SEGMENTS) {
-            "PutSegment" | "DeleteSegment" => scope(Scope::SegmentsWrite),
+            "PutSegment" | "DeleteSegment" | "PutComputedTrait" | "DeleteComputedTrait" => {
+                scope(Scope::SegmentsWrite)
+            }
             "GetSegment" | "ListSegments" | "ListMembers" | "CheckMembership"
-            | "WatchMembership" | "PreviewSegment" => scope(Scope::SegmentsRead),
+            | "WatchMembership" | "PreviewSegment" | "GetComputedTrait" | "ListComputedTraits" => {
+                scope(Scope::SegmentsRead)
+            }
             _ => scope(Scope::Admin),
         };
     }

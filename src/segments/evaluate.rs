@@ -32,11 +32,29 @@ impl Default for Evaluator {
     }
 }
 
+impl Evaluator {
+    /// A scope holding one event's `properties`, for a computed trait's
+    /// condition.
+    pub fn properties_scope(
+        &self,
+        properties: &serde_json::Map<String, serde_json::Value>,
+    ) -> Context<'_, 'static> {
+        let mut scope = self.root.new_inner_scope();
+        let fields: HashMap<CelMapKey<'static>, Boxed> = properties
+            .iter()
+            .map(|(name, value)| (CelMapKey::from(name.clone()), json_value(value)))
+            .collect();
+        scope.add_variable_as_val("properties", map(fields));
+        scope
+    }
+}
+
 /// What is needed besides the facts to compute traits.
 pub struct EvaluationTime<'a> {
     pub now: UnixMillis,
     pub lifecycle: &'a LifecycleThresholds,
     pub quintiles: Option<&'a RfmQuintiles>,
+    pub custom: Option<&'a super::custom::CustomTraitRegistry>,
 }
 
 impl Evaluator {
@@ -90,6 +108,11 @@ fn profile_value(facts: &ProfileFacts<'_>, needs: &Needs, time: &EvaluationTime<
         computed.rfm_scores = time
             .quintiles
             .and_then(|quintiles| quintiles.scores(&facts.activity));
+        if needs.computed.wants(super::rule::CUSTOM)
+            && let Some(custom) = time.custom
+        {
+            computed.custom = custom.values_of(&facts.activity, time.now);
+        }
         profile.insert(
             CelMapKey::from("computed"),
             computed_value(&computed, &needs.computed),
@@ -176,6 +199,13 @@ fn computed_value(traits: &ComputedTraits, wanted: &NameNeeds) -> Boxed {
     put("r_score", &|| score(|(r, _, _)| r));
     put("f_score", &|| score(|(_, f, _)| f));
     put("m_score", &|| score(|(_, _, m)| m));
+    put(super::rule::CUSTOM, &|| {
+        map(traits
+            .custom
+            .iter()
+            .map(|(name, value)| (CelMapKey::from(name.clone()), json_value(value)))
+            .collect())
+    });
     map(fields)
 }
 

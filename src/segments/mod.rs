@@ -3,6 +3,8 @@
 //! rules that depend on time, and the reads (members, checks, watches).
 //! Knows neither tonic nor sled.
 
+mod computed_traits;
+pub mod custom;
 mod evaluate;
 mod holdout;
 mod registry;
@@ -21,6 +23,7 @@ use crate::model::{
 use crate::service::{ProfileLookup, ProfileService, ServiceError};
 use crate::store::{ProfileStore, SegmentDraft, StoreError};
 
+pub use computed_traits::ComputedTraitInput;
 pub use registry::{CompiledSegment, SegmentRegistry};
 pub use rule::{Rule, RuleError};
 

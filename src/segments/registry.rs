@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::custom::CustomTraitRegistry;
 use super::evaluate::{EvaluationTime, Evaluator};
 use super::holdout::is_held_out;
 use super::rule::{Needs, Rule};
 use crate::computed::{LifecycleThresholds, RfmCache, RfmQuintiles};
 use crate::model::{
-    Clock, Membership, MembershipRules, ProfileFacts, SegmentDefinition, SegmentNumber,
-    SegmentScope, UnixMillis,
+    Clock, CustomTraitRules, Membership, MembershipRules, ProfileFacts, SegmentDefinition,
+    SegmentNumber, SegmentScope, UnixMillis,
 };
 
 /// A definition with its checked rule.
@@ -29,6 +30,7 @@ pub struct SegmentRegistry {
     clock: Arc<dyn Clock>,
     lifecycle: LifecycleThresholds,
     rfm: RfmCache,
+    custom: Arc<CustomTraitRegistry>,
 }
 
 impl SegmentRegistry {
@@ -39,7 +41,13 @@ impl SegmentRegistry {
             clock,
             lifecycle,
             rfm,
+            custom: Arc::default(),
         }
+    }
+
+    /// The user-defined computed traits, which rules can read.
+    pub fn custom_traits(&self) -> &Arc<CustomTraitRegistry> {
+        &self.custom
     }
 
     /// Whether `rule` holds for each profile it is asked about, as of now;
@@ -51,6 +59,7 @@ impl SegmentRegistry {
             now: self.clock.now(),
             lifecycle: self.lifecycle,
             quintiles: self.rfm.read().ok().and_then(|cached| cached.clone()),
+            custom: Arc::clone(&self.custom),
         }
     }
 
@@ -129,6 +138,7 @@ pub struct RuleMatcher {
     now: UnixMillis,
     lifecycle: LifecycleThresholds,
     quintiles: Option<RfmQuintiles>,
+    custom: Arc<CustomTraitRegistry>,
 }
 
 impl RuleMatcher {
@@ -137,6 +147,7 @@ impl RuleMatcher {
             now: self.now,
             lifecycle: &self.lifecycle,
             quintiles: self.quintiles.as_ref(),
+            custom: Some(&self.custom),
         };
         let scope = self.evaluator.scope(facts, self.rule.needs(), &time);
         self.rule.matches(&scope)
@@ -173,6 +184,7 @@ impl MembershipRules for SegmentRegistry {
             now: self.clock.now(),
             lifecycle: &self.lifecycle,
             quintiles: quintiles.as_ref(),
+            custom: Some(&self.custom),
         };
         let Ok(evaluator) = self.evaluator.lock() else {
             return Vec::new();
@@ -194,5 +206,9 @@ impl MembershipRules for SegmentRegistry {
 
     fn now(&self) -> UnixMillis {
         self.clock.now()
+    }
+
+    fn custom_traits(&self) -> &dyn CustomTraitRules {
+        self.custom.as_ref()
     }
 }

@@ -65,6 +65,9 @@ const COMPUTED_FIELDS: [(&str, FieldType); 21] = [
     ("m_score", FieldType::Number),
 ];
 
+/// `profile.computed.custom.<name>`: user-defined computed traits.
+pub const CUSTOM: &str = "custom";
+
 /// Functions and operators a rule may call: CEL's standard library as
 /// `cel` implements it, and Sightline's own.
 const FUNCTIONS: [&str; 51] = [
@@ -257,21 +260,9 @@ impl Rule {
                 message: "the rule is empty".to_owned(),
             });
         }
-        let program = Program::compile(source).map_err(|errors| {
-            let first = errors.errors.into_iter().next();
-            RuleError {
-                position: first.as_ref().and_then(|error| {
-                    let (line, column) = error.pos;
-                    // The parser's columns already count from 1.
-                    (line > 0 && column >= 0).then_some((line as usize, (column as usize).max(1)))
-                }),
-                message: first.map_or_else(
-                    || "the rule does not parse".to_owned(),
-                    |error| format!("syntax error: {}", error.msg),
-                ),
-            }
-        })?;
+        let program = parse(source)?;
         let mut checker = Checker {
+            vocabulary: Vocabulary::Profile,
             source: source.to_owned(),
             source_info: program.source_info(),
             bound: Vec::new(),
@@ -317,7 +308,73 @@ impl Rule {
     }
 }
 
+/// The variables an expression may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vocabulary {
+    /// Segment rules: `profile` and `now`.
+    Profile,
+    /// Conditions of computed traits: the event's `properties`.
+    EventProperties,
+}
+
+const PROPERTIES: &str = "properties";
+
+/// A checked condition over one event's `properties`, for computed traits.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    expression: IdedExpr,
+}
+
+impl Condition {
+    pub fn compile(source: &str) -> Result<Condition, RuleError> {
+        let program = parse(source)?;
+        let mut checker = Checker {
+            vocabulary: Vocabulary::EventProperties,
+            source: source.to_owned(),
+            source_info: program.source_info(),
+            bound: Vec::new(),
+            needs: Needs::default(),
+            reads_clock: false,
+        };
+        let mut expression = program.expression().clone();
+        checker.check(&mut expression)?;
+        if let Some(kind) = plainly_not_boolean(&expression) {
+            return Err(checker.error(
+                expression.id,
+                format!("a condition must be true or false for an event; this one is a {kind}"),
+            ));
+        }
+        Ok(Condition { expression })
+    }
+
+    /// Only `true` counts the event; an error (a missing property) does not.
+    pub fn holds(&self, scope: &Context<'_, '_>) -> bool {
+        matches!(
+            Value::resolve(&self.expression, scope),
+            Ok(Value::Bool(true))
+        )
+    }
+}
+
+fn parse(source: &str) -> Result<Program, RuleError> {
+    Program::compile(source).map_err(|errors| {
+        let first = errors.errors.into_iter().next();
+        RuleError {
+            position: first.as_ref().and_then(|error| {
+                let (line, column) = error.pos;
+                // The parser's columns already count from 1.
+                (line > 0 && column >= 0).then_some((line as usize, (column as usize).max(1)))
+            }),
+            message: first.map_or_else(
+                || "the expression does not parse".to_owned(),
+                |error| format!("syntax error: {}", error.msg),
+            ),
+        }
+    })
+}
+
 struct Checker<'p> {
+    vocabulary: Vocabulary,
     source: String,
     source_info: &'p SourceInfo,
     /// Names bound by enclosing comprehensions (`x` in `list.exists(x, ...)`).
@@ -364,6 +421,18 @@ impl Checker<'_> {
             Expr::Ident(name) => {
                 if self.is_bound(name) {
                     return Ok(());
+                }
+                if self.vocabulary == Vocabulary::EventProperties {
+                    return match name.as_str() {
+                        PROPERTIES => Ok(()),
+                        type_name if TYPE_NAMES.contains(&type_name) => Ok(()),
+                        other => Err(self.error(
+                            id,
+                            format!(
+                                "unknown variable `{other}`; a condition can use `properties` (the event's)"
+                            ),
+                        )),
+                    };
                 }
                 match name.as_str() {
                     PROFILE => {
@@ -428,13 +497,20 @@ impl Checker<'_> {
             .expr
             .qualified_name_segments_public()
             .map(|segments| segments.into_iter().map(str::to_owned).collect());
+        let profile_paths = self.vocabulary == Vocabulary::Profile;
         match path {
             Some(path)
-                if path.first().map(String::as_str) == Some(PROFILE) && !self.is_bound(PROFILE) =>
+                if profile_paths
+                    && path.first().map(String::as_str) == Some(PROFILE)
+                    && !self.is_bound(PROFILE) =>
             {
                 self.check_profile_path(id, &path)
             }
-            Some(path) if path.first().map(String::as_str) == Some(NOW) && !self.is_bound(NOW) => {
+            Some(path)
+                if profile_paths
+                    && path.first().map(String::as_str) == Some(NOW)
+                    && !self.is_bound(NOW) =>
+            {
                 Err(self.error(
                     id,
                     format!("`now` is a timestamp; it has no field `{}`", path[1]),
@@ -461,6 +537,7 @@ impl Checker<'_> {
                     None => self.needs.computed = NameNeeds::All,
                 }
                 if let Some(name) = path.get(2)
+                    && name != CUSTOM
                     && !COMPUTED_FIELDS.iter().any(|(known, _)| known == name)
                 {
                     return Err(self.error(
@@ -509,6 +586,13 @@ impl Checker<'_> {
         let name = call.func_name.clone();
         if !FUNCTIONS.contains(&name.as_str()) {
             return Err(self.call_error(id, &name, format!("unknown function `{name}`")));
+        }
+        if self.vocabulary == Vocabulary::EventProperties && name == EVENTS_IN {
+            return Err(self.call_error(
+                id,
+                &name,
+                "events_in reads a profile; a condition reads one event's properties",
+            ));
         }
         match name.as_str() {
             EVENTS_IN => {

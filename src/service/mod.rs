@@ -126,6 +126,8 @@ pub struct ProfileService {
     clock: Arc<dyn Clock>,
     /// `Ingest` items by outcome since start, for the metrics endpoint.
     ingest_counts: IngestCounters,
+    /// User-defined computed traits, valued on every read.
+    custom_traits: Arc<dyn crate::model::CustomTraitRules>,
 }
 
 /// `Ingest` items by outcome.
@@ -161,7 +163,14 @@ impl ProfileService {
             limits,
             clock,
             ingest_counts: IngestCounters::default(),
+            custom_traits: Arc::new(crate::model::NoCustomTraits),
         }
+    }
+
+    /// Values the user-defined computed traits on every read.
+    pub fn with_custom_traits(mut self, custom: Arc<dyn crate::model::CustomTraitRules>) -> Self {
+        self.custom_traits = custom;
+        self
     }
 
     /// Adds the outcomes of one `Ingest` stream to the running totals.
@@ -523,6 +532,26 @@ impl ProfileService {
         compute(activity, self.clock.now(), &self.lifecycle)
     }
 
+    /// Recomputes one user-defined trait of every live profile from its
+    /// stored events, a chunk of profiles per writer job.
+    pub async fn backfill_custom_trait(&self, name: &str) -> Result<u64, ServiceError> {
+        let mut after = None;
+        let mut profiles = 0u64;
+        loop {
+            let ids = self
+                .store
+                .profile_ids_after(after, RETENTION_CHUNK_PROFILES)?;
+            let Some(&last) = ids.last() else {
+                return Ok(profiles);
+            };
+            profiles += ids.len() as u64;
+            after = Some(last);
+            self.store
+                .recompute_custom_trait(ids, name.to_owned())
+                .await?;
+        }
+    }
+
     fn read(&self, profile_id: ProfileId, events_max: usize) -> Result<ProfileRead, ServiceError> {
         let profile = self
             .store
@@ -530,7 +559,9 @@ impl ProfileService {
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("profile {profile_id} does not exist"))
             })?;
-        let mut computed = compute(&profile.activity, self.clock.now(), &self.lifecycle);
+        let now = self.clock.now();
+        let mut computed = compute(&profile.activity, now, &self.lifecycle);
+        computed.custom = self.custom_traits.values(&profile.activity, now);
         if let Ok(rfm) = self.rfm.read() {
             computed.rfm_scores = rfm
                 .as_ref()

@@ -26,8 +26,8 @@ use crate::computed::Activity;
 use crate::identity::fuzzy::{MatchFields, MatchProfile};
 use crate::identity::{BlockReason, MergeRules, incoming_trait_wins, plan_resolution};
 use crate::model::{
-    Identifier, IdentifierKind, LinkBlocked, ProfileId, Resolution, UnixMillis, UnmergeCall,
-    UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
+    CustomTraitRules, Identifier, IdentifierKind, LinkBlocked, ProfileId, Resolution, UnixMillis,
+    UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
 };
 
 /// Values kept per trait name, one per origin; the oldest go first. Bounds
@@ -72,6 +72,7 @@ pub fn apply_call(
     counters: &mut Counters,
     rules: &MergeRules,
     suppressor: &Suppressor,
+    custom: &dyn CustomTraitRules,
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
     if let Some(message_id) = call.message_id() {
@@ -258,6 +259,7 @@ pub fn apply_call(
             record.event_count += 1;
             let mut activity = record.activity();
             activity.record_event(event_name, properties, call.timestamp);
+            custom.fold(&mut activity, event_name, properties, call.timestamp);
             record.set_activity(&activity);
             products::record_event(writes, profile_id, event_name, properties, call.timestamp)?;
         }
@@ -317,6 +319,7 @@ pub fn apply_call(
 pub fn apply_unmerge(
     writes: &mut CallWrites<'_, '_>,
     counters: &mut Counters,
+    custom: &dyn CustomTraitRules,
     call: &UnmergeCall,
 ) -> Result<UnmergeOutcome, StoreError> {
     let profile_id = follow_alias(writes, call.profile_id)?;
@@ -395,10 +398,12 @@ pub fn apply_unmerge(
         };
         if !came_with_split(&event.provenance) {
             kept_activity.record_event(&event.name, &properties, timestamp);
+            custom.fold(&mut kept_activity, &event.name, &properties, timestamp);
             kept_history.add(&event.name, &properties, timestamp);
             continue;
         }
         split_activity.record_event(&event.name, &properties, timestamp);
+        custom.fold(&mut split_activity, &event.name, &properties, timestamp);
         split_history.add(&event.name, &properties, timestamp);
         let suffix = keys::event_suffix(&key).ok_or_else(|| corrupt_event_key(&key))?;
         writes.insert(keys::event_with_suffix(new_id, suffix), value.clone());
@@ -448,6 +453,39 @@ pub fn apply_unmerge(
         moved_events,
         moved_trait_values,
     })
+}
+
+/// Recomputes user-defined computed traits from the profile's stored
+/// events: every trait (after retention removed events), or the one named
+/// (a backfill of a new or changed definition).
+pub(super) fn recompute_custom_traits(
+    writes: &CallWrites<'_, '_>,
+    id: ProfileId,
+    record: &mut ProfileRecord,
+    custom: &dyn CustomTraitRules,
+    only: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut activity = record.activity();
+    match only {
+        Some(name) => {
+            activity.custom.remove(name);
+        }
+        None => activity.custom.clear(),
+    }
+    for (key, value) in writes.scan_prefix(&keys::events_of(id))? {
+        let event: EventRecord = decode(&value, "event")?;
+        let (timestamp, _) = keys::decode_event(&key).ok_or_else(|| corrupt_event_key(&key))?;
+        let properties = match serde_json::from_str(&event.properties_json) {
+            Ok(serde_json::Value::Object(properties)) => properties,
+            _ => serde_json::Map::new(),
+        };
+        match only {
+            Some(name) => custom.fold_one(name, &mut activity, &event.name, &properties, timestamp),
+            None => custom.fold(&mut activity, &event.name, &properties, timestamp),
+        }
+    }
+    record.set_activity(&activity);
+    Ok(())
 }
 
 fn new_record(created_at: UnixMillis) -> ProfileRecord {

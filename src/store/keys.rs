@@ -22,6 +22,7 @@
 //! | `u` | product key                           | `ProductRecord`           |
 //! | `n` | product key                           | `PopularityRecord`        |
 //! | `o` | lower product key, higher product key | co-occurrence count (i64) |
+//! | `w` | custom computed trait name            | definition (JSON)         |
 //! | `s` | counter name                          | u64                       |
 //!
 //! A product key is the first 8 bytes of the SHA-256 of its id
@@ -47,6 +48,14 @@ pub const SHOPPER: u8 = b'k';
 pub const PRODUCT: u8 = b'u';
 pub const POPULARITY: u8 = b'n';
 pub const PAIR: u8 = b'o';
+pub const CUSTOM_TRAIT: u8 = b'w';
+
+pub fn custom_trait(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(CUSTOM_TRAIT);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";

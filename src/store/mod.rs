@@ -9,6 +9,7 @@
 mod apply;
 mod backup;
 mod consent;
+mod custom_traits;
 mod keys;
 mod ledger;
 mod match_training;
@@ -277,6 +278,47 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// A person's product history with what decides how to recommend to
     /// them; `None` when there is no such profile.
     fn shopper(&self, id: ProfileId) -> Result<Option<Shopper>, StoreError>;
+
+    /// Stores a computed trait definition, durably, not ready until
+    /// `mark_custom_trait_ready`; returns it and whether it is new.
+    fn put_custom_trait(
+        &self,
+        definition: crate::computed::custom::CustomTraitDefinition,
+    ) -> BoxFuture<
+        'static,
+        Result<(crate::computed::custom::CustomTraitDefinition, bool), StoreError>,
+    >;
+
+    fn delete_custom_trait(
+        &self,
+        name: String,
+    ) -> BoxFuture<
+        'static,
+        Result<Option<crate::computed::custom::CustomTraitDefinition>, StoreError>,
+    >;
+
+    /// Records that the version stored at `updated_at` is computed over
+    /// every profile.
+    fn mark_custom_trait_ready(
+        &self,
+        name: String,
+        updated_at: UnixMillis,
+    ) -> BoxFuture<
+        'static,
+        Result<Option<crate::computed::custom::CustomTraitDefinition>, StoreError>,
+    >;
+
+    fn custom_traits(
+        &self,
+    ) -> Result<Vec<crate::computed::custom::CustomTraitDefinition>, StoreError>;
+
+    /// Recomputes one user-defined computed trait of these profiles from
+    /// their stored events, durably (a backfill).
+    fn recompute_custom_trait(
+        &self,
+        ids: Vec<ProfileId>,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// The recommendation model, kept current as groups become durable.
     fn recommender(&self) -> SharedRecommender;

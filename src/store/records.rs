@@ -358,6 +358,9 @@ pub struct ActivityRecord {
     pub days: Vec<DayCountsRecord>,
     #[prost(message, repeated, tag = "7")]
     pub interests: Vec<InterestRecord>,
+    /// User-defined computed traits' states by name (JSON).
+    #[prost(string, tag = "9")]
+    pub custom_json: String,
 }
 
 impl ProfileRecord {
@@ -397,6 +400,12 @@ impl ProfileRecord {
                     (interest.category.clone(), value)
                 })
                 .collect(),
+            // A state that cannot be read starts again empty rather than
+            // making the whole profile unreadable.
+            custom: match record.custom_json.as_str() {
+                "" => Default::default(),
+                json => serde_json::from_str(json).unwrap_or_default(),
+            },
         }
     }
 
@@ -427,6 +436,11 @@ impl ProfileRecord {
                     at_ms: interest.at.0,
                 })
                 .collect(),
+            custom_json: if activity.custom.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&activity.custom).unwrap_or_default()
+            },
         });
     }
 }

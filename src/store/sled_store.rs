@@ -9,10 +9,11 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::apply_unmerge;
 use super::apply::{Counters, decode_profile_id};
+use super::apply::{apply_unmerge, recompute_custom_traits};
 use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
+use super::custom_traits;
 use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::match_training;
 use super::matching;
@@ -26,6 +27,7 @@ use super::records::{
 use super::stats::{StoreStats, WriterStats};
 use super::writer::{BlobFiles, Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, Shopper, StoreError, keys};
+use crate::computed::custom::CustomTraitDefinition;
 use crate::computed::{Activity, RankKey, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::identity::fuzzy::{MatchModel, estimate};
@@ -722,7 +724,14 @@ impl ProfileStore for SledStore {
     }
 
     fn unmerge(&self, call: UnmergeCall) -> BoxFuture<'static, Result<UnmergeOutcome, StoreError>> {
-        self.submit(move |context| apply_unmerge(context.writes, context.counters, &call))
+        self.submit(move |context| {
+            apply_unmerge(
+                context.writes,
+                context.counters,
+                context.segments.custom_traits(),
+                &call,
+            )
+        })
     }
 
     fn for_each_profile_facts(
@@ -805,6 +814,10 @@ impl ProfileStore for SledStore {
                 if expired > 0 {
                     let mut record = ProfileRecord::from_bytes(&bytes)?;
                     record.event_count = record.event_count.saturating_sub(expired);
+                    let custom = context.segments.custom_traits();
+                    if custom.any() {
+                        recompute_custom_traits(context.writes, id, &mut record, custom, None)?;
+                    }
                     context
                         .writes
                         .insert(keys::profile(id), record.into_bytes());
@@ -1022,6 +1035,58 @@ impl ProfileStore for SledStore {
         Err(StoreError::Corrupt {
             what: "alias chain",
             reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
+        })
+    }
+
+    fn put_custom_trait(
+        &self,
+        definition: CustomTraitDefinition,
+    ) -> BoxFuture<'static, Result<(CustomTraitDefinition, bool), StoreError>> {
+        self.submit(move |context| custom_traits::put(context.writes, definition))
+    }
+
+    fn delete_custom_trait(
+        &self,
+        name: String,
+    ) -> BoxFuture<'static, Result<Option<CustomTraitDefinition>, StoreError>> {
+        self.submit(move |context| custom_traits::delete(context.writes, &name))
+    }
+
+    fn mark_custom_trait_ready(
+        &self,
+        name: String,
+        updated_at: UnixMillis,
+    ) -> BoxFuture<'static, Result<Option<CustomTraitDefinition>, StoreError>> {
+        self.submit(move |context| custom_traits::mark_ready(context.writes, &name, updated_at))
+    }
+
+    fn custom_traits(&self) -> Result<Vec<CustomTraitDefinition>, StoreError> {
+        custom_traits::all(&self.tree)
+    }
+
+    fn recompute_custom_trait(
+        &self,
+        ids: Vec<ProfileId>,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.submit(move |context| {
+            for id in ids {
+                let Some(bytes) = context.writes.get(&keys::profile(id))? else {
+                    continue;
+                };
+                let mut record = ProfileRecord::from_bytes(&bytes)?;
+                recompute_custom_traits(
+                    context.writes,
+                    id,
+                    &mut record,
+                    context.segments.custom_traits(),
+                    Some(&name),
+                )?;
+                context
+                    .writes
+                    .insert(keys::profile(id), record.into_bytes());
+            }
+            Ok(())
         })
     }
 

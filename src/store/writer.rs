@@ -202,6 +202,7 @@ impl Writer {
                             &mut counters,
                             &self.rules,
                             &self.suppressor,
+                            self.segments.custom_traits(),
                             call,
                         );
                         if let Ok(outcome) = &result {

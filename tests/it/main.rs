@@ -8,6 +8,7 @@ mod cli;
 mod computed;
 mod consent;
 mod crash;
+mod custom_traits;
 mod durability;
 mod finding;
 mod fuzz_corpus;

@@ -125,11 +125,14 @@ fn decided(path: &str) -> Option<Requirement> {
             "ProfileService",
             "Unmerge" | "ReviewMatchCandidate" | "RunMatching" | "RunMaintenance",
         ) => Needs(Scope::Admin),
-        ("SegmentService", "PutSegment" | "DeleteSegment") => Needs(Scope::SegmentsWrite),
+        (
+            "SegmentService",
+            "PutSegment" | "DeleteSegment" | "PutComputedTrait" | "DeleteComputedTrait",
+        ) => Needs(Scope::SegmentsWrite),
         (
             "SegmentService",
             "GetSegment" | "ListSegments" | "ListMembers" | "CheckMembership" | "WatchMembership"
-            | "PreviewSegment",
+            | "PreviewSegment" | "GetComputedTrait" | "ListComputedTraits",
         ) => Needs(Scope::SegmentsRead),
         ("PrivacyService", "ExportSubject") => Needs(Scope::PrivacyExport),
         ("PrivacyService", "EraseSubject") => Needs(Scope::PrivacyErase),

@@ -4,9 +4,13 @@
 //! traits from it at read time with the current clock, so that windowed
 //! counts and lifecycle stages age correctly without new events.
 
+pub mod custom;
+
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
+
+use custom::CustomState;
 
 use crate::model::UnixMillis;
 
@@ -109,7 +113,14 @@ pub struct Activity {
     /// [`WINDOW_DAYS_MAX`] days before the newest event.
     pub days: BTreeMap<i64, DayCounts>,
     pub interests: BTreeMap<String, Interest>,
+    /// User-defined computed traits by name (see [`custom`]); folded in by
+    /// the caller, which knows the definitions.
+    pub custom: BTreeMap<String, CustomState>,
 }
+
+/// Distinct values one custom trait keeps per profile (for
+/// `most_frequent`, `unique_count`, `unique_values`).
+pub const CUSTOM_VALUES_MAX: usize = 100;
 
 impl Activity {
     /// Folds one event in. Events may arrive late and out of order: every
@@ -175,6 +186,12 @@ impl Activity {
                 None => *interest,
             };
             self.interests.insert(category.clone(), merged);
+        }
+        for (name, state) in &other.custom {
+            self.custom
+                .entry(name.clone())
+                .or_default()
+                .merge(state, CUSTOM_VALUES_MAX);
         }
         self.prune();
     }
@@ -260,6 +277,9 @@ pub struct ComputedTraits {
     /// 1–5 by population quintile (see [`RfmQuintiles`]); set by the
     /// caller that holds the current quintiles.
     pub rfm_scores: Option<(u8, u8, u8)>,
+    /// User-defined traits by name, as of now; set by the caller that
+    /// holds the definitions.
+    pub custom: Vec<(String, Value)>,
 }
 
 pub fn compute(
@@ -321,6 +341,7 @@ pub fn compute(
         last_seen_at: activity.last_seen_at,
         interests,
         rfm_scores: None,
+        custom: Vec::new(),
     }
 }
 
