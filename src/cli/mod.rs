@@ -18,6 +18,7 @@ use crate::api::pb::{
 use crate::import::ImportSummary;
 
 mod operations;
+mod personalisation;
 
 pub use operations::{OperatorCommand, parse_timestamp, run as run_operator};
 

@@ -17,6 +17,18 @@ use crate::api::pb::{
 
 #[derive(Subcommand)]
 pub enum OperatorCommand {
+    /// Product recommendations for a person.
+    Recommend(super::personalisation::RecommendArgs),
+    /// Upload catalogue entries; products bought together.
+    Products {
+        #[command(subcommand)]
+        command: super::personalisation::ProductCommand,
+    },
+    /// Computed traits of one's own (aggregations of event properties).
+    Traits {
+        #[command(subcommand)]
+        command: super::personalisation::TraitCommand,
+    },
     /// Define, inspect and watch segments.
     Segments {
         #[command(subcommand)]
@@ -271,7 +283,7 @@ async fn segments(target: &Target) -> Result<Segments, CliError> {
 }
 
 impl ProfileArgs {
-    fn lookup<L>(
+    pub(super) fn lookup<L>(
         &self,
         by_profile_id: fn(String) -> L,
         by_identifier: fn(pb::Identifier) -> L,
@@ -288,6 +300,9 @@ impl ProfileArgs {
 /// answers `null`.
 pub async fn run(command: OperatorCommand) -> Result<Value, CliError> {
     match command {
+        OperatorCommand::Recommend(args) => super::personalisation::recommend(args).await,
+        OperatorCommand::Products { command } => super::personalisation::products(command).await,
+        OperatorCommand::Traits { command } => super::personalisation::traits(command).await,
         OperatorCommand::Segments { command } => run_segments(command).await,
         OperatorCommand::Consent {
             target,

@@ -389,3 +389,90 @@ async fn match_candidates_are_listed_accepted_and_rejected_from_the_command_line
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn products_recommendations_and_computed_traits_from_the_command_line() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let catalogue = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        catalogue.path(),
+        r#"[{"product_id": "A", "name": "Tent", "category": "camping", "price": 120.0},
+            {"product_id": "B", "name": "Stove", "category": "camping"}]"#,
+    )
+    .unwrap();
+    let put = run(
+        &server,
+        &["products", "put", catalogue.path().to_str().unwrap()],
+    );
+    assert_eq!(put["created"], 2);
+
+    let defined = run(
+        &server,
+        &[
+            "traits",
+            "put",
+            "--name",
+            "orders_30d",
+            "--event",
+            "Order Completed",
+            "--aggregation",
+            "count",
+            "--window-days",
+            "30",
+        ],
+    );
+    assert_eq!(defined["computed_trait"]["name"], "orders_30d");
+    let listed = run(&server, &["traits", "list"]);
+    assert_eq!(listed["computed_traits"][0]["aggregation"], "count");
+    let refused = refused(
+        &server,
+        &[
+            "traits",
+            "put",
+            "--name",
+            "x",
+            "--event",
+            "E",
+            "--aggregation",
+            "median",
+        ],
+    );
+    assert!(refused.contains("computed_trait.aggregation"), "{refused}");
+
+    for who in ["one@example.com", "two@example.com"] {
+        let mut order = track(vec![email(who)], "Order Completed");
+        order.properties = traits(&[(
+            "products",
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::ListValue(
+                    prost_types::ListValue {
+                        values: ["A", "B"]
+                            .iter()
+                            .map(|id| prost_types::Value {
+                                kind: Some(prost_types::value::Kind::StructValue(
+                                    traits(&[("product_id", text(id))]).unwrap(),
+                                )),
+                            })
+                            .collect(),
+                    },
+                )),
+            },
+        )]);
+        client.track(order).await.unwrap();
+    }
+    let related = run(&server, &["products", "related", "--product", "A"]);
+    assert_eq!(related["products"][0]["product"]["product_id"], "B");
+    assert_eq!(
+        related["products"][0]["explanation"],
+        "bought together with Tent"
+    );
+    let recommended = run(&server, &["recommend", "--id", "email:one@example.com"]);
+    assert_eq!(recommended["personalised"], false);
+    assert_eq!(
+        recommended["not_personalised_reason"],
+        "no personalisation consent"
+    );
+    run(&server, &["traits", "delete", "--name", "orders_30d"]);
+    server.stop().await;
+}
