@@ -201,13 +201,19 @@ impl CustomTraitRules for CustomTraitRegistry {
         at: UnixMillis,
     ) {
         // Traits deleted since are dropped as the profile next changes.
-        if let Ok(traits) = self.traits.read() {
-            activity.custom.retain(|name, _| traits.contains_key(name));
-        }
-        for compiled in self.all() {
-            if compiled.definition.event == event {
-                self.fold_into(&compiled, activity, properties, at);
+        let counting: Vec<Arc<CompiledCustomTrait>> = match self.traits.read() {
+            Ok(traits) => {
+                activity.custom.retain(|name, _| traits.contains_key(name));
+                traits
+                    .values()
+                    .filter(|compiled| compiled.definition.event == event)
+                    .cloned()
+                    .collect()
             }
+            Err(_) => return,
+        };
+        for compiled in counting {
+            self.fold_into(&compiled, activity, properties, at);
         }
     }
 
