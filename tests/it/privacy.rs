@@ -224,9 +224,23 @@ async fn an_export_holds_everything_and_validates_against_the_schema() {
     );
 }
 
+/// The stopped server's database. sled's background threads let go of the
+/// directory lock moments after the server closed it.
+fn open_stopped(data_dir: &Path) -> sled::Db {
+    let mut opened = sled::open(data_dir);
+    for _ in 0..100 {
+        if opened.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        opened = sled::open(data_dir);
+    }
+    opened.expect("open the stopped server's database")
+}
+
 /// Every key and value of every tree, searched for the person's data.
 fn traces_in_database(data_dir: &Path, needles: &[&str]) -> Vec<String> {
-    let db = sled::open(data_dir).expect("open the stopped server's database");
+    let db = open_stopped(data_dir);
     let mut found = Vec::new();
     for name in db.tree_names() {
         let tree = db.open_tree(&name).expect("tree");
@@ -251,7 +265,7 @@ fn traces_in_database(data_dir: &Path, needles: &[&str]) -> Vec<String> {
 /// The profile numbers the access log holds entries under (key: `l`, the
 /// profile number big-endian, time, sequence).
 fn access_log_profiles(data_dir: &Path) -> Vec<u64> {
-    let db = sled::open(data_dir).expect("open the stopped server's database");
+    let db = open_stopped(data_dir);
     let tree = db.open_tree("sightline").expect("the store's tree");
     tree.scan_prefix(b"l")
         .filter_map(|entry| {
