@@ -159,6 +159,9 @@ impl Default for SegmentsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecommendationsConfig {
+    /// Keep product histories and the counts recommendations rank by; off,
+    /// the recommendation calls answer FAILED_PRECONDITION.
+    pub enabled: bool,
     /// Personalise for people who have made no decision on the
     /// `personalisation` purpose (an opt-out regime). By default only a
     /// grant on some channel allows it; a withdrawal always stops it.
@@ -172,6 +175,7 @@ pub struct RecommendationsConfig {
 impl Default for RecommendationsConfig {
     fn default() -> Self {
         RecommendationsConfig {
+            enabled: true,
             personalise_without_consent: false,
             limit_max: 100,
             products_per_upload_max: 1000,

@@ -88,7 +88,18 @@ impl RecommendationService {
         }
     }
 
+    fn check_enabled(&self) -> Result<(), ServiceError> {
+        if self.config.enabled {
+            Ok(())
+        } else {
+            Err(ServiceError::FailedPrecondition(
+                "recommendations are off ([recommendations] enabled = false)".to_owned(),
+            ))
+        }
+    }
+
     pub fn recommend(&self, input: RecommendationInput) -> Result<Recommendations, ServiceError> {
+        self.check_enabled()?;
         let context = match input.context_product_id.trim() {
             "" => None,
             id if valid_product_id(id) => Some(product_key(id)),
@@ -195,6 +206,7 @@ impl RecommendationService {
     }
 
     pub fn related(&self, product_id: &str, limit: usize) -> Result<Vec<Scored>, ServiceError> {
+        self.check_enabled()?;
         let product_id = product_id.trim();
         if !valid_product_id(product_id) {
             return Err(invalid_product_id("product_id"));
@@ -214,6 +226,7 @@ impl RecommendationService {
         &self,
         uploads: Vec<ProductUpload>,
     ) -> Result<(u32, u32), ServiceError> {
+        self.check_enabled()?;
         if uploads.is_empty() {
             return Err(ServiceError::invalid(
                 "products",

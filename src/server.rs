@@ -252,6 +252,7 @@ pub fn store_options(
         write_queue_depth: config.storage.write_queue_depth,
         group_commit_calls_max: config.storage.group_commit_calls_max,
         suppression_key: config.privacy.suppression_key_bytes()?,
+        recommendations: config.recommendations.enabled,
     })
 }
 

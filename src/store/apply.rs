@@ -73,6 +73,7 @@ pub fn apply_call(
     rules: &MergeRules,
     suppressor: &Suppressor,
     custom: &dyn CustomTraitRules,
+    recommendations: bool,
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
     if let Some(message_id) = call.message_id() {
@@ -261,7 +262,9 @@ pub fn apply_call(
             activity.record_event(event_name, properties, call.timestamp);
             custom.fold(&mut activity, event_name, properties, call.timestamp);
             record.set_activity(&activity);
-            products::record_event(writes, profile_id, event_name, properties, call.timestamp)?;
+            if recommendations {
+                products::record_event(writes, profile_id, event_name, properties, call.timestamp)?;
+            }
         }
     }
 

@@ -51,6 +51,9 @@ pub struct SledStoreOptions {
     /// The secret behind suppression tags; `None` uses one generated at
     /// first start and kept in the database.
     pub suppression_key: Option<Vec<u8>>,
+    /// Keep product histories, the catalogue and the recommendation
+    /// counts.
+    pub recommendations: bool,
 }
 
 const TREE_NAME: &str = "sightline";
@@ -130,6 +133,7 @@ impl SledStore {
             segments,
             memberships: Arc::clone(&memberships),
             recommender: Arc::clone(&recommender),
+            recommendations: options.recommendations,
             stats: Arc::clone(&writer_stats),
         };
         let writer_thread = std::thread::Builder::new()

@@ -113,6 +113,8 @@ pub struct Writer {
     pub segments: Arc<dyn MembershipRules>,
     pub memberships: Arc<MembershipIndex>,
     pub recommender: SharedRecommender,
+    /// Off: no product histories, catalogue or counts are kept.
+    pub recommendations: bool,
     pub suppressor: Suppressor,
     pub stats: Arc<WriterStats>,
 }
@@ -203,6 +205,7 @@ impl Writer {
                             &self.rules,
                             &self.suppressor,
                             self.segments.custom_traits(),
+                            self.recommendations,
                             call,
                         );
                         if let Ok(outcome) = &result {

@@ -796,6 +796,7 @@ impl System {
             group_commit_calls_max: 64,
             merge_rules: rules.clone(),
             suppression_key: None,
+            recommendations: true,
         };
         let store = Arc::new(open_when_released(&options)?);
         let normalizer = Normalizer::new(&config, limits.identifier_value_bytes_max);
