@@ -233,5 +233,23 @@ pub fn render(metrics: &Metrics, service: &ProfileService) -> String {
         "Size of the database files on disk.",
         store.size_on_disk_bytes as f64,
     );
+    out.single(
+        "sightline_recommender_products",
+        "gauge",
+        "Products the recommendation model knows.",
+        store.recommender.products as f64,
+    );
+    out.single(
+        "sightline_recommender_neighbour_links",
+        "gauge",
+        "Co-occurrence neighbours held in memory (at most 50 per product).",
+        store.recommender.neighbour_links as f64,
+    );
+    out.single(
+        "sightline_recommender_memory_bytes",
+        "gauge",
+        "Approximate memory of the recommendation model.",
+        store.recommender.approximate_bytes as f64,
+    );
     out.finish()
 }

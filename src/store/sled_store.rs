@@ -711,6 +711,10 @@ impl ProfileStore for SledStore {
             write_queue_depth: (capacity - self.queue.capacity()) as u64,
             write_queue_capacity: capacity as u64,
             size_on_disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            recommender: match self.recommender.read() {
+                Ok(model) => model.stats(),
+                Err(poisoned) => poisoned.into_inner().stats(),
+            },
         }
     }
 

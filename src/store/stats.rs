@@ -91,4 +91,6 @@ pub struct StoreStats {
     pub write_queue_depth: u64,
     pub write_queue_capacity: u64,
     pub size_on_disk_bytes: u64,
+    /// The in-memory recommendation model.
+    pub recommender: crate::recommend::RecommenderStats,
 }

@@ -122,6 +122,11 @@ async fn counters_follow_the_calls_made() {
         "three identifies and one ingest item were committed"
     );
     assert!(value(&response, "sightline_database_size_bytes").unwrap() > 0.0);
+    assert_eq!(
+        value(&response, "sightline_recommender_products"),
+        Some(0.0),
+        "no product event was sent"
+    );
 
     let missing = scrape(port, "/other").await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
