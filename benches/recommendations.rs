@@ -175,16 +175,7 @@ fn run(seed: u64, shoppers: usize, products: usize) -> [(f64, f64); 2] {
     let mut histories = Vec::with_capacity(people.len());
     for orders in &people {
         let history = history_of(&orders[..orders.len() - 1]);
-        let contribution = Contribution::of(&history);
-        for (pair, amount) in contribution.pairs {
-            *total.pairs.entry(pair).or_default() += amount;
-        }
-        for (product, amount) in contribution.mass {
-            *total.mass.entry(product).or_default() += amount;
-        }
-        for (week, amount) in contribution.weeks {
-            *total.weeks.entry(week).or_default() += amount;
-        }
+        total.add(Contribution::of(&history));
         histories.push(history);
     }
     let mut weeks: BTreeMap<u64, BTreeMap<i64, i64>> = BTreeMap::new();

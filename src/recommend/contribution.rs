@@ -84,6 +84,19 @@ impl Contribution {
         change
     }
 
+    /// Adds another change to this one; amounts that cancel stay as zeros.
+    pub fn add(&mut self, other: Contribution) {
+        for (pair, amount) in other.pairs {
+            *self.pairs.entry(pair).or_default() += amount;
+        }
+        for (product, amount) in other.mass {
+            *self.mass.entry(product).or_default() += amount;
+        }
+        for (week, amount) in other.weeks {
+            *self.weeks.entry(week).or_default() += amount;
+        }
+    }
+
     /// Everything a history adds, as if it had just appeared.
     pub fn of(history: &ShopperHistory) -> Contribution {
         Contribution::of_change(&ShopperHistory::default(), history)
@@ -152,19 +165,6 @@ mod tests {
         history
     }
 
-    fn add(total: &mut Contribution, change: &Contribution) {
-        for (key, amount) in &change.pairs {
-            *total.pairs.entry(*key).or_default() += amount;
-        }
-        for (key, amount) in &change.mass {
-            *total.mass.entry(*key).or_default() += amount;
-        }
-        for (key, amount) in &change.weeks {
-            *total.weeks.entry(*key).or_default() += amount;
-        }
-        total.drop_zeros();
-    }
-
     #[test]
     fn one_order_pairs_its_products_at_full_weight() {
         let one = history(&[(Signal::Purchase, &["a", "b"], 100)]);
@@ -198,14 +198,16 @@ mod tests {
                 &[step.1.iter().map(|id| mention(id)).collect::<Vec<_>>()].concat(),
                 UnixMillis(step.2 * DAY),
             );
-            add(&mut total, &Contribution::of_change(&current, &next));
+            total.add(Contribution::of_change(&current, &next));
             current = next;
         }
+        total.drop_zeros();
         assert_eq!(total, Contribution::of(&current));
-        add(
-            &mut total,
-            &Contribution::of_change(&current, &ShopperHistory::default()),
-        );
+        total.add(Contribution::of_change(
+            &current,
+            &ShopperHistory::default(),
+        ));
+        total.drop_zeros();
         assert!(total.is_empty(), "{total:?}");
     }
 }

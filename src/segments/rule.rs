@@ -260,27 +260,11 @@ impl Rule {
                 message: "the rule is empty".to_owned(),
             });
         }
-        let program = parse(source)?;
-        let mut checker = Checker {
-            vocabulary: Vocabulary::Profile,
-            source: source.to_owned(),
-            source_info: program.source_info(),
-            bound: Vec::new(),
-            needs: Needs::default(),
-            reads_clock: false,
-        };
-        let mut expression = program.expression().clone();
-        checker.check(&mut expression)?;
-        if let Some(kind) = plainly_not_boolean(&expression) {
-            return Err(checker.error(
-                expression.id,
-                format!("a rule must be true or false for a profile; this one is a {kind}"),
-            ));
-        }
+        let checked = check_boolean(source, Vocabulary::Profile)?;
         Ok(Rule {
-            expression,
-            needs: checker.needs,
-            reads_clock: checker.reads_clock,
+            expression: checked.expression,
+            needs: checked.needs,
+            reads_clock: checked.reads_clock,
         })
     }
 
@@ -327,24 +311,10 @@ pub struct Condition {
 
 impl Condition {
     pub fn compile(source: &str) -> Result<Condition, RuleError> {
-        let program = parse(source)?;
-        let mut checker = Checker {
-            vocabulary: Vocabulary::EventProperties,
-            source: source.to_owned(),
-            source_info: program.source_info(),
-            bound: Vec::new(),
-            needs: Needs::default(),
-            reads_clock: false,
-        };
-        let mut expression = program.expression().clone();
-        checker.check(&mut expression)?;
-        if let Some(kind) = plainly_not_boolean(&expression) {
-            return Err(checker.error(
-                expression.id,
-                format!("a condition must be true or false for an event; this one is a {kind}"),
-            ));
-        }
-        Ok(Condition { expression })
+        let checked = check_boolean(source, Vocabulary::EventProperties)?;
+        Ok(Condition {
+            expression: checked.expression,
+        })
     }
 
     /// Only `true` counts the event; an error (a missing property) does not.
@@ -354,6 +324,41 @@ impl Condition {
             Ok(Value::Bool(true))
         )
     }
+}
+
+/// A checked expression and what it reads.
+struct Checked {
+    expression: IdedExpr,
+    needs: Needs,
+    reads_clock: bool,
+}
+
+/// Parses and checks an expression in a vocabulary; it must be able to be
+/// true or false.
+fn check_boolean(source: &str, vocabulary: Vocabulary) -> Result<Checked, RuleError> {
+    let program = parse(source)?;
+    let mut checker = Checker {
+        vocabulary,
+        source: source.to_owned(),
+        source_info: program.source_info(),
+        bound: Vec::new(),
+        needs: Needs::default(),
+        reads_clock: false,
+    };
+    let mut expression = program.expression().clone();
+    checker.check(&mut expression)?;
+    if let Some(kind) = plainly_not_boolean(&expression) {
+        let what = match vocabulary {
+            Vocabulary::Profile => "a rule must be true or false for a profile",
+            Vocabulary::EventProperties => "a condition must be true or false for an event",
+        };
+        return Err(checker.error(expression.id, format!("{what}; this one is a {kind}")));
+    }
+    Ok(Checked {
+        expression,
+        needs: checker.needs,
+        reads_clock: checker.reads_clock,
+    })
 }
 
 fn parse(source: &str) -> Result<Program, RuleError> {

@@ -327,16 +327,7 @@ pub(super) fn update_counts(group: &mut GroupWrites<'_>) -> Result<(), StoreErro
             Some(bytes) => decode_history(&bytes)?,
             None => ShopperHistory::default(),
         };
-        let change = Contribution::of_change(&before, &after);
-        for (pair, amount) in change.pairs {
-            *total.pairs.entry(pair).or_default() += amount;
-        }
-        for (product, amount) in change.mass {
-            *total.mass.entry(product).or_default() += amount;
-        }
-        for (week, amount) in change.weeks {
-            *total.weeks.entry(week).or_default() += amount;
-        }
+        total.add(Contribution::of_change(&before, &after));
     }
     if total.is_empty() {
         return Ok(());
@@ -370,6 +361,9 @@ pub(super) fn update_counts(group: &mut GroupWrites<'_>) -> Result<(), StoreErro
             .or_default() += amount;
     }
     for (product, (mass_change, week_changes)) in popularity {
+        if mass_change == 0 && week_changes.values().all(|amount| *amount == 0) {
+            continue;
+        }
         let key = popularity_key(product);
         let (mut mass, mut weeks) = match writes.get(&key)? {
             Some(bytes) => decode_popularity(&bytes)?,

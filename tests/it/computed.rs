@@ -12,11 +12,13 @@ const DAY_SECONDS: i64 = 86_400;
 /// 2026-01-01T00:00:00Z.
 const START_SECONDS: i64 = 1_767_225_600;
 
-fn at_day(day: i64) -> Option<prost_types::Timestamp> {
+/// An hour into day `day` of the test calendar.
+pub fn at_day(day: i64) -> Option<prost_types::Timestamp> {
     at_seconds(START_SECONDS + day * DAY_SECONDS + 3_600)
 }
 
-async fn start(clock_day: i64) -> (TestServer, Arc<ManualClock>) {
+/// A server whose clock the test sets, at the start of day `clock_day`.
+pub async fn start(clock_day: i64) -> (TestServer, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(UnixMillis(
         (START_SECONDS + clock_day * DAY_SECONDS) * 1000,
     )));

@@ -1,36 +1,16 @@
 //! User-defined computed traits through the API, with a clock the test
 //! controls: windows that age, conditions, backfills, merges, rules.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sightline::api::pb::{self, segment_service_client::SegmentServiceClient};
-use sightline::model::{ManualClock, UnixMillis};
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::computed::{at_day, start};
 use crate::support::*;
 
-const DAY_SECONDS: i64 = 86_400;
-/// 2026-01-01T00:00:00Z.
-const START_SECONDS: i64 = 1_767_225_600;
-
 type Segments = SegmentServiceClient<Channel>;
-
-fn at_day(day: i64) -> Option<prost_types::Timestamp> {
-    at_seconds(START_SECONDS + day * DAY_SECONDS + 3_600)
-}
-
-async fn start(clock_day: i64) -> (TestServer, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(UnixMillis(
-        (START_SECONDS + clock_day * DAY_SECONDS) * 1000,
-    )));
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&data_dir);
-    config.limits.future_skew_secs = DAY_SECONDS as u64;
-    let server = TestServer::start_with_clock(data_dir, config, clock.clone()).await;
-    (server, clock)
-}
 
 fn definition(
     name: &str,
