@@ -171,23 +171,12 @@ fn run(seed: u64, shoppers: usize, products: usize) -> [(f64, f64); 2] {
     let people: Vec<Vec<(i64, Vec<String>)>> = (0..shoppers)
         .map(|_| orders(&catalogue, &mut rng))
         .collect();
-    let mut total = Contribution::default();
-    let mut histories = Vec::with_capacity(people.len());
-    for orders in &people {
-        let history = history_of(&orders[..orders.len() - 1]);
-        total.add(Contribution::of(&history));
-        histories.push(history);
-    }
-    let mut weeks: BTreeMap<u64, BTreeMap<i64, i64>> = BTreeMap::new();
-    for ((product, week), amount) in total.weeks {
-        weeks.entry(product).or_default().insert(week, amount);
-    }
-    for (product, mass) in &total.mass {
-        model.set_popularity(*product, *mass, weeks.remove(product).unwrap_or_default());
-    }
-    for ((first, second), count) in total.pairs {
-        model.set_pair(first, second, count);
-    }
+    let histories: Vec<ShopperHistory> = people
+        .iter()
+        .map(|orders| history_of(&orders[..orders.len() - 1]))
+        .collect();
+    model.add_counts(histories.iter().map(Contribution::of));
+    model.rank_neighbours();
     let now = UnixMillis(200 * DAY_MS);
     let (mut personal, mut popular) = (Score::default(), Score::default());
     for (orders, history) in people.iter().zip(&histories) {

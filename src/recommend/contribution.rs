@@ -132,7 +132,8 @@ impl Contribution {
         }
     }
 
-    fn drop_zeros(&mut self) {
+    /// Forgets amounts that cancelled out.
+    pub fn drop_zeros(&mut self) {
         self.pairs.retain(|_, amount| *amount != 0);
         self.mass.retain(|_, amount| *amount != 0);
         self.weeks.retain(|_, amount| *amount != 0);

@@ -1,14 +1,17 @@
-//! The recommender's in-memory view of the shared counts: the catalogue,
-//! each product's popularity, and its strongest neighbours. The store keeps
-//! the exact counts and hands every durable change here; reads rank from
-//! this alone, without touching the database.
+//! The recommender's shared counts, in memory: the catalogue, each
+//! product's popularity, the exact co-occurrence count of every pair, and
+//! each product's strongest neighbours. The counts are derived state, the
+//! sum of what every stored history contributes: built from the histories
+//! at start-up and moved by every durable change of one, so they are never
+//! written to disk and an erased history leaves nothing behind in them.
+//! Reads rank from this alone, without touching the database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::contribution::DAYS_PER_WEEK;
-use super::history::{ProductKey, ShopperHistory, category_key};
+use super::contribution::{Contribution, DAYS_PER_WEEK};
+use super::history::{ProductKey, ProductMention, ShopperHistory, category_key};
 use crate::model::UnixMillis;
 
 /// Neighbours kept per product, the strongest by co-occurrence count.
@@ -42,6 +45,16 @@ pub struct Product {
 }
 
 impl Product {
+    /// Whether a mention in an event says nothing this entry does not.
+    pub fn agrees_with(&self, mention: &ProductMention) -> bool {
+        mention.name.as_ref().is_none_or(|name| *name == self.name)
+            && mention
+                .category
+                .as_ref()
+                .is_none_or(|category| *category == self.category)
+            && mention.price.is_none_or(|price| Some(price) == self.price)
+    }
+
     /// The product's name, or its id when it has none.
     pub fn label(&self) -> &str {
         if self.name.is_empty() {
@@ -118,6 +131,8 @@ struct PopularCache {
 #[derive(Debug, Default)]
 pub struct Recommender {
     entries: HashMap<ProductKey, Entry>,
+    /// Every pair some history holds, lower key first, with its count.
+    pairs: HashMap<(ProductKey, ProductKey), i64>,
     /// Bumped by every change; popular lists are rebuilt when it moved.
     generation: u64,
     popular: Mutex<PopularCache>,
@@ -137,38 +152,113 @@ impl Recommender {
         self.generation += 1;
     }
 
-    pub fn set_popularity(&mut self, key: ProductKey, mass: i64, weeks: BTreeMap<i64, i64>) {
-        let entry = self.entries.entry(key).or_default();
-        entry.mass = mass;
-        entry.weeks = weeks;
+    /// Moves the counts by one change of the stored histories.
+    pub fn apply(&mut self, change: &Contribution) {
+        self.add_popularity(change);
+        for (&(first, second), &amount) in &change.pairs {
+            let count = self.add_pair(first, second, amount);
+            self.place_neighbour(first, second, count);
+            self.place_neighbour(second, first, count);
+        }
         self.generation += 1;
     }
 
-    /// The exact count of a pair, as now stored.
-    pub fn set_pair(&mut self, first: ProductKey, second: ProductKey, count: i64) {
-        for (of, other) in [(first, second), (second, first)] {
-            let neighbours = &mut self.entries.entry(of).or_default().neighbours;
-            match neighbours.iter().position(|(key, _)| *key == other) {
-                Some(index) if count <= 0 => {
-                    neighbours.swap_remove(index);
-                }
-                Some(index) => neighbours[index].1 = count,
-                None if count <= 0 => {}
-                None if neighbours.len() < NEIGHBOURS_MAX => neighbours.push((other, count)),
-                None => {
-                    // Full: the new pair displaces the weakest if stronger.
-                    if let Some((index, _)) = neighbours
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (key, count))| (*count, *key))
-                        .filter(|(_, (_, weakest))| *weakest < count)
-                    {
-                        neighbours[index] = (other, count);
-                    }
-                }
+    /// Adds whole histories' contributions without ranking neighbours: at
+    /// start-up, before [`Recommender::rank_neighbours`].
+    pub fn add_counts(&mut self, contributions: impl IntoIterator<Item = Contribution>) {
+        for change in contributions {
+            self.add_popularity(&change);
+            for ((first, second), amount) in change.pairs {
+                self.add_pair(first, second, amount);
             }
         }
         self.generation += 1;
+    }
+
+    /// Every product's neighbours from the exact counts: the strongest,
+    /// ties to the lower key.
+    pub fn rank_neighbours(&mut self) {
+        for entry in self.entries.values_mut() {
+            entry.neighbours.clear();
+        }
+        for (&(first, second), &count) in &self.pairs {
+            self.entries
+                .entry(first)
+                .or_default()
+                .neighbours
+                .push((second, count));
+            self.entries
+                .entry(second)
+                .or_default()
+                .neighbours
+                .push((first, count));
+        }
+        for entry in self.entries.values_mut() {
+            entry
+                .neighbours
+                .sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            entry.neighbours.truncate(NEIGHBOURS_MAX);
+            entry.neighbours.shrink_to_fit();
+        }
+        self.generation += 1;
+    }
+
+    fn add_popularity(&mut self, change: &Contribution) {
+        for (&product, &amount) in &change.mass {
+            self.entries.entry(product).or_default().mass += amount;
+        }
+        for (&(product, week), &amount) in &change.weeks {
+            let weeks = &mut self.entries.entry(product).or_default().weeks;
+            let total = weeks.entry(week).or_default();
+            *total += amount;
+            if *total == 0 {
+                weeks.remove(&week);
+            }
+        }
+    }
+
+    /// Returns the pair's new count.
+    fn add_pair(&mut self, first: ProductKey, second: ProductKey, amount: i64) -> i64 {
+        let key = (first.min(second), first.max(second));
+        let count = self.pairs.entry(key).or_default();
+        *count += amount;
+        let count = *count;
+        if count <= 0 {
+            self.pairs.remove(&key);
+        }
+        count
+    }
+
+    /// Keeps `other` among the neighbours of `of` if its count earns it a
+    /// place. A neighbour pushed out of a full list comes back when its
+    /// count next moves, or at start-up.
+    fn place_neighbour(&mut self, of: ProductKey, other: ProductKey, count: i64) {
+        let neighbours = &mut self.entries.entry(of).or_default().neighbours;
+        match neighbours.iter().position(|(key, _)| *key == other) {
+            Some(index) if count <= 0 => {
+                neighbours.swap_remove(index);
+            }
+            Some(index) => neighbours[index].1 = count,
+            None if count <= 0 => {}
+            None if neighbours.len() < NEIGHBOURS_MAX => neighbours.push((other, count)),
+            None => {
+                // Full: the new pair displaces the weakest if stronger.
+                if let Some((index, _)) = neighbours
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (key, count))| (*count, std::cmp::Reverse(*key)))
+                    .filter(|(_, (_, weakest))| *weakest < count)
+                {
+                    neighbours[index] = (other, count);
+                }
+            }
+        }
+    }
+
+    /// The exact count of a pair.
+    pub fn pair_count(&self, first: ProductKey, second: ProductKey) -> i64 {
+        let key = (first.min(second), first.max(second));
+        self.pairs.get(&key).copied().unwrap_or(0)
     }
 
     pub fn product(&self, key: ProductKey) -> Option<&Product> {
@@ -183,11 +273,16 @@ impl Recommender {
             .filter_map(|e| e.product.as_ref())
             .map(|p| p.product_id.len() + p.name.len() + p.category.len())
             .sum();
+        let weeks: usize = self.entries.values().map(|e| e.weeks.len()).sum();
+        // A hash map slot holds its entry and one control byte.
+        let pair_slot = std::mem::size_of::<((ProductKey, ProductKey), i64)>() + 1;
         RecommenderStats {
             products: self.entries.len() as u64,
             neighbour_links: links as u64,
-            approximate_bytes: (self.entries.len() * (std::mem::size_of::<Entry>() + 16)
+            approximate_bytes: (self.entries.capacity() * (std::mem::size_of::<Entry>() + 9)
+                + self.pairs.capacity() * pair_slot
                 + links * 16
+                + weeks * 32
                 + text) as u64,
         }
     }
@@ -498,4 +593,72 @@ pub fn popularity(weeks: &BTreeMap<i64, i64>, this_week: i64) -> f64 {
             amount as f64 * 0.5f64.powf(age / POPULARITY_HALF_LIFE_WEEKS)
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recommend::history::{ProductMention, Signal, product_key};
+
+    fn history(orders: &[(i64, &[&str])]) -> ShopperHistory {
+        let mut history = ShopperHistory::default();
+        for (day, ids) in orders {
+            let products: Vec<ProductMention> = ids
+                .iter()
+                .map(|id| ProductMention {
+                    product_id: (*id).to_owned(),
+                    name: None,
+                    category: None,
+                    price: None,
+                })
+                .collect();
+            history.record(Signal::Purchase, &products, UnixMillis(day * DAY_MS));
+        }
+        history
+    }
+
+    fn related(model: &Recommender, id: &str) -> Vec<(ProductKey, i64)> {
+        let mut neighbours = model.entries[&product_key(id)].neighbours.clone();
+        neighbours.sort_unstable();
+        neighbours
+    }
+
+    /// The counts moved change by change (as the writer does) equal those
+    /// built at once from the final histories (as at start-up), and a
+    /// history taken away leaves nothing behind.
+    #[test]
+    fn changes_applied_one_by_one_equal_the_counts_built_at_once() {
+        let people = [
+            history(&[(10, &["a", "b"]), (12, &["c"])]),
+            history(&[(10, &["a", "b"])]),
+            history(&[(20, &["a", "c"]), (50, &["d"])]),
+        ];
+        let mut moved = Recommender::default();
+        for person in &people {
+            moved.apply(&Contribution::of(person));
+        }
+        let mut gone = people[2].clone();
+        gone.interactions.clear();
+        moved.apply(&Contribution::of_change(&people[2], &gone));
+
+        let mut built = Recommender::default();
+        built.add_counts(people[..2].iter().map(Contribution::of));
+        built.rank_neighbours();
+
+        assert_eq!(moved.pairs, built.pairs);
+        for id in ["a", "b", "c"] {
+            assert_eq!(related(&moved, id), related(&built, id), "{id}");
+            let (m, b) = (
+                &moved.entries[&product_key(id)],
+                &built.entries[&product_key(id)],
+            );
+            assert_eq!((m.mass, &m.weeks), (b.mass, &b.weeks), "{id}");
+        }
+        assert_eq!(moved.pair_count(product_key("a"), product_key("d")), 0);
+        assert!(moved.entries[&product_key("d")].weeks.is_empty());
+        assert_eq!(
+            built.pair_count(product_key("b"), product_key("a")),
+            2 * crate::recommend::contribution::PURCHASE_WEIGHT
+        );
+    }
 }

@@ -29,6 +29,7 @@ use crate::model::{
     CustomTraitRules, Identifier, IdentifierKind, LinkBlocked, ProfileId, Resolution, UnixMillis,
     UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
 };
+use crate::recommend::Recommender;
 
 /// Values kept per trait name, one per origin; the oldest go first. Bounds
 /// the record of a profile that many sources write to.
@@ -73,7 +74,7 @@ pub fn apply_call(
     rules: &MergeRules,
     suppressor: &Suppressor,
     custom: &dyn CustomTraitRules,
-    recommendations: bool,
+    catalogue: Option<&Recommender>,
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
     if let Some(message_id) = call.message_id() {
@@ -262,8 +263,15 @@ pub fn apply_call(
             activity.record_event(event_name, properties, call.timestamp);
             custom.fold(&mut activity, event_name, properties, call.timestamp);
             record.set_activity(&activity);
-            if recommendations {
-                products::record_event(writes, profile_id, event_name, properties, call.timestamp)?;
+            if let Some(catalogue) = catalogue {
+                products::record_event(
+                    writes,
+                    catalogue,
+                    profile_id,
+                    event_name,
+                    properties,
+                    call.timestamp,
+                )?;
             }
         }
     }

@@ -46,8 +46,9 @@ pub const PRIVACY_REQUEST: u8 = b'q';
 pub const ACCESS: u8 = b'l';
 pub const SHOPPER: u8 = b'k';
 pub const PRODUCT: u8 = b'u';
-pub const POPULARITY: u8 = b'n';
-pub const PAIR: u8 = b'o';
+/// Counts earlier versions stored; removed at open, never reused.
+pub const RETIRED_POPULARITY: u8 = b'n';
+pub const RETIRED_PAIR: u8 = b'o';
 pub const CUSTOM_TRAIT: u8 = b'w';
 
 pub fn custom_trait(name: &str) -> Vec<u8> {

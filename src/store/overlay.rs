@@ -160,6 +160,11 @@ impl CallWrites<'_, '_> {
         Ok(self.group.tree.get(key)?.map(|value| value.to_vec()))
     }
 
+    /// Whether this call or an earlier one of the group wrote the key.
+    pub fn is_written(&self, key: &[u8]) -> bool {
+        self.changes.contains_key(key) || self.group.changes.contains_key(key)
+    }
+
     pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.changes.insert(key.into(), Some(value.into()));
     }

@@ -1,24 +1,23 @@
-//! The recommender's tables: each person's product history, the catalogue,
-//! and the shared counts (popularity per product, co-occurrence per pair).
-//! Histories change with the calls that touch them (track, merge, unmerge,
-//! erasure); at the end of each group the counts move by exactly the
-//! change of every history the group touched, in the same atomic batch,
-//! and once the group is durable the in-memory [`Recommender`] is told.
+//! The recommender's tables: each person's product history and the
+//! catalogue. Histories change with the calls that touch them (track,
+//! merge, unmerge, erasure). The shared counts (popularity per product,
+//! co-occurrence per pair) are not stored: they are the sum of what the
+//! stored histories contribute, built at open, and once a group is durable
+//! the in-memory [`Recommender`] moves them by exactly the change of every
+//! history the group wrote.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use prost::Message;
 use serde_json::{Map, Value};
 
 use super::StoreError;
-use super::keys::{PAIR, POPULARITY, PRODUCT, SHOPPER};
+use super::keys::{PRODUCT, RETIRED_PAIR, RETIRED_POPULARITY, SHOPPER};
 use super::overlay::{CallWrites, GroupWrites};
 use super::records::decode;
 use crate::model::{ProfileId, UnixMillis};
 use crate::recommend::contribution::Contribution;
 use crate::recommend::history::{Interaction, ProductMention, mentions, product_key};
-use crate::recommend::model::POPULARITY_WEEKS;
 use crate::recommend::{Product, ProductKey, Recommender, ShopperHistory};
 
 /// Shared between the writer, which applies durable changes, and readers.
@@ -59,17 +58,6 @@ pub struct ProductRecord {
     pub uploaded: bool,
 }
 
-#[derive(Clone, PartialEq, Message)]
-pub struct PopularityRecord {
-    #[prost(sint64, tag = "1")]
-    pub mass: i64,
-    /// Week numbers and the weight of each, in week order.
-    #[prost(sint64, repeated, tag = "2")]
-    pub weeks: Vec<i64>,
-    #[prost(sint64, repeated, tag = "3")]
-    pub amounts: Vec<i64>,
-}
-
 pub fn shopper_key(id: ProfileId) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = SHOPPER;
@@ -81,21 +69,6 @@ fn product_record_key(product: ProductKey) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = PRODUCT;
     key[1..].copy_from_slice(&product.to_be_bytes());
-    key
-}
-
-fn popularity_key(product: ProductKey) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = POPULARITY;
-    key[1..].copy_from_slice(&product.to_be_bytes());
-    key
-}
-
-fn pair_key(first: ProductKey, second: ProductKey) -> [u8; 17] {
-    let mut key = [0u8; 17];
-    key[0] = PAIR;
-    key[1..9].copy_from_slice(&first.to_be_bytes());
-    key[9..].copy_from_slice(&second.to_be_bytes());
     key
 }
 
@@ -181,9 +154,12 @@ pub(super) fn put_history(
 }
 
 /// Folds a tracked event into the person's history and teaches the
-/// catalogue what the event says of its products.
+/// catalogue what the event says of its products. `catalogue` is the
+/// committed catalogue, which spares reading the records of products the
+/// event says nothing new of.
 pub(super) fn record_event(
     writes: &mut CallWrites<'_, '_>,
+    catalogue: &Recommender,
     id: ProfileId,
     event: &str,
     properties: &Map<String, Value>,
@@ -193,7 +169,7 @@ pub(super) fn record_event(
         return Ok(());
     };
     for mention in &products {
-        learn_product(writes, mention)?;
+        learn_product(writes, catalogue, mention)?;
     }
     let mut history = history_of(writes, id)?;
     history.record(signal, &products, at);
@@ -242,9 +218,18 @@ pub(super) fn forget(writes: &mut CallWrites<'_, '_>, id: ProfileId) {
 
 fn learn_product(
     writes: &mut CallWrites<'_, '_>,
+    catalogue: &Recommender,
     mention: &ProductMention,
 ) -> Result<(), StoreError> {
-    let key = product_record_key(product_key(&mention.product_id));
+    let product = product_key(&mention.product_id);
+    let key = product_record_key(product);
+    let known = catalogue
+        .product(product)
+        .is_some_and(|known| known.agrees_with(mention));
+    // An earlier call of the group may have changed the record since.
+    if known && !writes.is_written(&key) {
+        return Ok(());
+    }
     let existing: Option<ProductRecord> = match writes.get(&key)? {
         Some(bytes) => Some(decode(&bytes, "product")?),
         None => None,
@@ -313,10 +298,10 @@ pub(super) fn put_products(
     Ok((created, updated))
 }
 
-/// Moves the shared counts by the change of every history the group
-/// touched. Runs once per group, after its calls: a history changed by
-/// several calls of the group is compared once, before against after.
-pub(super) fn update_counts(group: &mut GroupWrites<'_>) -> Result<(), StoreError> {
+/// The change of the shared counts the group makes: every history it
+/// touched, compared once, before against after (a history changed by
+/// several calls of the group counts once). Read before the group commits.
+fn count_change(group: &GroupWrites<'_>) -> Result<Contribution, StoreError> {
     let mut total = Contribution::default();
     for (key, after) in group.changes_under(&[SHOPPER]) {
         let before = match group.committed(&key)? {
@@ -329,147 +314,53 @@ pub(super) fn update_counts(group: &mut GroupWrites<'_>) -> Result<(), StoreErro
         };
         total.add(Contribution::of_change(&before, &after));
     }
-    if total.is_empty() {
-        return Ok(());
-    }
-    let mut writes = group.call();
-    for ((first, second), amount) in total.pairs {
-        if amount == 0 {
-            continue;
-        }
-        let key = pair_key(first, second);
-        let count = match writes.get(&key)? {
-            Some(bytes) => decode_count(&bytes)?,
-            None => 0,
-        } + amount;
-        if count > 0 {
-            writes.insert(key, count.to_be_bytes().to_vec());
-        } else {
-            writes.remove(key);
-        }
-    }
-    let mut popularity: BTreeMap<ProductKey, (i64, BTreeMap<i64, i64>)> = BTreeMap::new();
-    for (product, amount) in total.mass {
-        popularity.entry(product).or_default().0 += amount;
-    }
-    for ((product, week), amount) in total.weeks {
-        *popularity
-            .entry(product)
-            .or_default()
-            .1
-            .entry(week)
-            .or_default() += amount;
-    }
-    for (product, (mass_change, week_changes)) in popularity {
-        if mass_change == 0 && week_changes.values().all(|amount| *amount == 0) {
-            continue;
-        }
-        let key = popularity_key(product);
-        let (mut mass, mut weeks) = match writes.get(&key)? {
-            Some(bytes) => decode_popularity(&bytes)?,
-            None => (0, BTreeMap::new()),
-        };
-        mass += mass_change;
-        for (week, amount) in week_changes {
-            *weeks.entry(week).or_default() += amount;
-        }
-        weeks.retain(|_, amount| *amount > 0);
-        // Weeks beyond the popularity horizon of the newest one count for
-        // nothing; subtracting later from a week dropped here is skipped.
-        if let Some(&newest) = weeks.keys().next_back() {
-            weeks = weeks.split_off(&(newest - POPULARITY_WEEKS));
-        }
-        if mass == 0 && weeks.is_empty() {
-            writes.remove(key);
-        } else {
-            let record = PopularityRecord {
-                mass,
-                weeks: weeks.keys().copied().collect(),
-                amounts: weeks.values().copied().collect(),
-            };
-            writes.insert(key, record.encode_to_vec());
-        }
-    }
-    writes.commit();
-    Ok(())
+    total.drop_zeros();
+    Ok(total)
 }
 
-fn decode_count(bytes: &[u8]) -> Result<i64, StoreError> {
-    let raw = key_u64(bytes).ok_or_else(|| StoreError::Corrupt {
-        what: "co-occurrence count",
-        reason: format!("expected 8 bytes, found {}", bytes.len()),
-    })?;
-    Ok(raw as i64)
-}
-
-fn decode_popularity(bytes: &[u8]) -> Result<(i64, BTreeMap<i64, i64>), StoreError> {
-    let record: PopularityRecord = decode(bytes, "product popularity")?;
-    let weeks = record.weeks.into_iter().zip(record.amounts).collect();
-    Ok((record.mass, weeks))
-}
-
-/// A change of one recommender table, to tell the in-memory model once
-/// the group is durable.
-pub(super) enum ModelChange {
-    Product(ProductKey, Option<Product>),
-    Popularity(ProductKey, i64, BTreeMap<i64, i64>),
-    Pair(ProductKey, ProductKey, i64),
+/// What the in-memory model is told once the group is durable.
+#[derive(Debug, Default)]
+pub(super) struct ModelChanges {
+    products: Vec<(ProductKey, Option<Product>)>,
+    counts: Contribution,
 }
 
 /// The group's changes to the catalogue and the counts.
-pub(super) fn model_changes(group: &GroupWrites<'_>) -> Result<Vec<ModelChange>, StoreError> {
-    let mut changes = Vec::new();
+pub(super) fn model_changes(group: &GroupWrites<'_>) -> Result<ModelChanges, StoreError> {
+    let mut products = Vec::new();
     for (key, value) in group.changes_under(&[PRODUCT]) {
         if let Some(product) = key.get(1..).and_then(key_u64) {
             let record = match value {
                 Some(bytes) => Some(decode::<ProductRecord>(&bytes, "product")?.to_product()),
                 None => None,
             };
-            changes.push(ModelChange::Product(product, record));
+            products.push((product, record));
         }
     }
-    for (key, value) in group.changes_under(&[POPULARITY]) {
-        if let Some(product) = key.get(1..).and_then(key_u64) {
-            let (mass, weeks) = match value {
-                Some(bytes) => decode_popularity(&bytes)?,
-                None => (0, BTreeMap::new()),
-            };
-            changes.push(ModelChange::Popularity(product, mass, weeks));
-        }
-    }
-    for (key, value) in group.changes_under(&[PAIR]) {
-        if let (Some(first), Some(second)) = (
-            key.get(1..9).and_then(key_u64),
-            key.get(9..17).and_then(key_u64),
-        ) {
-            let count = match value {
-                Some(bytes) => decode_count(&bytes)?,
-                None => 0,
-            };
-            changes.push(ModelChange::Pair(first, second, count));
-        }
-    }
-    Ok(changes)
+    Ok(ModelChanges {
+        products,
+        counts: count_change(group)?,
+    })
 }
 
-pub(super) fn apply_model_changes(recommender: &SharedRecommender, changes: Vec<ModelChange>) {
-    if changes.is_empty() {
+pub(super) fn apply_model_changes(recommender: &SharedRecommender, changes: ModelChanges) {
+    if changes.products.is_empty() && changes.counts.is_empty() {
         return;
     }
     let mut model = match recommender.write() {
         Ok(model) => model,
         Err(poisoned) => poisoned.into_inner(),
     };
-    for change in changes {
-        match change {
-            ModelChange::Product(key, product) => model.set_product(key, product),
-            ModelChange::Popularity(key, mass, weeks) => model.set_popularity(key, mass, weeks),
-            ModelChange::Pair(first, second, count) => model.set_pair(first, second, count),
-        }
+    for (key, product) in changes.products {
+        model.set_product(key, product);
+    }
+    if !changes.counts.is_empty() {
+        model.apply(&changes.counts);
     }
 }
 
-/// The in-memory model from the stored tables, at start-up.
+/// The in-memory model at start-up: the catalogue, and the counts summed
+/// over every stored history.
 pub fn load(tree: &sled::Tree) -> Result<Recommender, StoreError> {
     let mut model = Recommender::default();
     for entry in tree.scan_prefix([PRODUCT]) {
@@ -479,21 +370,31 @@ pub fn load(tree: &sled::Tree) -> Result<Recommender, StoreError> {
             model.set_product(product, Some(record.to_product()));
         }
     }
-    for entry in tree.scan_prefix([POPULARITY]) {
-        let (key, value) = entry?;
-        if let Some(product) = key.get(1..).and_then(key_u64) {
-            let (mass, weeks) = decode_popularity(&value)?;
-            model.set_popularity(product, mass, weeks);
+    let mut contributions = Vec::new();
+    for entry in tree.scan_prefix([SHOPPER]) {
+        let (_, value) = entry?;
+        contributions.push(Contribution::of(&decode_history(&value)?));
+        if contributions.len() >= 4096 {
+            model.add_counts(contributions.drain(..));
         }
     }
-    for entry in tree.scan_prefix([PAIR]) {
-        let (key, value) = entry?;
-        if let (Some(first), Some(second)) = (
-            key.get(1..9).and_then(key_u64),
-            key.get(9..17).and_then(key_u64),
-        ) {
-            model.set_pair(first, second, decode_count(&value)?);
-        }
-    }
+    model.add_counts(contributions);
+    model.rank_neighbours();
     Ok(model)
+}
+
+/// Earlier versions stored the counts; they are derived in memory now.
+pub fn remove_retired_tables(tree: &sled::Tree) -> Result<(), StoreError> {
+    for prefix in [RETIRED_POPULARITY, RETIRED_PAIR] {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for key in tree.scan_prefix([prefix]).keys() {
+            batch.remove(key?);
+            any = true;
+        }
+        if any {
+            tree.apply_batch(batch)?;
+        }
+    }
+    Ok(())
 }

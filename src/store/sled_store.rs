@@ -117,6 +117,7 @@ impl SledStore {
         }
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
         let memberships = Arc::new(MembershipIndex::load(&tree)?);
+        products::remove_retired_tables(&tree)?;
         let recommender: SharedRecommender = Arc::new(RwLock::new(products::load(&tree)?));
         let writer_stats = Arc::new(WriterStats::default());
         writer_stats.set_live_profiles(count_keys(&tree, keys::PROFILE)?);

@@ -199,15 +199,21 @@ impl Writer {
                     for call in &calls {
                         let mut writes = group.call();
                         let mut counters = self.counters;
+                        let catalogue = self.recommendations.then(|| {
+                            self.recommender
+                                .read()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        });
                         let result = apply_call(
                             &mut writes,
                             &mut counters,
                             &self.rules,
                             &self.suppressor,
                             self.segments.custom_traits(),
-                            self.recommendations,
+                            catalogue.as_deref(),
                             call,
                         );
+                        drop(catalogue);
                         if let Ok(outcome) = &result {
                             writes.commit();
                             self.counters = counters;
@@ -241,14 +247,11 @@ impl Writer {
         }
         reevaluate_changed_profiles(&mut group, self.segments.as_ref());
         let membership_changes = group.take_membership_changes();
-        // The histories stand either way; a count that cannot be read is a
+        // The histories stand either way; one that cannot be read is a
         // damaged record, and refusing every later write would not mend it.
-        if let Err(error) = products::update_counts(&mut group) {
-            tracing::error!(%error, "recommendation counts not updated for a group");
-        }
         let model_changes = products::model_changes(&group).unwrap_or_else(|error| {
             tracing::error!(%error, "recommendation model not updated for a group");
-            Vec::new()
+            Default::default()
         });
 
         let mut profiles_change = 0;
