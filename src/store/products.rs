@@ -298,34 +298,18 @@ pub(super) fn put_products(
     Ok((created, updated))
 }
 
-/// The change of the shared counts the group makes: every history it
-/// touched, compared once, before against after (a history changed by
-/// several calls of the group counts once). Read before the group commits.
-fn count_change(group: &GroupWrites<'_>) -> Result<Contribution, StoreError> {
-    let mut total = Contribution::default();
-    for (key, after) in group.changes_under(&[SHOPPER]) {
-        let before = match group.committed(&key)? {
-            Some(bytes) => decode_history(&bytes)?,
-            None => ShopperHistory::default(),
-        };
-        let after = match after {
-            Some(bytes) => decode_history(&bytes)?,
-            None => ShopperHistory::default(),
-        };
-        total.add(Contribution::of_change(&before, &after));
-    }
-    total.drop_zeros();
-    Ok(total)
-}
-
-/// What the in-memory model is told once the group is durable.
+/// What the in-memory model is told once a group is durable.
 #[derive(Debug, Default)]
 pub(super) struct ModelChanges {
     products: Vec<(ProductKey, Option<Product>)>,
-    counts: Contribution,
+    /// Every history the group wrote, as it was and as it is now (`None`
+    /// for none). A history changed by several calls of the group counts
+    /// once, before against after.
+    histories: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
 }
 
-/// The group's changes to the catalogue and the counts.
+/// The group's changes to the catalogue and the histories. Read before the
+/// group commits, while the tree still holds what came before.
 pub(super) fn model_changes(group: &GroupWrites<'_>) -> Result<ModelChanges, StoreError> {
     let mut products = Vec::new();
     for (key, value) in group.changes_under(&[PRODUCT]) {
@@ -337,26 +321,63 @@ pub(super) fn model_changes(group: &GroupWrites<'_>) -> Result<ModelChanges, Sto
             products.push((product, record));
         }
     }
+    let mut histories = Vec::new();
+    for (key, after) in group.changes_under(&[SHOPPER]) {
+        histories.push((group.committed(&key)?, after));
+    }
     Ok(ModelChanges {
         products,
-        counts: count_change(group)?,
+        histories,
     })
 }
 
-pub(super) fn apply_model_changes(recommender: &SharedRecommender, changes: ModelChanges) {
-    if changes.products.is_empty() && changes.counts.is_empty() {
-        return;
+impl ModelChanges {
+    /// The catalogue's part, applied at once: the writer's next calls read
+    /// the catalogue (see [`record_event`]).
+    pub fn apply_catalogue(&mut self, recommender: &SharedRecommender) {
+        if self.products.is_empty() {
+            return;
+        }
+        let mut model = write_model(recommender);
+        for (key, product) in self.products.drain(..) {
+            model.set_product(key, product);
+        }
     }
-    let mut model = match recommender.write() {
-        Ok(model) => model,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    for (key, product) in changes.products {
-        model.set_product(key, product);
+
+    /// Whether the counts move: the part [`apply_counts`] does, which may
+    /// run on another thread.
+    pub fn moves_counts(&self) -> bool {
+        !self.histories.is_empty()
     }
-    if !changes.counts.is_empty() {
-        model.apply(&changes.counts);
+
+    pub fn apply_counts(self, recommender: &SharedRecommender) {
+        let mut total = Contribution::default();
+        for (before, after) in &self.histories {
+            let decode_or_empty = |bytes: &Option<Vec<u8>>| match bytes {
+                Some(bytes) => decode_history(bytes),
+                None => Ok(ShopperHistory::default()),
+            };
+            match (decode_or_empty(before), decode_or_empty(after)) {
+                (Ok(before), Ok(after)) => total.add(Contribution::of_change(&before, &after)),
+                // The history stands either way; one that cannot be read
+                // is a damaged record, and refusing every later write
+                // would not mend it.
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(%error, "recommendation counts not moved for a history");
+                }
+            }
+        }
+        total.drop_zeros();
+        if !total.is_empty() {
+            write_model(recommender).apply(&total);
+        }
     }
+}
+
+fn write_model(recommender: &SharedRecommender) -> std::sync::RwLockWriteGuard<'_, Recommender> {
+    recommender
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The in-memory model at start-up: the catalogue, and the counts summed

@@ -1,6 +1,7 @@
 //! The single writer: drains queued commands, applies a group of them as one
 //! atomic batch, makes the batch durable, then answers every caller of the
-//! group (group commit).
+//! group (group commit). A group that changed product histories is answered
+//! by the model thread, once it has moved the recommendation counts.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -144,8 +145,57 @@ impl Pending {
     }
 }
 
+/// Moves the counts by a durable group's histories, then answers its
+/// callers: once acknowledged, a write shows in recommendations.
+struct CountsThenAnswer {
+    changes: products::ModelChanges,
+    pending: Vec<Pending>,
+}
+
+impl CountsThenAnswer {
+    fn finish(self, recommender: &SharedRecommender) {
+        self.changes.apply_counts(recommender);
+        self.pending
+            .into_iter()
+            .for_each(|answer| answer.answer(None));
+    }
+}
+
+/// Groups whose counts wait for the model thread; a full queue holds the
+/// writer back.
+const MODEL_QUEUE_DEPTH: usize = 16;
+
 impl Writer {
-    pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
+    /// Moving the recommendation counts runs on a thread of its own, so
+    /// that the writer goes on with the next group meanwhile.
+    pub fn run(self, queue: mpsc::Receiver<Command>) {
+        let recommender = self.recommender.clone();
+        std::thread::scope(|scope| {
+            let (to_model, from_writer) =
+                std::sync::mpsc::sync_channel::<CountsThenAnswer>(MODEL_QUEUE_DEPTH);
+            let model_thread = std::thread::Builder::new()
+                .name("sightline-model".to_owned())
+                .spawn_scoped(scope, move || {
+                    for work in from_writer {
+                        work.finish(&recommender);
+                    }
+                });
+            let to_model = match model_thread {
+                Ok(_) => Some(to_model),
+                Err(error) => {
+                    tracing::warn!(%error, "no model thread; the writer moves the counts itself");
+                    None
+                }
+            };
+            self.run_groups(queue, to_model);
+        });
+    }
+
+    fn run_groups(
+        mut self,
+        mut queue: mpsc::Receiver<Command>,
+        to_model: Option<std::sync::mpsc::SyncSender<CountsThenAnswer>>,
+    ) {
         let mut stopping = false;
         while !stopping {
             let Some(first) = queue.blocking_recv() else {
@@ -164,7 +214,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.commit_group(commands, &mut stopping) {
+            if let Err(error) = self.commit_group(commands, &mut stopping, to_model.as_ref()) {
                 tracing::error!(%error, "group commit failed; refusing further writes");
                 // The database state is unknown: answer everyone still
                 // queued with an error rather than risk acknowledging
@@ -185,6 +235,7 @@ impl Writer {
         &mut self,
         commands: Vec<Command>,
         stopping: &mut bool,
+        to_model: Option<&std::sync::mpsc::SyncSender<CountsThenAnswer>>,
     ) -> Result<(), StoreError> {
         let counters_before = self.counters;
         let mut group = GroupWrites::new(&self.tree, &mut self.sparse);
@@ -249,7 +300,7 @@ impl Writer {
         let membership_changes = group.take_membership_changes();
         // The histories stand either way; one that cannot be read is a
         // damaged record, and refusing every later write would not mend it.
-        let model_changes = products::model_changes(&group).unwrap_or_else(|error| {
+        let mut model_changes = products::model_changes(&group).unwrap_or_else(|error| {
             tracing::error!(%error, "recommendation model not updated for a group");
             Default::default()
         });
@@ -273,12 +324,26 @@ impl Writer {
                 // Before answering: a caller that reads memberships right
                 // after its acknowledgement sees them.
                 self.memberships.publish(membership_changes);
-                products::apply_model_changes(&self.recommender, model_changes);
+                model_changes.apply_catalogue(&self.recommender);
                 self.stats.live_profiles_changed(profiles_change);
                 if calls_in_group > 0 {
                     self.stats.group_committed(calls_in_group, profiles_merged);
                 }
-                pending.into_iter().for_each(|answer| answer.answer(None));
+                let work = CountsThenAnswer {
+                    changes: model_changes,
+                    pending,
+                };
+                if !work.changes.moves_counts() {
+                    work.pending
+                        .into_iter()
+                        .for_each(|answer| answer.answer(None));
+                } else if let Some(to_model) = to_model {
+                    if let Err(std::sync::mpsc::SendError(work)) = to_model.send(work) {
+                        work.finish(&self.recommender);
+                    }
+                } else {
+                    work.finish(&self.recommender);
+                }
                 Ok(())
             }
             Err(error) => {
