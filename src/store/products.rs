@@ -298,6 +298,9 @@ pub(super) fn put_products(
     Ok((created, updated))
 }
 
+/// A stored history's bytes before and after a group (`None` for none).
+type HistoryChange = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What the in-memory model is told once a group is durable.
 #[derive(Debug, Default)]
 pub(super) struct ModelChanges {
@@ -305,7 +308,7 @@ pub(super) struct ModelChanges {
     /// Every history the group wrote, as it was and as it is now (`None`
     /// for none). A history changed by several calls of the group counts
     /// once, before against after.
-    histories: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    histories: Vec<HistoryChange>,
 }
 
 /// The group's changes to the catalogue and the histories. Read before the
