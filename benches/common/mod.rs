@@ -38,6 +38,7 @@ pub struct Server {
     child: Child,
     pub port: u16,
     data_dir: tempfile::TempDir,
+    flags: Vec<String>,
 }
 
 impl Server {
@@ -62,6 +63,14 @@ impl Server {
         }
         let _ = self.child.wait();
     }
+
+    /// Stops the server and starts it again on the same data directory,
+    /// on a new port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.port = free_port();
+        self.child = spawn(self.port, self.data_dir.path(), &self.flags);
+    }
 }
 
 impl Drop for Server {
@@ -79,26 +88,31 @@ pub fn start_server() -> Server {
 pub fn start_server_with(flags: &[String]) -> Server {
     let data_dir = tempfile::tempdir().expect("data dir");
     let port = free_port();
+    let child = spawn(port, data_dir.path(), flags);
+    Server {
+        child,
+        port,
+        data_dir,
+        flags: flags.to_vec(),
+    }
+}
+
+fn spawn(port: u16, data_dir: &Path, flags: &[String]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sightline"));
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data_dir.path())
+        .arg(data_dir)
         .args(flags);
     // A server configuration to benchmark, e.g. another cache size.
     if let Ok(config) = std::env::var("BENCH_SERVER_CONFIG") {
         command.args(["--config", &config]);
     }
-    let child = command
+    command
         .env("SIGHTLINE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start sightline");
-    Server {
-        child,
-        port,
-        data_dir,
-    }
+        .expect("start sightline")
 }
 
 pub async fn connect(port: u16) -> ProfileServiceClient<Channel> {

@@ -3,7 +3,7 @@
 //! reaches sled (and so no reader) until the whole group is applied as one
 //! atomic batch.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
 use super::StoreError;
@@ -55,6 +55,10 @@ pub struct GroupWrites<'t> {
     tree: &'t sled::Tree,
     sparse: &'t mut SparseKeys,
     changes: Changes,
+    /// Values read from the tree through [`CallWrites::get_remembered`]:
+    /// what came before the group, kept so that `committed` need not read
+    /// them again.
+    remembered: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Membership changes of the group, published once it is durable.
     membership_changes: Vec<MembershipChange>,
 }
@@ -65,6 +69,7 @@ impl<'t> GroupWrites<'t> {
             tree,
             sparse,
             changes: Changes::new(),
+            remembered: HashMap::new(),
             membership_changes: Vec::new(),
         }
     }
@@ -106,6 +111,9 @@ impl<'t> GroupWrites<'t> {
 
     /// The value as it was before the group: what the tree holds.
     pub fn committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.remembered.get(key) {
+            return Ok(value.clone());
+        }
         Ok(self.tree.get(key)?.map(|value| value.to_vec()))
     }
 
@@ -158,6 +166,21 @@ impl CallWrites<'_, '_> {
             return Ok(None);
         }
         Ok(self.group.tree.get(key)?.map(|value| value.to_vec()))
+    }
+
+    /// As `get`, remembering a value read from the tree for
+    /// [`GroupWrites::committed`]: for keys whose value before the group is
+    /// asked for again once the group is done.
+    pub fn get_remembered(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.changes.contains_key(key) || self.group.changes.contains_key(key) {
+            return self.get(key);
+        }
+        if let Some(value) = self.group.remembered.get(key) {
+            return Ok(value.clone());
+        }
+        let value = self.get(key)?;
+        self.group.remembered.insert(key.to_vec(), value.clone());
+        Ok(value)
     }
 
     /// Whether this call or an earlier one of the group wrote the key.

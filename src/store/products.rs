@@ -129,10 +129,11 @@ pub fn decode_history(bytes: &[u8]) -> Result<ShopperHistory, StoreError> {
 }
 
 pub(super) fn history_of(
-    writes: &CallWrites<'_, '_>,
+    writes: &mut CallWrites<'_, '_>,
     id: ProfileId,
 ) -> Result<ShopperHistory, StoreError> {
-    match writes.get(&shopper_key(id))? {
+    // Read again, as it was, when the group's change of counts is taken.
+    match writes.get_remembered(&shopper_key(id))? {
         Some(bytes) => decode_history(&bytes),
         None => Ok(ShopperHistory::default()),
     }
@@ -421,4 +422,34 @@ pub fn remove_retired_tables(tree: &sled::Tree) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_stored_by_earlier_versions_are_removed_at_open() -> Result<(), StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        let tree = db.open_tree("sightline")?;
+        tree.insert([RETIRED_PAIR, 1, 2], &[0u8; 8])?;
+        tree.insert([RETIRED_POPULARITY, 1], &[0u8; 2])?;
+        let history = ShopperHistory {
+            interactions: vec![Interaction {
+                product: 7,
+                purchased_day: Some(3),
+                viewed_day: None,
+                purchases: 1,
+            }],
+        };
+        tree.insert(
+            shopper_key(ProfileId(1)),
+            ShopperRecord::from(&history).encode_to_vec(),
+        )?;
+        remove_retired_tables(&tree)?;
+        assert_eq!(tree.scan_prefix([RETIRED_PAIR]).count(), 0);
+        assert_eq!(tree.scan_prefix([RETIRED_POPULARITY]).count(), 0);
+        assert_eq!(tree.len(), 1, "the history stays");
+        Ok(())
+    }
 }
