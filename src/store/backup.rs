@@ -17,10 +17,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::StoreError;
+use super::engine::{Batch, Engine};
 
 const MAGIC: &[u8; 8] = b"SLBACKUP";
 const FORMAT_VERSION: u32 = 1;
@@ -32,7 +34,7 @@ const TEMP_FILE_NAME: &str = "sightline.backup.partial";
 /// length in a file means the file is damaged, and must not become an
 /// allocation of that size.
 const RECORD_BYTES_MAX: u32 = 256 * 1024 * 1024;
-/// Records loaded per sled batch (and flush) on restore. Smaller batches
+/// Records loaded per commit on restore. Smaller batches
 /// kept sled's memory lower during a large load (measured at 9.3 million
 /// records: 10,000 per batch grew ~10 bytes of memory per byte loaded,
 /// 1,000 ~4), though it still grows with the load.
@@ -78,7 +80,7 @@ pub(super) fn prepare(dir: &Path) -> Result<PathBuf, StoreError> {
 /// between groups, when no write is in flight, so the copy is one
 /// consistent state; it does not sync (see [`finish`]) to keep the writer
 /// blocked no longer than the copy itself.
-pub(super) fn copy_tree(tree: &sled::Tree, temp: &Path) -> Result<(u64, u32, u64), StoreError> {
+pub(super) fn copy_tree(tree: &dyn Engine, temp: &Path) -> Result<(u64, u32, u64), StoreError> {
     let started = Instant::now();
     let file = OpenOptions::new()
         .write(true)
@@ -89,7 +91,7 @@ pub(super) fn copy_tree(tree: &sled::Tree, temp: &Path) -> Result<(u64, u32, u64
     out.write_all(&[0; HEADER_BYTES as usize])?;
     let mut crc = crc32fast::Hasher::new();
     let mut keys = 0u64;
-    for entry in tree.iter() {
+    for entry in tree.range(Bound::Unbounded, Bound::Unbounded) {
         let (key, value) = entry?;
         for part in [&key[..], &value[..]] {
             let length = u32::try_from(part.len()).map_err(|_| StoreError::Corrupt {
@@ -222,15 +224,10 @@ pub(super) fn each_record(
     Ok(keys)
 }
 
-/// Loads the backup in `backup_dir` into `tree`, durably. The file is
+/// Loads the backup in `backup_dir` into `engine`, durably. The file is
 /// verified in full before anything is written, so a damaged backup leaves
 /// the target untouched.
-pub(super) fn load(
-    backup_dir: &Path,
-    db: &sled::Db,
-    tree: &sled::Tree,
-    log_file: &File,
-) -> Result<RestoreReport, StoreError> {
+pub(super) fn load(backup_dir: &Path, engine: &dyn Engine) -> Result<RestoreReport, StoreError> {
     let path = backup_dir.join(BACKUP_FILE_NAME);
     if !path.is_file() {
         return Err(StoreError::Precondition(format!(
@@ -239,23 +236,16 @@ pub(super) fn load(
         )));
     }
     each_record(&path, |_, _| Ok(()))?;
-    let mut batch = sled::Batch::default();
-    let mut batched = 0;
+    let mut batch = Batch::default();
     let keys = each_record(&path, |key, value| {
         batch.insert(key, value);
-        batched += 1;
-        if batched >= RESTORE_BATCH_RECORDS {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-            // The store runs without a background flush; unflushed writes
-            // stay in memory.
-            db.flush()?;
-            batched = 0;
+        if batch.len() >= RESTORE_BATCH_RECORDS {
+            // The engine holds unsynced writes in memory.
+            engine.commit(std::mem::take(&mut batch))?;
         }
         Ok(())
     })?;
-    tree.apply_batch(batch)?;
-    db.flush()?;
-    log_file.sync_data()?;
+    engine.commit(batch)?;
     Ok(RestoreReport {
         keys,
         replayed: None,
@@ -265,49 +255,47 @@ pub(super) fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::engine::sled::SledEngine;
 
     #[test]
-    fn a_copy_loads_back_identically_and_damage_is_detected() {
-        let source_dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .temporary(true)
-            .path(source_dir.path().join("db"))
-            .open()
-            .unwrap();
-        let tree = db.open_tree("t").unwrap();
+    fn a_copy_loads_back_identically_and_damage_is_detected() -> Result<(), StoreError> {
+        let source_dir = tempfile::tempdir()?;
+        let source = SledEngine::temporary()?;
         for i in 0u32..1000 {
-            tree.insert(i.to_be_bytes(), vec![i as u8; (i % 50) as usize])
-                .unwrap();
+            source.put_now(&i.to_be_bytes(), &vec![i as u8; (i % 50) as usize])?;
         }
         let backup_dir = source_dir.path().join("backup");
-        let temp = prepare(&backup_dir).unwrap();
-        let (keys, _, _) = copy_tree(&tree, &temp).unwrap();
-        let (path, _) = finish(&temp).unwrap();
+        let temp = prepare(&backup_dir)?;
+        let (keys, _, _) = copy_tree(&source, &temp)?;
+        let (path, _) = finish(&temp)?;
         assert_eq!(keys, 1000);
         assert!(prepare(&backup_dir).is_err(), "an existing backup is kept");
 
-        let target = sled::Config::new()
-            .temporary(true)
-            .path(source_dir.path().join("restored"))
-            .open()
-            .unwrap();
-        let target_tree = target.open_tree("t").unwrap();
-        let log = File::open(source_dir.path().join("restored").join("db")).unwrap();
-        let report = load(&backup_dir, &target, &target_tree, &log).unwrap();
+        let target = SledEngine::temporary()?;
+        let report = load(&backup_dir, &target)?;
         assert_eq!(report.keys, 1000);
-        let copied: Vec<_> = target_tree.iter().map(Result::unwrap).collect();
-        let original: Vec<_> = tree.iter().map(Result::unwrap).collect();
-        assert_eq!(copied, original);
+        let everything = |engine: &SledEngine| -> Vec<_> {
+            engine
+                .range(Bound::Unbounded, Bound::Unbounded)
+                .filter_map(Result::ok)
+                .collect()
+        };
+        assert_eq!(everything(&target), everything(&source));
 
-        let mut bytes = fs::read(&path).unwrap();
+        let mut bytes = fs::read(&path)?;
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
-        let empty = target.open_tree("empty").unwrap();
+        fs::write(&path, bytes)?;
+        let empty = SledEngine::temporary()?;
         assert!(matches!(
-            load(&backup_dir, &target, &empty, &log),
+            load(&backup_dir, &empty),
             Err(StoreError::Corrupt { .. })
         ));
-        assert!(empty.is_empty(), "nothing is loaded from a damaged backup");
+        assert_eq!(
+            crate::store::engine::count_all(&empty),
+            0,
+            "nothing is loaded from a damaged backup"
+        );
+        Ok(())
     }
 }

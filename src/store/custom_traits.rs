@@ -2,6 +2,7 @@
 //! states live in each profile's activity (`records::ActivityRecord`).
 
 use super::StoreError;
+use super::engine::Engine;
 use super::keys;
 use super::overlay::CallWrites;
 use crate::computed::custom::CustomTraitDefinition;
@@ -64,9 +65,9 @@ pub(super) fn mark_ready(
     Ok(Some(definition))
 }
 
-pub(super) fn all(tree: &sled::Tree) -> Result<Vec<CustomTraitDefinition>, StoreError> {
+pub(super) fn all(tree: &dyn Engine) -> Result<Vec<CustomTraitDefinition>, StoreError> {
     let mut definitions = Vec::new();
-    for entry in tree.scan_prefix([keys::CUSTOM_TRAIT]) {
+    for entry in tree.scan_prefix(&[keys::CUSTOM_TRAIT]) {
         let (_, value) = entry?;
         definitions.push(decode(&value)?);
     }

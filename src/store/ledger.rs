@@ -11,6 +11,7 @@ use std::path::Path;
 
 use super::StoreError;
 use super::backup::{BACKUP_FILE_NAME, each_record};
+use super::engine::Engine;
 use super::keys;
 use super::overlay::CallWrites;
 use super::privacy::{Suppressor, erase};
@@ -47,7 +48,7 @@ impl PrivacyLedger {
     /// directory.
     pub fn read(
         source: &Path,
-        open_data_dir: impl FnOnce(&Path) -> Result<sled::Tree, StoreError>,
+        open_data_dir: impl FnOnce(&Path) -> Result<Box<dyn Engine>, StoreError>,
     ) -> Result<PrivacyLedger, StoreError> {
         let mut ledger = PrivacyLedger::default();
         if source.join(BACKUP_FILE_NAME).is_file() {
@@ -107,7 +108,7 @@ impl PrivacyLedger {
 /// not in `tree`, each with the request that suppressed it. Reads `tree`
 /// directly: restore runs offline, nothing else writes.
 pub fn profiles_to_erase(
-    tree: &sled::Tree,
+    tree: &dyn Engine,
     suppressor: &Suppressor,
     ledger: &PrivacyLedger,
 ) -> Result<BTreeMap<ProfileId, String>, StoreError> {
@@ -122,7 +123,7 @@ pub fn profiles_to_erase(
     if new_tags.is_empty() {
         return Ok(profiles);
     }
-    for entry in tree.scan_prefix([keys::IDENTIFIER]) {
+    for entry in tree.scan_prefix(&[keys::IDENTIFIER]) {
         let (key, value) = entry?;
         let tag = suppressor.tag_of_indexed(&key[1..]);
         if let Some(request_id) = new_tags.get(&tag[..]) {

@@ -6,11 +6,13 @@
 //! ten million.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::StoreError;
+use super::engine::Engine;
 use super::keys;
 use super::matching::{BLOCK_SCORED_MAX, current_fields, decode_profile};
 use super::records::ProfileRecord;
@@ -36,7 +38,7 @@ const BLOCK_PAIRS_MAX: usize = 200;
 type Unit = (ProfileId, usize);
 
 struct Loader<'t> {
-    tree: &'t sled::Tree,
+    tree: &'t dyn Engine,
     profiles: HashMap<ProfileId, Option<MatchProfile>>,
 }
 
@@ -50,11 +52,11 @@ impl Loader<'_> {
     }
 
     fn load(&self, id: ProfileId) -> Result<Option<MatchProfile>, StoreError> {
-        if let Some(bytes) = self.tree.get(keys::fuzzy_variants(id))? {
+        if let Some(bytes) = self.tree.get(&keys::fuzzy_variants(id))? {
             return Ok(Some(decode_profile(&bytes)?));
         }
         // Indexed before its fields were kept beside it, or never matched.
-        let Some(bytes) = self.tree.get(keys::profile(id))? else {
+        let Some(bytes) = self.tree.get(&keys::profile(id))? else {
             return Ok(None);
         };
         let record = ProfileRecord::for_reading(&bytes)?;
@@ -70,7 +72,7 @@ impl Loader<'_> {
 /// Collects a training sample. `next_profile_id` bounds the ids drawn;
 /// `population` is the number of profiles with names.
 pub fn collect_sample(
-    tree: &sled::Tree,
+    tree: &dyn Engine,
     next_profile_id: u64,
     population: u64,
     seed: u64,
@@ -172,13 +174,15 @@ fn rule_pairs(
     // Keys continue with digits or upper-case letters (codes, dates).
     start.push(rng.random_range(b'0'..=b'Z'));
     let tree = loader.tree;
-    let from_start = tree.range(start.clone()..).take_while(|entry| {
-        entry
-            .as_ref()
-            .map(|(key, _)| key.starts_with(&prefix))
-            .unwrap_or(true)
-    });
-    let wrapped = tree.range(prefix.clone()..start);
+    let from_start = tree
+        .range(Bound::Included(start.clone()), Bound::Unbounded)
+        .take_while(|entry| {
+            entry
+                .as_ref()
+                .map(|(key, _)| key.starts_with(&prefix))
+                .unwrap_or(true)
+        });
+    let wrapped = tree.range(Bound::Included(prefix.clone()), Bound::Excluded(start));
     let mut pairs = Vec::new();
     let mut blocks = 0;
     for entry in from_start.chain(wrapped) {
@@ -217,7 +221,7 @@ fn rule_pairs(
     Ok((pairs, true))
 }
 
-fn variants_stored(tree: &sled::Tree) -> Result<u64, StoreError> {
+fn variants_stored(tree: &dyn Engine) -> Result<u64, StoreError> {
     let mut count = 0u64;
     for entry in tree.scan_prefix(keys::FUZZY_VARIANTS) {
         let (_, value) = entry?;

@@ -8,6 +8,7 @@
 //! answer counts and listings without touching the database.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::RwLock;
 
 use prost::Message;
@@ -15,6 +16,7 @@ use roaring::RoaringTreemap;
 use tokio::sync::broadcast;
 
 use super::StoreError;
+use super::engine::Engine;
 use super::keys;
 use super::overlay::CallWrites;
 use super::records::{EventRecord, MembershipRecord, ProfileRecord, SegmentRecord, decode};
@@ -41,9 +43,9 @@ pub struct MembershipIndex {
 }
 
 impl MembershipIndex {
-    pub fn load(tree: &sled::Tree) -> Result<MembershipIndex, StoreError> {
+    pub fn load(tree: &dyn Engine) -> Result<MembershipIndex, StoreError> {
         let mut segments: HashMap<SegmentNumber, SegmentMembers> = HashMap::new();
-        for entry in tree.scan_prefix([keys::MEMBERSHIP]) {
+        for entry in tree.scan_prefix(&[keys::MEMBERSHIP]) {
             let (key, value) = entry?;
             let Some(profile) = keys::decode_u64(&key[1..]) else {
                 continue;
@@ -265,10 +267,10 @@ fn profile_facts<'a>(
 
 /// The facts of every live profile, read from the tree in id order.
 pub fn for_each_profile_facts(
-    tree: &sled::Tree,
+    tree: &dyn Engine,
     visit: &mut dyn FnMut(&ProfileFacts<'_>),
 ) -> Result<(), StoreError> {
-    for entry in tree.scan_prefix([keys::PROFILE]) {
+    for entry in tree.scan_prefix(&[keys::PROFILE]) {
         let (key, value) = entry?;
         let Some(id) = keys::decode_u64(&key[1..]) else {
             continue;
@@ -283,7 +285,7 @@ pub fn for_each_profile_facts(
 
 /// Counts a profile's events in the tree as it is.
 struct TreeEvents<'t> {
-    tree: &'t sled::Tree,
+    tree: &'t dyn Engine,
     id: ProfileId,
 }
 
@@ -292,7 +294,7 @@ impl EventCounter for TreeEvents<'_> {
         let prefix = keys::events_of(self.id);
         let start = keys::event(self.id, since, 0);
         self.tree
-            .range(start..)
+            .range(Bound::Included(start.to_vec()), Bound::Unbounded)
             .take_while(|entry| {
                 entry
                     .as_ref()

@@ -10,6 +10,7 @@ mod apply;
 mod backup;
 mod consent;
 mod custom_traits;
+mod engine;
 mod keys;
 mod ledger;
 mod match_training;
@@ -24,6 +25,8 @@ mod stats;
 mod writer;
 
 use std::path::PathBuf;
+
+use engine::EngineError;
 
 use futures::future::BoxFuture;
 
@@ -47,7 +50,7 @@ pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sled::Error),
+    Database(EngineError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored {what} cannot be read: {reason}")]
@@ -67,6 +70,16 @@ pub enum StoreError {
     Invalid { field: String, description: String },
     #[error("{0}")]
     Precondition(String),
+}
+
+impl From<EngineError> for StoreError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Io(io) => StoreError::Io(io),
+            EngineError::Locked(dir) => StoreError::Locked(dir),
+            other => StoreError::Database(other),
+        }
+    }
 }
 
 /// What recommendations read of one person.

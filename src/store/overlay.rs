@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
 use super::StoreError;
+use super::engine::{Batch, Engine};
 use crate::model::MembershipChange;
 
 /// `None` marks a deletion.
@@ -25,10 +26,10 @@ pub struct SparseKeys {
 
 impl SparseKeys {
     /// Lists every existing key of the tables with these tags.
-    pub fn load(tree: &sled::Tree, tags: &[u8]) -> Result<SparseKeys, StoreError> {
+    pub fn load(tree: &dyn Engine, tags: &[u8]) -> Result<SparseKeys, StoreError> {
         let mut keys = HashSet::new();
         for tag in tags {
-            for entry in tree.scan_prefix([*tag]) {
+            for entry in tree.scan_prefix(&[*tag]) {
                 let (key, _) = entry?;
                 keys.insert(key.to_vec());
             }
@@ -52,7 +53,7 @@ impl SparseKeys {
 
 /// Pending writes of one group commit, on top of the tree.
 pub struct GroupWrites<'t> {
-    tree: &'t sled::Tree,
+    engine: &'t dyn Engine,
     sparse: &'t mut SparseKeys,
     changes: Changes,
     /// Values read from the tree through [`CallWrites::get_remembered`]:
@@ -64,9 +65,9 @@ pub struct GroupWrites<'t> {
 }
 
 impl<'t> GroupWrites<'t> {
-    pub fn new(tree: &'t sled::Tree, sparse: &'t mut SparseKeys) -> Self {
+    pub fn new(engine: &'t dyn Engine, sparse: &'t mut SparseKeys) -> Self {
         GroupWrites {
-            tree,
+            engine,
             sparse,
             changes: Changes::new(),
             remembered: HashMap::new(),
@@ -84,7 +85,7 @@ impl<'t> GroupWrites<'t> {
             .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
             .take_while(|(key, _)| key.first() == Some(&tag))
         {
-            let existed = self.tree.contains_key(key)?;
+            let existed = self.engine.contains(key)?;
             change += i64::from(value.is_some()) - i64::from(existed);
         }
         Ok(change)
@@ -114,7 +115,7 @@ impl<'t> GroupWrites<'t> {
         if let Some(value) = self.remembered.get(key) {
             return Ok(value.clone());
         }
-        Ok(self.tree.get(key)?.map(|value| value.to_vec()))
+        Ok(self.engine.get(key)?)
     }
 
     pub fn take_membership_changes(&mut self) -> Vec<MembershipChange> {
@@ -134,8 +135,8 @@ impl<'t> GroupWrites<'t> {
         }
     }
 
-    pub fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
+    pub fn into_batch(self) -> Batch {
+        let mut batch = Batch::default();
         for (key, change) in self.changes {
             match change {
                 Some(value) => batch.insert(key, value),
@@ -165,7 +166,7 @@ impl CallWrites<'_, '_> {
         if self.group.sparse.certainly_absent(key) {
             return Ok(None);
         }
-        Ok(self.group.tree.get(key)?.map(|value| value.to_vec()))
+        Ok(self.group.engine.get(key)?)
     }
 
     /// As `get`, remembering a value read from the tree for
@@ -201,7 +202,7 @@ impl CallWrites<'_, '_> {
     /// with the group's flush. For data that may be lost yet must not hold
     /// readers up, since sled excludes every reader while a batch applies.
     pub fn write_through(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.group.tree.insert(key, value)?;
+        self.group.engine.put_now(key, &value)?;
         Ok(())
     }
 
@@ -218,12 +219,16 @@ impl CallWrites<'_, '_> {
     /// order.
     pub fn scan_prefix_from(&self, prefix: &[u8], start: &[u8]) -> Result<KeyValues, StoreError> {
         let mut merged = BTreeMap::new();
-        for entry in self.group.tree.range(start..) {
+        for entry in self
+            .group
+            .engine
+            .range(Bound::Included(start.to_vec()), Bound::Unbounded)
+        {
             let (key, value) = entry?;
             if !key.starts_with(prefix) {
                 break;
             }
-            merged.insert(key.to_vec(), Some(value.to_vec()));
+            merged.insert(key, Some(value));
         }
         for layer in [&self.group.changes, &self.changes] {
             let range = layer.range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
@@ -253,20 +258,21 @@ impl CallWrites<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::engine::sled::SledEngine;
 
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new()
-            .temporary(true)
-            .open()
-            .expect("temporary db");
-        db.open_tree("t").expect("tree")
+    fn tree() -> SledEngine {
+        SledEngine::temporary().expect("temporary engine")
+    }
+
+    fn put(tree: &SledEngine, key: &[u8], value: &[u8]) {
+        tree.put_now(key, value).expect("put");
     }
 
     #[test]
     fn later_calls_see_earlier_commits_and_dropped_calls_vanish() {
         let tree = tree();
-        tree.insert(b"a1", b"tree".as_slice()).expect("insert");
-        tree.insert(b"a2", b"tree".as_slice()).expect("insert");
+        put(&tree, b"a1", b"tree");
+        put(&tree, b"a2", b"tree");
         let mut sparse = SparseKeys::default();
         let mut group = GroupWrites::new(&tree, &mut sparse);
 
@@ -290,7 +296,7 @@ mod tests {
         assert_eq!(scanned, expected);
         second.commit();
 
-        tree.apply_batch(group.into_batch()).expect("apply");
+        tree.commit(group.into_batch()).expect("commit");
         assert_eq!(tree.get(b"a1").expect("get"), None);
         assert_eq!(tree.get(b"a4").expect("get"), None);
         assert_eq!(
@@ -302,7 +308,7 @@ mod tests {
     #[test]
     fn sparse_tables_answer_absent_keys_from_memory_and_see_new_ones() {
         let tree = tree();
-        tree.insert(b"h-known", b"1".as_slice()).expect("insert");
+        put(&tree, b"h-known", b"1");
         let mut sparse = SparseKeys::load(&tree, b"h").expect("load");
         let mut group = GroupWrites::new(&tree, &mut sparse);
         let mut writes = group.call();
@@ -313,7 +319,7 @@ mod tests {
         assert_eq!(writes.get(b"h-missing").expect("get"), None);
         writes.insert(b"h-new".as_slice(), b"2".as_slice());
         writes.commit();
-        tree.apply_batch(group.into_batch()).expect("apply");
+        tree.commit(group.into_batch()).expect("commit");
         let mut group = GroupWrites::new(&tree, &mut sparse);
         let writes = group.call();
         assert_eq!(

@@ -12,6 +12,7 @@ use prost::Message;
 use serde_json::{Map, Value};
 
 use super::StoreError;
+use super::engine::{Batch, Engine};
 use super::keys::{PRODUCT, RETIRED_PAIR, RETIRED_POPULARITY, SHOPPER};
 use super::overlay::{CallWrites, GroupWrites};
 use super::records::decode;
@@ -386,9 +387,9 @@ fn write_model(recommender: &SharedRecommender) -> std::sync::RwLockWriteGuard<'
 
 /// The in-memory model at start-up: the catalogue, and the counts summed
 /// over every stored history.
-pub fn load(tree: &sled::Tree) -> Result<Recommender, StoreError> {
+pub fn load(tree: &dyn Engine) -> Result<Recommender, StoreError> {
     let mut model = Recommender::default();
-    for entry in tree.scan_prefix([PRODUCT]) {
+    for entry in tree.scan_prefix(&[PRODUCT]) {
         let (key, value) = entry?;
         if let Some(product) = key.get(1..).and_then(key_u64) {
             let record: ProductRecord = decode(&value, "product")?;
@@ -396,7 +397,7 @@ pub fn load(tree: &sled::Tree) -> Result<Recommender, StoreError> {
         }
     }
     let mut contributions = Vec::new();
-    for entry in tree.scan_prefix([SHOPPER]) {
+    for entry in tree.scan_prefix(&[SHOPPER]) {
         let (_, value) = entry?;
         contributions.push(Contribution::of(&decode_history(&value)?));
         if contributions.len() >= 4096 {
@@ -409,16 +410,15 @@ pub fn load(tree: &sled::Tree) -> Result<Recommender, StoreError> {
 }
 
 /// Earlier versions stored the counts; they are derived in memory now.
-pub fn remove_retired_tables(tree: &sled::Tree) -> Result<(), StoreError> {
+pub fn remove_retired_tables(tree: &dyn Engine) -> Result<(), StoreError> {
     for prefix in [RETIRED_POPULARITY, RETIRED_PAIR] {
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for key in tree.scan_prefix([prefix]).keys() {
-            batch.remove(key?);
-            any = true;
+        let mut batch = Batch::default();
+        for entry in tree.scan_prefix(&[prefix]) {
+            let (key, _) = entry?;
+            batch.remove(key);
         }
-        if any {
-            tree.apply_batch(batch)?;
+        if !batch.is_empty() {
+            tree.commit(batch)?;
         }
     }
     Ok(())
@@ -430,10 +430,9 @@ mod tests {
 
     #[test]
     fn counts_stored_by_earlier_versions_are_removed_at_open() -> Result<(), StoreError> {
-        let db = sled::Config::new().temporary(true).open()?;
-        let tree = db.open_tree("sightline")?;
-        tree.insert([RETIRED_PAIR, 1, 2], &[0u8; 8])?;
-        tree.insert([RETIRED_POPULARITY, 1], &[0u8; 2])?;
+        let tree = crate::store::engine::sled::SledEngine::temporary()?;
+        tree.put_now(&[RETIRED_PAIR, 1, 2], &[0u8; 8])?;
+        tree.put_now(&[RETIRED_POPULARITY, 1], &[0u8; 2])?;
         let history = ShopperHistory {
             interactions: vec![Interaction {
                 product: 7,
@@ -442,14 +441,18 @@ mod tests {
                 purchases: 1,
             }],
         };
-        tree.insert(
-            shopper_key(ProfileId(1)),
-            ShopperRecord::from(&history).encode_to_vec(),
+        tree.put_now(
+            &shopper_key(ProfileId(1)),
+            &ShopperRecord::from(&history).encode_to_vec(),
         )?;
         remove_retired_tables(&tree)?;
-        assert_eq!(tree.scan_prefix([RETIRED_PAIR]).count(), 0);
-        assert_eq!(tree.scan_prefix([RETIRED_POPULARITY]).count(), 0);
-        assert_eq!(tree.len(), 1, "the history stays");
+        assert_eq!(tree.scan_prefix(&[RETIRED_PAIR]).count(), 0);
+        assert_eq!(tree.scan_prefix(&[RETIRED_POPULARITY]).count(), 0);
+        assert_eq!(
+            crate::store::engine::count_all(&tree),
+            1,
+            "the history stays"
+        );
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
+use std::ops::Bound;
 use std::{
-    fs::File,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock, mpsc as std_mpsc},
     thread::JoinHandle,
@@ -14,6 +14,8 @@ use super::apply::{apply_unmerge, recompute_custom_traits};
 use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
 use super::custom_traits;
+use super::engine::sled::SledEngine;
+use super::engine::{Batch, Engine, prefix_bounds};
 use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::match_training;
 use super::matching;
@@ -25,7 +27,7 @@ use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
 use super::stats::{StoreStats, WriterStats};
-use super::writer::{BlobFiles, Command, JobContext, Writer, job};
+use super::writer::{Command, JobContext, Writer, job};
 use super::{ApplyResults, ProfileStore, Shopper, StoreError, keys};
 use crate::computed::custom::CustomTraitDefinition;
 use crate::computed::{Activity, RankKey, RfmQuintiles};
@@ -56,16 +58,13 @@ pub struct SledStoreOptions {
     pub recommendations: bool,
 }
 
-const TREE_NAME: &str = "sightline";
 /// A profile read races at most with merges that keep moving it; each retry
 /// follows one more alias.
 const READ_ATTEMPTS_MAX: usize = 4;
 
 /// The embedded default store: one sled tree with prefixed keys.
 pub struct SledStore {
-    /// For the size on disk; every read and write uses `tree`.
-    db: sled::Db,
-    tree: sled::Tree,
+    engine: Arc<dyn Engine>,
     memberships: Arc<MembershipIndex>,
     recommender: SharedRecommender,
     queue: mpsc::Sender<Command>,
@@ -102,11 +101,14 @@ impl SledStore {
         options: &SledStoreOptions,
         segments: Arc<dyn MembershipRules>,
     ) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(&options.data_dir)?;
-        let (db, tree, log_file) = open_db(&options.data_dir, options.cache_capacity_bytes)?;
+        let engine: Arc<dyn Engine> = Arc::new(SledEngine::open(
+            &options.data_dir,
+            options.cache_capacity_bytes,
+        )?);
+        let tree = engine.as_ref();
         let counters = Counters {
-            next_profile_id: read_counter(&tree, keys::NEXT_PROFILE_ID)?,
-            next_event_sequence: read_counter(&tree, keys::NEXT_EVENT_SEQUENCE)?,
+            next_profile_id: read_counter(tree, keys::NEXT_PROFILE_ID)?,
+            next_event_sequence: read_counter(tree, keys::NEXT_EVENT_SEQUENCE)?,
         };
         if let Some(bytes) = tree.get(keys::FUZZY_MODEL)? {
             match serde_json::from_slice::<MatchModel>(&bytes) {
@@ -116,21 +118,18 @@ impl SledStore {
             }
         }
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
-        let memberships = Arc::new(MembershipIndex::load(&tree)?);
-        products::remove_retired_tables(&tree)?;
-        let recommender: SharedRecommender = Arc::new(RwLock::new(products::load(&tree)?));
+        let memberships = Arc::new(MembershipIndex::load(tree)?);
+        products::remove_retired_tables(tree)?;
+        let recommender: SharedRecommender = Arc::new(RwLock::new(products::load(tree)?));
         let writer_stats = Arc::new(WriterStats::default());
-        writer_stats.set_live_profiles(count_keys(&tree, keys::PROFILE)?);
+        writer_stats.set_live_profiles(count_keys(tree, keys::PROFILE)?);
         let writer = Writer {
-            db: db.clone(),
-            tree: tree.clone(),
-            log_file,
-            blobs: BlobFiles::new(&options.data_dir),
+            engine: Arc::clone(&engine),
             counters,
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),
-            sparse: SparseKeys::load(&tree, &[keys::HUB, keys::REJECTION, keys::SUPPRESSION])?,
-            suppressor: Suppressor::new(suppression_key(&tree, options)?),
+            sparse: SparseKeys::load(tree, &[keys::HUB, keys::REJECTION, keys::SUPPRESSION])?,
+            suppressor: Suppressor::new(suppression_key(tree, options)?),
             segments,
             memberships: Arc::clone(&memberships),
             recommender: Arc::clone(&recommender),
@@ -142,7 +141,7 @@ impl SledStore {
             .spawn(move || writer.run(receiver))?;
         let (commands, received) = std_mpsc::channel();
         let estimator = Estimator {
-            tree: tree.clone(),
+            engine: Arc::clone(&engine),
             queue: queue.clone(),
             rules: options.merge_rules.clone(),
         };
@@ -150,8 +149,7 @@ impl SledStore {
             .name("sightline-match-model".to_owned())
             .spawn(move || estimator.run(received))?;
         Ok(SledStore {
-            db,
-            tree,
+            engine,
             memberships,
             recommender,
             queue,
@@ -163,7 +161,7 @@ impl SledStore {
     }
 
     fn resolve(&self, id: ProfileId) -> Result<ProfileId, StoreError> {
-        match self.tree.get(keys::alias(id))? {
+        match self.engine.get(&keys::alias(id))? {
             Some(bytes) => decode_profile_id(&bytes),
             None => Ok(id),
         }
@@ -175,12 +173,8 @@ impl SledStore {
         events_max: usize,
     ) -> Result<Vec<crate::model::EventView>, StoreError> {
         let mut newest_first = Vec::with_capacity(events_max.min(64));
-        for entry in self
-            .tree
-            .scan_prefix(keys::events_of(id))
-            .rev()
-            .take(events_max)
-        {
+        let (from, to) = prefix_bounds(&keys::events_of(id));
+        for entry in self.engine.range_back(from, to).take(events_max) {
             let (key, value) = entry?;
             let (timestamp, sequence) = keys::decode_event(&key).ok_or(StoreError::Corrupt {
                 what: "event key",
@@ -197,7 +191,7 @@ impl SledStore {
 /// Re-estimates the match model off the writer thread, when matching asks
 /// (the population doubled) or an operator does.
 struct Estimator {
-    tree: sled::Tree,
+    engine: Arc<dyn Engine>,
     queue: mpsc::Sender<Command>,
     rules: MergeRules,
 }
@@ -231,14 +225,14 @@ impl Estimator {
     }
 
     fn estimate(&self, at: UnixMillis) -> Result<MatchModel, StoreError> {
-        let next_profile_id = read_counter(&self.tree, keys::NEXT_PROFILE_ID)?;
-        let population = match self.tree.get(keys::fuzzy_name_count(""))? {
+        let next_profile_id = read_counter(self.engine.as_ref(), keys::NEXT_PROFILE_ID)?;
+        let population = match self.engine.get(&keys::fuzzy_name_count(""))? {
             Some(bytes) => keys::decode_u64(&bytes).unwrap_or(0),
             None => 0,
         };
         let previous = self.rules.match_model();
         let sample = match_training::collect_sample(
-            &self.tree,
+            self.engine.as_ref(),
             next_profile_id,
             population,
             previous.version.wrapping_add(1),
@@ -273,7 +267,7 @@ impl Estimator {
 
 /// The configured suppression secret, or the one this database generated
 /// at its first start.
-fn suppression_key(tree: &sled::Tree, options: &SledStoreOptions) -> Result<Vec<u8>, StoreError> {
+fn suppression_key(tree: &dyn Engine, options: &SledStoreOptions) -> Result<Vec<u8>, StoreError> {
     if let Some(key) = &options.suppression_key {
         return Ok(key.clone());
     }
@@ -283,64 +277,19 @@ fn suppression_key(tree: &sled::Tree, options: &SledStoreOptions) -> Result<Vec<
     let mut key = vec![0u8; 32];
     // The thread generator is a CSPRNG seeded from the operating system.
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    tree.insert(keys::SUPPRESSION_KEY, key.as_slice())?;
-    tree.flush()?;
+    let mut batch = Batch::default();
+    batch.insert(keys::SUPPRESSION_KEY, key.clone());
+    tree.commit(batch)?;
     Ok(key)
 }
 
-fn log_file_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("db")
-}
-
-fn count_keys(tree: &sled::Tree, tag: u8) -> Result<u64, StoreError> {
+fn count_keys(tree: &dyn Engine, tag: u8) -> Result<u64, StoreError> {
     let mut count = 0;
-    for entry in tree.scan_prefix([tag]) {
+    for entry in tree.scan_prefix(&[tag]) {
         entry?;
         count += 1;
     }
     Ok(count)
-}
-
-/// How long an open waits for a directory lock to be let go: sled gives
-/// it up only once its background threads drop their last handle, which
-/// can trail a close (a restart, restore's reopen) by moments.
-const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn open_db(
-    data_dir: &Path,
-    cache_capacity_bytes: u64,
-) -> Result<(sled::Db, sled::Tree, File), StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
-    let db = loop {
-        match open_sled(data_dir, cache_capacity_bytes) {
-            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            opened => break opened?,
-        }
-    };
-    let tree = db.open_tree(TREE_NAME)?;
-    let log_file = File::open(log_file_path(data_dir))?;
-    Ok((db, tree, log_file))
-}
-
-fn open_sled(data_dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(data_dir)
-        .cache_capacity(cache_capacity_bytes)
-        // Durability comes from an explicit flush and fdatasync per group;
-        // a background flush thread would only add I/O.
-        .flush_every_ms(None)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(|error| match error {
-            // sled 0.34.7 reports a lock held elsewhere only in the text
-            // of an `Other` error.
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked(data_dir.to_owned())
-            }
-            other => StoreError::Database(other),
-        })
 }
 
 impl SledStore {
@@ -365,13 +314,13 @@ impl SledStore {
         let ledger = privacy_source
             .map(|source| {
                 PrivacyLedger::read(source, |dir| {
-                    let (_, tree, _) = open_db(dir, 64 * 1024 * 1024).map_err(|error| {
+                    let engine = SledEngine::open(dir, 64 * 1024 * 1024).map_err(|error| {
                         StoreError::Precondition(format!(
                             "cannot open {} (is a server using it?): {error}",
                             dir.display()
                         ))
                     })?;
-                    Ok(tree)
+                    Ok(Box::new(engine) as Box<dyn Engine>)
                 })
             })
             .transpose()?;
@@ -401,8 +350,9 @@ impl SledStore {
         let mut report = {
             // The server's default cache: a smaller one made sled's memory
             // grow faster during a large load, not slower.
-            let (db, tree, log_file) = open_db(&options.data_dir, 1024 * 1024 * 1024)?;
-            let report = backup::load(backup_dir, &db, &tree, &log_file)?;
+            let engine = SledEngine::open(&options.data_dir, 1024 * 1024 * 1024)?;
+            let tree = &engine;
+            let report = backup::load(backup_dir, tree)?;
             if let Some(ledger) = &ledger
                 && options.suppression_key.is_none()
             {
@@ -422,12 +372,11 @@ impl SledStore {
     fn replay(&self, ledger: PrivacyLedger) -> Result<ReplayReport, StoreError> {
         let ledger = Arc::new(ledger);
         let now = crate::model::Clock::now(&crate::model::SystemClock);
-        let tree = self.tree.clone();
+        let tree = self.engine.clone();
         let found = Arc::clone(&ledger);
-        let profiles =
-            futures::executor::block_on(self.submit(move |context| {
-                ledger::profiles_to_erase(&tree, context.suppressor, &found)
-            }))?;
+        let profiles = futures::executor::block_on(self.submit(move |context| {
+            ledger::profiles_to_erase(tree.as_ref(), context.suppressor, &found)
+        }))?;
         let mut report = ReplayReport::default();
         // One job per person: each erasure is atomic on its own, as it is
         // when requested through the API.
@@ -462,7 +411,7 @@ fn clear_directory(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn read_counter(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+fn read_counter(tree: &dyn Engine, key: &[u8]) -> Result<u64, StoreError> {
     match tree.get(key)? {
         Some(bytes) => keys::decode_u64(&bytes).ok_or(StoreError::Corrupt {
             what: "counter",
@@ -518,7 +467,7 @@ impl ProfileStore for SledStore {
     }
 
     fn privacy_request(&self, request_id: &str) -> Result<Option<PrivacyRequest>, StoreError> {
-        match self.tree.get(keys::privacy_request(request_id))? {
+        match self.engine.get(&keys::privacy_request(request_id))? {
             Some(bytes) => Ok(Some(privacy::request_of(
                 request_id,
                 &decode(&bytes, "privacy request")?,
@@ -529,7 +478,7 @@ impl ProfileStore for SledStore {
 
     fn privacy_requests(&self) -> Result<Vec<PrivacyRequest>, StoreError> {
         let mut requests = Vec::new();
-        for entry in self.tree.scan_prefix([keys::PRIVACY_REQUEST]) {
+        for entry in self.engine.scan_prefix(&[keys::PRIVACY_REQUEST]) {
             let (key, value) = entry?;
             let id = String::from_utf8_lossy(&key[1..]).into_owned();
             requests.push(privacy::request_of(
@@ -552,7 +501,7 @@ impl ProfileStore for SledStore {
     fn access_log(&self, ids: &[ProfileId]) -> Result<Vec<AccessEntry>, StoreError> {
         let mut entries = Vec::new();
         for &id in ids {
-            for entry in self.tree.scan_prefix(keys::access_of(id)) {
+            for entry in self.engine.scan_prefix(&keys::access_of(id)) {
                 let (key, value) = entry?;
                 let Some((at, _)) = keys::decode_event(&key) else {
                     continue;
@@ -580,7 +529,7 @@ impl ProfileStore for SledStore {
 
     fn trait_history(&self, id: ProfileId) -> Result<Vec<crate::model::TraitView>, StoreError> {
         let live = self.resolve(id)?;
-        let Some(bytes) = self.tree.get(keys::profile(live))? else {
+        let Some(bytes) = self.engine.get(&keys::profile(live))? else {
             return Ok(Vec::new());
         };
         let record = ProfileRecord::from_bytes(&bytes)?;
@@ -615,12 +564,12 @@ impl ProfileStore for SledStore {
     }
 
     fn backup(&self, dir: PathBuf) -> BoxFuture<'static, Result<BackupReport, StoreError>> {
-        let tree = self.tree.clone();
+        let tree = self.engine.clone();
         // Between groups nothing is in flight and every acknowledged write
         // is in the tree: a copy taken there is one consistent state.
         let copy = self.submit(move |_context| {
             let temp = backup::prepare(&dir)?;
-            match backup::copy_tree(&tree, &temp) {
+            match backup::copy_tree(tree.as_ref(), &temp) {
                 Ok((keys, _, writer_blocked_ms)) => Ok((temp, keys, writer_blocked_ms)),
                 Err(error) => {
                     // A partial copy is of no use to anyone.
@@ -655,7 +604,7 @@ impl ProfileStore for SledStore {
 
     fn segments(&self) -> Result<Vec<SegmentDefinition>, StoreError> {
         let mut definitions = Vec::new();
-        for entry in self.tree.scan_prefix([keys::SEGMENT]) {
+        for entry in self.engine.scan_prefix(&[keys::SEGMENT]) {
             let (key, value) = entry?;
             let id = String::from_utf8_lossy(&key[1..]).into_owned();
             definitions.push(membership::definition_of(&id, &decode(&value, "segment")?));
@@ -680,8 +629,8 @@ impl ProfileStore for SledStore {
         let live = self.resolve(id)?;
         // Read first: a profile that exists without a membership record is
         // in no segment; one that does not exist is not found.
-        let memberships = self.tree.get(keys::membership(live))?;
-        if !self.tree.contains_key(keys::profile(live))? {
+        let memberships = self.engine.get(&keys::membership(live))?;
+        if !self.engine.contains(&keys::profile(live))? {
             return Ok(None);
         }
         let memberships = match memberships {
@@ -711,7 +660,7 @@ impl ProfileStore for SledStore {
             writer: self.writer_stats.snapshot(),
             write_queue_depth: (capacity - self.queue.capacity()) as u64,
             write_queue_capacity: capacity as u64,
-            size_on_disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            size_on_disk_bytes: self.engine.size_on_disk().unwrap_or(0),
             recommender: match self.recommender.read() {
                 Ok(model) => model.stats(),
                 Err(poisoned) => poisoned.into_inner().stats(),
@@ -747,11 +696,11 @@ impl ProfileStore for SledStore {
         &self,
         visit: &mut dyn FnMut(&ProfileFacts<'_>),
     ) -> Result<(), StoreError> {
-        membership::for_each_profile_facts(&self.tree, visit)
+        membership::for_each_profile_facts(self.engine.as_ref(), visit)
     }
 
     fn for_each_activity(&self, visit: &mut dyn FnMut(&Activity)) -> Result<(), StoreError> {
-        for entry in self.tree.scan_prefix([keys::PROFILE]) {
+        for entry in self.engine.scan_prefix(&[keys::PROFILE]) {
             let (_, value) = entry?;
             let record = ProfileRecord::for_reading(&value)?;
             visit(&record.activity());
@@ -780,7 +729,7 @@ impl ProfileStore for SledStore {
     }
 
     fn load_rfm_quintiles(&self) -> Result<Option<RfmQuintiles>, StoreError> {
-        let Some(bytes) = self.tree.get(keys::RFM_QUINTILES)? else {
+        let Some(bytes) = self.engine.get(keys::RFM_QUINTILES)? else {
             return Ok(None);
         };
         let record: RfmRecord = decode(&bytes, "rfm quintiles")?;
@@ -887,7 +836,7 @@ impl ProfileStore for SledStore {
 
     fn count_match_candidates(&self) -> Result<u64, StoreError> {
         let mut count = 0;
-        for entry in self.tree.scan_prefix([keys::CANDIDATE]) {
+        for entry in self.engine.scan_prefix(&[keys::CANDIDATE]) {
             entry?;
             count += 1;
         }
@@ -909,7 +858,7 @@ impl ProfileStore for SledStore {
             None => vec![keys::CANDIDATE],
         };
         let mut candidates = Vec::new();
-        for entry in self.tree.range(start..) {
+        for entry in self.engine.range(Bound::Included(start), Bound::Unbounded) {
             let (key, value) = entry?;
             if key.first() != Some(&keys::CANDIDATE) || candidates.len() >= limit {
                 break;
@@ -919,9 +868,12 @@ impl ProfileStore for SledStore {
             };
             let live = [self.resolve(first)?, self.resolve(second)?];
             let stale = live[0] == live[1]
-                || self.tree.get(keys::profile(live[0]))?.is_none()
-                || self.tree.get(keys::profile(live[1]))?.is_none()
-                || self.tree.get(keys::rejection(live[0], live[1]))?.is_some();
+                || self.engine.get(&keys::profile(live[0]))?.is_none()
+                || self.engine.get(&keys::profile(live[1]))?.is_none()
+                || self
+                    .engine
+                    .get(&keys::rejection(live[0], live[1]))?
+                    .is_some();
             if stale {
                 continue;
             }
@@ -955,7 +907,10 @@ impl ProfileStore for SledStore {
     ) -> Result<Vec<ProfileId>, StoreError> {
         let start = keys::profile(ProfileId(after.map_or(0, |id| id.0.saturating_add(1))));
         let mut ids = Vec::with_capacity(limit.min(1024));
-        for entry in self.tree.range(start..) {
+        for entry in self
+            .engine
+            .range(Bound::Included(start.to_vec()), Bound::Unbounded)
+        {
             let (key, _) = entry?;
             if key.first() != Some(&keys::PROFILE) || ids.len() >= limit {
                 break;
@@ -968,7 +923,7 @@ impl ProfileStore for SledStore {
     }
 
     fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError> {
-        match self.tree.get(keys::identifier(identifier))? {
+        match self.engine.get(&keys::identifier(identifier))? {
             Some(bytes) => decode_profile_id(&bytes).map(Some),
             None => Ok(None),
         }
@@ -981,7 +936,7 @@ impl ProfileStore for SledStore {
     ) -> Result<Option<ProfileView>, StoreError> {
         let mut live_id = self.resolve(id)?;
         for _ in 0..READ_ATTEMPTS_MAX {
-            let Some(bytes) = self.tree.get(keys::profile(live_id))? else {
+            let Some(bytes) = self.engine.get(&keys::profile(live_id))? else {
                 // Merged away between the alias lookup and this read, or
                 // never existed.
                 let next = self.resolve(live_id)?;
@@ -1021,8 +976,8 @@ impl ProfileStore for SledStore {
     fn shopper(&self, id: ProfileId) -> Result<Option<Shopper>, StoreError> {
         let mut live_id = self.resolve(id)?;
         for _ in 0..READ_ATTEMPTS_MAX {
-            let history = self.tree.get(products::shopper_key(live_id))?;
-            let Some(bytes) = self.tree.get(keys::profile(live_id))? else {
+            let history = self.engine.get(&products::shopper_key(live_id))?;
+            let Some(bytes) = self.engine.get(&keys::profile(live_id))? else {
                 let next = self.resolve(live_id)?;
                 if next == live_id {
                     return Ok(None);
@@ -1070,7 +1025,7 @@ impl ProfileStore for SledStore {
     }
 
     fn custom_traits(&self) -> Result<Vec<CustomTraitDefinition>, StoreError> {
-        custom_traits::all(&self.tree)
+        custom_traits::all(self.engine.as_ref())
     }
 
     fn recompute_custom_trait(

@@ -3,15 +3,12 @@
 //! group (group commit). A group that changed product histories is answered
 //! by the model thread, once it has moved the recommendation counts.
 
-use std::collections::HashSet;
-use std::ffi::OsString;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Counters, apply_call};
+use super::engine::{Durability, Engine};
 use super::membership::{MembershipIndex, evaluate_profiles};
 use super::overlay::{CallWrites, GroupWrites, SparseKeys};
 use super::privacy::Suppressor;
@@ -95,17 +92,8 @@ where
 }
 
 pub struct Writer {
-    pub db: sled::Db,
-    pub tree: sled::Tree,
-    /// sled's log file; `sled::Db::flush` only issues `sync_file_range`,
-    /// which neither persists file metadata nor flushes the device cache,
-    /// so every group is followed by an `fdatasync` of this file.
-    pub log_file: File,
-    /// Where sled writes each value larger than a quarter of a segment to a
-    /// file of its own (`write_all`, never synced, nor is the directory):
-    /// without syncing them here, a large profile record would survive a
-    /// process kill but not a power loss.
-    pub blobs: BlobFiles,
+    /// Every group is one commit: applied atomically, durable on return.
+    pub engine: Arc<dyn Engine>,
     pub counters: Counters,
     pub group_calls_max: usize,
     pub rules: MergeRules,
@@ -238,7 +226,7 @@ impl Writer {
         to_model: Option<&std::sync::mpsc::SyncSender<CountsThenAnswer>>,
     ) -> Result<(), StoreError> {
         let counters_before = self.counters;
-        let mut group = GroupWrites::new(&self.tree, &mut self.sparse);
+        let mut group = GroupWrites::new(self.engine.as_ref(), &mut self.sparse);
         let mut pending = Vec::with_capacity(commands.len());
         let mut calls_in_group = 0u64;
         let mut profiles_merged = 0u64;
@@ -313,11 +301,11 @@ impl Writer {
                 .count_change(keys::PROFILE)
                 .and_then(|change| {
                     profiles_change = change;
-                    self.tree
-                        .apply_batch(group.into_batch())
+                    self.engine
+                        .commit(group.into_batch())
                         .map_err(StoreError::from)
                 })
-                .and_then(|()| self.make_durable())
+                .map(|durability| self.count_durability(durability))
         };
         match committed {
             Ok(()) => {
@@ -357,64 +345,15 @@ impl Writer {
     }
 
     fn make_durable(&mut self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.log_file.sync_data()?;
-        let synced = self.blobs.sync_new()?;
-        if synced > 0 {
-            self.stats.blob_files_synced(synced);
-        }
+        let durability = self.engine.sync()?;
+        self.count_durability(durability);
         Ok(())
     }
-}
 
-/// sled's blob directory and the blob files already synced.
-pub struct BlobFiles {
-    dir: PathBuf,
-    data_dir: PathBuf,
-    synced: HashSet<OsString>,
-    dir_seen: bool,
-}
-
-impl BlobFiles {
-    pub fn new(data_dir: &Path) -> BlobFiles {
-        BlobFiles {
-            dir: data_dir.join("blobs"),
-            data_dir: data_dir.to_owned(),
-            synced: HashSet::new(),
-            dir_seen: false,
+    fn count_durability(&self, durability: Durability) {
+        if durability.extra_files_synced > 0 {
+            self.stats.blob_files_synced(durability.extra_files_synced);
         }
-    }
-
-    /// Syncs every blob file not synced yet, then the directory holding
-    /// them (and, the first time, the directory holding that). Returns the
-    /// files synced. Blob names are never reused, so a name once synced
-    /// needs no second sync; names sled has removed are forgotten.
-    fn sync_new(&mut self) -> Result<u64, StoreError> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(error) => return Err(error.into()),
-        };
-        let mut present = HashSet::new();
-        let mut synced = 0;
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            if !self.synced.contains(&name) {
-                File::open(entry.path())?.sync_all()?;
-                synced += 1;
-            }
-            present.insert(name);
-        }
-        self.synced = present;
-        if synced > 0 || !self.dir_seen {
-            File::open(&self.dir)?.sync_all()?;
-            if !self.dir_seen {
-                File::open(&self.data_dir)?.sync_all()?;
-                self.dir_seen = true;
-            }
-        }
-        Ok(synced)
     }
 }
 

@@ -1,0 +1,147 @@
+//! The one interface the store's domain logic is written against: ordered
+//! byte keys and values, read directly, written in atomic batches that are
+//! durable when `commit` returns. Only `engine::sled` knows sled; the rest
+//! of the store speaks of keys, ranges and batches.
+
+pub mod sled;
+
+use std::ops::Bound;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("storage engine: {0}")]
+    Backend(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "another server (or a backup or restore) holds the data directory {}; stop it or choose another --data",
+        .0.display()
+    )]
+    Locked(PathBuf),
+}
+
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Key-value pairs in key order (or reverse key order).
+pub type Scan<'e> = Box<dyn Iterator<Item = Result<KeyValue, EngineError>> + 'e>;
+
+/// Writes applied together or not at all.
+#[derive(Debug, Default)]
+pub struct Batch {
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), Some(value.into())));
+    }
+
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// In the order written; a later write of a key wins.
+    pub fn into_writes(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.writes
+    }
+}
+
+/// What a commit did to become durable, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Files beside the engine's log that had to be synced too.
+    pub extra_files_synced: u64,
+}
+
+pub trait Engine: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+
+    fn contains(&self, key: &[u8]) -> Result<bool, EngineError> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Pairs with keys between the bounds, in key order.
+    fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_>;
+
+    /// Pairs with keys between the bounds, highest key first.
+    fn range_back(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_>;
+
+    /// Pairs whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Scan<'_> {
+        let (from, to) = prefix_bounds(prefix);
+        self.range(from, to)
+    }
+
+    /// Applies the batch atomically; it is durable once a later `sync`
+    /// (or `commit`) returns.
+    fn apply(&self, batch: Batch) -> Result<(), EngineError>;
+
+    /// Makes everything applied so far durable.
+    fn sync(&self) -> Result<Durability, EngineError>;
+
+    /// Applies the batch atomically and returns once it is durable.
+    fn commit(&self, batch: Batch) -> Result<Durability, EngineError> {
+        self.apply(batch)?;
+        self.sync()
+    }
+
+    /// Writes one pair at once, outside any group's batch: kept even if a
+    /// later batch fails, durable with the next sync.
+    fn put_now(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        let mut batch = Batch::default();
+        batch.insert(key, value);
+        self.apply(batch)
+    }
+
+    /// Bytes the engine takes on disk.
+    fn size_on_disk(&self) -> Result<u64, EngineError>;
+}
+
+/// The bounds of the keys starting with `prefix`.
+pub fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let to = match prefix_end(prefix) {
+        Some(end) => Bound::Excluded(end),
+        None => Bound::Unbounded,
+    };
+    (Bound::Included(prefix.to_vec()), to)
+}
+
+/// How many pairs an engine holds, by a full scan.
+#[cfg(test)]
+pub fn count_all(engine: &dyn Engine) -> usize {
+    engine.range(Bound::Unbounded, Bound::Unbounded).count()
+}
+
+/// The first key after every key starting with `prefix` (`None` when all
+/// its bytes are 0xff: nothing comes after).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_its_successor() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+}
