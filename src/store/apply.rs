@@ -268,6 +268,7 @@ pub fn apply_call(
                     writes,
                     catalogue,
                     profile_id,
+                    &mut record,
                     event_name,
                     properties,
                     call.timestamp,
@@ -425,8 +426,8 @@ pub fn apply_unmerge(
     split.event_count = moved_events;
     record.set_activity(&kept_activity);
     split.set_activity(&split_activity);
-    kept_history.store(writes, profile_id);
-    split_history.store(writes, new_id);
+    kept_history.store(writes, profile_id, &mut record);
+    split_history.store(writes, new_id, &mut split);
     split.consents = consents_for_split(&record);
 
     record.separated_from.push(new_id.0);
@@ -529,6 +530,7 @@ pub(super) fn absorb(
 ) -> Result<(), StoreError> {
     merge_consents(record, &absorbed);
     let absorbed_activity = absorbed.activity();
+    let absorbed_history = products::history_in(&absorbed);
     for entry in absorbed.identifiers {
         writes.insert(
             keys::identifier(&entry.to_identifier()),
@@ -545,7 +547,7 @@ pub(super) fn absorb(
         writes.remove(key);
     }
     record.event_count += absorbed.event_count;
-    products::absorb(writes, survivor, absorbed_id)?;
+    products::absorb(writes, survivor, record, absorbed_id, absorbed_history);
     let mut activity = record.activity();
     activity.merge(&absorbed_activity);
     record.set_activity(&activity);

@@ -18,7 +18,6 @@
 //! | `x` | HMAC tag of a suppressed identifier   | `SuppressionRecord`       |
 //! | `q` | privacy request id                    | `PrivacyRequestRecord`    |
 //! | `l` | profile id, timestamp, sequence       | `AccessRecord`            |
-//! | `k` | profile id                            | `ShopperRecord`           |
 //! | `u` | product key                           | `ProductRecord`           |
 //! | `n` | product key                           | `PopularityRecord`        |
 //! | `o` | lower product key, higher product key | co-occurrence count (i64) |
@@ -44,7 +43,9 @@ pub const MEMBERSHIP: u8 = b'g';
 pub const SUPPRESSION: u8 = b'x';
 pub const PRIVACY_REQUEST: u8 = b'q';
 pub const ACCESS: u8 = b'l';
-pub const SHOPPER: u8 = b'k';
+/// Histories earlier versions kept apart; moved into the profile records at
+/// open, never reused.
+pub const RETIRED_SHOPPER: u8 = b'k';
 pub const PRODUCT: u8 = b'u';
 /// Counts earlier versions stored; removed at open, never reused.
 pub const RETIRED_POPULARITY: u8 = b'n';

@@ -3,12 +3,13 @@
 //! reaches sled (and so no reader) until the whole group is applied as one
 //! atomic batch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use super::StoreError;
 use super::engine::{Batch, Engine};
-use crate::model::MembershipChange;
+use crate::model::{MembershipChange, ProfileId};
+use crate::recommend::ShopperHistory;
 
 /// `None` marks a deletion.
 type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -56,12 +57,25 @@ pub struct GroupWrites<'t> {
     engine: &'t dyn Engine,
     sparse: &'t mut SparseKeys,
     changes: Changes,
-    /// Values read from the tree through [`CallWrites::get_remembered`]:
-    /// what came before the group, kept so that `committed` need not read
-    /// them again.
-    remembered: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Membership changes of the group, published once it is durable.
     membership_changes: Vec<MembershipChange>,
+    history_changes: HistoryChanges,
+}
+
+/// Per profile: its product history before the group (or call) and now.
+type HistoryChanges = BTreeMap<ProfileId, (ShopperHistory, ShopperHistory)>;
+
+/// Adds a later change of histories to an earlier one: the earlier before,
+/// the later after.
+fn fold_history_changes(into: &mut HistoryChanges, later: HistoryChanges) {
+    for (id, (before, after)) in later {
+        match into.get_mut(&id) {
+            Some(change) => change.1 = after,
+            None => {
+                into.insert(id, (before, after));
+            }
+        }
+    }
 }
 
 impl<'t> GroupWrites<'t> {
@@ -70,8 +84,8 @@ impl<'t> GroupWrites<'t> {
             engine,
             sparse,
             changes: Changes::new(),
-            remembered: HashMap::new(),
             membership_changes: Vec::new(),
+            history_changes: HistoryChanges::new(),
         }
     }
 
@@ -110,16 +124,17 @@ impl<'t> GroupWrites<'t> {
             .collect()
     }
 
-    /// The value as it was before the group: what the tree holds.
-    pub fn committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(value) = self.remembered.get(key) {
-            return Ok(value.clone());
-        }
-        Ok(self.engine.get(key)?)
-    }
-
     pub fn take_membership_changes(&mut self) -> Vec<MembershipChange> {
         std::mem::take(&mut self.membership_changes)
+    }
+
+    /// Every product history the group changed, before and after; those
+    /// that came back to where they were are left out.
+    pub fn take_history_changes(&mut self) -> Vec<(ShopperHistory, ShopperHistory)> {
+        std::mem::take(&mut self.history_changes)
+            .into_values()
+            .filter(|(before, after)| before != after)
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,6 +147,7 @@ impl<'t> GroupWrites<'t> {
             group: self,
             changes: Changes::new(),
             membership_changes: Vec::new(),
+            history_changes: HistoryChanges::new(),
         }
     }
 
@@ -153,6 +169,7 @@ pub struct CallWrites<'g, 't> {
     group: &'g mut GroupWrites<'t>,
     changes: Changes,
     membership_changes: Vec<MembershipChange>,
+    history_changes: HistoryChanges,
 }
 
 impl CallWrites<'_, '_> {
@@ -167,21 +184,6 @@ impl CallWrites<'_, '_> {
             return Ok(None);
         }
         Ok(self.group.engine.get(key)?)
-    }
-
-    /// As `get`, remembering a value read from the tree for
-    /// [`GroupWrites::committed`]: for keys whose value before the group is
-    /// asked for again once the group is done.
-    pub fn get_remembered(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.changes.contains_key(key) || self.group.changes.contains_key(key) {
-            return self.get(key);
-        }
-        if let Some(value) = self.group.remembered.get(key) {
-            return Ok(value.clone());
-        }
-        let value = self.get(key)?;
-        self.group.remembered.insert(key.to_vec(), value.clone());
-        Ok(value)
     }
 
     /// Whether this call or an earlier one of the group wrote the key.
@@ -208,6 +210,19 @@ impl CallWrites<'_, '_> {
 
     pub fn note_membership_change(&mut self, change: MembershipChange) {
         self.membership_changes.push(change);
+    }
+
+    /// A profile's product history changed (its record holds the new one).
+    pub fn note_history_change(
+        &mut self,
+        id: ProfileId,
+        before: ShopperHistory,
+        after: ShopperHistory,
+    ) {
+        fold_history_changes(
+            &mut self.history_changes,
+            BTreeMap::from([(id, (before, after))]),
+        );
     }
 
     /// Every live key-value pair under `prefix`, in key order.
@@ -252,6 +267,7 @@ impl CallWrites<'_, '_> {
         self.group
             .membership_changes
             .extend(self.membership_changes);
+        fold_history_changes(&mut self.group.history_changes, self.history_changes);
     }
 }
 

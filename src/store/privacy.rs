@@ -249,7 +249,7 @@ fn remove_profile(
     }
 
     scrub_other_journals(writes, live, record)?;
-    super::products::forget(writes, live);
+    super::products::forget(writes, live, record);
     writes.remove(keys::profile(live));
     // The person's profile and every profile merged into it.
     counts.profiles = all_ids.len() as u64;

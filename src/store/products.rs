@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 
 use super::StoreError;
 use super::engine::{Batch, Engine};
-use super::keys::{PRODUCT, RETIRED_PAIR, RETIRED_POPULARITY, SHOPPER};
+use super::keys::{self, PRODUCT, RETIRED_PAIR, RETIRED_POPULARITY, RETIRED_SHOPPER};
 use super::overlay::{CallWrites, GroupWrites};
-use super::records::decode;
+use super::records::{InteractionRecord, ProfileRecord, ShopperRecord, decode};
 use crate::model::{ProfileId, UnixMillis};
 use crate::recommend::contribution::Contribution;
 use crate::recommend::history::{Interaction, ProductMention, mentions, product_key};
@@ -23,24 +23,6 @@ use crate::recommend::{Product, ProductKey, Recommender, ShopperHistory};
 
 /// Shared between the writer, which applies durable changes, and readers.
 pub type SharedRecommender = Arc<RwLock<Recommender>>;
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ShopperRecord {
-    #[prost(message, repeated, tag = "1")]
-    pub interactions: Vec<InteractionRecord>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct InteractionRecord {
-    #[prost(fixed64, tag = "1")]
-    pub product: u64,
-    #[prost(sint64, optional, tag = "2")]
-    pub purchased_day: Option<i64>,
-    #[prost(sint64, optional, tag = "3")]
-    pub viewed_day: Option<i64>,
-    #[prost(uint32, tag = "4")]
-    pub purchases: u32,
-}
 
 #[derive(Clone, PartialEq, Message)]
 pub struct ProductRecord {
@@ -59,9 +41,10 @@ pub struct ProductRecord {
     pub uploaded: bool,
 }
 
-pub fn shopper_key(id: ProfileId) -> [u8; 9] {
+#[cfg(test)]
+fn retired_shopper_key(id: ProfileId) -> [u8; 9] {
     let mut key = [0u8; 9];
-    key[0] = SHOPPER;
+    key[0] = RETIRED_SHOPPER;
     key[1..].copy_from_slice(&id.0.to_be_bytes());
     key
 }
@@ -124,35 +107,28 @@ impl ProductRecord {
     }
 }
 
-pub fn decode_history(bytes: &[u8]) -> Result<ShopperHistory, StoreError> {
-    let record: ShopperRecord = decode(bytes, "shopper history")?;
-    Ok(ShopperHistory::from(&record))
+/// The person's history as their profile record holds it.
+pub fn history_in(record: &ProfileRecord) -> ShopperHistory {
+    record
+        .shopper
+        .as_ref()
+        .map(ShopperHistory::from)
+        .unwrap_or_default()
 }
 
-pub(super) fn history_of(
+/// Gives the record a new history and notes the change for the counts.
+fn set_history(
     writes: &mut CallWrites<'_, '_>,
     id: ProfileId,
-) -> Result<ShopperHistory, StoreError> {
-    // Read again, as it was, when the group's change of counts is taken.
-    match writes.get_remembered(&shopper_key(id))? {
-        Some(bytes) => decode_history(&bytes),
-        None => Ok(ShopperHistory::default()),
-    }
-}
-
-pub(super) fn put_history(
-    writes: &mut CallWrites<'_, '_>,
-    id: ProfileId,
-    history: &ShopperHistory,
+    record: &mut ProfileRecord,
+    history: ShopperHistory,
 ) {
-    if history.is_empty() {
-        writes.remove(shopper_key(id));
-    } else {
-        writes.insert(
-            shopper_key(id),
-            ShopperRecord::from(history).encode_to_vec(),
-        );
+    let before = history_in(record);
+    if before == history {
+        return;
     }
+    record.shopper = (!history.is_empty()).then(|| ShopperRecord::from(&history));
+    writes.note_history_change(id, before, history);
 }
 
 /// Folds a tracked event into the person's history and teaches the
@@ -163,6 +139,7 @@ pub(super) fn record_event(
     writes: &mut CallWrites<'_, '_>,
     catalogue: &Recommender,
     id: ProfileId,
+    record: &mut ProfileRecord,
     event: &str,
     properties: &Map<String, Value>,
     at: UnixMillis,
@@ -173,9 +150,9 @@ pub(super) fn record_event(
     for mention in &products {
         learn_product(writes, catalogue, mention)?;
     }
-    let mut history = history_of(writes, id)?;
+    let mut history = history_in(record);
     history.record(signal, &products, at);
-    put_history(writes, id, &history);
+    set_history(writes, id, record, history);
     Ok(())
 }
 
@@ -190,32 +167,36 @@ impl HistoryBuilder {
         }
     }
 
-    pub fn store(self, writes: &mut CallWrites<'_, '_>, id: ProfileId) {
-        put_history(writes, id, &self.0);
+    pub fn store(self, writes: &mut CallWrites<'_, '_>, id: ProfileId, record: &mut ProfileRecord) {
+        set_history(writes, id, record, self.0);
     }
 }
 
-/// Moves the absorbed profile's history into the survivor's.
+/// Moves the absorbed profile's history into the survivor's; the absorbed
+/// record goes.
 pub(super) fn absorb(
     writes: &mut CallWrites<'_, '_>,
     survivor: ProfileId,
-    absorbed: ProfileId,
-) -> Result<(), StoreError> {
-    let theirs = history_of(writes, absorbed)?;
+    record: &mut ProfileRecord,
+    absorbed_id: ProfileId,
+    theirs: ShopperHistory,
+) {
     if theirs.is_empty() {
-        return Ok(());
+        return;
     }
-    let mut ours = history_of(writes, survivor)?;
+    let mut ours = history_in(record);
     ours.merge(&theirs);
-    put_history(writes, survivor, &ours);
-    writes.remove(shopper_key(absorbed));
-    Ok(())
+    set_history(writes, survivor, record, ours);
+    writes.note_history_change(absorbed_id, theirs, ShopperHistory::default());
 }
 
-/// Erasure: the history goes, and with it (at the end of the group) the
-/// person's share of every count.
-pub(super) fn forget(writes: &mut CallWrites<'_, '_>, id: ProfileId) {
-    writes.remove(shopper_key(id));
+/// Erasure: the history goes with the record, and with it (once the group
+/// is durable) the person's share of every count.
+pub(super) fn forget(writes: &mut CallWrites<'_, '_>, id: ProfileId, record: &ProfileRecord) {
+    let history = history_in(record);
+    if !history.is_empty() {
+        writes.note_history_change(id, history, ShopperHistory::default());
+    }
 }
 
 fn learn_product(
@@ -300,22 +281,17 @@ pub(super) fn put_products(
     Ok((created, updated))
 }
 
-/// A stored history's bytes before and after a group (`None` for none).
-type HistoryChange = (Option<Vec<u8>>, Option<Vec<u8>>);
-
 /// What the in-memory model is told once a group is durable.
 #[derive(Debug, Default)]
 pub(super) struct ModelChanges {
     products: Vec<(ProductKey, Option<Product>)>,
-    /// Every history the group wrote, as it was and as it is now (`None`
-    /// for none). A history changed by several calls of the group counts
-    /// once, before against after.
-    histories: Vec<HistoryChange>,
+    /// Every history the group changed, as it was before the group and as
+    /// it is now: a history changed by several calls counts once.
+    histories: Vec<(ShopperHistory, ShopperHistory)>,
 }
 
-/// The group's changes to the catalogue and the histories. Read before the
-/// group commits, while the tree still holds what came before.
-pub(super) fn model_changes(group: &GroupWrites<'_>) -> Result<ModelChanges, StoreError> {
+/// The group's changes to the catalogue and the histories.
+pub(super) fn model_changes(group: &mut GroupWrites<'_>) -> Result<ModelChanges, StoreError> {
     let mut products = Vec::new();
     for (key, value) in group.changes_under(&[PRODUCT]) {
         if let Some(product) = key.get(1..).and_then(key_u64) {
@@ -326,13 +302,9 @@ pub(super) fn model_changes(group: &GroupWrites<'_>) -> Result<ModelChanges, Sto
             products.push((product, record));
         }
     }
-    let mut histories = Vec::new();
-    for (key, after) in group.changes_under(&[SHOPPER]) {
-        histories.push((group.committed(&key)?, after));
-    }
     Ok(ModelChanges {
         products,
-        histories,
+        histories: group.take_history_changes(),
     })
 }
 
@@ -349,8 +321,8 @@ impl ModelChanges {
         }
     }
 
-    /// Whether the counts move: the part [`apply_counts`] does, which may
-    /// run on another thread.
+    /// Whether the counts move: the part [`ModelChanges::apply_counts`]
+    /// does, which may run on another thread.
     pub fn moves_counts(&self) -> bool {
         !self.histories.is_empty()
     }
@@ -358,19 +330,7 @@ impl ModelChanges {
     pub fn apply_counts(self, recommender: &SharedRecommender) {
         let mut total = Contribution::default();
         for (before, after) in &self.histories {
-            let decode_or_empty = |bytes: &Option<Vec<u8>>| match bytes {
-                Some(bytes) => decode_history(bytes),
-                None => Ok(ShopperHistory::default()),
-            };
-            match (decode_or_empty(before), decode_or_empty(after)) {
-                (Ok(before), Ok(after)) => total.add(Contribution::of_change(&before, &after)),
-                // The history stands either way; one that cannot be read
-                // is a damaged record, and refusing every later write
-                // would not mend it.
-                (Err(error), _) | (_, Err(error)) => {
-                    tracing::error!(%error, "recommendation counts not moved for a history");
-                }
-            }
+            total.add(Contribution::of_change(before, after));
         }
         total.drop_zeros();
         if !total.is_empty() {
@@ -397,9 +357,12 @@ pub fn load(tree: &dyn Engine) -> Result<Recommender, StoreError> {
         }
     }
     let mut contributions = Vec::new();
-    for entry in tree.scan_prefix(&[SHOPPER]) {
+    for entry in tree.scan_prefix(&[keys::PROFILE]) {
         let (_, value) = entry?;
-        contributions.push(Contribution::of(&decode_history(&value)?));
+        let record: ProfileRecord = decode(&value, "profile")?;
+        if let Some(shopper) = &record.shopper {
+            contributions.push(Contribution::of(&ShopperHistory::from(shopper)));
+        }
         if contributions.len() >= 4096 {
             model.add_counts(contributions.drain(..));
         }
@@ -409,17 +372,40 @@ pub fn load(tree: &dyn Engine) -> Result<Recommender, StoreError> {
     Ok(model)
 }
 
-/// Earlier versions stored the counts; they are derived in memory now.
+/// Earlier versions stored the counts, and the histories apart from the
+/// profile records: the counts are derived in memory now, and each history
+/// moves into its profile's record.
 pub fn remove_retired_tables(tree: &dyn Engine) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    for entry in tree.scan_prefix(&[RETIRED_SHOPPER]) {
+        let (key, value) = entry?;
+        batch.remove(key.clone());
+        let Some(id) = key.get(1..).and_then(key_u64).map(ProfileId) else {
+            continue;
+        };
+        let Some(bytes) = tree.get(&keys::profile(id))? else {
+            continue;
+        };
+        let mut record = ProfileRecord::from_bytes(&bytes)?;
+        if record.shopper.is_none() {
+            record.shopper = Some(decode(&value, "shopper history")?);
+            batch.insert(keys::profile(id), record.into_bytes());
+        }
+        if batch.len() >= 1000 {
+            tree.commit(std::mem::take(&mut batch))?;
+        }
+    }
     for prefix in [RETIRED_POPULARITY, RETIRED_PAIR] {
-        let mut batch = Batch::default();
         for entry in tree.scan_prefix(&[prefix]) {
             let (key, _) = entry?;
             batch.remove(key);
+            if batch.len() >= 1000 {
+                tree.commit(std::mem::take(&mut batch))?;
+            }
         }
-        if !batch.is_empty() {
-            tree.commit(batch)?;
-        }
+    }
+    if !batch.is_empty() {
+        tree.commit(batch)?;
     }
     Ok(())
 }
@@ -429,7 +415,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_stored_by_earlier_versions_are_removed_at_open() -> Result<(), StoreError> {
+    fn tables_of_earlier_versions_are_folded_in_or_removed_at_open() -> Result<(), StoreError> {
         let tree = crate::store::engine::sled::SledEngine::temporary()?;
         tree.put_now(&[RETIRED_PAIR, 1, 2], &[0u8; 8])?;
         tree.put_now(&[RETIRED_POPULARITY, 1], &[0u8; 2])?;
@@ -441,18 +427,18 @@ mod tests {
                 purchases: 1,
             }],
         };
+        let id = ProfileId(1);
         tree.put_now(
-            &shopper_key(ProfileId(1)),
+            &retired_shopper_key(id),
             &ShopperRecord::from(&history).encode_to_vec(),
         )?;
+        tree.put_now(&keys::profile(id), &ProfileRecord::default().into_bytes())?;
         remove_retired_tables(&tree)?;
-        assert_eq!(tree.scan_prefix(&[RETIRED_PAIR]).count(), 0);
-        assert_eq!(tree.scan_prefix(&[RETIRED_POPULARITY]).count(), 0);
-        assert_eq!(
-            crate::store::engine::count_all(&tree),
-            1,
-            "the history stays"
-        );
+        for retired in [RETIRED_PAIR, RETIRED_POPULARITY, RETIRED_SHOPPER] {
+            assert_eq!(tree.scan_prefix(&[retired]).count(), 0);
+        }
+        let bytes = tree.get(&keys::profile(id))?.unwrap_or_default();
+        assert_eq!(history_in(&ProfileRecord::from_bytes(&bytes)?), history);
         Ok(())
     }
 }

@@ -146,6 +146,27 @@ pub struct ProfileRecord {
     /// provenance back, [`ProfileRecord::into_bytes`] shares it again.
     #[prost(message, repeated, tag = "12")]
     pub shared_provenance: Vec<ProvenanceRecord>,
+    /// The products the person bought or viewed, for recommendations.
+    #[prost(message, optional, tag = "13")]
+    pub shopper: Option<ShopperRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ShopperRecord {
+    #[prost(message, repeated, tag = "1")]
+    pub interactions: Vec<InteractionRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct InteractionRecord {
+    #[prost(fixed64, tag = "1")]
+    pub product: u64,
+    #[prost(sint64, optional, tag = "2")]
+    pub purchased_day: Option<i64>,
+    #[prost(sint64, optional, tag = "3")]
+    pub viewed_day: Option<i64>,
+    #[prost(uint32, tag = "4")]
+    pub purchases: u32,
 }
 
 /// A profile record whose entries may lack their (shared) provenance, and

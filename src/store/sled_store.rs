@@ -976,7 +976,6 @@ impl ProfileStore for SledStore {
     fn shopper(&self, id: ProfileId) -> Result<Option<Shopper>, StoreError> {
         let mut live_id = self.resolve(id)?;
         for _ in 0..READ_ATTEMPTS_MAX {
-            let history = self.engine.get(&products::shopper_key(live_id))?;
             let Some(bytes) = self.engine.get(&keys::profile(live_id))? else {
                 let next = self.resolve(live_id)?;
                 if next == live_id {
@@ -988,10 +987,7 @@ impl ProfileStore for SledStore {
             let record = ProfileRecord::from_bytes(&bytes)?;
             return Ok(Some(Shopper {
                 profile_id: live_id,
-                history: match history {
-                    Some(bytes) => products::decode_history(&bytes)?,
-                    None => Default::default(),
-                },
+                history: products::history_in(&record),
                 activity: record.activity(),
                 consents: record.consents.iter().filter_map(|e| e.to_view()).collect(),
             }));

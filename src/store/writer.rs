@@ -288,7 +288,7 @@ impl Writer {
         let membership_changes = group.take_membership_changes();
         // The histories stand either way; one that cannot be read is a
         // damaged record, and refusing every later write would not mend it.
-        let mut model_changes = products::model_changes(&group).unwrap_or_else(|error| {
+        let mut model_changes = products::model_changes(&mut group).unwrap_or_else(|error| {
             tracing::error!(%error, "recommendation model not updated for a group");
             Default::default()
         });
