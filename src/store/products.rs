@@ -1,10 +1,11 @@
-//! The recommender's tables: each person's product history and the
-//! catalogue. Histories change with the calls that touch them (track,
-//! merge, unmerge, erasure). The shared counts (popularity per product,
-//! co-occurrence per pair) are not stored: they are the sum of what the
-//! stored histories contribute, built at open, and once a group is durable
-//! the in-memory [`Recommender`] moves them by exactly the change of every
-//! history the group wrote.
+//! What the recommender keeps: each person's product history (in their
+//! profile record) and the catalogue (its own table). Histories change with
+//! the calls that touch them (track, merge, unmerge, erasure), and every
+//! change is noted in the writer's overlay. The shared counts (popularity
+//! per product, co-occurrence per pair) are not stored: they are the sum
+//! of what the stored histories contribute, built at open, and once a group
+//! is durable the in-memory [`Recommender`] moves them by exactly the
+//! change of every history the group noted.
 
 use std::sync::{Arc, RwLock};
 
