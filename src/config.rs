@@ -541,6 +541,15 @@ pub struct StorageConfig {
     pub write_queue_depth: usize,
     /// Calls applied and made durable together in one group commit.
     pub group_commit_calls_max: usize,
+    /// A PostgreSQL-wire database to keep the data in instead of the
+    /// embedded one: `postgres://user@host:port/database`.
+    pub url: Option<String>,
+    /// Connections to that database for reads (one more writes).
+    pub pool_size: usize,
+    /// How long one statement may run before the database cancels it.
+    pub statement_timeout_ms: u64,
+    /// How long to wait for the database at start and on each reconnect.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -549,6 +558,10 @@ impl Default for StorageConfig {
             cache_capacity_bytes: 1024 * 1024 * 1024,
             write_queue_depth: 1024,
             group_commit_calls_max: 2048,
+            url: None,
+            pool_size: 4,
+            statement_timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
         }
     }
 }
@@ -607,6 +620,18 @@ impl Config {
             ));
         }
         self.privacy.suppression_key_bytes()?;
+        if let Some(url) = &self.storage.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "storage.url must be a postgres:// or postgresql:// URL".to_owned(),
+            ));
+        }
+        if self.storage.pool_size == 0 || self.storage.connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "storage: pool_size and connect_timeout_ms must be at least 1".to_owned(),
+            ));
+        }
         if self.privacy.access_log_retention_days < 0 {
             return Err(ConfigError::Invalid(
                 "privacy.access_log_retention_days must not be negative".to_owned(),

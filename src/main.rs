@@ -35,6 +35,11 @@ enum Command {
         /// Data directory [default: ./sightline-data].
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Keep the data in a PostgreSQL-wire database instead of the
+        /// embedded one: postgres://user@host:port/database (PostgreSQL,
+        /// CockroachDB, YugabyteDB). Overrides `[storage] url`.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// Listen address [default: 127.0.0.1:50051].
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -118,19 +123,24 @@ enum Command {
         #[arg(long)]
         estimate: bool,
     },
-    /// Load a backup into a new data directory (offline: no server may use
-    /// it). Start the server on that directory afterwards.
+    /// Load a backup into a new data directory, or an empty database
+    /// (offline: no server may use it). Start the server on it afterwards.
     Restore {
         /// Directory holding the backup.
         backup_dir: PathBuf,
         /// The data directory to create; refused unless missing or empty.
-        #[arg(long)]
-        data: PathBuf,
+        #[arg(long, required_unless_present = "store")]
+        data: Option<PathBuf>,
+        /// Restore into this PostgreSQL-wire database instead; refused
+        /// unless it holds no data.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// Re-apply the erasures recorded in this newer copy of the same
         /// installation: the data directory of the stopped server being
-        /// replaced, or a newer backup directory.
+        /// replaced, a newer backup directory, or the replaced server's
+        /// database URL.
         #[arg(long)]
-        privacy_from: Option<PathBuf>,
+        privacy_from: Option<String>,
         /// The server's TOML configuration (its `[privacy] suppression_key`
         /// and storage settings).
         #[arg(long)]
@@ -304,6 +314,7 @@ fn main() -> ExitCode {
         Command::Serve {
             config,
             data,
+            store,
             listen,
             log_json,
             insecure,
@@ -314,6 +325,7 @@ fn main() -> ExitCode {
             let flags = ServeFlags {
                 config_path: config,
                 data,
+                store,
                 listen,
                 insecure,
                 metrics_listen,
@@ -348,11 +360,24 @@ fn main() -> ExitCode {
         Command::Restore {
             backup_dir,
             data,
+            store,
             privacy_from,
             config,
-        } => match restore(&backup_dir, data.clone(), privacy_from.as_deref(), config) {
+        } => match restore(
+            &backup_dir,
+            data.clone(),
+            store.clone(),
+            privacy_from,
+            config,
+        ) {
             Ok(report) => {
-                let mut summary = serde_json::json!({"keys": report.keys, "data_dir": data.display().to_string()});
+                let mut summary = serde_json::json!({"keys": report.keys});
+                match &data {
+                    Some(data) if store.is_none() => {
+                        summary["data_dir"] = serde_json::json!(data.display().to_string());
+                    }
+                    _ => summary["store"] = serde_json::json!("postgres"),
+                }
                 match report.replayed {
                     Some(replayed) => {
                         summary["erasures_replayed"] = serde_json::json!({
@@ -674,23 +699,31 @@ fn log_panics_without_messages() {
 
 fn restore(
     backup_dir: &std::path::Path,
-    data: PathBuf,
-    privacy_from: Option<&std::path::Path>,
+    data: Option<PathBuf>,
+    store: Option<String>,
+    privacy_from: Option<String>,
     config_path: Option<PathBuf>,
 ) -> Result<sightline::store::RestoreReport, Box<dyn std::error::Error>> {
     let mut config = match config_path {
         Some(path) => Config::from_file(&path)?,
         None => Config::default(),
     };
-    config.data_dir = data;
+    if let Some(data) = data {
+        config.data_dir = data;
+    }
+    if let Some(url) = store {
+        config.storage.url = Some(url);
+    }
     config.validate()?;
     let merge_rules =
         sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
     let options = sightline::server::store_options(&config, merge_rules)?;
+    let privacy_from =
+        privacy_from.map(|source| sightline::server::privacy_source(&config, source));
     Ok(sightline::store::SledStore::restore(
         backup_dir,
         &options,
-        privacy_from,
+        privacy_from.as_ref(),
     )?)
 }
 
@@ -698,6 +731,7 @@ fn restore(
 struct ServeFlags {
     config_path: Option<PathBuf>,
     data: Option<PathBuf>,
+    store: Option<String>,
     listen: Option<SocketAddr>,
     insecure: bool,
     metrics_listen: Option<SocketAddr>,
@@ -708,6 +742,7 @@ fn serve(flags: ServeFlags) -> Result<(), Box<dyn std::error::Error>> {
     let ServeFlags {
         config_path,
         data,
+        store,
         listen,
         insecure,
         metrics_listen,
@@ -719,6 +754,9 @@ fn serve(flags: ServeFlags) -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(data) = data {
         config.data_dir = data;
+    }
+    if let Some(url) = store {
+        config.storage.url = Some(url);
     }
     if let Some(address) = metrics_listen {
         config.metrics.listen = Some(address);

@@ -240,6 +240,25 @@ fn spawn_sweep(
     })
 }
 
+/// Where a restore reads later erasures from: a database URL, or a
+/// directory (a newer backup or a stopped embedded server's data).
+pub fn privacy_source(config: &Config, source: String) -> crate::store::PrivacySource {
+    if source.starts_with("postgres://") || source.starts_with("postgresql://") {
+        crate::store::PrivacySource::Database(database_options(config, source))
+    } else {
+        crate::store::PrivacySource::Directory(source.into())
+    }
+}
+
+fn database_options(config: &Config, url: String) -> crate::store::PostgresOptions {
+    crate::store::PostgresOptions {
+        url,
+        read_connections: config.storage.pool_size,
+        statement_timeout: std::time::Duration::from_millis(config.storage.statement_timeout_ms),
+        connect_timeout: std::time::Duration::from_millis(config.storage.connect_timeout_ms),
+    }
+}
+
 /// How the configured store is opened, for serving and for restoring.
 pub fn store_options(
     config: &Config,
@@ -249,6 +268,11 @@ pub fn store_options(
         merge_rules,
         data_dir: config.data_dir.clone(),
         cache_capacity_bytes: config.storage.cache_capacity_bytes,
+        database: config
+            .storage
+            .url
+            .clone()
+            .map(|url| database_options(config, url)),
         write_queue_depth: config.storage.write_queue_depth,
         group_commit_calls_max: config.storage.group_commit_calls_max,
         suppression_key: config.privacy.suppression_key_bytes()?,

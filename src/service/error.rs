@@ -53,6 +53,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Closed => {
                 ServiceError::Unavailable("the server is shutting down".to_owned())
             }
+            StoreError::Unavailable(reason) => ServiceError::Unavailable(reason),
             StoreError::NotFound(message) => ServiceError::NotFound(message),
             StoreError::Invalid { field, description } => ServiceError::invalid(field, description),
             StoreError::Precondition(message) => ServiceError::FailedPrecondition(message),

@@ -64,7 +64,12 @@ impl PrivacyLedger {
                 source.display()
             )));
         }
-        let tree = open_data_dir(source)?;
+        PrivacyLedger::read_engine(open_data_dir(source)?.as_ref())
+    }
+
+    /// Reads the ledger of a store's engine.
+    pub fn read_engine(tree: &dyn Engine) -> Result<PrivacyLedger, StoreError> {
+        let mut ledger = PrivacyLedger::default();
         for prefix in [
             &[keys::SUPPRESSION][..],
             &[keys::PRIVACY_REQUEST][..],

@@ -41,10 +41,11 @@ use crate::model::{
 };
 
 pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
+pub use engine::postgres::PostgresOptions;
 pub use ledger::ReplayReport;
 pub use membership::{SegmentDraft, SegmentMembers};
 pub use products::{ProductUpload, SharedRecommender};
-pub use sled_store::{SledStore, SledStoreOptions};
+pub use sled_store::{PrivacySource, SledStore, SledStoreOptions};
 pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,10 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is closed")]
     Closed,
+    /// The database cannot take the call now; the same call may succeed
+    /// later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(
         "another server (or a backup or restore) holds the data directory {}; stop it or choose another --data",
         .0.display()
@@ -77,6 +82,7 @@ impl From<EngineError> for StoreError {
         match error {
             EngineError::Io(io) => StoreError::Io(io),
             EngineError::Locked(dir) => StoreError::Locked(dir),
+            EngineError::Unavailable(reason) => StoreError::Unavailable(reason),
             other => StoreError::Database(other),
         }
     }

@@ -14,6 +14,7 @@ use super::apply::{apply_unmerge, recompute_custom_traits};
 use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
 use super::custom_traits;
+use super::engine::postgres::{PostgresEngine, PostgresOptions};
 use super::engine::sled::SledEngine;
 use super::engine::{Batch, Engine, prefix_bounds};
 use super::ledger::{self, PrivacyLedger, ReplayReport};
@@ -47,6 +48,9 @@ use prost::Message;
 pub struct SledStoreOptions {
     pub data_dir: PathBuf,
     pub cache_capacity_bytes: u64,
+    /// Keep the data in this PostgreSQL-wire database instead of sled's
+    /// files under `data_dir`.
+    pub database: Option<PostgresOptions>,
     pub write_queue_depth: usize,
     pub group_commit_calls_max: usize,
     pub merge_rules: MergeRules,
@@ -101,10 +105,7 @@ impl SledStore {
         options: &SledStoreOptions,
         segments: Arc<dyn MembershipRules>,
     ) -> Result<SledStore, StoreError> {
-        let engine: Arc<dyn Engine> = Arc::new(SledEngine::open(
-            &options.data_dir,
-            options.cache_capacity_bytes,
-        )?);
+        let engine = open_engine(options)?;
         let tree = engine.as_ref();
         let counters = Counters {
             next_profile_id: read_counter(tree, keys::NEXT_PROFILE_ID)?,
@@ -186,6 +187,18 @@ impl SledStore {
         newest_first.reverse();
         Ok(newest_first)
     }
+}
+
+/// The configured engine: the PostgreSQL-wire database when one is named,
+/// else sled's files in the data directory.
+fn open_engine(options: &SledStoreOptions) -> Result<Arc<dyn Engine>, StoreError> {
+    Ok(match &options.database {
+        Some(database) => Arc::new(PostgresEngine::open(database)?),
+        None => Arc::new(SledEngine::open(
+            &options.data_dir,
+            options.cache_capacity_bytes,
+        )?),
+    })
 }
 
 /// Re-estimates the match model off the writer thread, when matching asks
@@ -301,42 +314,51 @@ impl SledStore {
     pub fn restore(
         backup_dir: &Path,
         options: &SledStoreOptions,
-        privacy_source: Option<&Path>,
+        privacy_source: Option<&PrivacySource>,
     ) -> Result<RestoreReport, StoreError> {
         let data_dir = options.data_dir.as_path();
-        if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
+        let into_directory = options.database.is_none();
+        if into_directory && data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
             return Err(StoreError::Precondition(format!(
                 "{} is not empty; restore only into a new data directory",
                 data_dir.display()
             )));
         }
         // Read first: a source that cannot be read must leave nothing behind.
-        let ledger = privacy_source
-            .map(|source| {
-                PrivacyLedger::read(source, |dir| {
-                    let engine = SledEngine::open(dir, 64 * 1024 * 1024).map_err(|error| {
-                        StoreError::Precondition(format!(
-                            "cannot open {} (is a server using it?): {error}",
-                            dir.display()
-                        ))
-                    })?;
-                    Ok(Box::new(engine) as Box<dyn Engine>)
-                })
-            })
-            .transpose()?;
-        let created = !data_dir.exists();
-        std::fs::create_dir_all(data_dir)?;
+        let ledger = privacy_source.map(read_ledger).transpose()?;
+        let target = match into_directory {
+            true => None,
+            false => {
+                let engine = open_engine(options)?;
+                if engine
+                    .range(Bound::Unbounded, Bound::Unbounded)
+                    .next()
+                    .transpose()?
+                    .is_some()
+                {
+                    return Err(StoreError::Precondition(
+                        "the database already holds data; restore only into an empty database"
+                            .to_owned(),
+                    ));
+                }
+                Some(engine)
+            }
+        };
+        let created = into_directory && !data_dir.exists();
+        if into_directory {
+            std::fs::create_dir_all(data_dir)?;
+        }
         let restored = SledStore::load_and_replay(backup_dir, options, ledger);
         if restored.is_err() {
-            // Leave the directory as it was found, so that the restore can
+            // Leave the target as it was found, so that the restore can
             // simply be run again.
-            let cleared = if created {
-                std::fs::remove_dir_all(data_dir)
-            } else {
-                clear_directory(data_dir)
+            let cleared = match &target {
+                Some(engine) => clear_engine(engine.as_ref()),
+                None if created => std::fs::remove_dir_all(data_dir).map_err(StoreError::from),
+                None => clear_directory(data_dir).map_err(StoreError::from),
             };
             if let Err(error) = cleared {
-                tracing::warn!(%error, dir = %data_dir.display(), "a failed restore left files behind");
+                tracing::warn!(%error, "a failed restore left data behind");
             }
         }
         restored
@@ -348,10 +370,8 @@ impl SledStore {
         ledger: Option<PrivacyLedger>,
     ) -> Result<RestoreReport, StoreError> {
         let mut report = {
-            // The server's default cache: a smaller one made sled's memory
-            // grow faster during a large load, not slower.
-            let engine = SledEngine::open(&options.data_dir, 1024 * 1024 * 1024)?;
-            let tree = &engine;
+            let engine = open_engine(options)?;
+            let tree = engine.as_ref();
             let report = backup::load(backup_dir, tree)?;
             if let Some(ledger) = &ledger
                 && options.suppression_key.is_none()
@@ -396,6 +416,46 @@ impl SledStore {
             ledger::copy_missing(context.writes, &ledger, &mut report)?;
             Ok(report)
         }))
+    }
+}
+
+/// Where a restore reads the erasures made after its backup.
+#[derive(Debug, Clone)]
+pub enum PrivacySource {
+    /// A newer backup, or the data directory of the stopped embedded server.
+    Directory(PathBuf),
+    /// The database of the installation being replaced.
+    Database(PostgresOptions),
+}
+
+fn read_ledger(source: &PrivacySource) -> Result<PrivacyLedger, StoreError> {
+    match source {
+        PrivacySource::Directory(source) => PrivacyLedger::read(source, |dir| {
+            let engine = SledEngine::open(dir, 64 * 1024 * 1024).map_err(|error| {
+                StoreError::Precondition(format!(
+                    "cannot open {} (is a server using it?): {error}",
+                    dir.display()
+                ))
+            })?;
+            Ok(Box::new(engine) as Box<dyn Engine>)
+        }),
+        PrivacySource::Database(database) => {
+            PrivacyLedger::read_engine(&PostgresEngine::open(database)?)
+        }
+    }
+}
+
+/// Removes every pair, in batches.
+fn clear_engine(engine: &dyn Engine) -> Result<(), StoreError> {
+    loop {
+        let mut batch = Batch::default();
+        for entry in engine.range(Bound::Unbounded, Bound::Unbounded).take(1000) {
+            batch.remove(entry?.0);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        engine.commit(batch)?;
     }
 }
 

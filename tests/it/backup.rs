@@ -27,9 +27,20 @@ fn restore(
     let scratch = tempfile::tempdir().unwrap();
     let mut config = test_config(&scratch);
     config.data_dir = data.to_owned();
+    config.storage.url = database_url(data);
     let rules = MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
     let options = sightline::server::store_options(&config, rules).unwrap();
-    SledStore::restore(backup, &options, privacy_from)
+    // On PostgreSQL, a stopped server's data directory stands for its
+    // database.
+    let source = privacy_from.map(|source| {
+        let is_server_dir =
+            source.is_dir() && !source.join(sightline::store::BACKUP_FILE_NAME).exists();
+        match database_url(source).filter(|_| is_server_dir) {
+            Some(url) => sightline::server::privacy_source(&config, url),
+            None => sightline::store::PrivacySource::Directory(source.to_owned()),
+        }
+    });
+    SledStore::restore(backup, &options, source.as_ref())
 }
 
 async fn take_backup(server: &TestServer, dir: &Path) {
@@ -44,6 +55,7 @@ async fn take_backup(server: &TestServer, dir: &Path) {
 async fn serve_restored(data: PathBuf) -> TestServer {
     let home = tempfile::tempdir().unwrap();
     let mut config = test_config(&home);
+    config.storage.url = database_url(&data);
     config.data_dir = data;
     TestServer::start_with(home, config).await
 }
@@ -297,6 +309,7 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_write() {
     );
 
     let mut config = test_config(&restored);
+    config.storage.url = database_url(&data);
     config.data_dir = data;
     let server = TestServer::start_with(restored, config).await;
     let mut client = server.client().await;

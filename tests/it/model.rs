@@ -792,6 +792,14 @@ impl System {
         let options = SledStoreOptions {
             data_dir: data_dir.path().to_owned(),
             cache_capacity_bytes: 16 * 1024 * 1024,
+            database: crate::support::database_url(data_dir.path()).map(|url| {
+                sightline::store::PostgresOptions {
+                    url,
+                    read_connections: 2,
+                    statement_timeout: std::time::Duration::from_secs(30),
+                    connect_timeout: std::time::Duration::from_secs(10),
+                }
+            }),
             write_queue_depth: 64,
             group_commit_calls_max: 64,
             merge_rules: rules.clone(),

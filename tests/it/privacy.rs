@@ -224,38 +224,19 @@ async fn an_export_holds_everything_and_validates_against_the_schema() {
     );
 }
 
-/// The stopped server's database. sled's background threads let go of the
-/// directory lock moments after the server closed it.
-fn open_stopped(data_dir: &Path) -> sled::Db {
-    let mut opened = sled::open(data_dir);
-    for _ in 0..100 {
-        if opened.is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        opened = sled::open(data_dir);
-    }
-    opened.expect("open the stopped server's database")
-}
-
 /// Every key and value of every tree, searched for the person's data.
 fn traces_in_database(data_dir: &Path, needles: &[&str]) -> Vec<String> {
-    let db = open_stopped(data_dir);
     let mut found = Vec::new();
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name).expect("tree");
-        for entry in tree.iter() {
-            let (key, value) = entry.expect("entry");
-            for needle in needles {
-                let needle = needle.as_bytes();
-                let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-                if contains(&key) || contains(&value) {
-                    found.push(format!(
-                        "{} in a record whose key starts with {:?}",
-                        String::from_utf8_lossy(needle),
-                        String::from_utf8_lossy(&key[..key.len().min(12)])
-                    ));
-                }
+    for (key, value) in stored_pairs(data_dir) {
+        for needle in needles {
+            let needle = needle.as_bytes();
+            let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+            if contains(&key) || contains(&value) {
+                found.push(format!(
+                    "{} in a record whose key starts with {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&key[..key.len().min(12)])
+                ));
             }
         }
     }
@@ -265,11 +246,10 @@ fn traces_in_database(data_dir: &Path, needles: &[&str]) -> Vec<String> {
 /// The profile numbers the access log holds entries under (key: `l`, the
 /// profile number big-endian, time, sequence).
 fn access_log_profiles(data_dir: &Path) -> Vec<u64> {
-    let db = open_stopped(data_dir);
-    let tree = db.open_tree("sightline").expect("the store's tree");
-    tree.scan_prefix(b"l")
-        .filter_map(|entry| {
-            let (key, _) = entry.expect("entry");
+    stored_pairs(data_dir)
+        .into_iter()
+        .filter(|(key, _)| key.first() == Some(&b'l'))
+        .filter_map(|(key, _)| {
             key.get(1..9)
                 .and_then(|number| number.try_into().ok())
                 .map(u64::from_be_bytes)

@@ -34,14 +34,67 @@ pub struct TestServer {
     task: JoinHandle<Result<(), ServerError>>,
 }
 
-/// The configuration every test starts from: UK phone numbers by default.
+/// The configuration every test starts from: UK phone numbers by default,
+/// and the engine the suite runs on.
 pub fn test_config(data_dir: &TempDir) -> Config {
     let mut config = Config {
         data_dir: data_dir.path().to_owned(),
         ..Config::default()
     };
     config.identity.default_region = "GB".to_owned();
+    config.storage.url = database_url(data_dir.path());
     config
+}
+
+/// The PostgreSQL server the suite runs against (`scripts/test-postgres`
+/// starts one and sets this), or `None` for the embedded engine.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("SIGHTLINE_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// On PostgreSQL, the database standing for this data directory: one per
+/// directory, created when first asked for, so that a test restarting a
+/// server on its directory finds its data again.
+pub fn database_url(data_dir: &std::path::Path) -> Option<String> {
+    let server = postgres_server()?;
+    let name = format!(
+        "t{:016x}",
+        xxhash_rust::xxh3::xxh3_64(data_dir.as_os_str().as_encoded_bytes())
+    );
+    let admin = server.clone();
+    let create = name.clone();
+    // Off the test's runtime: tokio-postgres needs one of its own here.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            tokio::spawn(connection);
+            match client
+                .batch_execute(&format!("CREATE DATABASE {create}"))
+                .await
+            {
+                Ok(()) => {}
+                Err(error)
+                    if error.code()
+                        == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                Err(error) => panic!("create the test database: {error}"),
+            }
+        });
+    })
+    .join()
+    .expect("database created");
+    let base = server
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_owned())
+        .unwrap_or(server);
+    Some(format!("{base}/{name}"))
 }
 
 impl TestServer {
@@ -329,6 +382,12 @@ pub fn spawn_binary(data_dir: &std::path::Path) -> (ServerProcess, u16) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data_dir)
+        .args(
+            database_url(data_dir)
+                .map(|url| ["--store".to_owned(), url])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -381,4 +440,52 @@ pub fn add_token(config: &mut Config, name: &str, scopes: &[sightline::security:
         sha256: sightline::security::hash_token(&token).to_string(),
     });
     token
+}
+
+/// Every key and value a stopped server left in its engine, read beside
+/// the server's own code: sled's trees, or the PostgreSQL table.
+pub fn stored_pairs(data_dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if let Some(url) = database_url(data_dir) {
+        return std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test database");
+                tokio::spawn(connection);
+                client
+                    .query("SELECT key, value FROM sightline_kv ORDER BY key", &[])
+                    .await
+                    .expect("read the table")
+                    .into_iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect()
+            })
+        })
+        .join()
+        .expect("read the database");
+    }
+    // sled's background threads let go of the directory lock moments after
+    // the server closed it.
+    let mut opened = sled::open(data_dir);
+    for _ in 0..100 {
+        if opened.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        opened = sled::open(data_dir);
+    }
+    let db = opened.expect("open the stopped server's database");
+    let mut pairs = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).expect("tree");
+        for entry in tree.iter() {
+            let (key, value) = entry.expect("entry");
+            pairs.push((key.to_vec(), value.to_vec()));
+        }
+    }
+    pairs
 }

@@ -3,6 +3,7 @@
 //! durable when `commit` returns. Only `engine::sled` knows sled; the rest
 //! of the store speaks of keys, ranges and batches.
 
+pub mod postgres;
 pub mod sled;
 
 use std::ops::Bound;
@@ -19,6 +20,12 @@ pub enum EngineError {
         .0.display()
     )]
     Locked(PathBuf),
+    /// The database cannot be reached now; it may be later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The engine's configuration or the database's layout is wrong.
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);

@@ -1,0 +1,631 @@
+//! The PostgreSQL-wire engine: one table of `key bytea primary key, value
+//! bytea`, for PostgreSQL and the distributed databases that speak its
+//! protocol (CockroachDB, YugabyteDB). Only SQL those run too: no
+//! sequences, advisory locks, notifications, triggers or table locks.
+//!
+//! Every batch is one `SERIALIZABLE` transaction, retried whole with
+//! jittered backoff on a serialization failure, and durable once `COMMIT`
+//! returns. The engine's callers are synchronous (the writer thread, and
+//! reads made from async handlers), so queries run on a small runtime of
+//! the engine's own and callers wait for their answer.
+
+use std::future::Future;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan};
+
+/// The layout this binary reads and writes. A database holding a newer one
+/// was written by a newer binary, which may store what this one cannot read.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const TABLE: &str = "sightline_kv";
+const SCHEMA_TABLE: &str = "sightline_schema";
+
+/// Attempts of one transaction before a serialization failure is reported.
+const COMMIT_ATTEMPTS_MAX: u32 = 10;
+const RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(2);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Scans read pages that grow: a scan stopped after a few pairs (a
+/// profile's newest events) costs one small query, a full scan few.
+const FIRST_PAGE: i64 = 64;
+const LARGEST_PAGE: i64 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user[:password]@host[:port]/database[?options]`.
+    pub url: String,
+    /// Connections for reads, besides the one that writes.
+    pub read_connections: usize,
+    pub statement_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl From<tokio_postgres::Error> for EngineError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        describe(&error)
+    }
+}
+
+/// The error without what the database may quote of the data (a `DETAIL`
+/// can hold key bytes): its message and SQLSTATE only.
+fn describe(error: &tokio_postgres::Error) -> EngineError {
+    match error.as_db_error() {
+        Some(db) => {
+            let message = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            match *db.code() {
+                SqlState::ADMIN_SHUTDOWN
+                | SqlState::CRASH_SHUTDOWN
+                | SqlState::CANNOT_CONNECT_NOW
+                | SqlState::CONNECTION_EXCEPTION
+                | SqlState::CONNECTION_FAILURE
+                | SqlState::TOO_MANY_CONNECTIONS => EngineError::Unavailable(message),
+                _ => EngineError::Backend(message),
+            }
+        }
+        None if error.is_closed() => {
+            EngineError::Unavailable("the connection to the database closed".to_owned())
+        }
+        None => EngineError::Unavailable(error.to_string()),
+    }
+}
+
+fn retryable(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(&SqlState::T_R_SERIALIZATION_FAILURE) | Some(&SqlState::T_R_DEADLOCK_DETECTED)
+    )
+}
+
+/// One connection with its prepared statements.
+struct Session {
+    client: Client,
+    get: Statement,
+    upsert: Statement,
+    delete: Statement,
+    forward_to: Statement,
+    forward_open: Statement,
+    backward_to: Statement,
+    backward_open: Statement,
+}
+
+/// Where to connect, and how sessions start, shared by every connection.
+struct Connector {
+    config: tokio_postgres::Config,
+    /// For messages: host, port, database and user, never the password.
+    target: String,
+    statement_timeout: Duration,
+}
+
+impl Connector {
+    async fn client(&self) -> Result<Client, EngineError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|error| {
+            EngineError::Unavailable(format!(
+                "cannot connect to the database {}: {}",
+                self.target,
+                describe(&error)
+            ))
+        })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(error = %describe(&error), "database connection ended");
+            }
+        });
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                self.statement_timeout.as_millis().max(1)
+            ))
+            .await?;
+        Ok(client)
+    }
+
+    async fn connect(&self) -> Result<Session, EngineError> {
+        let client = self.client().await?;
+        let select = format!("SELECT key, value FROM {TABLE}");
+        Ok(Session {
+            get: client
+                .prepare(&format!("SELECT value FROM {TABLE} WHERE key = $1"))
+                .await?,
+            upsert: client
+                .prepare(&format!(
+                    "INSERT INTO {TABLE} (key, value) \
+                     SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[]) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                ))
+                .await?,
+            delete: client
+                .prepare(&format!("DELETE FROM {TABLE} WHERE key = ANY($1::BYTEA[])"))
+                .await?,
+            forward_to: client
+                .prepare(&format!(
+                    "{select} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
+                ))
+                .await?,
+            forward_open: client
+                .prepare(&format!("{select} WHERE key >= $1 ORDER BY key LIMIT $2"))
+                .await?,
+            backward_to: client
+                .prepare(&format!(
+                    "{select} WHERE key >= $1 AND key < $2 ORDER BY key DESC LIMIT $3"
+                ))
+                .await?,
+            backward_open: client
+                .prepare(&format!(
+                    "{select} WHERE key >= $1 ORDER BY key DESC LIMIT $2"
+                ))
+                .await?,
+            client,
+        })
+    }
+}
+
+/// A connection made when first needed and again after it broke, so that
+/// the engine recovers by itself once the database is back.
+#[derive(Default)]
+struct Slot {
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<Session>> {
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        session
+            .as_ref()
+            .filter(|session| !session.client.is_closed())
+            .cloned()
+    }
+
+    async fn session(&self, connector: &Connector) -> Result<Arc<Session>, EngineError> {
+        if let Some(session) = self.current() {
+            return Ok(session);
+        }
+        let fresh = Arc::new(connector.connect().await?);
+        let mut slot = self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+}
+
+struct Shared {
+    connector: Connector,
+    readers: Vec<Slot>,
+    next_reader: AtomicUsize,
+    /// Transactions need a connection of their own for their duration.
+    writer: tokio::sync::Mutex<Slot>,
+}
+
+impl Shared {
+    async fn reader(&self) -> Result<Arc<Session>, EngineError> {
+        let at = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[at].session(&self.connector).await
+    }
+
+    /// Applies the writes in one serializable transaction, retried whole on
+    /// a serialization failure.
+    async fn write(
+        &self,
+        removes: Vec<Vec<u8>>,
+        keys: Vec<Vec<u8>>,
+        values: Vec<Vec<u8>>,
+    ) -> Result<(), EngineError> {
+        let writer = self.writer.lock().await;
+        let mut backoff = RETRY_BACKOFF_FIRST;
+        let mut attempt = 1;
+        loop {
+            let session = writer.session(&self.connector).await?;
+            match transaction(&session, &removes, &keys, &values).await {
+                Ok(()) => return Ok(()),
+                Err(error) if retryable(&error) && attempt < COMMIT_ATTEMPTS_MAX => {
+                    let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
+                    tokio::time::sleep(jittered).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                    attempt += 1;
+                }
+                Err(error) => {
+                    // Whatever the transaction left open goes with the
+                    // connection: a fresh one is made for the next write.
+                    if session.client.is_closed() || error.code().is_none() {
+                        *writer.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    } else {
+                        let _ = session.client.batch_execute("ROLLBACK").await;
+                    }
+                    return Err(describe(&error));
+                }
+            }
+        }
+    }
+}
+
+async fn transaction(
+    session: &Session,
+    removes: &[Vec<u8>],
+    keys: &[Vec<u8>],
+    values: &[Vec<u8>],
+) -> Result<(), tokio_postgres::Error> {
+    let client = &session.client;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        .await?;
+    let written = async {
+        if !removes.is_empty() {
+            client.execute(&session.delete, &[&removes]).await?;
+        }
+        if !keys.is_empty() {
+            client.execute(&session.upsert, &[&keys, &values]).await?;
+        }
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    if let Err(error) = written {
+        if !client.is_closed() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+pub struct PostgresEngine {
+    shared: Arc<Shared>,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for PostgresEngine {
+    /// The last owner may be a task of another runtime, where a runtime
+    /// must not be dropped by blocking on its threads.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PostgresEngine {
+    /// Connects, creates the table when missing and checks the layout
+    /// version. An unreachable database or wrong credentials fail here,
+    /// within the connect timeout, never later.
+    pub fn open(options: &PostgresOptions) -> Result<PostgresEngine, EngineError> {
+        let mut config: tokio_postgres::Config = options.url.parse().map_err(|error| {
+            EngineError::Config(format!("the database URL cannot be read: {error}"))
+        })?;
+        config.connect_timeout(options.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("sightline");
+        }
+        let target = describe_target(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sightline-db")
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Shared {
+            connector: Connector {
+                config,
+                target,
+                statement_timeout: options.statement_timeout,
+            },
+            readers: (0..options.read_connections.max(1))
+                .map(|_| Slot::default())
+                .collect(),
+            next_reader: AtomicUsize::new(0),
+            writer: tokio::sync::Mutex::new(Slot::default()),
+        });
+        let engine = PostgresEngine {
+            shared,
+            runtime: Some(runtime),
+        };
+        engine.run(|shared| async move { prepare_schema(&shared).await })?;
+        Ok(engine)
+    }
+
+    /// Runs a query on the engine's runtime and waits for it, from any
+    /// thread: a caller on another runtime blocks only itself.
+    fn run<T, F, Fut>(&self, query: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| EngineError::Unavailable("the database engine is closed".to_owned()))?;
+        // A plain channel, not the task's join handle: polled from another
+        // runtime's thread, a join handle answers to that runtime's
+        // cooperative budget and could wait for a wake that never comes.
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let query = query(Arc::clone(&self.shared));
+        runtime.spawn(async move {
+            let _ = answer.send(query.await);
+        });
+        answered.recv().map_err(|_| {
+            EngineError::Unavailable("the database task ended without an answer".to_owned())
+        })?
+    }
+
+    fn page(
+        &self,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        backward: bool,
+        limit: i64,
+    ) -> Result<Vec<KeyValue>, EngineError> {
+        self.run(move |shared| async move {
+            let session = shared.reader().await?;
+            let client = &session.client;
+            let rows = match (&to, backward) {
+                (Some(to), false) => {
+                    client
+                        .query(&session.forward_to, &[&from, to, &limit])
+                        .await?
+                }
+                (None, false) => {
+                    client
+                        .query(&session.forward_open, &[&from, &limit])
+                        .await?
+                }
+                (Some(to), true) => {
+                    client
+                        .query(&session.backward_to, &[&from, to, &limit])
+                        .await?
+                }
+                (None, true) => {
+                    client
+                        .query(&session.backward_open, &[&from, &limit])
+                        .await?
+                }
+            };
+            rows.into_iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn scan(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>, backward: bool) -> Scan<'_> {
+        Box::new(PagedScan {
+            engine: self,
+            from: lower_inclusive(from),
+            to: upper_exclusive(to),
+            backward,
+            page: Vec::new().into_iter(),
+            next_limit: FIRST_PAGE,
+            exhausted: false,
+        })
+    }
+}
+
+/// Host, port, database and user, for messages; never the password.
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{} as {}",
+        config.get_dbname().unwrap_or("(default)"),
+        config.get_user().unwrap_or("(default user)")
+    )
+}
+
+async fn prepare_schema(shared: &Shared) -> Result<(), EngineError> {
+    let client = shared.connector.client().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (name TEXT PRIMARY KEY, version BIGINT NOT NULL); \
+             CREATE TABLE IF NOT EXISTS {TABLE} (key BYTEA PRIMARY KEY, value BYTEA NOT NULL)"
+        ))
+        .await?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {SCHEMA_TABLE} (name, version) VALUES ('layout', $1) \
+                 ON CONFLICT (name) DO NOTHING"
+            ),
+            &[&SCHEMA_VERSION],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            &format!("SELECT version FROM {SCHEMA_TABLE} WHERE name = 'layout'"),
+            &[],
+        )
+        .await?;
+    let stored: i64 = row.try_get(0)?;
+    if stored > SCHEMA_VERSION {
+        return Err(EngineError::Config(format!(
+            "the database {} holds layout version {stored}, newer than this binary's {SCHEMA_VERSION}: \
+             run a sightline release that reads it",
+            shared.connector.target
+        )));
+    }
+    Ok(())
+}
+
+/// The smallest key a lower bound admits (bytea orders bytewise, so the
+/// key right after `k` is `k` followed by a zero byte).
+fn lower_inclusive(bound: Bound<Vec<u8>>) -> Vec<u8> {
+    match bound {
+        Bound::Included(key) => key,
+        Bound::Excluded(mut key) => {
+            key.push(0);
+            key
+        }
+        Bound::Unbounded => Vec::new(),
+    }
+}
+
+/// The first key an upper bound leaves out; `None` when nothing is.
+fn upper_exclusive(bound: Bound<Vec<u8>>) -> Option<Vec<u8>> {
+    match bound {
+        Bound::Included(mut key) => {
+            key.push(0);
+            Some(key)
+        }
+        Bound::Excluded(key) => Some(key),
+        Bound::Unbounded => None,
+    }
+}
+
+/// A range read page by page, each page resuming after the last key seen.
+struct PagedScan<'e> {
+    engine: &'e PostgresEngine,
+    from: Vec<u8>,
+    to: Option<Vec<u8>>,
+    backward: bool,
+    page: std::vec::IntoIter<KeyValue>,
+    next_limit: i64,
+    exhausted: bool,
+}
+
+impl Iterator for PagedScan<'_> {
+    type Item = Result<KeyValue, EngineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(pair) = self.page.next() {
+            return Some(Ok(pair));
+        }
+        if self.exhausted {
+            return None;
+        }
+        let limit = self.next_limit;
+        self.next_limit = (limit * 4).min(LARGEST_PAGE);
+        let page = match self
+            .engine
+            .page(self.from.clone(), self.to.clone(), self.backward, limit)
+        {
+            Ok(page) => page,
+            Err(error) => {
+                self.exhausted = true;
+                return Some(Err(error));
+            }
+        };
+        if (page.len() as i64) < limit {
+            self.exhausted = true;
+        }
+        if let Some((last, _)) = page.last() {
+            if self.backward {
+                self.to = Some(last.clone());
+            } else {
+                self.from = last.clone();
+                self.from.push(0);
+            }
+        }
+        self.page = page.into_iter();
+        self.page.next().map(Ok)
+    }
+}
+
+impl Engine for PostgresEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let key = key.to_vec();
+        self.run(move |shared| async move {
+            let session = shared.reader().await?;
+            let row = session.client.query_opt(&session.get, &[&key]).await?;
+            Ok(match row {
+                Some(row) => Some(row.try_get(0)?),
+                None => None,
+            })
+        })
+    }
+
+    fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        self.scan(from, to, false)
+    }
+
+    fn range_back(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        self.scan(from, to, true)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), EngineError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // A key written twice in a batch ends as its last write.
+        let mut last = std::collections::BTreeMap::new();
+        for (key, value) in batch.into_writes() {
+            last.insert(key, value);
+        }
+        let mut removes = Vec::new();
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (key, value) in last {
+            match value {
+                Some(value) => {
+                    keys.push(key);
+                    values.push(value);
+                }
+                None => removes.push(key),
+            }
+        }
+        self.run(move |shared| async move { shared.write(removes, keys, values).await })
+    }
+
+    /// A batch is durable when its `COMMIT` returns.
+    fn sync(&self) -> Result<Durability, EngineError> {
+        Ok(Durability::default())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, EngineError> {
+        self.run(|shared| async move {
+            let session = shared.reader().await?;
+            let row = session
+                .client
+                .query_one(
+                    &format!("SELECT pg_total_relation_size('{TABLE}')::BIGINT"),
+                    &[],
+                )
+                .await?;
+            let bytes: i64 = row.try_get(0)?;
+            Ok(bytes.max(0) as u64)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_become_an_inclusive_start_and_an_exclusive_end() {
+        assert_eq!(
+            lower_inclusive(Bound::Excluded(b"a".to_vec())),
+            b"a\0".to_vec()
+        );
+        assert_eq!(lower_inclusive(Bound::Unbounded), Vec::<u8>::new());
+        assert_eq!(
+            upper_exclusive(Bound::Included(b"b".to_vec())),
+            Some(b"b\0".to_vec())
+        );
+        assert_eq!(upper_exclusive(Bound::Unbounded), None);
+    }
+
+    #[test]
+    fn messages_name_the_database_but_not_the_password() {
+        let config: tokio_postgres::Config = "postgres://shop:s3cret@db.example:6543/profiles"
+            .parse()
+            .expect("url");
+        let target = describe_target(&config);
+        assert_eq!(target, "db.example:6543/profiles as shop");
+        assert!(!target.contains("s3cret"));
+    }
+}
