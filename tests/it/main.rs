@@ -10,6 +10,7 @@ mod consent;
 mod crash;
 mod custom_traits;
 mod durability;
+mod engines;
 mod finding;
 mod fuzz_corpus;
 mod fuzzy;
