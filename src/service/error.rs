@@ -54,6 +54,7 @@ impl From<StoreError> for ServiceError {
                 ServiceError::Unavailable("the server is shutting down".to_owned())
             }
             StoreError::Unavailable(reason) => ServiceError::Unavailable(reason),
+            conflict @ StoreError::Conflict(_) => ServiceError::Unavailable(conflict.to_string()),
             StoreError::NotFound(message) => ServiceError::NotFound(message),
             StoreError::Invalid { field, description } => ServiceError::invalid(field, description),
             StoreError::Precondition(message) => ServiceError::FailedPrecondition(message),

@@ -60,6 +60,10 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is closed")]
     Closed,
+    /// The write lost a race with another server's writes to the same
+    /// database and was not applied; sent again, it may succeed.
+    #[error("the write conflicted with other writers and was not applied; send it again ({0})")]
+    Conflict(String),
     /// The database cannot take the call now; the same call may succeed
     /// later.
     #[error("{0}")]
@@ -83,6 +87,7 @@ impl From<EngineError> for StoreError {
             EngineError::Io(io) => StoreError::Io(io),
             EngineError::Locked(dir) => StoreError::Locked(dir),
             EngineError::Unavailable(reason) => StoreError::Unavailable(reason),
+            EngineError::Conflict(reason) => StoreError::Conflict(reason),
             other => StoreError::Database(other),
         }
     }

@@ -1,13 +1,13 @@
 //! The writer's view of the database while it builds a group commit: writes
 //! of earlier calls in the group are visible to later ones, but nothing
-//! reaches sled (and so no reader) until the whole group is applied as one
-//! atomic batch.
+//! reaches the engine (and so no reader) until the whole group is committed
+//! as one atomic batch of the transaction it read through.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use super::StoreError;
-use super::engine::{Batch, Engine};
+use super::engine::{Batch, Engine, Transaction};
 use crate::model::{MembershipChange, ProfileId};
 use crate::recommend::ShopperHistory;
 
@@ -54,6 +54,9 @@ impl SparseKeys {
 
 /// Pending writes of one group commit, on top of the tree.
 pub struct GroupWrites<'t> {
+    /// Every read of the group goes through its transaction.
+    reads: &'t dyn Transaction,
+    /// For writes made at once, outside the transaction.
     engine: &'t dyn Engine,
     sparse: &'t mut SparseKeys,
     changes: Changes,
@@ -79,8 +82,13 @@ fn fold_history_changes(into: &mut HistoryChanges, later: HistoryChanges) {
 }
 
 impl<'t> GroupWrites<'t> {
-    pub fn new(engine: &'t dyn Engine, sparse: &'t mut SparseKeys) -> Self {
+    pub fn new(
+        reads: &'t dyn Transaction,
+        engine: &'t dyn Engine,
+        sparse: &'t mut SparseKeys,
+    ) -> Self {
         GroupWrites {
+            reads,
             engine,
             sparse,
             changes: Changes::new(),
@@ -99,7 +107,7 @@ impl<'t> GroupWrites<'t> {
             .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
             .take_while(|(key, _)| key.first() == Some(&tag))
         {
-            let existed = self.engine.contains(key)?;
+            let existed = self.reads.contains(key)?;
             change += i64::from(value.is_some()) - i64::from(existed);
         }
         Ok(change)
@@ -183,7 +191,7 @@ impl CallWrites<'_, '_> {
         if self.group.sparse.certainly_absent(key) {
             return Ok(None);
         }
-        Ok(self.group.engine.get(key)?)
+        Ok(self.group.reads.get(key)?)
     }
 
     /// Whether this call or an earlier one of the group wrote the key.
@@ -236,7 +244,7 @@ impl CallWrites<'_, '_> {
         let mut merged = BTreeMap::new();
         for entry in self
             .group
-            .engine
+            .reads
             .range(Bound::Included(start.to_vec()), Bound::Unbounded)
         {
             let (key, value) = entry?;
@@ -290,7 +298,8 @@ mod tests {
         put(&tree, b"a1", b"tree");
         put(&tree, b"a2", b"tree");
         let mut sparse = SparseKeys::default();
-        let mut group = GroupWrites::new(&tree, &mut sparse);
+        let transaction = tree.begin().expect("begin");
+        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse);
 
         let mut first = group.call();
         first.remove(b"a1".as_slice());
@@ -312,7 +321,8 @@ mod tests {
         assert_eq!(scanned, expected);
         second.commit();
 
-        tree.commit(group.into_batch()).expect("commit");
+        let batch = group.into_batch();
+        transaction.commit(batch).expect("commit");
         assert_eq!(tree.get(b"a1").expect("get"), None);
         assert_eq!(tree.get(b"a4").expect("get"), None);
         assert_eq!(
@@ -326,7 +336,8 @@ mod tests {
         let tree = tree();
         put(&tree, b"h-known", b"1");
         let mut sparse = SparseKeys::load(&tree, b"h").expect("load");
-        let mut group = GroupWrites::new(&tree, &mut sparse);
+        let transaction = tree.begin().expect("begin");
+        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse);
         let mut writes = group.call();
         assert_eq!(
             writes.get(b"h-known").expect("get").as_deref(),
@@ -335,8 +346,10 @@ mod tests {
         assert_eq!(writes.get(b"h-missing").expect("get"), None);
         writes.insert(b"h-new".as_slice(), b"2".as_slice());
         writes.commit();
-        tree.commit(group.into_batch()).expect("commit");
-        let mut group = GroupWrites::new(&tree, &mut sparse);
+        let batch = group.into_batch();
+        transaction.commit(batch).expect("commit");
+        let transaction = tree.begin().expect("begin");
+        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse);
         let writes = group.call();
         assert_eq!(
             writes.get(b"h-new").expect("get").as_deref(),

@@ -385,7 +385,7 @@ pub fn append_access(
         if !held {
             continue;
         }
-        let sequence = counters.next_sequence();
+        let sequence = counters.next_sequence(writes)?;
         let record = AccessRecord {
             caller: entry.caller,
             method: entry.method,

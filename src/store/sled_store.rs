@@ -9,14 +9,14 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{Counters, decode_profile_id};
+use super::apply::{Counters, FIRST_COUNTER_VALUE, decode_counter, decode_profile_id};
 use super::apply::{apply_unmerge, recompute_custom_traits};
 use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
 use super::custom_traits;
 use super::engine::postgres::{PostgresEngine, PostgresOptions};
 use super::engine::sled::SledEngine;
-use super::engine::{Batch, Engine, prefix_bounds};
+use super::engine::{Batch, Engine, EngineError, prefix_bounds};
 use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::match_training;
 use super::matching;
@@ -107,9 +107,13 @@ impl SledStore {
     ) -> Result<SledStore, StoreError> {
         let engine = open_engine(options)?;
         let tree = engine.as_ref();
-        let counters = Counters {
-            next_profile_id: read_counter(tree, keys::NEXT_PROFILE_ID)?,
-            next_event_sequence: read_counter(tree, keys::NEXT_EVENT_SEQUENCE)?,
+        let counters = if tree.shared() {
+            Counters::shared()
+        } else {
+            Counters::sole(
+                read_counter(tree, keys::NEXT_PROFILE_ID)?,
+                read_counter(tree, keys::NEXT_EVENT_SEQUENCE)?,
+            )
         };
         if let Some(bytes) = tree.get(keys::FUZZY_MODEL)? {
             match serde_json::from_slice::<MatchModel>(&bytes) {
@@ -129,7 +133,12 @@ impl SledStore {
             counters,
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),
-            sparse: SparseKeys::load(tree, &[keys::HUB, keys::REJECTION, keys::SUPPRESSION])?,
+            // Another server may add such keys at any time.
+            sparse: if tree.shared() {
+                SparseKeys::default()
+            } else {
+                SparseKeys::load(tree, &[keys::HUB, keys::REJECTION, keys::SUPPRESSION])?
+            },
             suppressor: Suppressor::new(suppression_key(tree, options)?),
             segments,
             memberships: Arc::clone(&memberships),
@@ -266,8 +275,8 @@ impl Estimator {
         let stored = model.clone();
         let (reply, answer) = oneshot::channel();
         let body = move |context: &mut JobContext<'_, '_, '_>| {
-            context.writes.insert(keys::FUZZY_MODEL, bytes);
-            context.rules.set_match_model(stored);
+            context.writes.insert(keys::FUZZY_MODEL, bytes.clone());
+            context.rules.set_match_model(stored.clone());
             Ok(())
         };
         self.queue
@@ -284,16 +293,29 @@ fn suppression_key(tree: &dyn Engine, options: &SledStoreOptions) -> Result<Vec<
     if let Some(key) = &options.suppression_key {
         return Ok(key.clone());
     }
-    if let Some(stored) = tree.get(keys::SUPPRESSION_KEY)? {
-        return Ok(stored.to_vec());
+    // Servers starting together on a new shared database race to store
+    // the first key; the losers' transactions conflict, and read the
+    // winner's when run again.
+    let mut attempts_left = 10;
+    loop {
+        let transaction = tree.begin()?;
+        if let Some(stored) = transaction.get(keys::SUPPRESSION_KEY)? {
+            return Ok(stored.to_vec());
+        }
+        let mut key = vec![0u8; 32];
+        // The thread generator is a CSPRNG seeded from the operating system.
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        let mut batch = Batch::default();
+        batch.insert(keys::SUPPRESSION_KEY, key.clone());
+        match transaction.commit(batch) {
+            Ok(_) => return Ok(key),
+            Err(EngineError::Conflict(_)) if attempts_left > 0 => {
+                attempts_left -= 1;
+                std::thread::sleep(Duration::from_millis(rand::random_range(1..20)));
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
-    let mut key = vec![0u8; 32];
-    // The thread generator is a CSPRNG seeded from the operating system.
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    let mut batch = Batch::default();
-    batch.insert(keys::SUPPRESSION_KEY, key.clone());
-    tree.commit(batch)?;
-    Ok(key)
 }
 
 fn count_keys(tree: &dyn Engine, tag: u8) -> Result<u64, StoreError> {
@@ -473,12 +495,8 @@ fn clear_directory(dir: &Path) -> std::io::Result<()> {
 
 fn read_counter(tree: &dyn Engine, key: &[u8]) -> Result<u64, StoreError> {
     match tree.get(key)? {
-        Some(bytes) => keys::decode_u64(&bytes).ok_or(StoreError::Corrupt {
-            what: "counter",
-            reason: format!("expected 8 bytes, found {}", bytes.len()),
-        }),
-        // Profile id 0 is never handed out, so "p0" can never name a profile.
-        None => Ok(1),
+        Some(bytes) => decode_counter(&bytes),
+        None => Ok(FIRST_COUNTER_VALUE),
     }
 }
 
@@ -488,7 +506,7 @@ impl SledStore {
     fn submit<T, F>(&self, body: F) -> BoxFuture<'static, Result<T, StoreError>>
     where
         T: Send + 'static,
-        F: for<'c, 'g, 't> FnOnce(&mut JobContext<'c, 'g, 't>) -> Result<T, StoreError>
+        F: for<'c, 'g, 't> FnMut(&mut JobContext<'c, 'g, 't>) -> Result<T, StoreError>
             + Send
             + 'static,
     {
@@ -512,7 +530,7 @@ impl ProfileStore for SledStore {
     ) -> BoxFuture<'static, Result<ErasureOutcome, StoreError>> {
         self.submit(move |context| {
             let now = call.record.received_at;
-            privacy::erase(context.writes, context.suppressor, now, call)
+            privacy::erase(context.writes, context.suppressor, now, call.clone())
         })
     }
 
@@ -554,7 +572,7 @@ impl ProfileStore for SledStore {
         entries: Vec<AccessEntry>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         self.submit(move |context| {
-            privacy::append_access(context.writes, context.counters, entries)
+            privacy::append_access(context.writes, context.counters, entries.clone())
         })
     }
 
@@ -604,7 +622,7 @@ impl ProfileStore for SledStore {
         &self,
         draft: SegmentDraft,
     ) -> BoxFuture<'static, Result<(SegmentDefinition, bool, bool), StoreError>> {
-        self.submit(move |context| membership::put_segment(context.writes, draft))
+        self.submit(move |context| membership::put_segment(context.writes, draft.clone()))
     }
 
     fn delete_segment(
@@ -814,7 +832,7 @@ impl ProfileStore for SledStore {
     ) -> BoxFuture<'static, Result<u64, StoreError>> {
         self.submit(move |context| {
             let mut removed = 0;
-            for id in ids {
+            for id in ids.iter().copied() {
                 let Some(bytes) = context.writes.get(&keys::profile(id))? else {
                     continue;
                 };
@@ -1062,7 +1080,7 @@ impl ProfileStore for SledStore {
         &self,
         definition: CustomTraitDefinition,
     ) -> BoxFuture<'static, Result<(CustomTraitDefinition, bool), StoreError>> {
-        self.submit(move |context| custom_traits::put(context.writes, definition))
+        self.submit(move |context| custom_traits::put(context.writes, definition.clone()))
     }
 
     fn delete_custom_trait(
@@ -1090,7 +1108,7 @@ impl ProfileStore for SledStore {
         name: String,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         self.submit(move |context| {
-            for id in ids {
+            for id in ids.iter().copied() {
                 let Some(bytes) = context.writes.get(&keys::profile(id))? else {
                     continue;
                 };

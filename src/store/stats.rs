@@ -10,6 +10,9 @@ pub const GROUP_SIZE_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
 #[derive(Debug, Default)]
 pub struct WriterStats {
     groups_committed: AtomicU64,
+    /// Groups run again after their transaction lost a race with another
+    /// writer of the same database.
+    groups_retried: AtomicU64,
     calls_committed: AtomicU64,
     profiles_merged: AtomicU64,
     /// sled's separate files for large values, synced before acknowledging.
@@ -34,6 +37,10 @@ impl WriterStats {
         self.group_sizes[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn group_retried(&self) {
+        self.groups_retried.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn set_live_profiles(&self, profiles: u64) {
         self.live_profiles.store(
             i64::try_from(profiles).unwrap_or(i64::MAX),
@@ -53,6 +60,7 @@ impl WriterStats {
         WriterCounts {
             blob_files_synced: self.blob_files_synced.load(Ordering::Relaxed),
             groups_committed: self.groups_committed.load(Ordering::Relaxed),
+            groups_retried: self.groups_retried.load(Ordering::Relaxed),
             calls_committed: self.calls_committed.load(Ordering::Relaxed),
             profiles_merged: self.profiles_merged.load(Ordering::Relaxed),
             live_profiles: u64::try_from(self.live_profiles.load(Ordering::Relaxed)).unwrap_or(0),
@@ -68,6 +76,8 @@ impl WriterStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterCounts {
     pub groups_committed: u64,
+    /// Groups run again after a conflict with another server's writes.
+    pub groups_retried: u64,
     /// Calls and jobs made durable.
     pub calls_committed: u64,
     /// Profiles merged away by identify and track calls (including merges

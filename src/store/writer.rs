@@ -4,6 +4,7 @@
 //! by the model thread, once it has moved the recommendation counts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,21 +29,24 @@ pub struct JobContext<'c, 'g, 't> {
     pub suppressor: &'c Suppressor,
 }
 
-/// Answers a job's caller once its group is durable (`None`) or failed.
-pub type Settle = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A write other than identify/track (unmerge, review, matching pass),
+/// run on the writer thread. A group that lost a race with another server
+/// is run again from the start, so `run` may be called more than once;
+/// only the last run's writes are committed. `settle` answers the caller
+/// once the group is durable (`None`) or has failed.
+pub trait Job: Send {
+    /// Whether the writes of this run should be kept.
+    fn run(&mut self, context: &mut JobContext<'_, '_, '_>) -> bool;
 
-/// A write other than identify/track (unmerge, review, matching pass): runs
-/// on the writer thread, reports whether its writes should be kept, and
-/// hands back how to answer its caller.
-pub type Job =
-    Box<dyn for<'c, 'g, 't> FnOnce(&mut JobContext<'c, 'g, 't>) -> (bool, Settle) + Send>;
+    fn settle(self: Box<Self>, commit_error: Option<&StoreError>);
+}
 
 pub enum Command {
     Apply {
         calls: Vec<WriteCall>,
         reply: oneshot::Sender<Result<ApplyResults, StoreError>>,
     },
-    Job(Job),
+    Job(Box<dyn Job>),
     /// Finish what is queued ahead, then stop.
     Shutdown,
 }
@@ -56,38 +60,67 @@ impl Command {
         }
     }
 
+    /// Answers the command's caller with the failure of its group.
     fn refuse(self, error: &StoreError) {
         match self {
             Command::Apply { reply, .. } => {
-                let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
+                let _ = reply.send(Err(not_committed(error)));
             }
-            // A job never run has nothing to answer with but the failure;
-            // dropping it closes its reply channel, which callers see as
-            // the store being closed.
-            Command::Job(_) | Command::Shutdown => {}
+            Command::Job(job) => job.settle(Some(error)),
+            Command::Shutdown => {}
         }
     }
 }
 
-/// Wraps a fallible job body into a `Job` answering on `reply`.
-pub fn job<T, F>(body: F, reply: oneshot::Sender<Result<T, StoreError>>) -> Job
+/// What a caller of a failed group is told: the write was not applied.
+pub fn not_committed(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
+        StoreError::Conflict(reason) => StoreError::Conflict(reason.clone()),
+        other => StoreError::CommitFailed(other.to_string()),
+    }
+}
+
+/// A job whose body may run several times, answering on `reply` with the
+/// last run's result.
+struct ReplyingJob<T, F> {
+    body: F,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for ReplyingJob<T, F>
 where
     T: Send + 'static,
-    F: for<'c, 'g, 't> FnOnce(&mut JobContext<'c, 'g, 't>) -> Result<T, StoreError>
-        + Send
-        + 'static,
+    F: for<'c, 'g, 't> FnMut(&mut JobContext<'c, 'g, 't>) -> Result<T, StoreError> + Send,
 {
-    Box::new(move |context| {
-        let result = body(context);
+    fn run(&mut self, context: &mut JobContext<'_, '_, '_>) -> bool {
+        let result = (self.body)(context);
         let succeeded = result.is_ok();
-        let settle: Settle = Box::new(move |commit_error| {
-            let answer = match commit_error {
-                Some(error) => Err(StoreError::CommitFailed(error.to_string())),
-                None => result,
-            };
-            let _ = reply.send(answer);
-        });
-        (succeeded, settle)
+        self.result = Some(result);
+        succeeded
+    }
+
+    fn settle(self: Box<Self>, commit_error: Option<&StoreError>) {
+        let answer = match (commit_error, self.result) {
+            (Some(error), _) => Err(not_committed(error)),
+            (None, Some(result)) => result,
+            (None, None) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Wraps a fallible job body into a `Job` answering on `reply`.
+pub fn job<T, F>(body: F, reply: oneshot::Sender<Result<T, StoreError>>) -> Box<dyn Job>
+where
+    T: Send + 'static,
+    F: for<'c, 'g, 't> FnMut(&mut JobContext<'c, 'g, 't>) -> Result<T, StoreError> + Send + 'static,
+{
+    Box::new(ReplyingJob {
+        body,
+        result: None,
+        reply,
     })
 }
 
@@ -114,7 +147,7 @@ enum Pending {
         results: ApplyResults,
         reply: oneshot::Sender<Result<ApplyResults, StoreError>>,
     },
-    Job(Settle),
+    Job(Box<dyn Job>),
 }
 
 impl Pending {
@@ -126,9 +159,9 @@ impl Pending {
                 let _ = reply.send(Ok(results));
             }
             (Pending::Apply { reply, .. }, Some(error)) => {
-                let _ = reply.send(Err(StoreError::CommitFailed(error.to_string())));
+                let _ = reply.send(Err(not_committed(error)));
             }
-            (Pending::Job(settle), commit_error) => settle(commit_error),
+            (Pending::Job(job), commit_error) => job.settle(commit_error),
         }
     }
 }
@@ -152,6 +185,24 @@ impl CountsThenAnswer {
 /// Groups whose counts wait for the model thread; a full queue holds the
 /// writer back.
 const MODEL_QUEUE_DEPTH: usize = 16;
+
+/// Runs of one group before its conflicts with other servers' writes are
+/// reported to its callers.
+const GROUP_ATTEMPTS_MAX: u32 = 10;
+const GROUP_RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(2);
+const GROUP_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// What one successful run of a group computed, for after its commit.
+#[derive(Default)]
+struct GroupDone {
+    calls: u64,
+    profiles_merged: u64,
+    /// Per `Apply` command, in order.
+    results: Vec<ApplyResults>,
+    membership_changes: Vec<crate::model::MembershipChange>,
+    model_changes: products::ModelChanges,
+    profiles_change: i64,
+}
 
 impl Writer {
     /// Moving the recommendation counts runs on a thread of its own, so
@@ -214,28 +265,67 @@ impl Writer {
                 return;
             }
         }
+        if let Err(error) = self.release_blocks() {
+            tracing::warn!(%error, "reserved ids not handed back at the stop");
+        }
         if let Err(error) = self.make_durable() {
             tracing::error!(%error, "final flush failed");
         }
     }
 
+    /// Runs the group in one transaction and commits it; a group that lost
+    /// a race with another writer of the database is run again, whole, a
+    /// bounded number of times.
     fn commit_group(
         &mut self,
-        commands: Vec<Command>,
+        mut commands: Vec<Command>,
         stopping: &mut bool,
         to_model: Option<&std::sync::mpsc::SyncSender<CountsThenAnswer>>,
     ) -> Result<(), StoreError> {
-        let counters_before = self.counters;
-        let mut group = GroupWrites::new(self.engine.as_ref(), &mut self.sparse);
-        let mut pending = Vec::with_capacity(commands.len());
-        let mut calls_in_group = 0u64;
-        let mut profiles_merged = 0u64;
-        for command in commands {
-            calls_in_group += command.call_count() as u64;
+        let mut backoff = GROUP_RETRY_BACKOFF_FIRST;
+        let mut attempt = 1;
+        loop {
+            let counters_before = self.counters;
+            match self.run_group(&mut commands, stopping) {
+                Ok(done) => {
+                    self.finish_group(done, commands, to_model);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(_)) if attempt < GROUP_ATTEMPTS_MAX => {
+                    self.counters = counters_before;
+                    self.stats.group_retried();
+                    std::thread::sleep(backoff.mul_f64(rand::random_range(0.5..1.5)));
+                    backoff = (backoff * 2).min(GROUP_RETRY_BACKOFF_MAX);
+                    attempt += 1;
+                }
+                Err(error) => {
+                    self.counters = counters_before;
+                    for command in commands {
+                        command.refuse(&error);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// One run of the group: every command against one transaction, then
+    /// its commit.
+    fn run_group(
+        &mut self,
+        commands: &mut [Command],
+        stopping: &mut bool,
+    ) -> Result<GroupDone, StoreError> {
+        let engine = Arc::clone(&self.engine);
+        let transaction = engine.begin()?;
+        let mut group = GroupWrites::new(transaction.as_ref(), engine.as_ref(), &mut self.sparse);
+        let mut done = GroupDone::default();
+        for command in commands.iter_mut() {
+            done.calls += command.call_count() as u64;
             match command {
-                Command::Apply { calls, reply } => {
+                Command::Apply { calls, .. } => {
                     let mut results = Vec::with_capacity(calls.len());
-                    for call in &calls {
+                    for call in calls.iter() {
                         let mut writes = group.call();
                         let mut counters = self.counters;
                         let catalogue = self.recommendations.then(|| {
@@ -257,12 +347,12 @@ impl Writer {
                             writes.commit();
                             self.counters = counters;
                             if let Resolution::Merged { absorbed } = &outcome.resolution {
-                                profiles_merged += absorbed.len() as u64;
+                                done.profiles_merged += absorbed.len() as u64;
                             }
                         }
                         results.push(result);
                     }
-                    pending.push(Pending::Apply { results, reply });
+                    done.results.push(results);
                 }
                 Command::Job(job) => {
                     let mut writes = group.call();
@@ -274,74 +364,90 @@ impl Writer {
                         segments: self.segments.as_ref(),
                         suppressor: &self.suppressor,
                     };
-                    let (succeeded, settle) = job(&mut context);
-                    if succeeded {
+                    if job.run(&mut context) {
                         writes.commit();
                         self.counters = counters;
                     }
-                    pending.push(Pending::Job(settle));
                 }
                 Command::Shutdown => *stopping = true,
             }
         }
         reevaluate_changed_profiles(&mut group, self.segments.as_ref());
-        let membership_changes = group.take_membership_changes();
+        done.membership_changes = group.take_membership_changes();
         // The histories stand either way; one that cannot be read is a
         // damaged record, and refusing every later write would not mend it.
-        let mut model_changes = products::model_changes(&mut group).unwrap_or_else(|error| {
+        done.model_changes = products::model_changes(&mut group).unwrap_or_else(|error| {
             tracing::error!(%error, "recommendation model not updated for a group");
             Default::default()
         });
-
-        let mut profiles_change = 0;
-        let committed = if group.is_empty() {
-            Ok(())
-        } else {
-            group
-                .count_change(keys::PROFILE)
-                .and_then(|change| {
-                    profiles_change = change;
-                    self.engine
-                        .commit(group.into_batch())
-                        .map_err(StoreError::from)
-                })
-                .map(|durability| self.count_durability(durability))
-        };
-        match committed {
-            Ok(()) => {
-                // Before answering: a caller that reads memberships right
-                // after its acknowledgement sees them.
-                self.memberships.publish(membership_changes);
-                model_changes.apply_catalogue(&self.recommender);
-                self.stats.live_profiles_changed(profiles_change);
-                if calls_in_group > 0 {
-                    self.stats.group_committed(calls_in_group, profiles_merged);
-                }
-                let work = CountsThenAnswer {
-                    changes: model_changes,
-                    pending,
-                };
-                if !work.changes.moves_counts() {
-                    work.pending
-                        .into_iter()
-                        .for_each(|answer| answer.answer(None));
-                } else if let Some(to_model) = to_model {
-                    if let Err(std::sync::mpsc::SendError(work)) = to_model.send(work) {
-                        work.finish(&self.recommender);
-                    }
-                } else {
-                    work.finish(&self.recommender);
-                }
-                Ok(())
-            }
-            Err(error) => {
-                self.counters = counters_before;
-                for answer in pending {
-                    answer.answer(Some(&error));
-                }
-                Err(error)
-            }
+        if group.is_empty() {
+            // Nothing to write; the transaction rolls back when dropped.
+            return Ok(done);
         }
+        done.profiles_change = group.count_change(keys::PROFILE)?;
+        let batch = group.into_batch();
+        let durability = transaction.commit(batch)?;
+        self.count_durability(durability);
+        Ok(done)
+    }
+
+    /// After the commit: memberships and counts move, callers are answered.
+    fn finish_group(
+        &mut self,
+        mut done: GroupDone,
+        commands: Vec<Command>,
+        to_model: Option<&std::sync::mpsc::SyncSender<CountsThenAnswer>>,
+    ) {
+        // Before answering: a caller that reads memberships right after its
+        // acknowledgement sees them.
+        self.memberships.publish(done.membership_changes);
+        done.model_changes.apply_catalogue(&self.recommender);
+        self.stats.live_profiles_changed(done.profiles_change);
+        if done.calls > 0 {
+            self.stats.group_committed(done.calls, done.profiles_merged);
+        }
+        let mut results = done.results.into_iter();
+        let pending = commands
+            .into_iter()
+            .filter_map(|command| match command {
+                Command::Apply { reply, .. } => Some(Pending::Apply {
+                    results: results.next().unwrap_or_default(),
+                    reply,
+                }),
+                Command::Job(job) => Some(Pending::Job(job)),
+                Command::Shutdown => None,
+            })
+            .collect();
+        let work = CountsThenAnswer {
+            changes: done.model_changes,
+            pending,
+        };
+        if !work.changes.moves_counts() {
+            work.pending
+                .into_iter()
+                .for_each(|answer| answer.answer(None));
+        } else if let Some(to_model) = to_model {
+            if let Err(std::sync::mpsc::SendError(work)) = to_model.send(work) {
+                work.finish(&self.recommender);
+            }
+        } else {
+            work.finish(&self.recommender);
+        }
+    }
+
+    fn release_blocks(&mut self) -> Result<(), StoreError> {
+        if !self.engine.shared() {
+            return Ok(());
+        }
+        let engine = Arc::clone(&self.engine);
+        let transaction = engine.begin()?;
+        let mut group = GroupWrites::new(transaction.as_ref(), engine.as_ref(), &mut self.sparse);
+        let mut writes = group.call();
+        self.counters.release_unused(&mut writes)?;
+        writes.commit();
+        let batch = group.into_batch();
+        transaction.commit(batch)?;
+        Ok(())
     }
 
     fn make_durable(&mut self) -> Result<(), StoreError> {

@@ -3,7 +3,11 @@
 
 use std::io::Write;
 
-use crate::support::{self, TestServer, email, identify};
+use sightline::api::pb::{
+    self, erase_subject_request, privacy_service_client::PrivacyServiceClient,
+};
+
+use crate::support::{self, TestServer, email, get_by, get_by_id, identify, phone, user};
 
 /// Says which half of the suite ran, past the test harness's capture of
 /// `println!`, so that a run without PostgreSQL says what it skipped; and
@@ -38,4 +42,144 @@ async fn the_suite_runs_on_the_engine_it_names() {
         sled_files, !on_postgres,
         "sled's files are in the data directory exactly when the suite runs on sled"
     );
+}
+
+/// Two servers on one PostgreSQL database (each with a data directory of
+/// its own); `None` when the suite runs on sled, which one process owns.
+async fn two_servers_on_one_database() -> Option<(TestServer, TestServer)> {
+    support::postgres_server()?;
+    let configure = |data_dir: &tempfile::TempDir| {
+        let mut config = support::test_config(data_dir);
+        // Concurrency, not merge protection, is under test here.
+        config
+            .identity
+            .merge
+            .identifiers_per_kind_max
+            .insert("user_id".to_owned(), 1_000);
+        config
+    };
+    let first_dir = tempfile::tempdir().expect("data dir");
+    let first_config = configure(&first_dir);
+    let second_dir = tempfile::tempdir().expect("data dir");
+    let mut second_config = configure(&second_dir);
+    second_config.storage.url = first_config.storage.url.clone();
+    let first = TestServer::start_with(first_dir, first_config).await;
+    let second = TestServer::start_with(second_dir, second_config).await;
+    Some((first, second))
+}
+
+#[tokio::test]
+async fn chain_links_split_between_two_servers_end_in_one_profile() {
+    let Some((first, second)) = two_servers_on_one_database().await else {
+        return;
+    };
+    const LINKS: usize = 200;
+    let clients = [first.client().await, second.client().await];
+    let calls = (0..LINKS).map(|i| {
+        let mut client = clients[i % 2].clone();
+        tokio::spawn(async move {
+            client
+                .identify(identify(vec![
+                    user(&format!("u{i}")),
+                    user(&format!("u{}", i + 1)),
+                ]))
+                .await
+                .map(|response| response.into_inner())
+        })
+    });
+    for call in futures::future::join_all(calls).await {
+        call.expect("task").expect("identify");
+    }
+
+    for mut client in clients {
+        let survivor = get_by(&mut client, user("u0")).await.expect("u0");
+        assert_eq!(survivor.identifiers.len(), LINKS + 1);
+        for i in 0..=LINKS {
+            let profile = get_by(&mut client, user(&format!("u{i}")))
+                .await
+                .expect("linked");
+            assert_eq!(profile.profile_id, survivor.profile_id, "u{i}");
+        }
+        for merged in &survivor.merged_profile_ids {
+            let profile = get_by_id(&mut client, merged).await.expect("alias");
+            assert_eq!(profile.profile_id, survivor.profile_id, "alias {merged}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn profiles_created_through_two_servers_get_distinct_ids() {
+    let Some((first, second)) = two_servers_on_one_database().await else {
+        return;
+    };
+    let clients = [first.client().await, second.client().await];
+    let calls = (0..100).map(|i| {
+        let mut client = clients[i % 2].clone();
+        tokio::spawn(async move {
+            client
+                .identify(identify(vec![email(&format!("person{i}@example.com"))]))
+                .await
+                .map(|response| response.into_inner().profile_id)
+        })
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for call in futures::future::join_all(calls).await {
+        ids.insert(call.expect("task").expect("identify"));
+    }
+    assert_eq!(ids.len(), 100, "every new profile has an id of its own");
+}
+
+#[tokio::test]
+async fn an_erasure_through_one_server_suppresses_writes_through_the_other() {
+    let Some((first, second)) = two_servers_on_one_database().await else {
+        return;
+    };
+    let mut through_first = first.client().await;
+    let mut through_second = second.client().await;
+    through_first
+        .identify(identify(vec![
+            email("erased@example.com"),
+            phone("+447911123456"),
+        ]))
+        .await
+        .expect("identify");
+    // Read once through the second server, so that nothing it might
+    // remember of the person can excuse a stale answer later.
+    get_by(&mut through_second, email("erased@example.com"))
+        .await
+        .expect("visible through the other server");
+
+    let mut privacy = PrivacyServiceClient::new(first.channel().await);
+    let erased = privacy
+        .erase_subject(pb::EraseSubjectRequest {
+            lookup: Some(erase_subject_request::Lookup::Identifier(email(
+                "erased@example.com",
+            ))),
+            request_id: "erasure-across-servers".to_owned(),
+            requester: "compliance".to_owned(),
+            reason: "Art. 17 request".to_owned(),
+            skip_suppression: false,
+        })
+        .await
+        .expect("erase")
+        .into_inner();
+    assert!(erased.erased);
+
+    assert_eq!(
+        get_by(&mut through_second, email("erased@example.com"))
+            .await
+            .expect_err("gone through the other server too")
+            .code(),
+        tonic::Code::NotFound
+    );
+    let replay = through_second
+        .identify(identify(vec![
+            email("erased@example.com"),
+            email("new-address@example.com"),
+        ]))
+        .await
+        .expect("dropped, not refused")
+        .into_inner();
+    assert!(replay.suppressed, "the other server suppresses the person");
+    assert!(replay.profile_id.is_empty());
 }

@@ -1,7 +1,8 @@
 //! The one interface the store's domain logic is written against: ordered
 //! byte keys and values, read directly, written in atomic batches that are
-//! durable when `commit` returns. Only `engine::sled` knows sled; the rest
-//! of the store speaks of keys, ranges and batches.
+//! durable when `commit` returns; the writer reads and commits through a
+//! transaction. Only `engine::sled` knows sled and only `engine::postgres`
+//! knows SQL; the rest of the store speaks of keys, ranges and batches.
 
 pub mod postgres;
 pub mod sled;
@@ -26,6 +27,11 @@ pub enum EngineError {
     /// The engine's configuration or the database's layout is wrong.
     #[error("{0}")]
     Config(String),
+    /// A transaction lost a race with another writer of the same database
+    /// and was rolled back: nothing of it was applied, and running it again
+    /// from its first read may succeed.
+    #[error("the transaction conflicted with another writer: {0}")]
+    Conflict(String),
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -111,6 +117,68 @@ pub trait Engine: Send + Sync {
 
     /// Bytes the engine takes on disk.
     fn size_on_disk(&self) -> Result<u64, EngineError>;
+
+    /// Starts a transaction for the writer: what it reads and the batch it
+    /// commits are one serializable step, even with other processes
+    /// writing the same database.
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, EngineError>;
+
+    /// Whether other processes may write the same database meanwhile, so
+    /// that nothing read earlier may be trusted in a later transaction
+    /// (caches of stored keys, counters held in memory).
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// Reads of one transaction and its commit. Dropped without a commit, it
+/// is rolled back. After any error, every later read and the commit fail
+/// too: a transaction is either whole or not applied.
+pub trait Transaction {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+
+    fn contains(&self, key: &[u8]) -> Result<bool, EngineError> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Pairs with keys between the bounds, in key order.
+    fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_>;
+
+    /// Applies the batch atomically, if no other writer's transaction
+    /// conflicts with this one ([`EngineError::Conflict`] otherwise), and
+    /// returns once it is durable.
+    fn commit(self: Box<Self>, batch: Batch) -> Result<Durability, EngineError>;
+}
+
+/// The transaction of an engine with one writer in one process: reads go
+/// straight to the engine, which nobody else writes meanwhile, and the
+/// commit is the engine's.
+pub struct SoleWriter<'e> {
+    engine: &'e dyn Engine,
+}
+
+impl<'e> SoleWriter<'e> {
+    pub fn new(engine: &'e dyn Engine) -> Self {
+        SoleWriter { engine }
+    }
+}
+
+impl Transaction for SoleWriter<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.engine.get(key)
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool, EngineError> {
+        self.engine.contains(key)
+    }
+
+    fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        self.engine.range(from, to)
+    }
+
+    fn commit(self: Box<Self>, batch: Batch) -> Result<Durability, EngineError> {
+        self.engine.commit(batch)
+    }
 }
 
 /// The bounds of the keys starting with `prefix`.

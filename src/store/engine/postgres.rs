@@ -19,7 +19,7 @@ use rand::Rng;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan};
+use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan, Transaction};
 
 /// The layout this binary reads and writes. A database holding a newer one
 /// was written by a newer binary, which may store what this one cannot read.
@@ -61,6 +61,9 @@ fn describe(error: &tokio_postgres::Error) -> EngineError {
         Some(db) => {
             let message = format!("{} (SQLSTATE {})", db.message(), db.code().code());
             match *db.code() {
+                SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
+                    EngineError::Conflict(message)
+                }
                 SqlState::ADMIN_SHUTDOWN
                 | SqlState::CRASH_SHUTDOWN
                 | SqlState::CANNOT_CONNECT_NOW
@@ -204,8 +207,12 @@ struct Shared {
     connector: Connector,
     readers: Vec<Slot>,
     next_reader: AtomicUsize,
-    /// Transactions need a connection of their own for their duration.
-    writer: tokio::sync::Mutex<Slot>,
+    /// The writer's transactions, one at a time on a connection of their
+    /// own for their whole duration.
+    transactions: Arc<tokio::sync::Mutex<Slot>>,
+    /// Batches applied outside any transaction (`apply`), which the writer
+    /// may make while its transaction is open.
+    batches: tokio::sync::Mutex<Slot>,
 }
 
 impl Shared {
@@ -216,67 +223,302 @@ impl Shared {
 
     /// Applies the writes in one serializable transaction, retried whole on
     /// a serialization failure.
-    async fn write(
-        &self,
-        removes: Vec<Vec<u8>>,
-        keys: Vec<Vec<u8>>,
-        values: Vec<Vec<u8>>,
-    ) -> Result<(), EngineError> {
-        let writer = self.writer.lock().await;
+    async fn write(&self, writes: Writes) -> Result<(), EngineError> {
+        let slot = self.batches.lock().await;
         let mut backoff = RETRY_BACKOFF_FIRST;
         let mut attempt = 1;
         loop {
-            let session = writer.session(&self.connector).await?;
-            match transaction(&session, &removes, &keys, &values).await {
+            let session = slot.session(&self.connector).await?;
+            let outcome = async {
+                session
+                    .client
+                    .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .await?;
+                write_rows(&session, &writes).await?;
+                session.client.batch_execute("COMMIT").await
+            }
+            .await;
+            match outcome {
                 Ok(()) => return Ok(()),
-                Err(error) if retryable(&error) && attempt < COMMIT_ATTEMPTS_MAX => {
-                    let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
-                    tokio::time::sleep(jittered).await;
-                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                    attempt += 1;
-                }
                 Err(error) => {
-                    // Whatever the transaction left open goes with the
-                    // connection: a fresh one is made for the next write.
-                    if session.client.is_closed() || error.code().is_none() {
-                        *writer.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    end_failed(&slot, &session, &error).await;
+                    if retryable(&error) && attempt < COMMIT_ATTEMPTS_MAX {
+                        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
+                        tokio::time::sleep(jittered).await;
+                        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                        attempt += 1;
                     } else {
-                        let _ = session.client.batch_execute("ROLLBACK").await;
+                        return Err(describe(&error));
                     }
-                    return Err(describe(&error));
                 }
             }
         }
     }
 }
 
-async fn transaction(
-    session: &Session,
-    removes: &[Vec<u8>],
-    keys: &[Vec<u8>],
-    values: &[Vec<u8>],
-) -> Result<(), tokio_postgres::Error> {
-    let client = &session.client;
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-        .await?;
-    let written = async {
-        if !removes.is_empty() {
-            client.execute(&session.delete, &[&removes]).await?;
-        }
-        if !keys.is_empty() {
-            client.execute(&session.upsert, &[&keys, &values]).await?;
-        }
-        client.batch_execute("COMMIT").await
+/// Leaves a failed transaction: rolled back, or, when the connection broke
+/// (or its state is unknown), the connection dropped so that the next use
+/// makes a fresh one.
+async fn end_failed(slot: &Slot, session: &Session, error: &tokio_postgres::Error) {
+    if session.client.is_closed() || error.code().is_none() {
+        *slot.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    } else {
+        let _ = session.client.batch_execute("ROLLBACK").await;
     }
-    .await;
-    if let Err(error) = written {
-        if !client.is_closed() {
-            let _ = client.batch_execute("ROLLBACK").await;
+}
+
+/// A batch as the statements take it: a key written twice ends as its
+/// last write.
+#[derive(Default)]
+struct Writes {
+    removes: Vec<Vec<u8>>,
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+}
+
+impl From<Batch> for Writes {
+    fn from(batch: Batch) -> Self {
+        let mut last = std::collections::BTreeMap::new();
+        for (key, value) in batch.into_writes() {
+            last.insert(key, value);
         }
-        return Err(error);
+        let mut writes = Writes::default();
+        for (key, value) in last {
+            match value {
+                Some(value) => {
+                    writes.keys.push(key);
+                    writes.values.push(value);
+                }
+                None => writes.removes.push(key),
+            }
+        }
+        writes
+    }
+}
+
+impl Writes {
+    fn is_empty(&self) -> bool {
+        self.removes.is_empty() && self.keys.is_empty()
+    }
+}
+
+async fn write_rows(session: &Session, writes: &Writes) -> Result<(), tokio_postgres::Error> {
+    if !writes.removes.is_empty() {
+        session
+            .client
+            .execute(&session.delete, &[&writes.removes])
+            .await?;
+    }
+    if !writes.keys.is_empty() {
+        session
+            .client
+            .execute(&session.upsert, &[&writes.keys, &writes.values])
+            .await?;
     }
     Ok(())
+}
+
+async fn query_get(session: &Session, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+    let row = session.client.query_opt(&session.get, &[&key]).await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    })
+}
+
+async fn query_page(
+    session: &Session,
+    from: &[u8],
+    to: Option<&[u8]>,
+    backward: bool,
+    limit: i64,
+) -> Result<Vec<KeyValue>, EngineError> {
+    let client = &session.client;
+    let rows = match (to, backward) {
+        (Some(to), false) => {
+            client
+                .query(&session.forward_to, &[&from, &to, &limit])
+                .await?
+        }
+        (None, false) => {
+            client
+                .query(&session.forward_open, &[&from, &limit])
+                .await?
+        }
+        (Some(to), true) => {
+            client
+                .query(&session.backward_to, &[&from, &to, &limit])
+                .await?
+        }
+        (None, true) => {
+            client
+                .query(&session.backward_open, &[&from, &limit])
+                .await?
+        }
+    };
+    rows.into_iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// Where a paged scan reads its pages: the engine's readers, or one
+/// transaction.
+trait Pages {
+    fn page(
+        &self,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        backward: bool,
+        limit: i64,
+    ) -> Result<Vec<KeyValue>, EngineError>;
+}
+
+fn scan<'s>(
+    source: &'s dyn Pages,
+    from: Bound<Vec<u8>>,
+    to: Bound<Vec<u8>>,
+    backward: bool,
+) -> Scan<'s> {
+    Box::new(PagedScan {
+        source,
+        from: lower_inclusive(from),
+        to: upper_exclusive(to),
+        backward,
+        page: Vec::new().into_iter(),
+        next_limit: FIRST_PAGE,
+        exhausted: false,
+    })
+}
+
+/// The writer's transaction: `BEGIN ISOLATION LEVEL SERIALIZABLE` on the
+/// transaction connection, held until the commit or the drop.
+struct PgTransaction<'e> {
+    engine: &'e PostgresEngine,
+    session: Arc<Session>,
+    /// Keeps other transactions off the connection; `None` once handed to
+    /// the task that ends the transaction.
+    slot: Option<tokio::sync::OwnedMutexGuard<Slot>>,
+    /// The first error: the database aborted the transaction then, and so
+    /// does every later read and the commit.
+    failure: Mutex<Option<EngineError>>,
+}
+
+impl PgTransaction<'_> {
+    fn failed(&self) -> Option<EngineError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(again)
+    }
+
+    fn note<T>(&self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        if let Err(error) = &result {
+            let mut failure = self
+                .failure
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if failure.is_none() {
+                *failure = Some(again(error));
+            }
+        }
+        result
+    }
+}
+
+/// The same failure, reported once more.
+fn again(error: &EngineError) -> EngineError {
+    match error {
+        EngineError::Conflict(message) => EngineError::Conflict(message.clone()),
+        EngineError::Unavailable(message) => EngineError::Unavailable(message.clone()),
+        other => EngineError::Backend(other.to_string()),
+    }
+}
+
+impl Pages for PgTransaction<'_> {
+    fn page(
+        &self,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        backward: bool,
+        limit: i64,
+    ) -> Result<Vec<KeyValue>, EngineError> {
+        if let Some(failure) = self.failed() {
+            return Err(failure);
+        }
+        let session = Arc::clone(&self.session);
+        self.note(self.engine.run(move |_| async move {
+            query_page(&session, &from, to.as_deref(), backward, limit).await
+        }))
+    }
+}
+
+impl Transaction for PgTransaction<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        if let Some(failure) = self.failed() {
+            return Err(failure);
+        }
+        let session = Arc::clone(&self.session);
+        let key = key.to_vec();
+        self.note(
+            self.engine
+                .run(move |_| async move { query_get(&session, &key).await }),
+        )
+    }
+
+    fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        scan(self, from, to, false)
+    }
+
+    fn commit(mut self: Box<Self>, batch: Batch) -> Result<Durability, EngineError> {
+        let failure = self.failed();
+        let writes = Writes::from(batch);
+        let session = Arc::clone(&self.session);
+        let slot = self.slot.take();
+        self.engine.run(move |_| async move {
+            let Some(slot) = slot else {
+                return Err(EngineError::Backend(
+                    "the transaction ended twice".to_owned(),
+                ));
+            };
+            if let Some(failure) = failure {
+                let _ = session.client.batch_execute("ROLLBACK").await;
+                return Err(failure);
+            }
+            let outcome = async {
+                if !writes.is_empty() {
+                    write_rows(&session, &writes).await?;
+                }
+                session.client.batch_execute("COMMIT").await
+            }
+            .await;
+            match outcome {
+                Ok(()) => Ok(Durability::default()),
+                Err(error) => {
+                    end_failed(&slot, &session, &error).await;
+                    Err(describe(&error))
+                }
+            }
+        })
+    }
+}
+
+impl Drop for PgTransaction<'_> {
+    /// Not committed: rolled back before the next transaction may start.
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let session = Arc::clone(&self.session);
+        if let Some(runtime) = self.engine.runtime.as_ref() {
+            runtime.spawn(async move {
+                if session.client.batch_execute("ROLLBACK").await.is_err() {
+                    *slot.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                drop(slot);
+            });
+        }
+    }
 }
 
 pub struct PostgresEngine {
@@ -323,13 +565,29 @@ impl PostgresEngine {
                 .map(|_| Slot::default())
                 .collect(),
             next_reader: AtomicUsize::new(0),
-            writer: tokio::sync::Mutex::new(Slot::default()),
+            transactions: Arc::new(tokio::sync::Mutex::new(Slot::default())),
+            batches: tokio::sync::Mutex::new(Slot::default()),
         });
         let engine = PostgresEngine {
             shared,
             runtime: Some(runtime),
         };
-        engine.run(|shared| async move { prepare_schema(&shared).await })?;
+        engine.run(|shared| async move {
+            // Servers starting together on a new database race to create
+            // the tables; the losers see the winner's once they try again.
+            let mut attempt = 1;
+            loop {
+                match prepare_schema(&shared).await {
+                    Err(SchemaError::Race(_)) if attempt < COMMIT_ATTEMPTS_MAX => {
+                        tokio::time::sleep(RETRY_BACKOFF_FIRST * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(SchemaError::Race(error)) => return Err(describe(&error)),
+                    Err(SchemaError::Engine(error)) => return Err(error),
+                    Ok(()) => return Ok(()),
+                }
+            }
+        })?;
         Ok(engine)
     }
 
@@ -357,7 +615,9 @@ impl PostgresEngine {
             EngineError::Unavailable("the database task ended without an answer".to_owned())
         })?
     }
+}
 
+impl Pages for PostgresEngine {
     fn page(
         &self,
         from: Vec<u8>,
@@ -367,44 +627,7 @@ impl PostgresEngine {
     ) -> Result<Vec<KeyValue>, EngineError> {
         self.run(move |shared| async move {
             let session = shared.reader().await?;
-            let client = &session.client;
-            let rows = match (&to, backward) {
-                (Some(to), false) => {
-                    client
-                        .query(&session.forward_to, &[&from, to, &limit])
-                        .await?
-                }
-                (None, false) => {
-                    client
-                        .query(&session.forward_open, &[&from, &limit])
-                        .await?
-                }
-                (Some(to), true) => {
-                    client
-                        .query(&session.backward_to, &[&from, to, &limit])
-                        .await?
-                }
-                (None, true) => {
-                    client
-                        .query(&session.backward_open, &[&from, &limit])
-                        .await?
-                }
-            };
-            rows.into_iter()
-                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                .collect()
-        })
-    }
-
-    fn scan(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>, backward: bool) -> Scan<'_> {
-        Box::new(PagedScan {
-            engine: self,
-            from: lower_inclusive(from),
-            to: upper_exclusive(to),
-            backward,
-            page: Vec::new().into_iter(),
-            next_limit: FIRST_PAGE,
-            exhausted: false,
+            query_page(&session, &from, to.as_deref(), backward, limit).await
         })
     }
 }
@@ -427,7 +650,37 @@ fn describe_target(config: &tokio_postgres::Config) -> String {
     )
 }
 
-async fn prepare_schema(shared: &Shared) -> Result<(), EngineError> {
+enum SchemaError {
+    /// Another server created the same table at the same moment.
+    Race(tokio_postgres::Error),
+    Engine(EngineError),
+}
+
+impl From<EngineError> for SchemaError {
+    fn from(error: EngineError) -> Self {
+        SchemaError::Engine(error)
+    }
+}
+
+impl From<tokio_postgres::Error> for SchemaError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let racing = matches!(
+            error.code(),
+            Some(&SqlState::UNIQUE_VIOLATION)
+                | Some(&SqlState::DUPLICATE_TABLE)
+                | Some(&SqlState::DUPLICATE_OBJECT)
+                | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+                | Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        );
+        if racing {
+            SchemaError::Race(error)
+        } else {
+            SchemaError::Engine(describe(&error))
+        }
+    }
+}
+
+async fn prepare_schema(shared: &Shared) -> Result<(), SchemaError> {
     let client = shared.connector.client().await?;
     client
         .batch_execute(&format!(
@@ -452,11 +705,11 @@ async fn prepare_schema(shared: &Shared) -> Result<(), EngineError> {
         .await?;
     let stored: i64 = row.try_get(0)?;
     if stored > SCHEMA_VERSION {
-        return Err(EngineError::Config(format!(
+        return Err(SchemaError::Engine(EngineError::Config(format!(
             "the database {} holds layout version {stored}, newer than this binary's {SCHEMA_VERSION}: \
              run a sightline release that reads it",
             shared.connector.target
-        )));
+        ))));
     }
     Ok(())
 }
@@ -488,7 +741,7 @@ fn upper_exclusive(bound: Bound<Vec<u8>>) -> Option<Vec<u8>> {
 
 /// A range read page by page, each page resuming after the last key seen.
 struct PagedScan<'e> {
-    engine: &'e PostgresEngine,
+    source: &'e dyn Pages,
     from: Vec<u8>,
     to: Option<Vec<u8>>,
     backward: bool,
@@ -510,7 +763,7 @@ impl Iterator for PagedScan<'_> {
         let limit = self.next_limit;
         self.next_limit = (limit * 4).min(LARGEST_PAGE);
         let page = match self
-            .engine
+            .source
             .page(self.from.clone(), self.to.clone(), self.backward, limit)
         {
             Ok(page) => page,
@@ -540,44 +793,51 @@ impl Engine for PostgresEngine {
         let key = key.to_vec();
         self.run(move |shared| async move {
             let session = shared.reader().await?;
-            let row = session.client.query_opt(&session.get, &[&key]).await?;
-            Ok(match row {
-                Some(row) => Some(row.try_get(0)?),
-                None => None,
-            })
+            query_get(&session, &key).await
         })
     }
 
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
-        self.scan(from, to, false)
+        scan(self, from, to, false)
     }
 
     fn range_back(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
-        self.scan(from, to, true)
+        scan(self, from, to, true)
     }
 
     fn apply(&self, batch: Batch) -> Result<(), EngineError> {
-        if batch.is_empty() {
+        let writes = Writes::from(batch);
+        if writes.is_empty() {
             return Ok(());
         }
-        // A key written twice in a batch ends as its last write.
-        let mut last = std::collections::BTreeMap::new();
-        for (key, value) in batch.into_writes() {
-            last.insert(key, value);
-        }
-        let mut removes = Vec::new();
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for (key, value) in last {
-            match value {
-                Some(value) => {
-                    keys.push(key);
-                    values.push(value);
-                }
-                None => removes.push(key),
+        self.run(move |shared| async move { shared.write(writes).await })
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, EngineError> {
+        let (slot, session) = self.run(|shared| async move {
+            let slot = Arc::clone(&shared.transactions).lock_owned().await;
+            let session = slot.session(&shared.connector).await?;
+            if let Err(error) = session
+                .client
+                .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                .await
+            {
+                end_failed(&slot, &session, &error).await;
+                return Err(describe(&error));
             }
-        }
-        self.run(move |shared| async move { shared.write(removes, keys, values).await })
+            Ok((slot, session))
+        })?;
+        Ok(Box::new(PgTransaction {
+            engine: self,
+            session,
+            slot: Some(slot),
+            failure: Mutex::new(None),
+        }))
+    }
+
+    /// Several servers may share one database.
+    fn shared(&self) -> bool {
+        true
     }
 
     /// A batch is durable when its `COMMIT` returns.

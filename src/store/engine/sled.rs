@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan};
+use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan, SoleWriter, Transaction};
 
 const TREE_NAME: &str = "sightline";
 /// sled's background threads let go of the directory lock moments after a
@@ -159,6 +159,12 @@ impl Engine for SledEngine {
     fn put_now(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
         self.tree.insert(key, value)?;
         Ok(())
+    }
+
+    /// The writer thread is sled's only writer: its reads cannot go stale
+    /// before its batch commits.
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, EngineError> {
+        Ok(Box::new(SoleWriter::new(self)))
     }
 
     fn size_on_disk(&self) -> Result<u64, EngineError> {
