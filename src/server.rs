@@ -422,6 +422,7 @@ pub async fn run_on(
     // Turns true on shutdown: the HTTP listener and open Ingest streams
     // stop, and the drain time starts.
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
+    spawn_write_health(store.write_health(), health.clone(), stopping_seen.clone());
     let http_task = spawn_http(
         &config,
         http_listener,
@@ -545,4 +546,41 @@ pub async fn run_on(
     tokio::task::spawn_blocking(move || store.close()).await??;
     tracing::info!("stopped; every acknowledged write is durable");
     Ok(())
+}
+
+/// Health follows the writer: while writes fail (a full disk, a database
+/// away), the server reports NOT_SERVING, though reads go on; once a write
+/// succeeds again, SERVING. A stopping server stays NOT_SERVING.
+fn spawn_write_health(
+    mut write_health: tokio::sync::watch::Receiver<Option<String>>,
+    health: tonic_health::server::HealthReporter,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        while write_health.changed().await.is_ok() {
+            if *stopping.borrow() {
+                return;
+            }
+            let status = match write_health.borrow_and_update().as_deref() {
+                Some(reason) => {
+                    tracing::warn!(%reason, "writes fail: health reports NOT_SERVING");
+                    ServingStatus::NotServing
+                }
+                None => {
+                    tracing::info!("writes succeed again: health reports SERVING");
+                    ServingStatus::Serving
+                }
+            };
+            health.set_service_status("", status).await;
+            use tonic::server::NamedService;
+            for name in [
+                <ProfileServer as NamedService>::NAME,
+                <SegmentServer as NamedService>::NAME,
+                <PrivacyServer as NamedService>::NAME,
+                <RecommendationServer as NamedService>::NAME,
+            ] {
+                health.set_service_status(name, status).await;
+            }
+        }
+    });
 }

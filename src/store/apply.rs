@@ -9,6 +9,7 @@ use prost::Message;
 
 use super::StoreError;
 use super::consent::{consents_for_split, merge_consents};
+use super::engine::Transaction;
 use super::keys;
 use super::matching::{
     Cause, MATCHING_TRAITS, current_fields, drop_candidates_of, fields_after_change, fields_of,
@@ -69,6 +70,24 @@ impl Counters {
             next_event_sequence,
             blocks: None,
         }
+    }
+
+    /// As the database holds them now (for a server sharing it, nothing
+    /// reserved).
+    pub fn load(reads: &dyn Transaction, shared: bool) -> Result<Counters, StoreError> {
+        if shared {
+            return Ok(Counters::shared());
+        }
+        let read = |key: &[u8]| -> Result<u64, StoreError> {
+            match reads.get(key)? {
+                Some(bytes) => decode_counter(&bytes),
+                None => Ok(FIRST_COUNTER_VALUE),
+            }
+        };
+        Ok(Counters::sole(
+            read(keys::NEXT_PROFILE_ID)?,
+            read(keys::NEXT_EVENT_SEQUENCE)?,
+        ))
     }
 
     /// For a server sharing its database: nothing reserved yet.

@@ -64,6 +64,9 @@ pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
 pub const RFM_QUINTILES: &[u8] = b"srfm_quintiles";
 pub const NEXT_SEGMENT_NUMBER: &[u8] = b"snext_segment_number";
 pub const SUPPRESSION_KEY: &[u8] = b"ssuppression_key";
+/// Written by the writer to see whether writes succeed again after a
+/// failure; holds only the time of the last probe.
+pub const WRITE_PROBE: &[u8] = b"swrite_probe";
 
 pub fn identifier(identifier: &Identifier) -> Vec<u8> {
     tagged_identifier(IDENTIFIER, identifier)

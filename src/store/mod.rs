@@ -10,7 +10,7 @@ mod apply;
 mod backup;
 mod consent;
 mod custom_traits;
-mod engine;
+pub mod engine;
 mod keys;
 mod ledger;
 mod match_training;
@@ -43,7 +43,7 @@ use crate::model::{
 pub use backup::{BACKUP_FILE_NAME, BackupReport, RestoreReport};
 pub use engine::postgres::PostgresOptions;
 pub use ledger::ReplayReport;
-pub use membership::{SegmentDraft, SegmentMembers};
+pub use membership::{NoSegments, SegmentDraft, SegmentMembers};
 pub use products::{ProductUpload, SharedRecommender};
 pub use sled_store::{PrivacySource, SledStore, SledStoreOptions};
 pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};
@@ -298,6 +298,11 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     /// Counters and sizes for operators.
     fn stats(&self) -> StoreStats;
+
+    /// Why writes fail now (`None` while they succeed): a full disk, a
+    /// database that went away. Writes resume by themselves once the cause
+    /// is gone; the writer probes meanwhile.
+    fn write_health(&self) -> tokio::sync::watch::Receiver<Option<String>>;
 
     /// A person's product history with what decides how to recommend to
     /// them; `None` when there is no such profile.

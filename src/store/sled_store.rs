@@ -105,7 +105,16 @@ impl SledStore {
         options: &SledStoreOptions,
         segments: Arc<dyn MembershipRules>,
     ) -> Result<SledStore, StoreError> {
-        let engine = open_engine(options)?;
+        SledStore::open_on_engine(open_engine(options)?, options, segments)
+    }
+
+    /// Opens the store on an engine opened elsewhere (the options' own
+    /// engine settings are not used), e.g. one wrapped to inject faults.
+    pub fn open_on_engine(
+        engine: Arc<dyn Engine>,
+        options: &SledStoreOptions,
+        segments: Arc<dyn MembershipRules>,
+    ) -> Result<SledStore, StoreError> {
         let tree = engine.as_ref();
         let counters = if tree.shared() {
             Counters::shared()
@@ -131,6 +140,7 @@ impl SledStore {
         let writer = Writer {
             engine: Arc::clone(&engine),
             counters,
+            counters_stale: false,
             group_calls_max: options.group_commit_calls_max,
             rules: options.merge_rules.clone(),
             // Another server may add such keys at any time.
@@ -730,6 +740,10 @@ impl ProfileStore for SledStore {
 
     fn watch_memberships(&self) -> tokio::sync::broadcast::Receiver<MembershipChange> {
         self.memberships.subscribe()
+    }
+
+    fn write_health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.writer_stats.write_health()
     }
 
     fn stats(&self) -> StoreStats {

@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 /// Upper bounds (inclusive) of the group-size histogram buckets, in calls.
 pub const GROUP_SIZE_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
+    /// Why writes fail now (the last failed commit's error), or `None`
+    /// while they succeed.
+    writes_refused: tokio::sync::watch::Sender<Option<String>>,
     groups_committed: AtomicU64,
     /// Groups run again after their transaction lost a race with another
     /// writer of the same database.
@@ -24,7 +27,44 @@ pub struct WriterStats {
     live_profiles: AtomicI64,
 }
 
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            writes_refused: tokio::sync::watch::channel(None).0,
+            groups_committed: AtomicU64::default(),
+            groups_retried: AtomicU64::default(),
+            calls_committed: AtomicU64::default(),
+            profiles_merged: AtomicU64::default(),
+            blob_files_synced: AtomicU64::default(),
+            group_sizes: Default::default(),
+            live_profiles: AtomicI64::default(),
+        }
+    }
+}
+
 impl WriterStats {
+    pub fn writes_failing(&self, reason: String) {
+        self.writes_refused.send_if_modified(|current| {
+            let changed = current.as_deref() != Some(reason.as_str());
+            *current = Some(reason);
+            changed
+        });
+    }
+
+    pub fn writes_resumed(&self) {
+        self.writes_refused
+            .send_if_modified(|current| current.take().is_some());
+    }
+
+    pub fn writes_are_failing(&self) -> bool {
+        self.writes_refused.borrow().is_some()
+    }
+
+    /// Follows whether writes fail, and why.
+    pub fn write_health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.writes_refused.subscribe()
+    }
+
     pub fn group_committed(&self, calls: u64, profiles_merged: u64) {
         self.groups_committed.fetch_add(1, Ordering::Relaxed);
         self.calls_committed.fetch_add(calls, Ordering::Relaxed);

@@ -72,12 +72,15 @@ impl Command {
     }
 }
 
-/// What a caller of a failed group is told: the write was not applied.
+/// What a caller of a failed group is told: the write was not
+/// acknowledged, and the server may take it later.
 pub fn not_committed(error: &StoreError) -> StoreError {
     match error {
         StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
         StoreError::Conflict(reason) => StoreError::Conflict(reason.clone()),
-        other => StoreError::CommitFailed(other.to_string()),
+        other => StoreError::Unavailable(format!(
+            "the write could not be made durable and was not acknowledged: {other}"
+        )),
     }
 }
 
@@ -128,6 +131,9 @@ pub struct Writer {
     /// Every group is one commit: applied atomically, durable on return.
     pub engine: Arc<dyn Engine>,
     pub counters: Counters,
+    /// Set after a failed commit: the counters are read again from the
+    /// database before the next group uses them.
+    pub counters_stale: bool,
     pub group_calls_max: usize,
     pub rules: MergeRules,
     /// Keys of the hub and rejection tables, asked for on every call.
@@ -186,6 +192,11 @@ impl CountsThenAnswer {
 /// writer back.
 const MODEL_QUEUE_DEPTH: usize = 16;
 
+/// While writes fail: how often the engine is probed, and how often the
+/// queue is looked at meanwhile.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Runs of one group before its conflicts with other servers' writes are
 /// reported to its callers.
 const GROUP_ATTEMPTS_MAX: u32 = 10;
@@ -237,7 +248,7 @@ impl Writer {
     ) {
         let mut stopping = false;
         while !stopping {
-            let Some(first) = queue.blocking_recv() else {
+            let Some(first) = self.next_command(&mut queue) else {
                 break;
             };
             let mut calls_in_group = first.call_count();
@@ -253,16 +264,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.commit_group(commands, &mut stopping, to_model.as_ref()) {
-                tracing::error!(%error, "group commit failed; refusing further writes");
-                // The database state is unknown: answer everyone still
-                // queued with an error rather than risk acknowledging
-                // writes that are not durable.
-                queue.close();
-                while let Ok(command) = queue.try_recv() {
-                    command.refuse(&error);
-                }
-                return;
+            match self.commit_group(commands, &mut stopping, to_model.as_ref()) {
+                Ok(()) => self.stats.writes_resumed(),
+                Err(error) => self.group_failed(&error),
             }
         }
         if let Err(error) = self.release_blocks() {
@@ -271,6 +275,62 @@ impl Writer {
         if let Err(error) = self.make_durable() {
             tracing::error!(%error, "final flush failed");
         }
+    }
+
+    /// The next command; while writes fail, the writer probes the engine
+    /// between commands, so that health turns back by itself once the
+    /// cause (a full disk, a database away) is gone.
+    fn next_command(&mut self, queue: &mut mpsc::Receiver<Command>) -> Option<Command> {
+        if !self.stats.writes_are_failing() {
+            return queue.blocking_recv();
+        }
+        let mut last_probe = std::time::Instant::now();
+        loop {
+            match queue.try_recv() {
+                Ok(command) => return Some(command),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if last_probe.elapsed() >= PROBE_INTERVAL {
+                match self.probe() {
+                    Ok(()) => {
+                        tracing::info!("writes succeed again");
+                        self.stats.writes_resumed();
+                        return queue.blocking_recv();
+                    }
+                    Err(error) => self.group_failed(&error),
+                }
+                last_probe = std::time::Instant::now();
+            }
+            std::thread::sleep(IDLE_POLL_INTERVAL);
+        }
+    }
+
+    /// A durable write of one small record, to see whether writes succeed.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let engine = Arc::clone(&self.engine);
+        let transaction = engine.begin()?;
+        let mut batch = super::engine::Batch::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        batch.insert(keys::WRITE_PROBE, now.to_be_bytes());
+        let durability = transaction.commit(batch)?;
+        self.count_durability(durability);
+        Ok(())
+    }
+
+    /// The group's callers were told; the writer goes on. What it holds in
+    /// memory of the database may no longer match it (a batch applied but
+    /// not made durable, a commit whose outcome is unknown), so counters
+    /// are read again before the next group.
+    fn group_failed(&mut self, error: &StoreError) {
+        if !self.stats.writes_are_failing() {
+            tracing::error!(%error, "a group commit failed; writes are refused until one succeeds");
+        }
+        self.stats.writes_failing(error.to_string());
+        self.counters_stale = true;
     }
 
     /// Runs the group in one transaction and commits it; a group that lost
@@ -288,6 +348,7 @@ impl Writer {
             let counters_before = self.counters;
             match self.run_group(&mut commands, stopping) {
                 Ok(done) => {
+                    self.counters_stale = false;
                     self.finish_group(done, commands, to_model);
                     return Ok(());
                 }
@@ -318,6 +379,9 @@ impl Writer {
     ) -> Result<GroupDone, StoreError> {
         let engine = Arc::clone(&self.engine);
         let transaction = engine.begin()?;
+        if self.counters_stale {
+            self.counters = Counters::load(transaction.as_ref(), engine.shared())?;
+        }
         let mut group = GroupWrites::new(transaction.as_ref(), engine.as_ref(), &mut self.sparse);
         let mut done = GroupDone::default();
         for command in commands.iter_mut() {

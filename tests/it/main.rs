@@ -11,6 +11,7 @@ mod crash;
 mod custom_traits;
 mod durability;
 mod engines;
+mod faults;
 mod finding;
 mod fuzz_corpus;
 mod fuzzy;

@@ -1,0 +1,309 @@
+//! The store over an engine that fails on purpose: commits that lose a race
+//! with another writer, and a database that goes away and comes back.
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sightline::config::{IdentityConfig, Limits};
+use sightline::identity::{MergeRules, Normalizer};
+use sightline::model::{ManualClock, UnixMillis};
+use sightline::service::{ProfileLookup, ProfileService, RawIdentifier, ServiceError, TrackInput};
+use sightline::store::engine::postgres::PostgresEngine;
+use sightline::store::engine::sled::SledEngine;
+use sightline::store::engine::{Batch, Durability, Engine, EngineError, Scan, Transaction};
+use sightline::store::{NoSegments, ProfileStore, SledStore, SledStoreOptions};
+
+/// Passes everything to the real engine, except that one commit in
+/// `conflict_every` is rolled back and reported as a conflict, and that
+/// while `away` is set every commit fails as if the database were gone.
+struct FaultyEngine {
+    inner: Arc<dyn Engine>,
+    conflict_every: u64,
+    commits: AtomicU64,
+    conflicts_injected: AtomicU64,
+    away: AtomicBool,
+}
+
+impl FaultyEngine {
+    fn fault(&self) -> Option<EngineError> {
+        if self.away.load(Ordering::SeqCst) {
+            return Some(EngineError::Unavailable(
+                "injected: the database went away".to_owned(),
+            ));
+        }
+        let commit = self.commits.fetch_add(1, Ordering::SeqCst);
+        if self.conflict_every > 0 && commit % self.conflict_every == self.conflict_every / 2 {
+            self.conflicts_injected.fetch_add(1, Ordering::SeqCst);
+            return Some(EngineError::Conflict("injected".to_owned()));
+        }
+        None
+    }
+}
+
+struct FaultyTransaction<'e> {
+    inner: Box<dyn Transaction + 'e>,
+    engine: &'e FaultyEngine,
+}
+
+impl Transaction for FaultyTransaction<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.inner.get(key)
+    }
+
+    fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        self.inner.range(from, to)
+    }
+
+    fn commit(self: Box<Self>, batch: Batch) -> Result<Durability, EngineError> {
+        match self.engine.fault() {
+            // Dropped uncommitted: rolled back.
+            Some(error) => Err(error),
+            None => self.inner.commit(batch),
+        }
+    }
+}
+
+impl Engine for FaultyEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.inner.get(key)
+    }
+
+    fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        self.inner.range(from, to)
+    }
+
+    fn range_back(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        self.inner.range_back(from, to)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), EngineError> {
+        if self.away.load(Ordering::SeqCst) {
+            return Err(EngineError::Unavailable("injected".to_owned()));
+        }
+        self.inner.apply(batch)
+    }
+
+    fn sync(&self) -> Result<Durability, EngineError> {
+        self.inner.sync()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, EngineError> {
+        self.inner.size_on_disk()
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, EngineError> {
+        Ok(Box::new(FaultyTransaction {
+            inner: self.inner.begin()?,
+            engine: self,
+        }))
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+}
+
+struct Faulty {
+    _data_dir: tempfile::TempDir,
+    engine: Arc<FaultyEngine>,
+    store: Arc<SledStore>,
+    service: Arc<ProfileService>,
+}
+
+fn open_faulty(conflict_every: u64) -> Faulty {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let inner: Arc<dyn Engine> = match crate::support::database_url(data_dir.path()) {
+        Some(url) => Arc::new(
+            PostgresEngine::open(&sightline::store::PostgresOptions {
+                url,
+                read_connections: 2,
+                statement_timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(10),
+            })
+            .expect("open PostgreSQL"),
+        ),
+        None => Arc::new(SledEngine::open(data_dir.path(), 16 << 20).expect("open sled")),
+    };
+    let engine = Arc::new(FaultyEngine {
+        inner,
+        conflict_every,
+        commits: AtomicU64::new(0),
+        conflicts_injected: AtomicU64::new(0),
+        away: AtomicBool::new(false),
+    });
+    let identity = IdentityConfig {
+        default_region: "GB".to_owned(),
+        ..IdentityConfig::default()
+    };
+    let rules = MergeRules::new(&identity.merge, &identity.fuzzy);
+    let options = SledStoreOptions {
+        data_dir: data_dir.path().to_owned(),
+        cache_capacity_bytes: 16 << 20,
+        database: None,
+        write_queue_depth: 64,
+        group_commit_calls_max: 16,
+        merge_rules: rules.clone(),
+        suppression_key: None,
+        recommendations: false,
+    };
+    let store = Arc::new(
+        SledStore::open_on_engine(engine.clone(), &options, Arc::new(NoSegments))
+            .expect("open the store"),
+    );
+    let limits = Limits::default();
+    let normalizer = Normalizer::new(&identity, limits.identifier_value_bytes_max);
+    let clock = Arc::new(ManualClock::new(UnixMillis(1_700_000_000_000)));
+    let service = Arc::new(ProfileService::new(
+        store.clone(),
+        normalizer,
+        rules,
+        limits,
+        clock,
+    ));
+    Faulty {
+        _data_dir: data_dir,
+        engine,
+        store,
+        service,
+    }
+}
+
+fn order(person: usize, message: usize) -> TrackInput {
+    TrackInput {
+        identifiers: vec![RawIdentifier {
+            kind: "email".to_owned(),
+            value: format!("buyer{person}@example.com"),
+        }],
+        event: "Order Completed".to_owned(),
+        message_id: format!("order-{message}"),
+        ..TrackInput::default()
+    }
+}
+
+async fn send(service: &Arc<ProfileService>, input: TrackInput) -> Result<(), ServiceError> {
+    let call = service.track_call(input)?;
+    service.write(call).await.map(|_| ())
+}
+
+fn events_of(service: &ProfileService, person: usize) -> Vec<String> {
+    match service.get_profile(
+        ProfileLookup::Identifier(RawIdentifier {
+            kind: "email".to_owned(),
+            value: format!("buyer{person}@example.com"),
+        }),
+        10_000,
+    ) {
+        Ok(read) => read
+            .profile
+            .events
+            .iter()
+            .map(|event| event.provenance.message_id.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_tenth_of_commits_in_conflict_every_acknowledged_write_is_stored_once() {
+    const PEOPLE: usize = 20;
+    const ORDERS: usize = 400;
+    let faulty = open_faulty(10);
+    let sends = (0..ORDERS).map(|message| {
+        let service = faulty.service.clone();
+        tokio::spawn(async move {
+            let result = send(&service, order(message % PEOPLE, message)).await;
+            (message, result.is_ok())
+        })
+    });
+    let mut acknowledged = std::collections::BTreeSet::new();
+    for sent in futures::future::join_all(sends).await {
+        let (message, ok) = sent.expect("task");
+        if ok {
+            acknowledged.insert(message);
+        }
+    }
+    assert!(
+        faulty.engine.conflicts_injected.load(Ordering::SeqCst) > 0,
+        "conflicts were injected"
+    );
+    assert!(faulty.store.stats().writer.groups_retried > 0);
+
+    for person in 0..PEOPLE {
+        let mut stored = events_of(&faulty.service, person);
+        stored.sort();
+        let mut expected: Vec<String> = acknowledged
+            .iter()
+            .filter(|message| *message % PEOPLE == person)
+            .map(|message| format!("order-{message}"))
+            .collect();
+        expected.sort();
+        // An unacknowledged call may have been stored (its answer lost), but
+        // never twice, and nothing acknowledged is missing.
+        let mut deduplicated = stored.clone();
+        deduplicated.dedup();
+        assert_eq!(deduplicated, stored, "buyer{person}: no event twice");
+        for message in &expected {
+            assert!(stored.contains(message), "buyer{person}: {message} lost");
+        }
+    }
+    // Sending everything again stores nothing twice.
+    for message in 0..ORDERS {
+        let _ = send(&faulty.service, order(message % PEOPLE, message)).await;
+    }
+    let total: usize = (0..PEOPLE)
+        .map(|person| events_of(&faulty.service, person).len())
+        .sum();
+    assert_eq!(
+        total, ORDERS,
+        "each order stored exactly once after resending"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_refused_while_the_database_is_away_resume_by_themselves() {
+    let faulty = open_faulty(0);
+    let mut health = faulty.store.write_health();
+    send(&faulty.service, order(1, 1))
+        .await
+        .expect("first order");
+    assert!(health.borrow().is_none(), "writes succeed");
+
+    faulty.engine.away.store(true, Ordering::SeqCst);
+    let refused = send(&faulty.service, order(1, 2))
+        .await
+        .expect_err("refused while the database is away");
+    assert!(
+        matches!(refused, ServiceError::Unavailable(_)),
+        "UNAVAILABLE, not {refused:?}"
+    );
+    assert!(
+        !refused.to_string().contains("shutting down"),
+        "the refusal says why: {refused}"
+    );
+    let reason = health.borrow_and_update().clone();
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("went away")),
+        "health says why writes fail: {reason:?}"
+    );
+    assert_eq!(
+        events_of(&faulty.service, 1),
+        vec!["order-1"],
+        "reads go on"
+    );
+
+    faulty.engine.away.store(false, Ordering::SeqCst);
+    // No write is needed: the writer's probe finds the database back.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while health.borrow_and_update().is_some() {
+            health.changed().await.expect("health channel");
+        }
+    })
+    .await
+    .expect("health recovers by itself");
+    send(&faulty.service, order(1, 3))
+        .await
+        .expect("writes resume");
+    assert_eq!(events_of(&faulty.service, 1), vec!["order-1", "order-3"]);
+}
