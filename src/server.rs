@@ -472,7 +472,20 @@ pub async fn run_on(
     }
 
     log_exposure(exposure, tls_enabled);
-    tracing::info!(%address, tls = tls_enabled, data_dir = %config.data_dir.display(), "serving");
+    match &config.storage.url {
+        Some(url) => tracing::info!(
+            %address,
+            tls = tls_enabled,
+            store = %format!("postgres {}", crate::store::engine::postgres::describe_url(url)),
+            "serving"
+        ),
+        None => tracing::info!(
+            %address,
+            tls = tls_enabled,
+            data_dir = %config.data_dir.display(),
+            "serving"
+        ),
+    }
     let shutdown_health = health.clone();
     let serving = builder
         .layer(RequestMetricsLayer::new(request_metrics))

@@ -73,6 +73,9 @@ pub enum StoreError {
         .0.display()
     )]
     Locked(std::path::PathBuf),
+    /// The engine's settings, or the database's layout, do not fit.
+    #[error("{0}")]
+    Config(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{field}: {description}")]
@@ -88,6 +91,7 @@ impl From<EngineError> for StoreError {
             EngineError::Locked(dir) => StoreError::Locked(dir),
             EngineError::Unavailable(reason) => StoreError::Unavailable(reason),
             EngineError::Conflict(reason) => StoreError::Conflict(reason),
+            EngineError::Config(reason) => StoreError::Config(reason),
             other => StoreError::Database(other),
         }
     }

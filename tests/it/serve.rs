@@ -67,3 +67,90 @@ async fn a_busy_port_or_a_held_data_directory_is_named_and_logs_in_a_pipe_carry_
     assert!(logs.contains("stopped"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "no colour codes: {logs:?}");
 }
+
+/// A database the server cannot use stops it at start, within the connect
+/// timeout, with a message that names the problem and the database but
+/// never the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_it_cannot_use_stops_the_start_naming_the_problem_but_not_the_password() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let start = |url: String| {
+        let mut command = serve(data_dir.path(), free_port());
+        command.args(["--store", &url]);
+        let started = std::time::Instant::now();
+        let printed = tokio::task::block_in_place(|| failed_start(command));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "fails at once, not after a hang"
+        );
+        assert!(!printed.contains("hunter2"), "no password: {printed}");
+        printed
+    };
+
+    let nobody_listens = free_port();
+    let printed = start(format!(
+        "postgres://shop:hunter2@127.0.0.1:{nobody_listens}/profiles"
+    ));
+    assert!(
+        printed.contains(&format!("127.0.0.1:{nobody_listens}/profiles"))
+            && printed.contains("refused"),
+        "names the database and the refusal: {printed}"
+    );
+
+    let Some(server) = crate::support::postgres_server() else {
+        return;
+    };
+    let base = server
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_owned())
+        .unwrap_or(server.clone());
+    let (host_port, user) = {
+        let config: tokio_postgres::Config = server.parse().expect("test database URL");
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        (
+            format!("127.0.0.1:{port}"),
+            config.get_user().unwrap_or("postgres").to_owned(),
+        )
+    };
+    let printed = start(format!(
+        "postgres://no_such_role:hunter2@{host_port}/postgres"
+    ));
+    assert!(
+        printed.contains("no_such_role") && printed.contains("28000"),
+        "says the role was refused: {printed}"
+    );
+
+    // A layout written by a newer release.
+    let newer = format!("newer_{}", std::process::id());
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {newer}"),
+        format!("CREATE DATABASE {newer}"),
+    ] {
+        client.batch_execute(&statement).await.expect(&statement);
+    }
+    let (newer_client, connection) =
+        tokio_postgres::connect(&format!("{base}/{newer}"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    newer_client
+        .batch_execute(
+            "CREATE TABLE sightline_schema (name TEXT PRIMARY KEY, version BIGINT NOT NULL); \
+             INSERT INTO sightline_schema VALUES ('layout', 99)",
+        )
+        .await
+        .expect("a newer layout");
+    drop(newer_client);
+    let printed = start(format!("postgres://{user}:hunter2@{host_port}/{newer}"));
+    assert!(
+        printed.contains("layout version 99") && printed.contains(&newer),
+        "says the layout is newer: {printed}"
+    );
+    let _ = client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {newer} WITH (FORCE)"))
+        .await;
+}

@@ -76,7 +76,31 @@ fn describe(error: &tokio_postgres::Error) -> EngineError {
         None if error.is_closed() => {
             EngineError::Unavailable("the connection to the database closed".to_owned())
         }
-        None => EngineError::Unavailable(error.to_string()),
+        None => EngineError::Unavailable(with_causes(error)),
+    }
+}
+
+/// The error and what caused it ("error connecting to server: Connection
+/// refused"): the driver's own message alone rarely says what went wrong.
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
+}
+
+/// What an engine error says, without the variant's own prefix.
+fn reason(error: EngineError) -> String {
+    match error {
+        EngineError::Backend(message)
+        | EngineError::Unavailable(message)
+        | EngineError::Config(message)
+        | EngineError::Conflict(message) => message,
+        other => other.to_string(),
     }
 }
 
@@ -113,7 +137,7 @@ impl Connector {
             EngineError::Unavailable(format!(
                 "cannot connect to the database {}: {}",
                 self.target,
-                describe(&error)
+                reason(describe(&error))
             ))
         })?;
         tokio::spawn(async move {
@@ -123,7 +147,9 @@ impl Connector {
         });
         client
             .batch_execute(&format!(
-                "SET statement_timeout = {}",
+                // Notices ("relation already exists, skipping") are not
+                // worth a log line.
+                "SET statement_timeout = {}; SET client_min_messages = warning",
                 self.statement_timeout.as_millis().max(1)
             ))
             .await?;
@@ -629,6 +655,15 @@ impl Pages for PostgresEngine {
             let session = shared.reader().await?;
             query_page(&session, &from, to.as_deref(), backward, limit).await
         })
+    }
+}
+
+/// Where a database URL points, for logs: host, port, database and user,
+/// never the password (nor the URL's options).
+pub fn describe_url(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => describe_target(&config),
+        Err(_) => "(an unreadable database URL)".to_owned(),
     }
 }
 
