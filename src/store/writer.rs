@@ -361,6 +361,13 @@ impl Writer {
                 }
                 Err(error) => {
                     self.counters = counters_before;
+                    // A stop asked for stops even when the group failed.
+                    if commands
+                        .iter()
+                        .any(|command| matches!(command, Command::Shutdown))
+                    {
+                        *stopping = true;
+                    }
                     for command in commands {
                         command.refuse(&error);
                     }

@@ -14,6 +14,9 @@ use sightline::store::engine::postgres::PostgresEngine;
 use sightline::store::engine::sled::SledEngine;
 use sightline::store::engine::{Batch, Durability, Engine, EngineError, Scan, Transaction};
 use sightline::store::{NoSegments, ProfileStore, SledStore, SledStoreOptions};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Passes everything to the real engine, except that one commit in
 /// `conflict_every` is rolled back and reported as a conflict, and that
@@ -306,4 +309,81 @@ async fn writes_refused_while_the_database_is_away_resume_by_themselves() {
         .await
         .expect("writes resume");
     assert_eq!(events_of(&faulty.service, 1), vec!["order-1", "order-3"]);
+}
+
+async fn health_of(server: &crate::support::TestServer) -> ServingStatus {
+    let mut health = HealthClient::new(server.channel().await);
+    match health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+    {
+        Ok(response) => response.into_inner().status(),
+        Err(_) => ServingStatus::Unknown,
+    }
+}
+
+async fn wait_for_health(server: &crate::support::TestServer, wanted: ServingStatus) {
+    for _ in 0..300 {
+        if health_of(server).await == wanted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("health never turned {wanted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restarted_mid_run_refuses_writes_meanwhile_and_the_server_recovers() {
+    use crate::support::{PrivateCluster, TestServer, email, get_by, identify, test_config};
+    let Some(cluster) = tokio::task::block_in_place(PrivateCluster::start) else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let mut config = test_config(&data_dir);
+    config.storage.url = Some(cluster.url());
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    client
+        .identify(identify(vec![email("before@example.com")]))
+        .await
+        .expect("written before the database stops");
+    assert_eq!(health_of(&server).await, ServingStatus::Serving);
+
+    tokio::task::block_in_place(|| cluster.stop());
+    let refused = client
+        .identify(identify(vec![email("meanwhile@example.com")]))
+        .await
+        .expect_err("refused while the database is down");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    wait_for_health(&server, ServingStatus::NotServing).await;
+
+    tokio::task::block_in_place(|| cluster.restart());
+    // No restart of the server, and no write needed to notice.
+    wait_for_health(&server, ServingStatus::Serving).await;
+    client
+        .identify(identify(vec![email("after@example.com")]))
+        .await
+        .expect("written once the database is back");
+    for who in ["before@example.com", "after@example.com"] {
+        get_by(&mut client, email(who)).await.expect(who);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_writes_fail_still_stops_when_asked() {
+    let faulty = open_faulty(0);
+    faulty.engine.away.store(true, Ordering::SeqCst);
+    send(&faulty.service, order(1, 1))
+        .await
+        .expect_err("refused while the database is away");
+    let store = faulty.store.clone();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || store.close()),
+    )
+    .await
+    .expect("the stop is not held up by the failing writes");
+    closed.expect("close task").expect("close");
 }

@@ -489,3 +489,114 @@ pub fn stored_pairs(data_dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     pairs
 }
+
+/// A PostgreSQL cluster of one test's own, for tests that stop and start
+/// the database (the suite's shared server must stay up for the others).
+/// Built from the same server binaries `scripts/test-postgres` uses.
+pub struct PrivateCluster {
+    bin: std::path::PathBuf,
+    dir: TempDir,
+    pub port: u16,
+}
+
+impl PrivateCluster {
+    /// `None` when the suite runs on sled.
+    pub fn start() -> Option<PrivateCluster> {
+        postgres_server()?;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path().join("bin"))
+            .filter(|bin| bin.join("pg_ctl").exists())
+            .max()
+            .expect("pg_ctl");
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let cluster = PrivateCluster {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        if is_root() {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(cluster.dir.path())
+                .status();
+        }
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &["-D", &data, "-U", "sightline", "--auth=trust", "-E", "UTF8"],
+        );
+        cluster.ctl("start");
+        Some(cluster)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://sightline@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn stop(&self) {
+        self.ctl("stop");
+    }
+
+    pub fn restart(&self) {
+        self.ctl("start");
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn ctl(&self, action: &str) {
+        let data = self.data();
+        let log = self.dir.path().join("log").display().to_string();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut args = vec!["-D", &data, "-l", &log, "-w", "-o", &options];
+        if action == "stop" {
+            args.extend(["-m", "fast"]);
+        }
+        args.push(action);
+        self.run("pg_ctl", &args);
+    }
+
+    /// PostgreSQL refuses to run as root; as root, it runs as `postgres`.
+    fn command(&self, tool: &str) -> std::process::Command {
+        let program = self.bin.join(tool);
+        let mut command = if is_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            std::process::Command::new(program)
+        };
+        command.stdout(std::process::Stdio::null());
+        command
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let status = self.command(tool).args(args).status();
+        assert!(status.expect(tool).success(), "{tool} {args:?} failed");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|output| output.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
