@@ -194,7 +194,8 @@ const MODEL_QUEUE_DEPTH: usize = 16;
 
 /// While writes fail: how often the engine is probed, and how often the
 /// queue is looked at meanwhile.
-const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+const PROBE_INTERVAL_FIRST: Duration = Duration::from_millis(250);
+const PROBE_INTERVAL_MAX: Duration = Duration::from_secs(15);
 const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Runs of one group before its conflicts with other servers' writes are
@@ -264,9 +265,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match self.commit_group(commands, &mut stopping, to_model.as_ref()) {
-                Ok(()) => self.stats.writes_resumed(),
-                Err(error) => self.group_failed(&error),
+            if self
+                .commit_group(commands, &mut stopping, to_model.as_ref())
+                .is_ok()
+            {
+                self.stats.writes_resumed();
             }
         }
         if let Err(error) = self.release_blocks() {
@@ -285,13 +288,18 @@ impl Writer {
             return queue.blocking_recv();
         }
         let mut last_probe = std::time::Instant::now();
+        let mut interval = PROBE_INTERVAL_FIRST;
         loop {
             match queue.try_recv() {
                 Ok(command) => return Some(command),
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            if last_probe.elapsed() >= PROBE_INTERVAL {
+            if last_probe.elapsed() >= interval {
+                // A probe may reopen the database (sled, after an I/O
+                // error), which takes longer the larger it is: probes
+                // space out while the cause lasts.
+                interval = (interval * 2).min(PROBE_INTERVAL_MAX);
                 match self.probe() {
                     Ok(()) => {
                         tracing::info!("writes succeed again");
@@ -368,6 +376,9 @@ impl Writer {
                     {
                         *stopping = true;
                     }
+                    // Before the answers: a caller told of the failure finds
+                    // health saying so.
+                    self.group_failed(&error);
                     for command in commands {
                         command.refuse(&error);
                     }

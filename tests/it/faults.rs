@@ -387,3 +387,107 @@ async fn a_store_whose_writes_fail_still_stops_when_asked() {
     .expect("the stop is not held up by the failing writes");
     closed.expect("close task").expect("close");
 }
+
+/// A small file system of the test's own (tmpfs, so root only); `None`
+/// where mounting is not allowed.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        mounted.then_some(SmallDisk { dir })
+    }
+
+    /// Fills what is left of the disk; the file is removed to free it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 1 << 20];
+        while file.write_all(&block).is_ok() {}
+        while file.write_all(&block[..4096]).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_disk_writes_are_refused_reads_go_on_and_writes_resume_once_space_is_freed() {
+    use crate::support::{TestServer, email, get_by, identify, test_config};
+    if crate::support::postgres_server().is_some() {
+        return; // The database's disk is the database's.
+    }
+    let Some(disk) = SmallDisk::mount(64) else {
+        eprintln!("full-disk test skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let data_dir = tempfile::tempdir_in(disk.dir.path()).expect("data dir");
+    let mut config = test_config(&data_dir);
+    config.storage.cache_capacity_bytes = 8 << 20;
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    client
+        .identify(identify(vec![email("before@example.com")]))
+        .await
+        .expect("written while there is space");
+
+    let filler = tokio::task::block_in_place(|| disk.fill());
+    let mut refused = None;
+    // sled buffers in memory; writes fail once its log cannot grow.
+    for attempt in 0..2_000 {
+        match client
+            .identify(identify(vec![email(&format!("fill{attempt}@example.com"))]))
+            .await
+        {
+            Ok(_) => continue,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("writes are refused on a full disk");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        !refused.message().contains("shutting down"),
+        "says why: {}",
+        refused.message()
+    );
+    wait_for_health(&server, ServingStatus::NotServing).await;
+    get_by(&mut client, email("before@example.com"))
+        .await
+        .expect("reads go on");
+
+    std::fs::remove_file(filler).expect("free the space");
+    wait_for_health(&server, ServingStatus::Serving).await;
+    client
+        .identify(identify(vec![email("after@example.com")]))
+        .await
+        .expect("writes resume by themselves");
+    let data_dir = server.stop().await;
+    let server = TestServer::start_in(data_dir).await;
+    let mut client = server.client().await;
+    for who in ["before@example.com", "after@example.com"] {
+        get_by(&mut client, email(who)).await.expect(who);
+    }
+    drop(client);
+    drop(server.stop().await);
+}

@@ -7,7 +7,8 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan, SoleWriter, Transaction};
@@ -27,18 +28,28 @@ impl From<sled::Error> for EngineError {
 }
 
 pub struct SledEngine {
+    data_dir: PathBuf,
+    cache_capacity_bytes: u64,
+    /// `None` only while being reopened (or when a reopen failed).
+    opened: RwLock<Option<Arc<Opened>>>,
+    /// After a failed write sled refuses every later one (it keeps the
+    /// first I/O error for good), so the next transaction reopens the
+    /// database from what is durable, which is all that was acknowledged.
+    write_failed: AtomicBool,
+    blobs: Mutex<BlobFiles>,
+}
+
+struct Opened {
     db: sled::Db,
     tree: sled::Tree,
     /// sled's log file; `sled::Db::flush` only issues `sync_file_range`,
     /// which neither persists file metadata nor flushes the device cache,
     /// so every commit is followed by an `fdatasync` of this file.
     log_file: File,
-    blobs: Mutex<BlobFiles>,
 }
 
-impl SledEngine {
-    pub fn open(data_dir: &Path, cache_capacity_bytes: u64) -> Result<SledEngine, EngineError> {
-        std::fs::create_dir_all(data_dir)?;
+impl Opened {
+    fn open(data_dir: &Path, cache_capacity_bytes: u64) -> Result<Opened, EngineError> {
         let deadline = Instant::now() + LOCK_RELEASE_WAIT;
         let db = loop {
             match open_sled(data_dir, cache_capacity_bytes) {
@@ -48,14 +59,92 @@ impl SledEngine {
                 opened => break opened?,
             }
         };
+        Opened::of(db, data_dir)
+    }
+
+    fn of(db: sled::Db, data_dir: &Path) -> Result<Opened, EngineError> {
         let tree = db.open_tree(TREE_NAME)?;
         let log_file = File::open(log_file_path(data_dir))?;
-        Ok(SledEngine {
-            db,
-            tree,
-            log_file,
+        Ok(Opened { db, tree, log_file })
+    }
+}
+
+impl SledEngine {
+    pub fn open(data_dir: &Path, cache_capacity_bytes: u64) -> Result<SledEngine, EngineError> {
+        std::fs::create_dir_all(data_dir)?;
+        let opened = Opened::open(data_dir, cache_capacity_bytes)?;
+        Ok(SledEngine::over(opened, data_dir, cache_capacity_bytes))
+    }
+
+    fn over(opened: Opened, data_dir: &Path, cache_capacity_bytes: u64) -> SledEngine {
+        SledEngine {
+            data_dir: data_dir.to_owned(),
+            cache_capacity_bytes,
+            opened: RwLock::new(Some(Arc::new(opened))),
+            write_failed: AtomicBool::new(false),
             blobs: Mutex::new(BlobFiles::new(data_dir)),
-        })
+        }
+    }
+
+    fn current(&self) -> Result<Arc<Opened>, EngineError> {
+        self.opened
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                EngineError::Unavailable(
+                    "the database is being reopened after a failed write".to_owned(),
+                )
+            })
+    }
+
+    /// Notes a failed write, to be mended by the next transaction.
+    fn writing<T>(&self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        if result.is_err() {
+            self.write_failed.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// A read, tried once more on a reopened database when it failed after
+    /// a failed write: sled may write while it reads (merging a page's
+    /// fragments), and refuses to after an I/O error.
+    fn reading<T>(
+        &self,
+        read: impl Fn(&sled::Tree) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        // Bound first: the handle must be gone before a reopen.
+        let first = read(&self.current()?.tree);
+        match first {
+            Err(_) if self.write_failed.load(Ordering::SeqCst) => {
+                self.reopen_if_failed()?;
+                read(&self.current()?.tree)
+            }
+            result => result,
+        }
+    }
+
+    /// Reopens the database after a failed write: what sled kept in memory
+    /// of the failed batch goes, what was durable stays.
+    fn reopen_if_failed(&self) -> Result<(), EngineError> {
+        if !self.write_failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut slot = self
+            .opened
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // sled lets go of its directory lock once the last handle is gone;
+        // `Opened::open` waits for readers still holding one.
+        drop(slot.take());
+        let opened = Opened::open(&self.data_dir, self.cache_capacity_bytes).map_err(|error| {
+            EngineError::Unavailable(format!(
+                "the database could not be reopened after a failed write: {error}"
+            ))
+        })?;
+        *slot = Some(Arc::new(opened));
+        self.write_failed.store(false, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -69,14 +158,7 @@ impl SledEngine {
             rand::random::<u64>()
         ));
         let db = sled::Config::new().path(&dir).temporary(true).open()?;
-        let tree = db.open_tree(TREE_NAME)?;
-        let log_file = File::open(log_file_path(&dir))?;
-        Ok(SledEngine {
-            db,
-            tree,
-            log_file,
-            blobs: Mutex::new(BlobFiles::new(&dir)),
-        })
+        Ok(SledEngine::over(Opened::of(db, &dir)?, &dir, 0))
     }
 }
 
@@ -113,21 +195,32 @@ fn pairs<'e>(iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> 
     }))
 }
 
+fn failed_scan<'e>(error: EngineError) -> Scan<'e> {
+    Box::new(std::iter::once(Err(error)))
+}
+
 impl Engine for SledEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(self.tree.get(key)?.map(|value| value.to_vec()))
+        self.reading(|tree| Ok(tree.get(key)?.map(|value| value.to_vec())))
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool, EngineError> {
-        Ok(self.tree.contains_key(key)?)
+        self.reading(|tree| Ok(tree.contains_key(key)?))
     }
 
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
-        pairs(self.tree.range::<Vec<u8>, _>((from, to)))
+        match self.current() {
+            // The iterator holds a tree handle of its own.
+            Ok(opened) => pairs(opened.tree.range::<Vec<u8>, _>((from, to))),
+            Err(error) => failed_scan(error),
+        }
     }
 
     fn range_back(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
-        pairs(self.tree.range::<Vec<u8>, _>((from, to)).rev())
+        match self.current() {
+            Ok(opened) => pairs(opened.tree.range::<Vec<u8>, _>((from, to)).rev()),
+            Err(error) => failed_scan(error),
+        }
     }
 
     fn apply(&self, batch: Batch) -> Result<(), EngineError> {
@@ -141,34 +234,43 @@ impl Engine for SledEngine {
                 None => writes.remove(key),
             }
         }
-        Ok(self.tree.apply_batch(writes)?)
+        let opened = self.current()?;
+        self.writing(opened.tree.apply_batch(writes).map_err(EngineError::from))
     }
 
     fn sync(&self) -> Result<Durability, EngineError> {
-        self.db.flush()?;
-        self.log_file.sync_data()?;
+        let opened = self.current()?;
+        self.writing(
+            opened
+                .db
+                .flush()
+                .map_err(EngineError::from)
+                .and_then(|_| Ok(opened.log_file.sync_data()?)),
+        )?;
         let mut blobs = self
             .blobs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(Durability {
-            extra_files_synced: blobs.sync_new()?,
+            extra_files_synced: self.writing(blobs.sync_new())?,
         })
     }
 
     fn put_now(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
-        self.tree.insert(key, value)?;
+        let opened = self.current()?;
+        self.writing(opened.tree.insert(key, value).map_err(EngineError::from))?;
         Ok(())
     }
 
     /// The writer thread is sled's only writer: its reads cannot go stale
     /// before its batch commits.
     fn begin(&self) -> Result<Box<dyn Transaction + '_>, EngineError> {
+        self.reopen_if_failed()?;
         Ok(Box::new(SoleWriter::new(self)))
     }
 
     fn size_on_disk(&self) -> Result<u64, EngineError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.current()?.db.size_on_disk()?)
     }
 }
 
