@@ -211,7 +211,15 @@ impl CallWrites<'_, '_> {
     /// with it and kept even if the call or the group fails, but durable
     /// with the group's flush. For data that may be lost yet must not hold
     /// readers up, since sled excludes every reader while a batch applies.
+    ///
+    /// On a shared database readers are never held up and a write beside
+    /// the group's transaction would only make it conflict with itself:
+    /// there the write joins the call's writes.
     pub fn write_through(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        if self.group.engine.shared() {
+            self.insert(key, value);
+            return Ok(());
+        }
         self.group.engine.put_now(key, &value)?;
         Ok(())
     }
