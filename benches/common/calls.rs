@@ -74,6 +74,9 @@ impl Caller for CheckMembership {
 pub struct IdentifyMerge {
     client: ProfileServiceClient<Channel>,
     first_pair: u64,
+    /// Where refusals (an overloaded server) are counted; `None`: a
+    /// refusal ends the benchmark.
+    refused: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl IdentifyMerge {
@@ -81,6 +84,19 @@ impl IdentifyMerge {
         Self {
             client: ProfileServiceClient::new(channel),
             first_pair,
+            refused: None,
+        }
+    }
+
+    /// Counts calls the server refused instead of failing on them.
+    pub fn counting_refusals(
+        channel: Channel,
+        first_pair: u64,
+        refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        Self {
+            refused: Some(refused),
+            ..Self::new(channel, first_pair)
         }
     }
 }
@@ -97,9 +113,15 @@ impl Caller for IdentifyMerge {
                 timestamp: None,
                 source: "bench".to_owned(),
             })
-            .await
-            .expect("identify")
-            .into_inner();
+            .await;
+        let response = match (response, &self.refused) {
+            (Ok(response), _) => response.into_inner(),
+            (Err(_), Some(refused)) => {
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            (Err(status), None) => panic!("identify: {status:?}"),
+        };
         assert_eq!(
             response.merged_profile_ids.len(),
             1,

@@ -199,6 +199,18 @@ pub fn render(metrics: &Metrics, service: &ProfileService) -> String {
         store.writer.profiles_merged as f64,
     );
     out.single(
+        "sightline_write_groups_total",
+        "counter",
+        "Group commits made durable.",
+        store.writer.groups_committed as f64,
+    );
+    out.single(
+        "sightline_write_group_retries_total",
+        "counter",
+        "Groups run again after their transaction conflicted with another server's writes.",
+        store.writer.groups_retried as f64,
+    );
+    out.single(
         "sightline_blob_files_synced_total",
         "counter",
         "Files the database wrote large values to, synced before the writes were acknowledged.",
