@@ -637,7 +637,17 @@ impl PostgresEngine {
         runtime.spawn(async move {
             let _ = answer.send(query.await);
         });
-        answered.recv().map_err(|_| {
+        let wait = || answered.recv();
+        // Reads come from async handlers too: waiting there would hold a
+        // worker of the server's runtime for a round trip, and with a
+        // worker per core only as many reads as cores would be in flight.
+        let received = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        received.map_err(|_| {
             EngineError::Unavailable("the database task ended without an answer".to_owned())
         })?
     }
