@@ -550,6 +550,9 @@ pub struct StorageConfig {
     pub statement_timeout_ms: u64,
     /// How long to wait for the database at start and on each reconnect.
     pub connect_timeout_ms: u64,
+    /// The database's CA certificates (PEM), for TLS to it: needed when
+    /// the URL says `sslmode=require`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -562,6 +565,7 @@ impl Default for StorageConfig {
             pool_size: 4,
             statement_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
+            ca_file: None,
         }
     }
 }

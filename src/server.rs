@@ -256,6 +256,7 @@ fn database_options(config: &Config, url: String) -> crate::store::PostgresOptio
         read_connections: config.storage.pool_size,
         statement_timeout: std::time::Duration::from_millis(config.storage.statement_timeout_ms),
         connect_timeout: std::time::Duration::from_millis(config.storage.connect_timeout_ms),
+        ca_file: config.storage.ca_file.clone(),
     }
 }
 

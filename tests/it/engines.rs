@@ -183,3 +183,58 @@ async fn an_erasure_through_one_server_suppresses_writes_through_the_other() {
     assert!(replay.suppressed, "the other server suppresses the person");
     assert!(replay.profile_id.is_empty());
 }
+
+/// TLS to the database when the URL asks for it: against a cluster that
+/// takes TLS connections only, the server serves with the CA file and
+/// refuses to start without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_tls_when_the_url_asks_for_it() {
+    let Some((cluster, ca)) = tokio::task::block_in_place(support::PrivateCluster::start_tls_only)
+    else {
+        return;
+    };
+    let url = format!("{}?sslmode=require", cluster.url());
+    // Plain connections are refused by this cluster: what works below
+    // went over TLS.
+    assert!(
+        tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "the cluster takes TLS connections only"
+    );
+
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let mut config = support::test_config(&data_dir);
+    config.storage.url = Some(url.clone());
+    config.storage.ca_file = Some(ca);
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    client
+        .identify(identify(vec![email("tls@example.com")]))
+        .await
+        .expect("written over TLS");
+    get_by(&mut client, email("tls@example.com"))
+        .await
+        .expect("read over TLS");
+    drop(client);
+    drop(server.stop().await);
+
+    let mut without_ca = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"));
+    without_ca
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+            "--data",
+        ])
+        .arg(tempfile::tempdir().expect("data dir").path());
+    let output = tokio::task::block_in_place(|| without_ca.output()).expect("run sightline");
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "no start without a CA file");
+    assert!(
+        printed.contains("ca_file"),
+        "says what is missing: {printed}"
+    );
+}

@@ -124,6 +124,7 @@ fn open_faulty(conflict_every: u64) -> Faulty {
                 read_connections: 2,
                 statement_timeout: Duration::from_secs(30),
                 connect_timeout: Duration::from_secs(10),
+                ca_file: None,
             })
             .expect("open PostgreSQL"),
         ),

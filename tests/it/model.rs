@@ -798,6 +798,7 @@ impl System {
                     read_connections: 2,
                     statement_timeout: std::time::Duration::from_secs(30),
                     connect_timeout: std::time::Duration::from_secs(10),
+                    ca_file: None,
                 }
             }),
             write_queue_depth: 64,

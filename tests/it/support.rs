@@ -497,11 +497,24 @@ pub struct PrivateCluster {
     bin: std::path::PathBuf,
     dir: TempDir,
     pub port: u16,
+    tls_only: bool,
 }
 
 impl PrivateCluster {
     /// `None` when the suite runs on sled.
     pub fn start() -> Option<PrivateCluster> {
+        PrivateCluster::start_with(false)
+    }
+
+    /// A cluster that takes TLS connections only, with a certificate for
+    /// 127.0.0.1 issued by the CA whose PEM file is returned too.
+    pub fn start_tls_only() -> Option<(PrivateCluster, std::path::PathBuf)> {
+        let cluster = PrivateCluster::start_with(true)?;
+        let ca = cluster.dir.path().join("ca.pem");
+        Some((cluster, ca))
+    }
+
+    fn start_with(tls_only: bool) -> Option<PrivateCluster> {
         postgres_server()?;
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql")
@@ -511,10 +524,11 @@ impl PrivateCluster {
             .max()
             .expect("pg_ctl");
         let dir = tempfile::tempdir().expect("cluster dir");
-        let cluster = PrivateCluster {
+        let mut cluster = PrivateCluster {
             bin,
             dir,
             port: free_port(),
+            tls_only: false,
         };
         if is_root() {
             let _ = std::process::Command::new("chown")
@@ -527,8 +541,45 @@ impl PrivateCluster {
             "initdb",
             &["-D", &data, "-U", "sightline", "--auth=trust", "-E", "UTF8"],
         );
+        if tls_only {
+            cluster.issue_certificate();
+            std::fs::write(
+                cluster.dir.path().join("data/pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("pg_hba.conf");
+        }
+        cluster.tls_only = tls_only;
         cluster.ctl("start");
         Some(cluster)
+    }
+
+    fn issue_certificate(&self) {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+        let ca = rcgen::Issuer::new(ca_params, ca_key);
+        let server_params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        let server_key = rcgen::KeyPair::generate().expect("key");
+        let server_cert = server_params
+            .signed_by(&server_key, &ca)
+            .expect("certificate");
+        let dir = self.dir.path();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca.pem");
+        std::fs::write(dir.join("server.pem"), server_cert.pem()).expect("server.pem");
+        let key = dir.join("server.key");
+        std::fs::write(&key, server_key.serialize_pem()).expect("server.key");
+        // PostgreSQL takes a key only its owner can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        if is_root() {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir)
+                .status();
+        }
     }
 
     pub fn url(&self) -> String {
@@ -550,11 +601,17 @@ impl PrivateCluster {
     fn ctl(&self, action: &str) {
         let data = self.data();
         let log = self.dir.path().join("log").display().to_string();
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {}",
             self.port,
             self.dir.path().display()
         );
+        if self.tls_only {
+            let dir = self.dir.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.pem -c ssl_key_file={dir}/server.key"
+            ));
+        }
         let mut args = vec!["-D", &data, "-l", &log, "-w", "-o", &options];
         if action == "stop" {
             args.extend(["-m", "fast"]);

@@ -5,6 +5,7 @@
 //! knows SQL; the rest of the store speaks of keys, ranges and batches.
 
 pub mod postgres;
+mod postgres_tls;
 pub mod sled;
 
 use std::ops::Bound;

@@ -46,6 +46,9 @@ pub struct PostgresOptions {
     pub read_connections: usize,
     pub statement_timeout: Duration,
     pub connect_timeout: Duration,
+    /// CA certificates (PEM) the database's certificate must chain to;
+    /// needed for `sslmode=require`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl From<tokio_postgres::Error> for EngineError {
@@ -126,6 +129,9 @@ struct Session {
 /// Where to connect, and how sessions start, shared by every connection.
 struct Connector {
     config: tokio_postgres::Config,
+    /// `None`: plain connections (`sslmode=disable`, or `prefer` without
+    /// a CA file).
+    tls: Option<super::postgres_tls::RustlsConnect>,
     /// For messages: host, port, database and user, never the password.
     target: String,
     statement_timeout: Duration,
@@ -133,18 +139,29 @@ struct Connector {
 
 impl Connector {
     async fn client(&self) -> Result<Client, EngineError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|error| {
+        let unreachable = |error: tokio_postgres::Error| {
             EngineError::Unavailable(format!(
                 "cannot connect to the database {}: {}",
                 self.target,
                 reason(describe(&error))
             ))
-        })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(error = %describe(&error), "database connection ended");
+        };
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(unreachable)?;
+                tokio::spawn(watch(connection));
+                client
             }
-        });
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(unreachable)?;
+                tokio::spawn(watch(connection));
+                client
+            }
+        };
         client
             .batch_execute(&format!(
                 // Notices ("relation already exists, skipping") are not
@@ -193,6 +210,16 @@ impl Connector {
                 .await?,
             client,
         })
+    }
+}
+
+/// Drives a connection until it ends, saying why it ended.
+async fn watch<F>(connection: F)
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(error) = connection.await {
+        tracing::warn!(error = %describe(&error), "database connection ended");
     }
 }
 
@@ -576,6 +603,17 @@ impl PostgresEngine {
             config.application_name("sightline");
         }
         let target = describe_target(&config);
+        let tls = match (config.get_ssl_mode(), &options.ca_file) {
+            (tokio_postgres::config::SslMode::Disable, _) => None,
+            (_, Some(ca_file)) => Some(super::postgres_tls::RustlsConnect::trusting(ca_file)?),
+            (tokio_postgres::config::SslMode::Prefer, None) => None,
+            (_, None) => {
+                return Err(EngineError::Config(format!(
+                    "the database URL for {target} asks for TLS (sslmode=require): \
+                     give the database's CA certificates in [storage] ca_file"
+                )));
+            }
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sightline-db")
@@ -584,6 +622,7 @@ impl PostgresEngine {
         let shared = Arc::new(Shared {
             connector: Connector {
                 config,
+                tls,
                 target,
                 statement_timeout: options.statement_timeout,
             },
