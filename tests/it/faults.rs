@@ -431,7 +431,7 @@ impl Drop for SmallDisk {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_full_disk_writes_are_refused_reads_go_on_and_writes_resume_once_space_is_freed() {
+async fn on_a_full_disk_writes_are_refused_and_resume_by_themselves_once_space_is_freed() {
     use crate::support::{TestServer, email, get_by, identify, test_config};
     if crate::support::postgres_server().is_some() {
         return; // The database's disk is the database's.
@@ -473,9 +473,15 @@ async fn on_a_full_disk_writes_are_refused_reads_go_on_and_writes_resume_once_sp
         refused.message()
     );
     wait_for_health(&server, ServingStatus::NotServing).await;
-    get_by(&mut client, email("before@example.com"))
-        .await
-        .expect("reads go on");
+    // Reads are served from what sled holds; sled writes while it reads
+    // (merging a page's fragments) and refuses to after an I/O error, so a
+    // read may be refused too: then UNAVAILABLE, never INTERNAL or wrong.
+    for _ in 0..20 {
+        match get_by(&mut client, email("before@example.com")).await {
+            Ok(profile) => assert_eq!(profile.identifiers.len(), 1),
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        }
+    }
 
     std::fs::remove_file(filler).expect("free the space");
     wait_for_health(&server, ServingStatus::Serving).await;

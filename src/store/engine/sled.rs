@@ -106,6 +106,24 @@ impl SledEngine {
         result
     }
 
+    /// Whether the file system takes a write of the size sled needs to
+    /// open (a log segment), by writing and syncing a file of that size.
+    fn room_to_reopen(&self) -> Result<(), EngineError> {
+        use std::io::Write;
+        const PROBE_BYTES: usize = 1 << 20;
+        let path = self.data_dir.join("reopen-probe");
+        let written = File::create(&path).and_then(|mut file| {
+            file.write_all(&vec![0u8; PROBE_BYTES])?;
+            file.sync_all()
+        });
+        let _ = std::fs::remove_file(&path);
+        written.map_err(|error| {
+            EngineError::Unavailable(format!(
+                "the database cannot take writes: {error}; it reopens once there is room"
+            ))
+        })
+    }
+
     /// A read, tried once more on a reopened database when it failed after
     /// a failed write: sled may write while it reads (merging a page's
     /// fragments), and refuses to after an I/O error.
@@ -122,6 +140,14 @@ impl SledEngine {
             }
             result => result,
         }
+        .map_err(|error| match error {
+            // sled can fail a read after a failed write (it merges page
+            // fragments as it reads): the cause is the same.
+            EngineError::Io(io) => {
+                EngineError::Unavailable(format!("the database cannot be read now: {io}"))
+            }
+            other => other,
+        })
     }
 
     /// Reopens the database after a failed write: what sled kept in memory
@@ -130,6 +156,9 @@ impl SledEngine {
         if !self.write_failed.load(Ordering::SeqCst) {
             return Ok(());
         }
+        // Opening writes too: while the disk has no room, the old handle
+        // stays, so that reads sled can serve from it go on.
+        self.room_to_reopen()?;
         let mut slot = self
             .opened
             .write()
