@@ -116,14 +116,7 @@ impl SledStore {
         segments: Arc<dyn MembershipRules>,
     ) -> Result<SledStore, StoreError> {
         let tree = engine.as_ref();
-        let counters = if tree.shared() {
-            Counters::shared()
-        } else {
-            Counters::sole(
-                read_counter(tree, keys::NEXT_PROFILE_ID)?,
-                read_counter(tree, keys::NEXT_EVENT_SEQUENCE)?,
-            )
-        };
+        let counters = Counters::load(tree.begin()?.as_ref(), tree.shared())?;
         if let Some(bytes) = tree.get(keys::FUZZY_MODEL)? {
             match serde_json::from_slice::<MatchModel>(&bytes) {
                 Ok(model) if model.fits_layout() => options.merge_rules.set_match_model(model),

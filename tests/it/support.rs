@@ -65,31 +65,17 @@ pub fn database_url(data_dir: &std::path::Path) -> Option<String> {
     );
     let admin = server.clone();
     let create = name.clone();
-    // Off the test's runtime: tokio-postgres needs one of its own here.
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-                .await
-                .expect("connect to the test PostgreSQL server");
-            tokio::spawn(connection);
-            match client
-                .batch_execute(&format!("CREATE DATABASE {create}"))
-                .await
-            {
-                Ok(()) => {}
-                Err(error)
-                    if error.code()
-                        == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
-                Err(error) => panic!("create the test database: {error}"),
-            }
-        });
-    })
-    .join()
-    .expect("database created");
+    with_database(admin, move |client| async move {
+        match client
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .await
+        {
+            Ok(()) => {}
+            Err(error)
+                if error.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(error) => panic!("create the test database: {error}"),
+        }
+    });
     let base = server
         .rsplit_once('/')
         .map(|(base, _)| base.to_owned())
@@ -442,31 +428,44 @@ pub fn add_token(config: &mut Config, name: &str, scopes: &[sightline::security:
     token
 }
 
+/// Runs `query` with a connection to `url`, off the test's runtime:
+/// tokio-postgres needs one of its own here.
+fn with_database<T, F, Fut>(url: String, query: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            tokio::spawn(connection);
+            query(client).await
+        })
+    })
+    .join()
+    .expect("the database helper thread")
+}
+
 /// Every key and value a stopped server left in its engine, read beside
 /// the server's own code: sled's trees, or the PostgreSQL table.
 pub fn stored_pairs(data_dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     if let Some(url) = database_url(data_dir) {
-        return std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .expect("connect to the test database");
-                tokio::spawn(connection);
-                client
-                    .query("SELECT key, value FROM sightline_kv ORDER BY key", &[])
-                    .await
-                    .expect("read the table")
-                    .into_iter()
-                    .map(|row| (row.get(0), row.get(1)))
-                    .collect()
-            })
-        })
-        .join()
-        .expect("read the database");
+        return with_database(url, |client| async move {
+            client
+                .query("SELECT key, value FROM sightline_kv ORDER BY key", &[])
+                .await
+                .expect("read the table")
+                .into_iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect()
+        });
     }
     // sled's background threads let go of the directory lock moments after
     // the server closed it.
