@@ -215,6 +215,45 @@ pub fn decode_counter(bytes: &[u8]) -> Result<u64, StoreError> {
     })
 }
 
+/// The keys [`apply_call`] reads for this call whatever the database
+/// holds, and then those it reads of the profiles its identifiers point
+/// at: where each read is a trip to the database, the writer reads them
+/// for a whole group ahead, in two queries.
+pub fn read_ahead(
+    reads: &dyn Transaction,
+    suppressor: &Suppressor,
+    catalogue: Option<&Recommender>,
+    calls: &[&WriteCall],
+) -> Result<(), StoreError> {
+    let mut first = Vec::new();
+    for call in calls {
+        if let Some(message_id) = call.message_id() {
+            first.push(keys::message(message_id));
+        }
+        if let (Some(catalogue), WritePayload::Track { event, properties }) =
+            (catalogue, &call.payload)
+        {
+            first.extend(products::keys_read(catalogue, event, properties));
+        }
+        for identifier in &call.identifiers {
+            first.push(keys::suppression(&suppressor.tag(identifier)).to_vec());
+            first.push(keys::hub(identifier));
+            first.push(keys::identifier(identifier));
+        }
+    }
+    reads.read_ahead(&first)?;
+    let mut profiles = Vec::new();
+    for call in calls {
+        for identifier in &call.identifiers {
+            if let Some(bytes) = reads.get(&keys::identifier(identifier))? {
+                profiles.push(keys::profile(decode_profile_id(&bytes)?).to_vec());
+            }
+        }
+    }
+    reads.read_ahead(&profiles)?;
+    Ok(())
+}
+
 pub fn apply_call(
     writes: &mut CallWrites<'_, '_>,
     counters: &mut Counters,

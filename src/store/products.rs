@@ -200,6 +200,28 @@ pub(super) fn forget(writes: &mut CallWrites<'_, '_>, id: ProfileId, record: &Pr
     }
 }
 
+/// The product records a tracked event may read: those of the products
+/// it mentions that the committed catalogue does not know as it says.
+pub(super) fn keys_read(
+    catalogue: &Recommender,
+    event: &str,
+    properties: &Map<String, Value>,
+) -> Vec<Vec<u8>> {
+    let Some((_, products)) = mentions(event, properties) else {
+        return Vec::new();
+    };
+    products
+        .iter()
+        .filter_map(|mention| {
+            let product = product_key(&mention.product_id);
+            let known = catalogue
+                .product(product)
+                .is_some_and(|known| known.agrees_with(mention));
+            (!known).then(|| product_record_key(product).to_vec())
+        })
+        .collect()
+}
+
 fn learn_product(
     writes: &mut CallWrites<'_, '_>,
     catalogue: &Recommender,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{Counters, apply_call};
+use super::apply::{Counters, apply_call, read_ahead};
 use super::engine::{Durability, Engine};
 use super::membership::{MembershipIndex, evaluate_profiles};
 use super::overlay::{CallWrites, GroupWrites, SparseKeys};
@@ -399,6 +399,27 @@ impl Writer {
         let transaction = engine.begin()?;
         if self.counters_stale {
             self.counters = Counters::load(transaction.as_ref(), engine.shared())?;
+        }
+        if transaction.reads_ahead() {
+            let calls: Vec<&WriteCall> = commands
+                .iter()
+                .filter_map(|command| match command {
+                    Command::Apply { calls, .. } => Some(calls.iter()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let catalogue = self.recommendations.then(|| {
+                self.recommender
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            });
+            read_ahead(
+                transaction.as_ref(),
+                &self.suppressor,
+                catalogue.as_deref(),
+                &calls,
+            )?;
         }
         let mut group = GroupWrites::new(transaction.as_ref(), engine.as_ref(), &mut self.sparse);
         let mut done = GroupDone::default();

@@ -145,6 +145,18 @@ pub trait Transaction {
     /// Pairs with keys between the bounds, in key order.
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_>;
 
+    /// Reads these keys ahead, together, so that later `get`s of them need
+    /// no trip to the database of their own. A hint: engines that read in
+    /// process have nothing to gain and ignore it.
+    fn read_ahead(&self, _keys: &[Vec<u8>]) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Whether [`Transaction::read_ahead`] saves anything.
+    fn reads_ahead(&self) -> bool {
+        false
+    }
+
     /// Applies the batch atomically, if no other writer's transaction
     /// conflicts with this one ([`EngineError::Conflict`] otherwise), and
     /// returns once it is durable.

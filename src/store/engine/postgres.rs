@@ -9,6 +9,7 @@
 //! reads made from async handlers), so queries run on a small runtime of
 //! the engine's own and callers wait for their answer.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +38,9 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// profile's newest events) costs one small query, a full scan few.
 const FIRST_PAGE: i64 = 64;
 const LARGEST_PAGE: i64 = 4096;
+
+/// Keys per query of a read ahead: one parameter array stays small.
+const READ_AHEAD_CHUNK: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -118,6 +122,7 @@ fn retryable(error: &tokio_postgres::Error) -> bool {
 struct Session {
     client: Client,
     get: Statement,
+    get_many: Statement,
     upsert: Statement,
     delete: Statement,
     forward_to: Statement,
@@ -179,6 +184,9 @@ impl Connector {
         Ok(Session {
             get: client
                 .prepare(&format!("SELECT value FROM {TABLE} WHERE key = $1"))
+                .await?,
+            get_many: client
+                .prepare(&format!("{select} WHERE key = ANY($1::BYTEA[])"))
                 .await?,
             upsert: client
                 .prepare(&format!(
@@ -379,6 +387,20 @@ async fn query_get(session: &Session, key: &[u8]) -> Result<Option<Vec<u8>>, Eng
     })
 }
 
+/// What each key holds, in the order asked, in one query.
+async fn query_many(
+    session: &Session,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+    let rows = session.client.query(&session.get_many, &[&keys]).await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let key: Vec<u8> = row.try_get(0)?;
+        found.insert(key, row.try_get::<_, Vec<u8>>(1)?);
+    }
+    Ok(keys.iter().map(|key| found.remove(key)).collect())
+}
+
 async fn query_page(
     session: &Session,
     from: &[u8],
@@ -454,9 +476,19 @@ struct PgTransaction<'e> {
     /// The first error: the database aborted the transaction then, and so
     /// does every later read and the commit.
     failure: Mutex<Option<EngineError>>,
+    /// Every key read so far, with what it held (`None`: absent). Nothing
+    /// but this transaction's commit changes what it sees, so a key is
+    /// read from the database once.
+    seen: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl PgTransaction<'_> {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Option<Vec<u8>>>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn failed(&self) -> Option<EngineError> {
         self.failure
             .lock()
@@ -511,12 +543,49 @@ impl Transaction for PgTransaction<'_> {
         if let Some(failure) = self.failed() {
             return Err(failure);
         }
+        if let Some(value) = self.seen().get(key) {
+            return Ok(value.clone());
+        }
         let session = Arc::clone(&self.session);
-        let key = key.to_vec();
-        self.note(
+        let owned = key.to_vec();
+        let value = self.note(
             self.engine
-                .run(move |_| async move { query_get(&session, &key).await }),
-        )
+                .run(move |_| async move { query_get(&session, &owned).await }),
+        )?;
+        self.seen().insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    fn read_ahead(&self, keys: &[Vec<u8>]) -> Result<(), EngineError> {
+        if let Some(failure) = self.failed() {
+            return Err(failure);
+        }
+        let mut wanted: Vec<Vec<u8>> = {
+            let seen = self.seen();
+            keys.iter()
+                .filter(|key| !seen.contains_key(key.as_slice()))
+                .cloned()
+                .collect()
+        };
+        wanted.sort_unstable();
+        wanted.dedup();
+        for chunk in wanted.chunks(READ_AHEAD_CHUNK) {
+            let session = Arc::clone(&self.session);
+            let chunk = chunk.to_vec();
+            let (chunk, found) = self.note(self.engine.run(move |_| async move {
+                let found = query_many(&session, &chunk).await?;
+                Ok((chunk, found))
+            }))?;
+            let mut seen = self.seen();
+            for (key, value) in chunk.into_iter().zip(found) {
+                seen.insert(key, value);
+            }
+        }
+        Ok(())
+    }
+
+    fn reads_ahead(&self) -> bool {
+        true
     }
 
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
@@ -916,6 +985,7 @@ impl Engine for PostgresEngine {
             session,
             slot: Some(slot),
             failure: Mutex::new(None),
+            seen: Mutex::new(HashMap::new()),
         }))
     }
 
