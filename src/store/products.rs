@@ -214,12 +214,17 @@ pub(super) fn keys_read(
         .iter()
         .filter_map(|mention| {
             let product = product_key(&mention.product_id);
-            let known = catalogue
-                .product(product)
-                .is_some_and(|known| known.agrees_with(mention));
-            (!known).then(|| product_record_key(product).to_vec())
+            (!catalogue_knows(catalogue, product, mention))
+                .then(|| product_record_key(product).to_vec())
         })
         .collect()
+}
+
+/// Whether the committed catalogue already holds what the mention says.
+fn catalogue_knows(catalogue: &Recommender, product: ProductKey, mention: &ProductMention) -> bool {
+    catalogue
+        .product(product)
+        .is_some_and(|known| known.agrees_with(mention))
 }
 
 fn learn_product(
@@ -229,11 +234,8 @@ fn learn_product(
 ) -> Result<(), StoreError> {
     let product = product_key(&mention.product_id);
     let key = product_record_key(product);
-    let known = catalogue
-        .product(product)
-        .is_some_and(|known| known.agrees_with(mention));
     // An earlier call of the group may have changed the record since.
-    if known && !writes.is_written(&key) {
+    if catalogue_knows(catalogue, product, mention) && !writes.is_written(&key) {
         return Ok(());
     }
     let existing: Option<ProductRecord> = match writes.get(&key)? {
