@@ -98,7 +98,10 @@ impl RecommendationService {
         }
     }
 
-    pub fn recommend(&self, input: RecommendationInput) -> Result<Recommendations, ServiceError> {
+    pub async fn recommend(
+        &self,
+        input: RecommendationInput,
+    ) -> Result<Recommendations, ServiceError> {
         self.check_enabled()?;
         let context = match input.context_product_id.trim() {
             "" => None,
@@ -111,14 +114,17 @@ impl RecommendationService {
                 format!("at most {CATEGORY_CHARS_MAX} characters"),
             ));
         }
-        let id = self.profiles.profile_id(input.lookup)?;
+        let id = self.profiles.profile_id(input.lookup).await?;
         let shopper = self
             .store
             .shopper(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("profile {id} does not exist")))?;
         let refusal = match self.consent_refusal(&shopper.consents) {
             Some(reason) => Some(reason),
-            None => self.holdout_refusal(shopper.profile_id, &input.holdout_segment_id)?,
+            None => {
+                self.holdout_refusal(shopper.profile_id, &input.holdout_segment_id)
+                    .await?
+            }
         };
         let now = self.profiles.clock().now();
         let category = Some(input.category.trim().to_owned()).filter(|c| !c.is_empty());
@@ -184,7 +190,7 @@ impl RecommendationService {
         (!self.config.personalise_without_consent).then(|| "no personalisation consent".to_owned())
     }
 
-    fn holdout_refusal(
+    async fn holdout_refusal(
         &self,
         profile: ProfileId,
         segment_id: &str,
@@ -197,7 +203,8 @@ impl RecommendationService {
         self.segments.get(segment_id)?;
         let check = self
             .segments
-            .check(ProfileLookup::ProfileId(profile.to_string()))?;
+            .check(ProfileLookup::ProfileId(profile.to_string()))
+            .await?;
         let held_out = check
             .memberships
             .iter()

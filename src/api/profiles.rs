@@ -221,6 +221,7 @@ impl ProfileRpc for ProfileApi {
         let profile = self
             .service
             .get_profile(lookup, events_limit)
+            .await
             .map_err(to_status)?;
         if let Some(access_log) = &self.access_log {
             access_log.record(AccessEntry {

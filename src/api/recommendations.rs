@@ -76,7 +76,7 @@ impl RecommendationRpc for RecommendationApi {
             include_purchased: request.include_purchased,
             holdout_segment_id: request.holdout_segment_id,
         };
-        let answer = self.service.recommend(input).map_err(to_status)?;
+        let answer = self.service.recommend(input).await.map_err(to_status)?;
         if let Some(access_log) = &self.access_log {
             access_log.record(AccessEntry {
                 profile: answer.profile_id,

@@ -240,7 +240,7 @@ impl SegmentRpc for SegmentApi {
         request: Request<pb::CheckMembershipRequest>,
     ) -> Result<Response<pb::CheckMembershipResponse>, Status> {
         let lookup = profile_lookup(request.into_inner().lookup).map_err(to_status)?;
-        let check = self.service.check(lookup).map_err(to_status)?;
+        let check = self.service.check(lookup).await.map_err(to_status)?;
         Ok(Response::new(pb::CheckMembershipResponse {
             profile_id: check.profile.to_string(),
             memberships: check

@@ -181,7 +181,7 @@ async fn profile(
                 "expected fields=<sections>&events_limit=<n>",
             ));
         };
-        api.profile(caller, &lookup, query)
+        api.profile(caller, &lookup, query).await
     })
     .await
 }

@@ -40,7 +40,7 @@ pub struct ProfileQuery {
 }
 
 impl HttpApi {
-    pub(super) fn profile(
+    pub(super) async fn profile(
         &self,
         caller: String,
         lookup: &str,
@@ -60,7 +60,7 @@ impl HttpApi {
         } else {
             1
         };
-        let read = self.service.get_profile(lookup, events_limit)?;
+        let read = self.service.get_profile(lookup, events_limit).await?;
         let profile = &read.profile;
         if let Some(access_log) = &self.access_log {
             access_log.record(AccessEntry {
@@ -115,7 +115,8 @@ impl HttpApi {
             let memberships = match &self.segments {
                 Some(segments) => {
                     segments
-                        .check(ProfileLookup::ProfileId(profile.profile_id.to_string()))?
+                        .check(ProfileLookup::ProfileId(profile.profile_id.to_string()))
+                        .await?
                         .memberships
                 }
                 None => Vec::new(),

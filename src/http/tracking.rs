@@ -53,6 +53,7 @@ impl HttpApi {
         let mut groups = GroupsSeen::default();
         let (call, dropped) = self
             .write_call(translated, &mut groups)
+            .await
             .map_err(HttpError::from)?;
         let outcome = self.service.write(call).await?;
         self.service.record_ingest(IngestCounts {
@@ -100,7 +101,10 @@ impl HttpApi {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let call = translated.and_then(|translated| self.write_call(translated, &mut groups));
+            let call = match translated {
+                Ok(translated) => self.write_call(translated, &mut groups).await,
+                Err(error) => Err(error),
+            };
             match call {
                 Ok((call, dropped)) => {
                     report.note_dropped(index, &message_id, dropped);
@@ -147,7 +151,7 @@ impl HttpApi {
 
     /// The validated call for one translated message, and the trait
     /// identifiers dropped because they are malformed.
-    fn write_call(
+    async fn write_call(
         &self,
         translated: Translated,
         groups: &mut GroupsSeen,
@@ -196,7 +200,7 @@ impl HttpApi {
                 source: source.clone(),
             }),
             Action::Alias { previous_id } => {
-                let kind = self.previous_id_kind(&identifiers, &previous_id);
+                let kind = self.previous_id_kind(&identifiers, &previous_id).await;
                 identifiers.push(RawIdentifier {
                     kind: kind.to_owned(),
                     value: previous_id,
@@ -205,9 +209,10 @@ impl HttpApi {
                     .identify_call(identify(identifiers, Json::new()))
             }
             Action::Group { group_id, traits } => {
-                let mut all = groups
-                    .take(&identifiers)
-                    .unwrap_or_else(|| self.groups_of(&identifiers));
+                let mut all = match groups.take(&identifiers) {
+                    Some(all) => all,
+                    None => self.groups_of(&identifiers).await,
+                };
                 all.insert(group_id, Value::Object(traits));
                 groups.remember(&identifiers, all.clone());
                 let mut traits = Json::new();
@@ -220,7 +225,11 @@ impl HttpApi {
 
     /// `previousId` is the anonymous id a visitor had before signing in, or
     /// an earlier user id: a user id when a profile holds it as one.
-    fn previous_id_kind(&self, identifiers: &[RawIdentifier], previous_id: &str) -> &'static str {
+    async fn previous_id_kind(
+        &self,
+        identifiers: &[RawIdentifier],
+        previous_id: &str,
+    ) -> &'static str {
         let named_anonymous = identifiers
             .iter()
             .any(|id| id.kind == "anonymous_id" && id.value == previous_id);
@@ -234,6 +243,7 @@ impl HttpApi {
         match self
             .service
             .profile_id(ProfileLookup::Identifier(as_user_id))
+            .await
         {
             Ok(_) => "user_id",
             Err(_) => "anonymous_id",
@@ -241,14 +251,16 @@ impl HttpApi {
     }
 
     /// The groups trait the person's profile holds now, if any.
-    fn groups_of(&self, identifiers: &[RawIdentifier]) -> Json {
-        let profile = identifiers.iter().find_map(|identifier| {
-            self.service
-                .profile_id(ProfileLookup::Identifier(identifier.clone()))
-                .ok()
-        });
-        profile
-            .and_then(|profile| self.service.traits(profile).ok())
+    async fn groups_of(&self, identifiers: &[RawIdentifier]) -> Json {
+        let mut traits = None;
+        for identifier in identifiers {
+            let lookup = ProfileLookup::Identifier(identifier.clone());
+            if let Ok(profile) = self.service.profile_id(lookup).await {
+                traits = self.service.traits(profile).await.ok();
+                break;
+            }
+        }
+        traits
             .and_then(|traits| traits.into_iter().find(|view| view.name == "groups"))
             .and_then(|view| match view.value {
                 Value::Object(groups) => Some(groups),

@@ -114,15 +114,16 @@ impl PrivacyService {
                 record.request_id
             )));
         }
-        let profile_id = self.profiles.profile_id(lookup)?;
-        let read = self.profiles.get_complete_profile(profile_id)?;
+        let profile_id = self.profiles.profile_id(lookup).await?;
+        let read = self.profiles.get_complete_profile(profile_id).await?;
         let live = read.profile.profile_id;
         let ids: Vec<ProfileId> = std::iter::once(live)
             .chain(read.profile.merged_profile_ids.iter().copied())
             .collect();
         let memberships = self
             .segments
-            .check(ProfileLookup::ProfileId(live.to_string()))?;
+            .check(ProfileLookup::ProfileId(live.to_string()))
+            .await?;
         let subject = export::Subject {
             read: &read,
             trait_history: self.store.trait_history(live)?,

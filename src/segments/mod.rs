@@ -283,8 +283,8 @@ impl SegmentService {
             }))
     }
 
-    pub fn check(&self, lookup: ProfileLookup) -> Result<MembershipCheck, ServiceError> {
-        let id = self.profiles.profile_id(lookup)?;
+    pub async fn check(&self, lookup: ProfileLookup) -> Result<MembershipCheck, ServiceError> {
+        let id = self.profiles.profile_id(lookup).await?;
         let (profile, memberships) = self
             .store
             .memberships_of(id)?

@@ -325,7 +325,7 @@ impl ProfileService {
     /// Records consent decisions; returns the profile they were recorded on.
     pub async fn update_consent(&self, input: ConsentInput) -> Result<ProfileId, ServiceError> {
         let changes = validate::consent_changes(&input.changes)?;
-        let profile_id = self.profile_id(input.lookup)?;
+        let profile_id = self.profile_id(input.lookup).await?;
         let now = self.clock.now();
         let provenance = validate::provenance(&self.limits, now, input.message_id, input.source)?;
         let call = ConsentCall {
@@ -340,7 +340,7 @@ impl ProfileService {
     /// Splits identifiers off a profile into a new one, with the events and
     /// trait values that came with them.
     pub async fn unmerge(&self, input: UnmergeInput) -> Result<UnmergeOutcome, ServiceError> {
-        let profile_id = self.profile_id(input.lookup)?;
+        let profile_id = self.profile_id(input.lookup).await?;
         let identifiers =
             validate::identifiers(&self.normalizer, &self.limits, &input.identifiers)?;
         let provenance = validate::provenance(
@@ -473,16 +473,19 @@ impl ProfileService {
 
     /// The profile id a lookup names; by identifier, the live profile
     /// holding it.
-    pub fn profile_id(&self, lookup: ProfileLookup) -> Result<ProfileId, ServiceError> {
+    pub async fn profile_id(&self, lookup: ProfileLookup) -> Result<ProfileId, ServiceError> {
         match lookup {
             ProfileLookup::ProfileId(text) => text
                 .parse::<ProfileId>()
                 .map_err(|error| ServiceError::invalid("profile_id", error.to_string())),
             ProfileLookup::Identifier(raw) => {
                 let identifier = validate::identifier(&self.normalizer, "identifier", &raw)?;
-                self.store.find_profile_id(&identifier)?.ok_or_else(|| {
-                    ServiceError::NotFound("no profile holds this identifier".to_owned())
-                })
+                self.store
+                    .find_profile_id(&identifier)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::NotFound("no profile holds this identifier".to_owned())
+                    })
             }
         }
     }
@@ -504,7 +507,7 @@ impl ProfileService {
         Ok(self.store.apply(calls).await?)
     }
 
-    pub fn get_profile(
+    pub async fn get_profile(
         &self,
         lookup: ProfileLookup,
         events_limit: usize,
@@ -513,18 +516,21 @@ impl ProfileService {
             0 => self.limits.events_per_read_default,
             asked => asked.min(self.limits.events_per_read_max),
         };
-        let profile_id = self.profile_id(lookup)?;
-        self.read(profile_id, events_max)
+        let profile_id = self.profile_id(lookup).await?;
+        self.read(profile_id, events_max).await
     }
 
     /// A profile's live traits, without reading its events.
-    pub fn traits(&self, profile_id: ProfileId) -> Result<Vec<TraitView>, ServiceError> {
-        Ok(self.read(profile_id, 0)?.profile.traits)
+    pub async fn traits(&self, profile_id: ProfileId) -> Result<Vec<TraitView>, ServiceError> {
+        Ok(self.read(profile_id, 0).await?.profile.traits)
     }
 
     /// A profile with every one of its events, for a subject-access export.
-    pub fn get_complete_profile(&self, profile_id: ProfileId) -> Result<ProfileRead, ServiceError> {
-        self.read(profile_id, usize::MAX)
+    pub async fn get_complete_profile(
+        &self,
+        profile_id: ProfileId,
+    ) -> Result<ProfileRead, ServiceError> {
+        self.read(profile_id, usize::MAX).await
     }
 
     /// Computed traits of these aggregates as of now.
@@ -552,10 +558,15 @@ impl ProfileService {
         }
     }
 
-    fn read(&self, profile_id: ProfileId, events_max: usize) -> Result<ProfileRead, ServiceError> {
+    async fn read(
+        &self,
+        profile_id: ProfileId,
+        events_max: usize,
+    ) -> Result<ProfileRead, ServiceError> {
         let profile = self
             .store
-            .read_profile(profile_id, events_max)?
+            .read_profile(profile_id, events_max)
+            .await?
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("profile {profile_id} does not exist"))
             })?;

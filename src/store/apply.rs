@@ -147,6 +147,8 @@ impl Counters {
         }
         let id = ProfileId(self.next_profile_id);
         self.next_profile_id += 1;
+        // Ids are handed out once, so nothing is stored under this one yet.
+        writes.known_absent(&keys::profile_point_keys(id));
         Ok(id)
     }
 }
@@ -217,15 +219,17 @@ pub fn decode_counter(bytes: &[u8]) -> Result<u64, StoreError> {
 
 /// The keys [`apply_call`] reads for this call whatever the database
 /// holds, and then those it reads of the profiles its identifiers point
-/// at: where each read is a trip to the database, the writer reads them
-/// for a whole group ahead, in two queries.
+/// at (their records, aliases, memberships and matching state): where
+/// each read is a trip to the database, the writer reads them for a whole
+/// group ahead, in two queries.
 pub fn read_ahead(
     reads: &dyn Transaction,
     suppressor: &Suppressor,
     catalogue: Option<&Recommender>,
     calls: &[&WriteCall],
 ) -> Result<(), StoreError> {
-    let mut first = Vec::new();
+    // How many profiles matching sees, read by every call that matches.
+    let mut first = vec![keys::fuzzy_name_count("")];
     for call in calls {
         if let Some(message_id) = call.message_id() {
             first.push(keys::message(message_id));
@@ -242,15 +246,32 @@ pub fn read_ahead(
         }
     }
     reads.read_ahead(&first)?;
-    let mut profiles = Vec::new();
+    let mut owners = BTreeSet::new();
+    let mut merging = BTreeSet::new();
     for call in calls {
+        let mut of_call = BTreeSet::new();
         for identifier in &call.identifiers {
             if let Some(bytes) = reads.get(&keys::identifier(identifier))? {
-                profiles.push(keys::profile(decode_profile_id(&bytes)?).to_vec());
+                of_call.insert(decode_profile_id(&bytes)?);
             }
         }
+        // Profiles of one call are merged, unless protection refuses: the
+        // events of those absorbed move to the survivor.
+        if of_call.len() > 1 {
+            merging.extend(of_call.iter().copied());
+        }
+        owners.append(&mut of_call);
     }
-    reads.read_ahead(&profiles)?;
+    let owned: Vec<Vec<u8>> = owners
+        .into_iter()
+        .flat_map(keys::profile_point_keys)
+        .collect();
+    reads.read_ahead(&owned)?;
+    let moving: Vec<Vec<u8>> = merging
+        .into_iter()
+        .map(|id| keys::events_of(id).to_vec())
+        .collect();
+    reads.read_ahead_prefixes(&moving)?;
     Ok(())
 }
 

@@ -221,6 +221,20 @@ pub fn fuzzy_candidates_of(id: ProfileId) -> Vec<u8> {
     key
 }
 
+/// The point keys stored under one profile id, besides its events: what
+/// the writer reads of a profile it resolves to, and what cannot exist yet
+/// under an id just allocated.
+pub fn profile_point_keys(id: ProfileId) -> [Vec<u8>; 6] {
+    [
+        profile(id).to_vec(),
+        alias(id).to_vec(),
+        membership(id).to_vec(),
+        fuzzy_counted_names(id),
+        fuzzy_variants(id),
+        fuzzy_candidates_of(id),
+    ]
+}
+
 /// The current match model (JSON).
 pub const FUZZY_MODEL: &[u8] = &[FUZZY, b'#', b'!'];
 

@@ -140,6 +140,19 @@ pub fn reindex(
 ) -> Result<(), StoreError> {
     let old: BTreeSet<String> = blocking_keys(before).into_iter().collect();
     let new: BTreeSet<String> = blocking_keys(after).into_iter().collect();
+    let moved: Vec<Vec<u8>> = old
+        .symmetric_difference(&new)
+        .map(|block| keys::fuzzy_block(block))
+        .chain(
+            after
+                .current()
+                .and_then(name_count_keys)
+                .into_iter()
+                .flatten()
+                .map(|name| keys::fuzzy_name_count(&name)),
+        )
+        .collect();
+    writes.read_ahead(&moved)?;
     for block in old.difference(&new) {
         let key = keys::fuzzy_block(block);
         let mut members = block_members(writes, &key)?;
@@ -363,8 +376,13 @@ fn match_round(
     for partner in partners {
         shared_keys.insert(follow_alias(writes, partner)?, usize::MAX);
     }
-    for block in blocking_keys(fields) {
-        let members = block_members(writes, &keys::fuzzy_block(&block))?;
+    let blocks: Vec<Vec<u8>> = blocking_keys(fields)
+        .iter()
+        .map(|block| keys::fuzzy_block(block))
+        .collect();
+    writes.read_ahead(&blocks)?;
+    for block in &blocks {
+        let members = block_members(writes, block)?;
         // A huge block means the key is not selective (a default birthday,
         // a placeholder postcode); scoring it would make matching quadratic.
         if members.len() > BLOCK_SCORED_MAX {
@@ -383,6 +401,16 @@ fn match_round(
     others.truncate(SCORED_PER_ROUND_MAX);
     let others: BTreeSet<ProfileId> = others.into_iter().map(|(other, _)| other).collect();
 
+    let about_others: Vec<Vec<u8>> = others
+        .iter()
+        .flat_map(|&other| {
+            [
+                keys::rejection(id, other).to_vec(),
+                keys::fuzzy_variants(other),
+            ]
+        })
+        .collect();
+    writes.read_ahead(&about_others)?;
     let name_counts = NameCounts::default();
     let mut scored = Vec::new();
     for other in others {

@@ -200,7 +200,10 @@ pub trait ProfileStore: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<u64, StoreError>>;
 
     /// The live profile holding this identifier.
-    fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError>;
+    fn find_profile_id(
+        &self,
+        identifier: &Identifier,
+    ) -> BoxFuture<'static, Result<Option<ProfileId>, StoreError>>;
 
     /// Reads a profile by its id or by the id of a profile merged into it,
     /// with at most `events_max` of its newest events.
@@ -208,7 +211,7 @@ pub trait ProfileStore: Send + Sync + 'static {
         &self,
         id: ProfileId,
         events_max: usize,
-    ) -> Result<Option<ProfileView>, StoreError>;
+    ) -> BoxFuture<'static, Result<Option<ProfileView>, StoreError>>;
 
     /// Creates or replaces a segment definition, durably. Returns it,
     /// whether it is new, and whether its members must be computed.

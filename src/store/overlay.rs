@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use super::StoreError;
-use super::engine::{Batch, Engine, Transaction};
+use super::engine::{Batch, Engine, Transaction, prefix_bounds};
 use crate::model::{MembershipChange, ProfileId};
 use crate::recommend::ShopperHistory;
 
@@ -194,6 +194,20 @@ impl CallWrites<'_, '_> {
         Ok(self.group.reads.get(key)?)
     }
 
+    /// Reads these keys ahead where the engine gains by it (see
+    /// [`Transaction::read_ahead`]); later `get`s answer from what was read.
+    pub fn read_ahead(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        if self.group.reads.reads_ahead() {
+            self.group.reads.read_ahead(keys)?;
+        }
+        Ok(())
+    }
+
+    /// See [`Transaction::known_absent`].
+    pub fn known_absent(&self, keys: &[Vec<u8>]) {
+        self.group.reads.known_absent(keys);
+    }
+
     /// Whether this call or an earlier one of the group wrote the key.
     pub fn is_written(&self, key: &[u8]) -> bool {
         self.changes.contains_key(key) || self.group.changes.contains_key(key)
@@ -250,11 +264,8 @@ impl CallWrites<'_, '_> {
     /// order.
     pub fn scan_prefix_from(&self, prefix: &[u8], start: &[u8]) -> Result<KeyValues, StoreError> {
         let mut merged = BTreeMap::new();
-        for entry in self
-            .group
-            .reads
-            .range(Bound::Included(start.to_vec()), Bound::Unbounded)
-        {
+        let (_, end) = prefix_bounds(prefix);
+        for entry in self.group.reads.range(Bound::Included(start.to_vec()), end) {
             let (key, value) = entry?;
             if !key.starts_with(prefix) {
                 break;

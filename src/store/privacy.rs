@@ -371,6 +371,14 @@ pub fn append_access(
     counters: &mut Counters,
     entries: Vec<AccessEntry>,
 ) -> Result<(), StoreError> {
+    let mut profiles: Vec<ProfileId> = entries.iter().map(|entry| entry.profile).collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    let held_keys: Vec<Vec<u8>> = profiles
+        .iter()
+        .flat_map(|&id| [keys::profile(id).to_vec(), keys::alias(id).to_vec()])
+        .collect();
+    writes.read_ahead(&held_keys)?;
     let mut still_held = std::collections::HashMap::new();
     for entry in entries {
         let held = match still_held.get(&entry.profile) {

@@ -16,7 +16,7 @@ use super::consent;
 use super::custom_traits;
 use super::engine::postgres::{PostgresEngine, PostgresOptions};
 use super::engine::sled::SledEngine;
-use super::engine::{Batch, Engine, EngineError, prefix_bounds};
+use super::engine::{Batch, Engine, EngineError, Found, Read};
 use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::match_training;
 use super::matching;
@@ -179,26 +179,88 @@ impl SledStore {
             None => Ok(id),
         }
     }
+}
 
-    fn read_events(
-        &self,
-        id: ProfileId,
-        events_max: usize,
-    ) -> Result<Vec<crate::model::EventView>, StoreError> {
-        let mut newest_first = Vec::with_capacity(events_max.min(64));
-        let (from, to) = prefix_bounds(&keys::events_of(id));
-        for entry in self.engine.range_back(from, to).take(events_max) {
-            let (key, value) = entry?;
-            let (timestamp, sequence) = keys::decode_event(&key).ok_or(StoreError::Corrupt {
-                what: "event key",
-                reason: format!("unexpected length {}", key.len()),
-            })?;
-            let record: EventRecord = decode(&value, "event")?;
-            newest_first.push(record.to_view(timestamp, sequence)?);
-        }
-        newest_first.reverse();
-        Ok(newest_first)
+/// Reads a live profile by its id, or by an id merged into it. The record
+/// and the newest events are read together, in one round trip on a remote
+/// engine: identifiers point at live profiles and the id in hand usually
+/// is one, so the alias is read only when the id has no record.
+async fn read_live_profile(
+    engine: &dyn Engine,
+    id: ProfileId,
+    events_max: usize,
+) -> Result<Option<ProfileView>, StoreError> {
+    let mut live_id = id;
+    for _ in 0..READ_ATTEMPTS_MAX {
+        let mut found = engine
+            .read(vec![
+                Read::Get(keys::profile(live_id).into()),
+                Read::Newest {
+                    prefix: keys::events_of(live_id).into(),
+                    limit: events_max,
+                },
+            ])
+            .await?
+            .into_iter();
+        let record = found.next().and_then(Found::into_value);
+        let newest_events = found.next().map(Found::into_pairs).unwrap_or_default();
+        let Some(bytes) = record else {
+            // Merged away (before this read or between its lookups), or
+            // never existed.
+            let alias = engine
+                .read(vec![Read::Get(keys::alias(live_id).into())])
+                .await?
+                .pop()
+                .and_then(Found::into_value);
+            match alias {
+                Some(bytes) if decode_profile_id(&bytes)? != live_id => {
+                    live_id = decode_profile_id(&bytes)?;
+                    continue;
+                }
+                _ => return Ok(None),
+            }
+        };
+        let record = ProfileRecord::from_bytes(&bytes)?;
+        let traits = record.trait_views()?;
+        return Ok(Some(ProfileView {
+            profile_id: live_id,
+            merged_profile_ids: record.merged_ids.iter().copied().map(ProfileId).collect(),
+            identifiers: record.identifiers.iter().map(|e| e.to_view()).collect(),
+            traits,
+            events: event_views(newest_events)?,
+            event_count: record.event_count,
+            journal: record.journal.iter().map(|entry| entry.to_view()).collect(),
+            activity: record.activity(),
+            consents: record.consents.iter().filter_map(|e| e.to_view()).collect(),
+            consent_history: record
+                .consent_history
+                .iter()
+                .filter_map(|e| e.to_view())
+                .collect(),
+            created_at: crate::model::UnixMillis(record.created_at_ms),
+            updated_at: crate::model::UnixMillis(record.updated_at_ms),
+        }));
     }
+    Err(StoreError::Corrupt {
+        what: "alias chain",
+        reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
+    })
+}
+
+/// Stored events, newest first, as views oldest first.
+fn event_views(
+    newest_first: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Vec<crate::model::EventView>, StoreError> {
+    let mut views = Vec::with_capacity(newest_first.len());
+    for (key, value) in newest_first.into_iter().rev() {
+        let (timestamp, sequence) = keys::decode_event(&key).ok_or(StoreError::Corrupt {
+            what: "event key",
+            reason: format!("unexpected length {}", key.len()),
+        })?;
+        let record: EventRecord = decode(&value, "event")?;
+        views.push(record.to_view(timestamp, sequence)?);
+    }
+    Ok(views)
 }
 
 /// The configured engine: the PostgreSQL-wire database when one is named,
@@ -1007,55 +1069,28 @@ impl ProfileStore for SledStore {
         Ok(ids)
     }
 
-    fn find_profile_id(&self, identifier: &Identifier) -> Result<Option<ProfileId>, StoreError> {
-        match self.engine.get(&keys::identifier(identifier))? {
-            Some(bytes) => decode_profile_id(&bytes).map(Some),
-            None => Ok(None),
-        }
+    fn find_profile_id(
+        &self,
+        identifier: &Identifier,
+    ) -> BoxFuture<'static, Result<Option<ProfileId>, StoreError>> {
+        let reading = self
+            .engine
+            .read(vec![Read::Get(keys::identifier(identifier))]);
+        Box::pin(async move {
+            match reading.await?.pop().and_then(Found::into_value) {
+                Some(bytes) => decode_profile_id(&bytes).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     fn read_profile(
         &self,
         id: ProfileId,
         events_max: usize,
-    ) -> Result<Option<ProfileView>, StoreError> {
-        let mut live_id = self.resolve(id)?;
-        for _ in 0..READ_ATTEMPTS_MAX {
-            let Some(bytes) = self.engine.get(&keys::profile(live_id))? else {
-                // Merged away between the alias lookup and this read, or
-                // never existed.
-                let next = self.resolve(live_id)?;
-                if next == live_id {
-                    return Ok(None);
-                }
-                live_id = next;
-                continue;
-            };
-            let record = ProfileRecord::from_bytes(&bytes)?;
-            let traits = record.trait_views()?;
-            return Ok(Some(ProfileView {
-                profile_id: live_id,
-                merged_profile_ids: record.merged_ids.iter().copied().map(ProfileId).collect(),
-                identifiers: record.identifiers.iter().map(|e| e.to_view()).collect(),
-                traits,
-                events: self.read_events(live_id, events_max)?,
-                event_count: record.event_count,
-                journal: record.journal.iter().map(|entry| entry.to_view()).collect(),
-                activity: record.activity(),
-                consents: record.consents.iter().filter_map(|e| e.to_view()).collect(),
-                consent_history: record
-                    .consent_history
-                    .iter()
-                    .filter_map(|e| e.to_view())
-                    .collect(),
-                created_at: crate::model::UnixMillis(record.created_at_ms),
-                updated_at: crate::model::UnixMillis(record.updated_at_ms),
-            }));
-        }
-        Err(StoreError::Corrupt {
-            what: "alias chain",
-            reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
-        })
+    ) -> BoxFuture<'static, Result<Option<ProfileView>, StoreError>> {
+        let engine = Arc::clone(&self.engine);
+        Box::pin(async move { read_live_profile(&*engine, id, events_max).await })
     }
 
     fn shopper(&self, id: ProfileId) -> Result<Option<Shopper>, StoreError> {

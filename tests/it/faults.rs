@@ -191,14 +191,17 @@ async fn send(service: &Arc<ProfileService>, input: TrackInput) -> Result<(), Se
     service.write(call).await.map(|_| ())
 }
 
-fn events_of(service: &ProfileService, person: usize) -> Vec<String> {
-    match service.get_profile(
-        ProfileLookup::Identifier(RawIdentifier {
-            kind: "email".to_owned(),
-            value: format!("buyer{person}@example.com"),
-        }),
-        10_000,
-    ) {
+async fn events_of(service: &ProfileService, person: usize) -> Vec<String> {
+    match service
+        .get_profile(
+            ProfileLookup::Identifier(RawIdentifier {
+                kind: "email".to_owned(),
+                value: format!("buyer{person}@example.com"),
+            }),
+            10_000,
+        )
+        .await
+    {
         Ok(read) => read
             .profile
             .events
@@ -235,7 +238,7 @@ async fn with_a_tenth_of_commits_in_conflict_every_acknowledged_write_is_stored_
     assert!(faulty.store.stats().writer.groups_retried > 0);
 
     for person in 0..PEOPLE {
-        let mut stored = events_of(&faulty.service, person);
+        let mut stored = events_of(&faulty.service, person).await;
         stored.sort();
         let mut expected: Vec<String> = acknowledged
             .iter()
@@ -256,9 +259,10 @@ async fn with_a_tenth_of_commits_in_conflict_every_acknowledged_write_is_stored_
     for message in 0..ORDERS {
         let _ = send(&faulty.service, order(message % PEOPLE, message)).await;
     }
-    let total: usize = (0..PEOPLE)
-        .map(|person| events_of(&faulty.service, person).len())
-        .sum();
+    let mut total = 0;
+    for person in 0..PEOPLE {
+        total += events_of(&faulty.service, person).await.len();
+    }
     assert_eq!(
         total, ORDERS,
         "each order stored exactly once after resending"
@@ -292,7 +296,7 @@ async fn writes_refused_while_the_database_is_away_resume_by_themselves() {
         "health says why writes fail: {reason:?}"
     );
     assert_eq!(
-        events_of(&faulty.service, 1),
+        events_of(&faulty.service, 1).await,
         vec!["order-1"],
         "reads go on"
     );
@@ -309,7 +313,10 @@ async fn writes_refused_while_the_database_is_away_resume_by_themselves() {
     send(&faulty.service, order(1, 3))
         .await
         .expect("writes resume");
-    assert_eq!(events_of(&faulty.service, 1), vec!["order-1", "order-3"]);
+    assert_eq!(
+        events_of(&faulty.service, 1).await,
+        vec!["order-1", "order-3"]
+    );
 }
 
 async fn health_of(server: &crate::support::TestServer) -> ServingStatus {

@@ -1033,7 +1033,7 @@ async fn step(system: &System, model: &mut Model, op: &Op, now_ms: i64) -> Resul
 }
 
 /// The invariants, read back through the service.
-fn check(system: &System, model: &Model) -> Result<(), String> {
+async fn check(system: &System, model: &Model) -> Result<(), String> {
     let events_max = Limits::default().events_per_read_max;
     let live_ids = system
         .store
@@ -1049,6 +1049,7 @@ fn check(system: &System, model: &Model) -> Result<(), String> {
         let read = system
             .service
             .get_profile(ProfileLookup::ProfileId(format!("p{id}")), events_max)
+            .await
             .map_err(|e| format!("reading p{id}: {e}"))?
             .profile;
         ensure(read.profile_id.0 == id, || {
@@ -1141,7 +1142,8 @@ fn check(system: &System, model: &Model) -> Result<(), String> {
         let id = normalized(index);
         let read = system
             .service
-            .get_profile(ProfileLookup::Identifier(raw(index)), 1);
+            .get_profile(ProfileLookup::Identifier(raw(index)), 1)
+            .await;
         match (model.owner.get(&id), read) {
             (Some(&owner), Ok(read)) => ensure(read.profile.profile_id.0 == owner, || {
                 format!(
@@ -1163,6 +1165,7 @@ fn check(system: &System, model: &Model) -> Result<(), String> {
         let read = system
             .service
             .get_profile(ProfileLookup::ProfileId(format!("p{alias}")), 1)
+            .await
             .map_err(|e| format!("reading merged-away p{alias}: {e}"))?;
         ensure(read.profile.profile_id.0 == survivor, || {
             format!(
@@ -1192,7 +1195,9 @@ fn run(ops: &[Op]) -> Result<(), String> {
         runtime
             .block_on(step(&system, &mut model, op, now_ms))
             .map_err(|e| format!("step {index}: {e}"))?;
-        check(&system, &model).map_err(|e| format!("after step {index} ({op:?}): {e}"))?;
+        runtime
+            .block_on(check(&system, &model))
+            .map_err(|e| format!("after step {index} ({op:?}): {e}"))?;
     }
     Ok(())
 }

@@ -37,6 +37,42 @@ pub enum EngineError {
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// One read of [`Engine::read`].
+#[derive(Debug, Clone)]
+pub enum Read {
+    /// What the key holds.
+    Get(Vec<u8>),
+    /// Up to `limit` pairs whose key starts with the prefix, highest key
+    /// first.
+    Newest { prefix: Vec<u8>, limit: usize },
+}
+
+/// What one [`Read`] found, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Value(Option<Vec<u8>>),
+    Pairs(Vec<KeyValue>),
+}
+
+impl Found {
+    pub fn into_value(self) -> Option<Vec<u8>> {
+        match self {
+            Found::Value(value) => value,
+            Found::Pairs(_) => None,
+        }
+    }
+
+    pub fn into_pairs(self) -> Vec<KeyValue> {
+        match self {
+            Found::Pairs(pairs) => pairs,
+            Found::Value(_) => Vec::new(),
+        }
+    }
+}
+
+/// The answers of [`Engine::read`], awaited by the caller.
+pub type Reading = futures::future::BoxFuture<'static, Result<Vec<Found>, EngineError>>;
+
 /// Key-value pairs in key order (or reverse key order).
 pub type Scan<'e> = Box<dyn Iterator<Item = Result<KeyValue, EngineError>> + 'e>;
 
@@ -95,6 +131,27 @@ pub trait Engine: Send + Sync {
         self.range(from, to)
     }
 
+    /// Several reads that do not depend on each other, answered together:
+    /// a remote engine sends them at once and the caller awaits them
+    /// without holding a thread, so a request costs one round trip, not
+    /// one per read. Engines that read in process answer at once.
+    fn read(&self, reads: Vec<Read>) -> Reading {
+        let found = reads
+            .into_iter()
+            .map(|read| match read {
+                Read::Get(key) => self.get(&key).map(Found::Value),
+                Read::Newest { prefix, limit } => {
+                    let (from, to) = prefix_bounds(&prefix);
+                    self.range_back(from, to)
+                        .take(limit)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Found::Pairs)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>();
+        Box::pin(std::future::ready(found))
+    }
+
     /// Applies the batch atomically; it is durable once a later `sync`
     /// (or `commit`) returns.
     fn apply(&self, batch: Batch) -> Result<(), EngineError>;
@@ -151,6 +208,19 @@ pub trait Transaction {
     fn read_ahead(&self, _keys: &[Vec<u8>]) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Reads every pair under these prefixes ahead, so that later scans of
+    /// exactly one of them need no trip to the database. A hint, like
+    /// [`Transaction::read_ahead`].
+    fn read_ahead_prefixes(&self, _prefixes: &[Vec<u8>]) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Tells the transaction that these keys hold nothing (keys under an
+    /// id it has just allocated, which nothing can have written), so that
+    /// reading them needs no trip to the database. A hint, like
+    /// [`Transaction::read_ahead`].
+    fn known_absent(&self, _keys: &[Vec<u8>]) {}
 
     /// Whether [`Transaction::read_ahead`] saves anything.
     fn reads_ahead(&self) -> bool {

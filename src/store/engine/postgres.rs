@@ -20,7 +20,9 @@ use rand::Rng;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan, Transaction};
+use super::{
+    Batch, Durability, Engine, EngineError, Found, KeyValue, Read, Reading, Scan, Transaction,
+};
 
 /// The layout this binary reads and writes. A database holding a newer one
 /// was written by a newer binary, which may store what this one cannot read.
@@ -282,6 +284,27 @@ impl Shared {
         self.readers[at].session(&self.connector).await
     }
 
+    /// A reader for a caller on another runtime: the connection, when one
+    /// must be made, is made and driven on the engine's runtime, which
+    /// outlives the caller's tasks.
+    async fn reader_for(
+        self: &Arc<Self>,
+        engine_runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<Session>, EngineError> {
+        let at = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        if let Some(session) = self.readers[at].current() {
+            return Ok(session);
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(self);
+        engine_runtime.spawn(async move {
+            let _ = answer.send(shared.readers[at].session(&shared.connector).await);
+        });
+        answered.await.map_err(|_| {
+            EngineError::Unavailable("the database task ended without an answer".to_owned())
+        })?
+    }
+
     /// Applies the writes in one serializable transaction, retried whole on
     /// a serialization failure.
     async fn write(&self, writes: Writes) -> Result<(), EngineError> {
@@ -436,6 +459,48 @@ async fn query_page(
         .collect()
 }
 
+async fn read_one(session: &Session, read: &Read) -> Result<Found, EngineError> {
+    match read {
+        Read::Get(key) => query_get(session, key).await.map(Found::Value),
+        Read::Newest { prefix, limit } => query_prefix(session, prefix, true, *limit)
+            .await
+            .map(Found::Pairs),
+    }
+}
+
+/// Up to `limit` pairs under the prefix, in pages.
+async fn query_prefix(
+    session: &Session,
+    prefix: &[u8],
+    backward: bool,
+    limit: usize,
+) -> Result<Vec<KeyValue>, EngineError> {
+    let mut pairs = Vec::new();
+    let mut from = prefix.to_vec();
+    let mut to = super::prefix_end(prefix);
+    loop {
+        let wanted = limit.saturating_sub(pairs.len()).min(LARGEST_PAGE as usize);
+        if wanted == 0 {
+            break;
+        }
+        let page = query_page(session, &from, to.as_deref(), backward, wanted as i64).await?;
+        let exhausted = page.len() < wanted;
+        if let Some((last, _)) = page.last() {
+            if backward {
+                to = Some(last.clone());
+            } else {
+                from = last.clone();
+                from.push(0);
+            }
+        }
+        pairs.extend(page);
+        if exhausted {
+            break;
+        }
+    }
+    Ok(pairs)
+}
+
 /// Where a paged scan reads its pages: the engine's readers, or one
 /// transaction.
 trait Pages {
@@ -480,6 +545,8 @@ struct PgTransaction<'e> {
     /// but this transaction's commit changes what it sees, so a key is
     /// read from the database once.
     seen: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// What prefixes read ahead held, for scans of exactly those prefixes.
+    prefixes_seen: Mutex<HashMap<Vec<u8>, Vec<KeyValue>>>,
 }
 
 impl PgTransaction<'_> {
@@ -584,11 +651,66 @@ impl Transaction for PgTransaction<'_> {
         Ok(())
     }
 
+    /// Every prefix's pages are asked for at once on the transaction's
+    /// connection, so the scans cost one round trip together.
+    fn read_ahead_prefixes(&self, prefixes: &[Vec<u8>]) -> Result<(), EngineError> {
+        if let Some(failure) = self.failed() {
+            return Err(failure);
+        }
+        let mut wanted: Vec<Vec<u8>> = {
+            let known = self.prefixes_seen.lock().unwrap_or_else(|p| p.into_inner());
+            prefixes
+                .iter()
+                .filter(|prefix| !known.contains_key(prefix.as_slice()))
+                .cloned()
+                .collect()
+        };
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let session = Arc::clone(&self.session);
+        let found = self.note(self.engine.run(move |_| async move {
+            let pages = futures::future::try_join_all(
+                wanted
+                    .iter()
+                    .map(|prefix| query_prefix(&session, prefix, false, usize::MAX)),
+            )
+            .await?;
+            Ok(wanted.into_iter().zip(pages).collect::<Vec<_>>())
+        }))?;
+        self.prefixes_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(found);
+        Ok(())
+    }
+
+    fn known_absent(&self, keys: &[Vec<u8>]) {
+        let mut seen = self.seen();
+        for key in keys {
+            seen.entry(key.clone()).or_insert(None);
+        }
+    }
+
     fn reads_ahead(&self) -> bool {
         true
     }
 
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
+        if let Bound::Included(prefix) = &from {
+            let known = self
+                .prefixes_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(prefix)
+                .filter(|_| to == super::prefix_bounds(prefix).1)
+                .cloned();
+            if let Some(pairs) = known {
+                return Box::new(pairs.into_iter().map(Ok));
+            }
+        }
         scan(self, from, to, false)
     }
 
@@ -958,6 +1080,23 @@ impl Engine for PostgresEngine {
         scan(self, from, to, true)
     }
 
+    /// Sent together on one reader connection (tokio-postgres pipelines
+    /// the queries of futures polled together) and awaited on the
+    /// caller's runtime: no thread waits for the answers.
+    fn read(&self, reads: Vec<Read>) -> Reading {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Box::pin(std::future::ready(Err(EngineError::Unavailable(
+                "the database engine is closed".to_owned(),
+            ))));
+        };
+        let engine_runtime = runtime.handle().clone();
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let session = shared.reader_for(&engine_runtime).await?;
+            futures::future::try_join_all(reads.iter().map(|read| read_one(&session, read))).await
+        })
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), EngineError> {
         let writes = Writes::from(batch);
         if writes.is_empty() {
@@ -986,6 +1125,7 @@ impl Engine for PostgresEngine {
             slot: Some(slot),
             failure: Mutex::new(None),
             seen: Mutex::new(HashMap::new()),
+            prefixes_seen: Mutex::new(HashMap::new()),
         }))
     }
 
