@@ -12,8 +12,8 @@ use super::consent::{consents_for_split, merge_consents};
 use super::engine::Transaction;
 use super::keys;
 use super::matching::{
-    Cause, MATCHING_TRAITS, current_fields, drop_candidates_of, fields_after_change, fields_of,
-    forget, known, match_profile, reindex,
+    self, Cause, MATCHING_TRAITS, current_fields, drop_candidates_of, fields_after_change,
+    fields_of, forget, known, match_profile, reindex,
 };
 use super::overlay::CallWrites;
 use super::privacy::{Suppressor, any_suppressed};
@@ -221,7 +221,7 @@ pub fn decode_counter(bytes: &[u8]) -> Result<u64, StoreError> {
 /// holds, and then those it reads of the profiles its identifiers point
 /// at (their records, aliases, memberships and matching state): where
 /// each read is a trip to the database, the writer reads them for a whole
-/// group ahead, in two queries.
+/// group ahead, in two round trips (three when calls merge or match).
 pub fn read_ahead(
     reads: &dyn Transaction,
     suppressor: &Suppressor,
@@ -245,9 +245,10 @@ pub fn read_ahead(
             first.push(keys::identifier(identifier));
         }
     }
-    reads.read_ahead(&first)?;
+    reads.read_ahead(&first, &[])?;
     let mut owners = BTreeSet::new();
     let mut merging = BTreeSet::new();
+    let mut matched = BTreeMap::<ProfileId, Vec<&str>>::new();
     for call in calls {
         let mut of_call = BTreeSet::new();
         for identifier in &call.identifiers {
@@ -260,19 +261,42 @@ pub fn read_ahead(
         if of_call.len() > 1 {
             merging.extend(of_call.iter().copied());
         }
+        if of_call.len() > 1 || changes_matching_traits(call) {
+            let emails = call
+                .identifiers
+                .iter()
+                .filter(|identifier| *identifier.kind() == IdentifierKind::Email)
+                .map(Identifier::value);
+            for &id in &of_call {
+                matched.entry(id).or_default().extend(emails.clone());
+            }
+        }
         owners.append(&mut of_call);
     }
     let owned: Vec<Vec<u8>> = owners
         .into_iter()
         .flat_map(keys::profile_point_keys)
         .collect();
-    reads.read_ahead(&owned)?;
     let moving: Vec<Vec<u8>> = merging
         .into_iter()
         .map(|id| keys::events_of(id).to_vec())
         .collect();
-    reads.read_ahead_prefixes(&moving)?;
+    reads.read_ahead(&owned, &moving)?;
+    let mut indexed = Vec::new();
+    for (id, emails) in matched {
+        indexed.extend(matching::keys_read(reads, id, &emails)?);
+    }
+    reads.read_ahead(&indexed, &[])?;
     Ok(())
+}
+
+fn changes_matching_traits(call: &WriteCall) -> bool {
+    match &call.payload {
+        WritePayload::Identify { traits } => traits
+            .keys()
+            .any(|name| MATCHING_TRAITS.contains(&name.as_str())),
+        WritePayload::Track { .. } => false,
+    }
 }
 
 pub fn apply_call(
@@ -336,12 +360,8 @@ pub fn apply_call(
         identifier_hashes: usable.iter().map(Identifier::stable_hash).collect(),
         ..ProvenanceRecord::from(&call.provenance)
     };
-    let touches_matching = match &call.payload {
-        WritePayload::Identify { traits } => traits
-            .keys()
-            .any(|name| MATCHING_TRAITS.contains(&name.as_str())),
-        WritePayload::Track { .. } => false,
-    } || !plan.absorbed.is_empty()
+    let touches_matching = changes_matching_traits(call)
+        || !plan.absorbed.is_empty()
         // Emails are matching evidence and blocking keys too.
         || plan
             .attach

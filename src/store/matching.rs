@@ -11,6 +11,7 @@ use prost::Message;
 
 use super::StoreError;
 use super::apply::{absorb, follow_alias, live_separations, load_profile};
+use super::engine::Transaction;
 use super::keys;
 use super::overlay::CallWrites;
 use super::records::{
@@ -82,6 +83,51 @@ pub fn current_fields(record: &ProfileRecord) -> Result<MatchFields, StoreError>
         .filter(|entry| entry.kind == "email")
         .map(|entry| entry.value.as_str());
     Ok(MatchFields::from_traits(&traits).with_emails(emails))
+}
+
+/// The index keys matching reads when a stored profile is merged or
+/// matched again, also once it holds `new_emails`: its blocks and the
+/// counts of its names. Read from the transaction, for a read ahead; a
+/// profile that cannot be read yields none (the call itself reports it).
+pub fn keys_read(
+    reads: &dyn Transaction,
+    id: ProfileId,
+    new_emails: &[&str],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let Some(bytes) = reads.get(&keys::profile(id))? else {
+        return Ok(Vec::new());
+    };
+    let Ok(record) = ProfileRecord::for_reading(&bytes) else {
+        return Ok(Vec::new());
+    };
+    let stored = match reads.get(&keys::fuzzy_variants(id))? {
+        Some(bytes) => decode_profile(&bytes).unwrap_or_default(),
+        None => MatchProfile::default(),
+    };
+    let Ok(current) = current_fields(&record) else {
+        return Ok(Vec::new());
+    };
+    let names = name_count_keys(&current)
+        .into_iter()
+        .flatten()
+        .map(|name| keys::fuzzy_name_count(&name));
+    let mut blocks = Vec::new();
+    if !new_emails.is_empty() {
+        let emails = current.emails().iter().map(String::as_str);
+        let with_new = current
+            .clone()
+            .with_emails(emails.chain(new_emails.iter().copied()));
+        blocks.extend(blocking_keys(&MatchProfile::new(with_new, [])));
+    }
+    blocks.extend(blocking_keys(&MatchProfile::new(
+        current,
+        stored.variants().iter().cloned(),
+    )));
+    Ok(blocks
+        .iter()
+        .map(|block| keys::fuzzy_block(block))
+        .chain(names)
+        .collect())
 }
 
 /// Every variant a stored profile is matched on: its current fields, then

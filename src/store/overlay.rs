@@ -198,7 +198,7 @@ impl CallWrites<'_, '_> {
     /// [`Transaction::read_ahead`]); later `get`s answer from what was read.
     pub fn read_ahead(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
         if self.group.reads.reads_ahead() {
-            self.group.reads.read_ahead(keys)?;
+            self.group.reads.read_ahead(keys, &[])?;
         }
         Ok(())
     }

@@ -202,17 +202,11 @@ pub trait Transaction {
     /// Pairs with keys between the bounds, in key order.
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_>;
 
-    /// Reads these keys ahead, together, so that later `get`s of them need
-    /// no trip to the database of their own. A hint: engines that read in
-    /// process have nothing to gain and ignore it.
-    fn read_ahead(&self, _keys: &[Vec<u8>]) -> Result<(), EngineError> {
-        Ok(())
-    }
-
-    /// Reads every pair under these prefixes ahead, so that later scans of
-    /// exactly one of them need no trip to the database. A hint, like
-    /// [`Transaction::read_ahead`].
-    fn read_ahead_prefixes(&self, _prefixes: &[Vec<u8>]) -> Result<(), EngineError> {
+    /// Reads these keys, and every pair under these prefixes, ahead and
+    /// together, so that later `get`s of the keys and scans of exactly one
+    /// of the prefixes need no trip to the database of their own. A hint:
+    /// engines that read in process have nothing to gain and ignore it.
+    fn read_ahead(&self, _keys: &[Vec<u8>], _prefixes: &[Vec<u8>]) -> Result<(), EngineError> {
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use super::{
 pub const SCHEMA_VERSION: i64 = 1;
 
 const TABLE: &str = "sightline_kv";
+const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 const SCHEMA_TABLE: &str = "sightline_schema";
 
 /// Attempts of one transaction before a serialization failure is reported.
@@ -314,10 +315,7 @@ impl Shared {
         loop {
             let session = slot.session(&self.connector).await?;
             let outcome = async {
-                session
-                    .client
-                    .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                    .await?;
+                session.client.batch_execute(BEGIN).await?;
                 write_rows(&session, &writes).await?;
                 session.client.batch_execute("COMMIT").await
             }
@@ -386,20 +384,32 @@ impl Writes {
     }
 }
 
+/// The removals and the upserts, sent together.
 async fn write_rows(session: &Session, writes: &Writes) -> Result<(), tokio_postgres::Error> {
-    if !writes.removes.is_empty() {
-        session
-            .client
-            .execute(&session.delete, &[&writes.removes])
-            .await?;
-    }
-    if !writes.keys.is_empty() {
-        session
-            .client
-            .execute(&session.upsert, &[&writes.keys, &writes.values])
-            .await?;
-    }
-    Ok(())
+    let removed = async {
+        match writes.removes.is_empty() {
+            true => Ok(0),
+            false => {
+                session
+                    .client
+                    .execute(&session.delete, &[&writes.removes])
+                    .await
+            }
+        }
+    };
+    let written = async {
+        match writes.keys.is_empty() {
+            true => Ok(0),
+            false => {
+                session
+                    .client
+                    .execute(&session.upsert, &[&writes.keys, &writes.values])
+                    .await
+            }
+        }
+    };
+    let (removed, written) = futures::join!(removed, written);
+    removed.and(written).map(|_| ())
 }
 
 async fn query_get(session: &Session, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
@@ -547,9 +557,42 @@ struct PgTransaction<'e> {
     seen: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
     /// What prefixes read ahead held, for scans of exactly those prefixes.
     prefixes_seen: Mutex<HashMap<Vec<u8>, Vec<KeyValue>>>,
+    /// Whether `BEGIN` went out, with the first statement.
+    begun: AtomicBool,
 }
 
 impl PgTransaction<'_> {
+    /// Runs statements of the transaction on its connection. The first
+    /// also opens the transaction, sent in the same round trip ahead of
+    /// them: a group pays no trip of its own for `BEGIN`.
+    fn statement<T, F, Fut>(&self, statements: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Session>) -> Fut,
+        Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
+    {
+        if let Some(failure) = self.failed() {
+            return Err(failure);
+        }
+        let opening = !self.begun.swap(true, Ordering::Relaxed);
+        let session = Arc::clone(&self.session);
+        let work = statements(Arc::clone(&session));
+        self.note(self.engine.run(move |_| async move {
+            if !opening {
+                return work.await;
+            }
+            let (opened, done) = futures::join!(session.client.batch_execute(BEGIN), work);
+            opened.map_err(|error| describe(&error))?;
+            done
+        }))
+    }
+
+    fn prefixes_seen(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<KeyValue>>> {
+        self.prefixes_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Option<Vec<u8>>>> {
         self.seen
             .lock()
@@ -595,13 +638,9 @@ impl Pages for PgTransaction<'_> {
         backward: bool,
         limit: i64,
     ) -> Result<Vec<KeyValue>, EngineError> {
-        if let Some(failure) = self.failed() {
-            return Err(failure);
-        }
-        let session = Arc::clone(&self.session);
-        self.note(self.engine.run(move |_| async move {
+        self.statement(move |session| async move {
             query_page(&session, &from, to.as_deref(), backward, limit).await
-        }))
+        })
     }
 }
 
@@ -613,77 +652,61 @@ impl Transaction for PgTransaction<'_> {
         if let Some(value) = self.seen().get(key) {
             return Ok(value.clone());
         }
-        let session = Arc::clone(&self.session);
         let owned = key.to_vec();
-        let value = self.note(
-            self.engine
-                .run(move |_| async move { query_get(&session, &owned).await }),
-        )?;
+        let value =
+            self.statement(move |session| async move { query_get(&session, &owned).await })?;
         self.seen().insert(key.to_vec(), value.clone());
         Ok(value)
     }
 
-    fn read_ahead(&self, keys: &[Vec<u8>]) -> Result<(), EngineError> {
-        if let Some(failure) = self.failed() {
-            return Err(failure);
-        }
-        let mut wanted: Vec<Vec<u8>> = {
+    /// The keys in chunks and every prefix's pages, all asked for at once
+    /// on the transaction's connection: one round trip together.
+    fn read_ahead(&self, keys: &[Vec<u8>], prefixes: &[Vec<u8>]) -> Result<(), EngineError> {
+        let mut keys_wanted: Vec<Vec<u8>> = {
             let seen = self.seen();
             keys.iter()
                 .filter(|key| !seen.contains_key(key.as_slice()))
                 .cloned()
                 .collect()
         };
-        wanted.sort_unstable();
-        wanted.dedup();
-        for chunk in wanted.chunks(READ_AHEAD_CHUNK) {
-            let session = Arc::clone(&self.session);
-            let chunk = chunk.to_vec();
-            let (chunk, found) = self.note(self.engine.run(move |_| async move {
-                let found = query_many(&session, &chunk).await?;
-                Ok((chunk, found))
-            }))?;
-            let mut seen = self.seen();
-            for (key, value) in chunk.into_iter().zip(found) {
-                seen.insert(key, value);
-            }
-        }
-        Ok(())
-    }
-
-    /// Every prefix's pages are asked for at once on the transaction's
-    /// connection, so the scans cost one round trip together.
-    fn read_ahead_prefixes(&self, prefixes: &[Vec<u8>]) -> Result<(), EngineError> {
-        if let Some(failure) = self.failed() {
-            return Err(failure);
-        }
-        let mut wanted: Vec<Vec<u8>> = {
-            let known = self.prefixes_seen.lock().unwrap_or_else(|p| p.into_inner());
+        keys_wanted.sort_unstable();
+        keys_wanted.dedup();
+        let mut prefixes_wanted: Vec<Vec<u8>> = {
+            let known = self.prefixes_seen();
             prefixes
                 .iter()
                 .filter(|prefix| !known.contains_key(prefix.as_slice()))
                 .cloned()
                 .collect()
         };
-        wanted.sort_unstable();
-        wanted.dedup();
-        if wanted.is_empty() {
+        prefixes_wanted.sort_unstable();
+        prefixes_wanted.dedup();
+        if keys_wanted.is_empty() && prefixes_wanted.is_empty() {
             return Ok(());
         }
-        let session = Arc::clone(&self.session);
-        let found = self.note(self.engine.run(move |_| async move {
+        let (values, pages) = self.statement(move |session| async move {
+            let chunks = futures::future::try_join_all(
+                keys_wanted
+                    .chunks(READ_AHEAD_CHUNK)
+                    .map(|chunk| query_many(&session, chunk)),
+            );
             let pages = futures::future::try_join_all(
-                wanted
+                prefixes_wanted
                     .iter()
                     .map(|prefix| query_prefix(&session, prefix, false, usize::MAX)),
-            )
-            .await?;
-            Ok(wanted.into_iter().zip(pages).collect::<Vec<_>>())
-        }))?;
-        self.prefixes_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(found);
+            );
+            let (chunks, pages) = futures::future::try_join(chunks, pages).await?;
+            let values: Vec<_> = keys_wanted
+                .into_iter()
+                .zip(chunks.into_iter().flatten())
+                .collect();
+            Ok((
+                values,
+                prefixes_wanted.into_iter().zip(pages).collect::<Vec<_>>(),
+            ))
+        })?;
+        self.seen().extend(values);
+        self.prefixes_seen().extend(pages);
         Ok(())
     }
 
@@ -701,9 +724,7 @@ impl Transaction for PgTransaction<'_> {
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
         if let Bound::Included(prefix) = &from {
             let known = self
-                .prefixes_seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .prefixes_seen()
                 .get(prefix)
                 .filter(|_| to == super::prefix_bounds(prefix).1)
                 .cloned();
@@ -719,6 +740,7 @@ impl Transaction for PgTransaction<'_> {
         let writes = Writes::from(batch);
         let session = Arc::clone(&self.session);
         let slot = self.slot.take();
+        let opened = self.begun.load(Ordering::Relaxed);
         self.engine.run(move |_| async move {
             let Some(slot) = slot else {
                 return Err(EngineError::Backend(
@@ -730,10 +752,20 @@ impl Transaction for PgTransaction<'_> {
                 return Err(failure);
             }
             let outcome = async {
-                if !writes.is_empty() {
-                    write_rows(&session, &writes).await?;
+                // Never sent together with the writes: were it refused, they
+                // would run outside any transaction.
+                if !opened {
+                    session.client.batch_execute(BEGIN).await?;
                 }
-                session.client.batch_execute("COMMIT").await
+                // The writes and the COMMIT go out together. Should a write
+                // fail, the database ends the transaction without applying
+                // anything and the COMMIT only rolls back; the first error
+                // in statement order is the one reported.
+                let (written, committed) = futures::join!(
+                    write_rows(&session, &writes),
+                    session.client.batch_execute("COMMIT")
+                );
+                written.and(committed)
             }
             .await;
             match outcome {
@@ -753,6 +785,9 @@ impl Drop for PgTransaction<'_> {
         let Some(slot) = self.slot.take() else {
             return;
         };
+        if !self.begun.load(Ordering::Relaxed) {
+            return;
+        }
         let session = Arc::clone(&self.session);
         if let Some(runtime) = self.engine.runtime.as_ref() {
             runtime.spawn(async move {
@@ -1106,17 +1141,10 @@ impl Engine for PostgresEngine {
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction + '_>, EngineError> {
+        // `BEGIN` goes out with the transaction's first statement.
         let (slot, session) = self.run(|shared| async move {
             let slot = Arc::clone(&shared.transactions).lock_owned().await;
             let session = slot.session(&shared.connector).await?;
-            if let Err(error) = session
-                .client
-                .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                .await
-            {
-                end_failed(&slot, &session, &error).await;
-                return Err(describe(&error));
-            }
             Ok((slot, session))
         })?;
         Ok(Box::new(PgTransaction {
@@ -1126,6 +1154,7 @@ impl Engine for PostgresEngine {
             failure: Mutex::new(None),
             seen: Mutex::new(HashMap::new()),
             prefixes_seen: Mutex::new(HashMap::new()),
+            begun: AtomicBool::new(false),
         }))
     }
 
