@@ -8,21 +8,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use prost::Message;
 
 use super::StoreError;
-use super::consent::{consents_for_split, merge_consents};
+use super::consent::consents_for_split;
+use super::counters::Counters;
 use super::engine::Transaction;
 use super::keys;
 use super::matching::{
     self, Cause, MATCHING_TRAITS, current_fields, drop_candidates_of, fields_after_change,
     fields_of, forget, known, match_profile, reindex,
 };
+use super::merge::{absorb, corrupt_event_key, insert_trait_entry};
 use super::overlay::CallWrites;
-use super::privacy::{Suppressor, any_suppressed};
 use super::products::{self, HistoryBuilder};
+use super::profiles::{decode_profile_id, follow_alias, load_profile};
 use super::records::{
     DedupRecord, EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE,
     JOURNAL_MERGE, JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry,
     decode,
 };
+use super::suppression::{Suppressor, any_suppressed};
 use crate::computed::Activity;
 use crate::identity::fuzzy::{MatchFields, MatchProfile};
 use crate::identity::{BlockReason, MergeRules, incoming_trait_wins, plan_resolution};
@@ -31,191 +34,6 @@ use crate::model::{
     UnmergeCall, UnmergeOutcome, WriteCall, WriteOutcome, WritePayload,
 };
 use crate::recommend::Recommender;
-
-/// Values kept per trait name, one per origin; the oldest go first. Bounds
-/// the record of a profile that many sources write to.
-const TRAIT_ORIGINS_MAX: usize = 8;
-
-/// Sequence counters, owned by the writer. On an engine of its own, both
-/// are persisted with every group that advances them. On a database other
-/// servers share, each server hands out ids and sequences from blocks it
-/// reserves in the database (in the transaction of the call that needs
-/// one), so that two servers never hand out the same number and calls do
-/// not all write one counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
-    next_profile_id: u64,
-    next_event_sequence: u64,
-    /// The ends (exclusive) of the reserved blocks; `None` when this
-    /// server is the database's only writer.
-    blocks: Option<Blocks>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Blocks {
-    profile_ids_end: u64,
-    sequences_end: u64,
-}
-
-/// Numbers reserved at a time on a shared database: a reservation is a
-/// write of one key every few thousand calls, not a race on every call.
-const PROFILE_ID_BLOCK: u64 = 1_000;
-const SEQUENCE_BLOCK: u64 = 10_000;
-
-impl Counters {
-    /// For the database's only writer, from the persisted counters.
-    pub fn sole(next_profile_id: u64, next_event_sequence: u64) -> Counters {
-        Counters {
-            next_profile_id,
-            next_event_sequence,
-            blocks: None,
-        }
-    }
-
-    /// As the database holds them now (for a server sharing it, nothing
-    /// reserved).
-    pub fn load(reads: &dyn Transaction, shared: bool) -> Result<Counters, StoreError> {
-        if shared {
-            return Ok(Counters::shared());
-        }
-        let read = |key: &[u8]| -> Result<u64, StoreError> {
-            match reads.get(key)? {
-                Some(bytes) => decode_counter(&bytes),
-                None => Ok(FIRST_COUNTER_VALUE),
-            }
-        };
-        Ok(Counters::sole(
-            read(keys::NEXT_PROFILE_ID)?,
-            read(keys::NEXT_EVENT_SEQUENCE)?,
-        ))
-    }
-
-    /// For a server sharing its database: nothing reserved yet.
-    pub fn shared() -> Counters {
-        Counters {
-            next_profile_id: 0,
-            next_event_sequence: 0,
-            blocks: Some(Blocks {
-                profile_ids_end: 0,
-                sequences_end: 0,
-            }),
-        }
-    }
-
-    pub(super) fn next_sequence(
-        &mut self,
-        writes: &mut CallWrites<'_, '_>,
-    ) -> Result<u64, StoreError> {
-        if let Some(blocks) = &mut self.blocks {
-            reserve(
-                writes,
-                keys::NEXT_EVENT_SEQUENCE,
-                &mut self.next_event_sequence,
-                &mut blocks.sequences_end,
-                SEQUENCE_BLOCK,
-            )?;
-        }
-        let sequence = self.next_event_sequence;
-        self.next_event_sequence += 1;
-        Ok(sequence)
-    }
-
-    pub(super) fn persist(&self, writes: &mut CallWrites<'_, '_>) {
-        if self.blocks.is_some() {
-            // Only the reservations are stored.
-            return;
-        }
-        writes.insert(
-            keys::NEXT_PROFILE_ID,
-            keys::encode_u64(self.next_profile_id),
-        );
-        writes.insert(
-            keys::NEXT_EVENT_SEQUENCE,
-            keys::encode_u64(self.next_event_sequence),
-        );
-    }
-
-    fn new_profile_id(&mut self, writes: &mut CallWrites<'_, '_>) -> Result<ProfileId, StoreError> {
-        if let Some(blocks) = &mut self.blocks {
-            reserve(
-                writes,
-                keys::NEXT_PROFILE_ID,
-                &mut self.next_profile_id,
-                &mut blocks.profile_ids_end,
-                PROFILE_ID_BLOCK,
-            )?;
-        }
-        let id = ProfileId(self.next_profile_id);
-        self.next_profile_id += 1;
-        // Ids are handed out once, so nothing is stored under this one yet.
-        writes.known_absent(&keys::profile_point_keys(id));
-        Ok(id)
-    }
-}
-
-impl Counters {
-    /// At a clean stop on a shared database: hands back what is left of
-    /// this server's blocks when nobody reserved after them, so that a
-    /// restart goes on without a gap.
-    pub(super) fn release_unused(&self, writes: &mut CallWrites<'_, '_>) -> Result<(), StoreError> {
-        let Some(blocks) = self.blocks else {
-            return Ok(());
-        };
-        for (key, next, end) in [
-            (
-                keys::NEXT_PROFILE_ID,
-                self.next_profile_id,
-                blocks.profile_ids_end,
-            ),
-            (
-                keys::NEXT_EVENT_SEQUENCE,
-                self.next_event_sequence,
-                blocks.sequences_end,
-            ),
-        ] {
-            let stored = match writes.get(key)? {
-                Some(bytes) => decode_counter(&bytes)?,
-                None => continue,
-            };
-            if next < end && stored == end {
-                writes.insert(key, keys::encode_u64(next));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Reserves the next block of a shared counter when this server's is used
-/// up: the stored value is the first number nobody has reserved.
-fn reserve(
-    writes: &mut CallWrites<'_, '_>,
-    key: &[u8],
-    next: &mut u64,
-    end: &mut u64,
-    size: u64,
-) -> Result<(), StoreError> {
-    if *next < *end {
-        return Ok(());
-    }
-    let unreserved = match writes.get(key)? {
-        Some(bytes) => decode_counter(&bytes)?,
-        None => FIRST_COUNTER_VALUE,
-    };
-    *next = unreserved.max(FIRST_COUNTER_VALUE);
-    *end = *next + size;
-    writes.insert(key, keys::encode_u64(*end));
-    Ok(())
-}
-
-/// Profile id 0 is never handed out, so "p0" can never name a profile.
-pub const FIRST_COUNTER_VALUE: u64 = 1;
-
-pub fn decode_counter(bytes: &[u8]) -> Result<u64, StoreError> {
-    keys::decode_u64(bytes).ok_or(StoreError::Corrupt {
-        what: "counter",
-        reason: format!("expected 8 bytes, found {}", bytes.len()),
-    })
-}
 
 /// The keys [`apply_call`] reads for this call whatever the database
 /// holds, and then those it reads of the profiles its identifiers point
@@ -744,58 +562,6 @@ fn take_record(
     })
 }
 
-/// Moves everything of `absorbed_id` into the survivor's record and keys:
-/// identifiers (and their index entries), trait values, events, aliases,
-/// separations and journal. The absorbed profile becomes an alias.
-pub(super) fn absorb(
-    writes: &mut CallWrites<'_, '_>,
-    survivor: ProfileId,
-    record: &mut ProfileRecord,
-    absorbed_id: ProfileId,
-    absorbed: ProfileRecord,
-) -> Result<(), StoreError> {
-    merge_consents(record, &absorbed);
-    let absorbed_activity = absorbed.activity();
-    let absorbed_history = products::history_in(&absorbed);
-    for entry in absorbed.identifiers {
-        writes.insert(
-            keys::identifier(&entry.to_identifier()),
-            keys::encode_u64(survivor.0),
-        );
-        record.identifiers.push(entry);
-    }
-    for entry in absorbed.traits {
-        insert_trait_entry(record, entry);
-    }
-    for (key, value) in writes.scan_prefix(&keys::events_of(absorbed_id))? {
-        let suffix = keys::event_suffix(&key).ok_or_else(|| corrupt_event_key(&key))?;
-        writes.insert(keys::event_with_suffix(survivor, suffix), value);
-        writes.remove(key);
-    }
-    record.event_count += absorbed.event_count;
-    products::absorb(writes, survivor, record, absorbed_id, absorbed_history);
-    let mut activity = record.activity();
-    activity.merge(&absorbed_activity);
-    record.set_activity(&activity);
-    record.created_at_ms = record.created_at_ms.min(absorbed.created_at_ms);
-    record.updated_at_ms = record.updated_at_ms.max(absorbed.updated_at_ms);
-
-    // Aliases always point at the live survivor, so that resolving an old id
-    // is one lookup however many merges followed.
-    let mut former_ids = absorbed.merged_ids;
-    former_ids.push(absorbed_id.0);
-    for &former in &former_ids {
-        writes.insert(keys::alias(ProfileId(former)), keys::encode_u64(survivor.0));
-    }
-    record.merged_ids.extend(former_ids);
-    record.merged_ids.sort_unstable();
-    record.separated_from.extend(absorbed.separated_from);
-    record.journal.extend(absorbed.journal);
-    record.journal.sort_by_key(|entry| entry.at_ms);
-    writes.remove(keys::profile(absorbed_id));
-    Ok(())
-}
-
 fn attach_identifiers(
     writes: &mut CallWrites<'_, '_>,
     profile_id: ProfileId,
@@ -877,25 +643,6 @@ fn set_trait(
     );
 }
 
-/// Inserts after the entries of the same name (arrival order breaks ties),
-/// then drops the oldest values of that name beyond the cap.
-fn insert_trait_entry(record: &mut ProfileRecord, entry: TraitEntry) {
-    let position = record.traits.partition_point(|t| t.name <= entry.name);
-    let name = entry.name.clone();
-    record.traits.insert(position, entry);
-    let same_name: Vec<usize> = (0..record.traits.len())
-        .filter(|&i| record.traits[i].name == name)
-        .collect();
-    if same_name.len() > TRAIT_ORIGINS_MAX {
-        if let Some(&oldest) = same_name
-            .iter()
-            .min_by_key(|&&i| record.traits[i].updated_at_ms)
-        {
-            record.traits.remove(oldest);
-        }
-    }
-}
-
 /// Adds a journal entry unless the same refusal is already recorded: a
 /// link that keeps being asked for is one fact, not one per call.
 fn record_journal_once(record: &mut ProfileRecord, entry: JournalEntry) {
@@ -947,56 +694,4 @@ fn count_towards_hub(
         writes.insert(key, hub.encode_to_vec());
     }
     Ok(())
-}
-
-/// The live profiles this record was separated from (they may have been
-/// merged into others since).
-pub(super) fn live_separations(
-    writes: &CallWrites<'_, '_>,
-    record: &ProfileRecord,
-) -> Result<BTreeSet<ProfileId>, StoreError> {
-    let mut live = BTreeSet::new();
-    for &id in &record.separated_from {
-        live.insert(follow_alias(writes, ProfileId(id))?);
-    }
-    Ok(live)
-}
-
-pub(super) fn load_profile(
-    writes: &CallWrites<'_, '_>,
-    id: ProfileId,
-) -> Result<ProfileRecord, StoreError> {
-    let bytes = writes
-        .get(&keys::profile(id))?
-        .ok_or_else(|| StoreError::Corrupt {
-            what: "profile",
-            reason: format!("identifier index points at missing profile {id}"),
-        })?;
-    ProfileRecord::from_bytes(&bytes)
-}
-
-pub(super) fn follow_alias(
-    writes: &CallWrites<'_, '_>,
-    id: ProfileId,
-) -> Result<ProfileId, StoreError> {
-    match writes.get(&keys::alias(id))? {
-        Some(bytes) => decode_profile_id(&bytes),
-        None => Ok(id),
-    }
-}
-
-fn corrupt_event_key(key: &[u8]) -> StoreError {
-    StoreError::Corrupt {
-        what: "event key",
-        reason: format!("unexpected length {}", key.len()),
-    }
-}
-
-pub fn decode_profile_id(bytes: &[u8]) -> Result<ProfileId, StoreError> {
-    keys::decode_u64(bytes)
-        .map(ProfileId)
-        .ok_or_else(|| StoreError::Corrupt {
-            what: "profile id",
-            reason: format!("expected 8 bytes, found {}", bytes.len()),
-        })
 }

@@ -2,9 +2,9 @@
 //! profiles' decisions so that a merge never widens what a person agreed to.
 
 use super::StoreError;
-use super::apply::follow_alias;
 use super::keys;
 use super::overlay::CallWrites;
+use super::profiles::follow_alias;
 use super::records::{ConsentEntry, DedupRecord, ProfileRecord, ProvenanceRecord, decode};
 use crate::model::{ConsentCall, ProfileId};
 

@@ -14,8 +14,9 @@ use super::backup::{BACKUP_FILE_NAME, each_record};
 use super::engine::Engine;
 use super::keys;
 use super::overlay::CallWrites;
-use super::privacy::{Suppressor, erase};
+use super::privacy::erase;
 use super::records::{SuppressionRecord, decode};
+use super::suppression::Suppressor;
 use crate::model::{
     ErasureCall, ErasureCounts, PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus,
     ProfileId, Subject, UnixMillis,
@@ -132,7 +133,7 @@ pub fn profiles_to_erase(
         let (key, value) = entry?;
         let tag = suppressor.tag_of_indexed(&key[1..]);
         if let Some(request_id) = new_tags.get(&tag[..]) {
-            let id = super::apply::decode_profile_id(&value)?;
+            let id = super::profiles::decode_profile_id(&value)?;
             profiles.entry(id).or_insert_with(|| request_id.clone());
         }
     }

@@ -10,15 +10,16 @@ use std::collections::{BTreeSet, HashMap};
 use prost::Message;
 
 use super::StoreError;
-use super::apply::{absorb, follow_alias, live_separations, load_profile};
 use super::engine::Transaction;
+use super::job::JobContext;
 use super::keys;
+use super::merge::absorb;
 use super::overlay::CallWrites;
+use super::profiles::{follow_alias, live_separations, load_profile};
 use super::records::{
     CandidateRecord, EvidenceRecord, IdentifierEntry, IdentifierRef, JOURNAL_MERGE, JournalEntry,
     ProfileRecord, RejectionRecord, decode,
 };
-use super::writer::JobContext;
 use crate::identity::fuzzy::{
     MatchDecision, MatchFields, MatchProfile, MatchScore, NameFrequencies, NameFrequency,
     blocking_keys, decide, first_name_count_key, last_name_count_key, name_count_keys,

@@ -9,19 +9,24 @@
 mod apply;
 mod backup;
 mod consent;
+mod counters;
 mod custom_traits;
 pub mod engine;
+mod job;
 mod keys;
 mod ledger;
 mod match_training;
 mod matching;
 mod membership;
+mod merge;
 mod overlay;
 mod privacy;
 mod products;
+mod profiles;
 mod records;
 mod sled_store;
 mod stats;
+mod suppression;
 mod writer;
 
 use std::path::PathBuf;

@@ -1,89 +1,30 @@
-//! Erasure, suppression, privacy request records and the access log.
+//! Erasure, privacy request records and the access log.
 //!
 //! An erasure is one writer job, so it is one atomic batch: after a crash
-//! the person is either wholly there or wholly gone. Suppressed identifiers
-//! are stored only as HMAC-SHA256 tags under a secret key, never as values.
+//! the person is either wholly there or wholly gone. Its identifiers are
+//! suppressed as tags (`suppression.rs`), never stored as values.
 
 use std::collections::BTreeSet;
 
-use hmac::{Hmac, Mac};
 use prost::Message;
-use sha2::Sha256;
 
 use super::StoreError;
-use super::apply::{Counters, follow_alias, load_profile};
+use super::counters::Counters;
 use super::keys;
 use super::matching::{fields_of, forget};
 use super::membership::read_memberships;
 use super::overlay::CallWrites;
+use super::profiles::{follow_alias, load_profile};
 use super::records::{
     AccessRecord, CountsRecord, PrivacyRequestRecord, ProfileRecord, ProvenanceRecord,
     SuppressionRecord, decode,
 };
+use super::suppression::Suppressor;
 use crate::identity::fuzzy::blocking_keys;
 use crate::model::{
     AccessEntry, ErasureCall, ErasureCounts, ErasureOutcome, Identifier, MembershipChange,
     PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus, ProfileId, Subject, UnixMillis,
 };
-
-/// Computes suppression tags: HMAC-SHA256 of the normalized identifier
-/// under a secret key.
-#[derive(Clone)]
-pub struct Suppressor {
-    key: Vec<u8>,
-}
-
-impl std::fmt::Debug for Suppressor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Suppressor { key: <secret> }")
-    }
-}
-
-impl Suppressor {
-    pub fn new(key: Vec<u8>) -> Self {
-        Suppressor { key }
-    }
-
-    pub fn tag(&self, identifier: &Identifier) -> [u8; 32] {
-        let mut mac = self.mac();
-        mac.update(identifier.kind().as_str().as_bytes());
-        mac.update(&[0]);
-        mac.update(identifier.value().as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
-    /// The tag of an identifier as the identifier index stores it (kind,
-    /// 0x00, value): the same bytes [`Suppressor::tag`] authenticates.
-    pub fn tag_of_indexed(&self, kind_and_value: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac();
-        mac.update(kind_and_value);
-        mac.finalize().into_bytes().into()
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length; this cannot fail.
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
-    }
-}
-
-/// True when any of the identifiers belongs to an erased, suppressed
-/// person.
-pub fn any_suppressed(
-    writes: &CallWrites<'_, '_>,
-    suppressor: &Suppressor,
-    identifiers: &[Identifier],
-) -> Result<bool, StoreError> {
-    for identifier in identifiers {
-        if writes
-            .get(&keys::suppression(&suppressor.tag(identifier)))?
-            .is_some()
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
 
 /// Erases a person: their profile, aliases, identifiers and index entries,
 /// events, memberships, fuzzy-match entries, candidates, access log and
@@ -115,7 +56,7 @@ pub fn erase(
         Subject::Identifier(identifier) => {
             to_suppress.insert(identifier.clone());
             match writes.get(&keys::identifier(identifier))? {
-                Some(bytes) => Some(super::apply::decode_profile_id(&bytes)?),
+                Some(bytes) => Some(super::profiles::decode_profile_id(&bytes)?),
                 None => None,
             }
         }

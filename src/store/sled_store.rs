@@ -9,26 +9,29 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{Counters, FIRST_COUNTER_VALUE, decode_counter, decode_profile_id};
 use super::apply::{apply_unmerge, recompute_custom_traits};
 use super::backup::{self, BackupReport, RestoreReport};
 use super::consent;
+use super::counters::{Counters, FIRST_COUNTER_VALUE, decode_counter};
 use super::custom_traits;
 use super::engine::postgres::{PostgresEngine, PostgresOptions};
 use super::engine::sled::SledEngine;
 use super::engine::{Batch, Engine, EngineError, Found, Read};
+use super::job::JobContext;
 use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::match_training;
 use super::matching;
 use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
 use super::overlay::SparseKeys;
-use super::privacy::{self, Suppressor};
+use super::privacy;
 use super::products::{self, ProductUpload, SharedRecommender};
+use super::profiles::decode_profile_id;
 use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
 use super::stats::{StoreStats, WriterStats};
-use super::writer::{Command, JobContext, Writer, job};
+use super::suppression::Suppressor;
+use super::writer::{Command, Writer, job};
 use super::{ApplyResults, ProfileStore, Shopper, StoreError, keys};
 use crate::computed::custom::CustomTraitDefinition;
 use crate::computed::{Activity, RankKey, RfmQuintiles};

@@ -8,38 +8,18 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{Counters, apply_call, read_ahead};
+use super::apply::{apply_call, read_ahead};
+use super::counters::Counters;
 use super::engine::{Durability, Engine};
+use super::job::{Job, JobContext};
 use super::membership::{MembershipIndex, evaluate_profiles};
-use super::overlay::{CallWrites, GroupWrites, SparseKeys};
-use super::privacy::Suppressor;
+use super::overlay::{GroupWrites, SparseKeys};
 use super::products::{self, SharedRecommender};
 use super::stats::WriterStats;
+use super::suppression::Suppressor;
 use super::{ApplyResults, StoreError, keys};
 use crate::identity::MergeRules;
 use crate::model::{MembershipRules, ProfileId, Resolution, SegmentScope, WriteCall};
-
-/// What a job may touch: the pending writes of its own (dropped unless it
-/// succeeds), the sequence counters and the identity rules.
-pub struct JobContext<'c, 'g, 't> {
-    pub writes: &'c mut CallWrites<'g, 't>,
-    pub counters: &'c mut Counters,
-    pub rules: &'c MergeRules,
-    pub segments: &'c dyn MembershipRules,
-    pub suppressor: &'c Suppressor,
-}
-
-/// A write other than identify/track (unmerge, review, matching pass),
-/// run on the writer thread. A group that lost a race with another server
-/// is run again from the start, so `run` may be called more than once;
-/// only the last run's writes are committed. `settle` answers the caller
-/// once the group is durable (`None`) or has failed.
-pub trait Job: Send {
-    /// Whether the writes of this run should be kept.
-    fn run(&mut self, context: &mut JobContext<'_, '_, '_>) -> bool;
-
-    fn settle(self: Box<Self>, commit_error: Option<&StoreError>);
-}
 
 pub enum Command {
     Apply {

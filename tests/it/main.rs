@@ -19,6 +19,7 @@ mod http_api;
 mod idempotency;
 mod import;
 mod ingest;
+mod layering;
 mod match_model;
 mod merge_protection;
 mod metrics;
