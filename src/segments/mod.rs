@@ -287,7 +287,8 @@ impl SegmentService {
         let id = self.profiles.profile_id(lookup).await?;
         let (profile, memberships) = self
             .store
-            .memberships_of(id)?
+            .memberships_of(id)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(format!("profile {id} does not exist")))?;
         let mut named: Vec<(String, bool)> = memberships
             .into_iter()

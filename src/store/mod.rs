@@ -119,6 +119,9 @@ pub type ApplyResults = Vec<Result<WriteOutcome, StoreError>>;
 /// The domain-level storage interface. Its one implementation is sled's;
 /// the integration tests, which drive it through the server, are the suite
 /// a second one must pass.
+/// The live profile an id names, and its memberships.
+pub type LiveMemberships = (ProfileId, Vec<Membership>);
+
 pub trait ProfileStore: Send + Sync + 'static {
     /// Applies the calls in order, each atomically, and resolves once all of
     /// them are durable. Calls from concurrent `apply`s are serialised as if
@@ -253,7 +256,7 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn memberships_of(
         &self,
         id: ProfileId,
-    ) -> Result<Option<(ProfileId, Vec<Membership>)>, StoreError>;
+    ) -> BoxFuture<'static, Result<Option<LiveMemberships>, StoreError>>;
 
     /// A segment's members and holdout members as of now.
     fn segment_members(&self, number: SegmentNumber) -> SegmentMembers;

@@ -32,14 +32,14 @@ use super::records::{
 use super::stats::{StoreStats, WriterStats};
 use super::suppression::Suppressor;
 use super::writer::{Command, Writer, job};
-use super::{ApplyResults, ProfileStore, Shopper, StoreError, keys};
+use super::{ApplyResults, LiveMemberships, ProfileStore, Shopper, StoreError, keys};
 use crate::computed::custom::CustomTraitDefinition;
 use crate::computed::{Activity, RankKey, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::identity::fuzzy::{MatchModel, estimate};
 use crate::model::{
     AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
-    MatchCandidate, MatchEvidence, MatchPassOutcome, Membership, MembershipChange, MembershipRules,
+    MatchCandidate, MatchEvidence, MatchPassOutcome, MembershipChange, MembershipRules,
     PrivacyRequest, ProfileFacts, ProfileId, ProfileView, ReviewOutcome, SegmentDefinition,
     SegmentScope, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
 };
@@ -210,14 +210,9 @@ async fn read_live_profile(
         let Some(bytes) = record else {
             // Merged away (before this read or between its lookups), or
             // never existed.
-            let alias = engine
-                .read(vec![Read::Get(keys::alias(live_id).into())])
-                .await?
-                .pop()
-                .and_then(Found::into_value);
-            match alias {
-                Some(bytes) if decode_profile_id(&bytes)? != live_id => {
-                    live_id = decode_profile_id(&bytes)?;
+            match read_alias(engine, live_id).await? {
+                Some(next) if next != live_id => {
+                    live_id = next;
                     continue;
                 }
                 _ => return Ok(None),
@@ -248,6 +243,19 @@ async fn read_live_profile(
         what: "alias chain",
         reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
     })
+}
+
+/// The profile an id was merged into, if it was.
+async fn read_alias(engine: &dyn Engine, id: ProfileId) -> Result<Option<ProfileId>, StoreError> {
+    match engine
+        .read(vec![Read::Get(keys::alias(id).into())])
+        .await?
+        .pop()
+        .and_then(Found::into_value)
+    {
+        Some(bytes) => decode_profile_id(&bytes).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Stored events, newest first, as views oldest first.
@@ -768,24 +776,50 @@ impl ProfileStore for SledStore {
         })
     }
 
+    /// The membership record is read with the profile record, together:
+    /// a profile that exists without a membership record is in no
+    /// segment; one that does not exist is not found. The alias is read
+    /// only for an id without a record, as for profiles.
     fn memberships_of(
         &self,
         id: ProfileId,
-    ) -> Result<Option<(ProfileId, Vec<Membership>)>, StoreError> {
-        let live = self.resolve(id)?;
-        // Read first: a profile that exists without a membership record is
-        // in no segment; one that does not exist is not found.
-        let memberships = self.engine.get(&keys::membership(live))?;
-        if !self.engine.contains(&keys::profile(live))? {
-            return Ok(None);
-        }
-        let memberships = match memberships {
-            Some(bytes) => membership::memberships_of_record(&decode(&bytes, "membership")?)
-                .into_iter()
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(Some((live, memberships)))
+    ) -> BoxFuture<'static, Result<Option<LiveMemberships>, StoreError>> {
+        let engine = Arc::clone(&self.engine);
+        Box::pin(async move {
+            let mut live = id;
+            for _ in 0..READ_ATTEMPTS_MAX {
+                let mut found = engine
+                    .read(vec![
+                        Read::Get(keys::membership(live).into()),
+                        Read::Get(keys::profile(live).into()),
+                    ])
+                    .await?
+                    .into_iter();
+                let memberships = found.next().and_then(Found::into_value);
+                if found.next().and_then(Found::into_value).is_none() {
+                    match read_alias(&*engine, live).await? {
+                        Some(next) if next != live => {
+                            live = next;
+                            continue;
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                let memberships = match memberships {
+                    Some(bytes) => {
+                        membership::memberships_of_record(&decode(&bytes, "membership")?)
+                            .into_iter()
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                return Ok(Some((live, memberships)));
+            }
+            Err(StoreError::Corrupt {
+                what: "alias chain",
+                reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
+            })
+        })
     }
 
     fn segment_members(&self, number: crate::model::SegmentNumber) -> SegmentMembers {
