@@ -184,60 +184,69 @@ impl SledStore {
     }
 }
 
-/// Reads a live profile by its id, or by an id merged into it. The record
-/// and the newest events are read together, in one round trip on a remote
-/// engine: identifiers point at live profiles and the id in hand usually
-/// is one, so the alias is read only when the id has no record.
+/// Reads a live profile by its id, or by an id merged into it, with its
+/// newest events: one round trip on a remote engine.
 async fn read_live_profile(
     engine: &dyn Engine,
     id: ProfileId,
     events_max: usize,
 ) -> Result<Option<ProfileView>, StoreError> {
-    let mut live_id = id;
+    let newest_events = |live| {
+        vec![Read::Newest {
+            prefix: keys::events_of(live).into(),
+            limit: events_max,
+        }]
+    };
+    let Some((live_id, bytes, mut found)) = read_with_record(engine, id, newest_events).await?
+    else {
+        return Ok(None);
+    };
+    let newest_events = found.pop().map(Found::into_pairs).unwrap_or_default();
+    let record = ProfileRecord::from_bytes(&bytes)?;
+    let traits = record.trait_views()?;
+    Ok(Some(ProfileView {
+        profile_id: live_id,
+        merged_profile_ids: record.merged_ids.iter().copied().map(ProfileId).collect(),
+        identifiers: record.identifiers.iter().map(|e| e.to_view()).collect(),
+        traits,
+        events: event_views(newest_events)?,
+        event_count: record.event_count,
+        journal: record.journal.iter().map(|entry| entry.to_view()).collect(),
+        activity: record.activity(),
+        consents: record.consents.iter().filter_map(|e| e.to_view()).collect(),
+        consent_history: record
+            .consent_history
+            .iter()
+            .filter_map(|e| e.to_view())
+            .collect(),
+        created_at: crate::model::UnixMillis(record.created_at_ms),
+        updated_at: crate::model::UnixMillis(record.updated_at_ms),
+    }))
+}
+
+/// The live profile an id names, its record, and what `reads_of` asks of
+/// it, read together with the record. Identifiers point at live profiles
+/// and the id in hand usually is one, so the alias is read only when the
+/// id has no record (merged away before this read or between its
+/// lookups); `None` when the profile never existed.
+async fn read_with_record(
+    engine: &dyn Engine,
+    id: ProfileId,
+    reads_of: impl Fn(ProfileId) -> Vec<Read>,
+) -> Result<Option<(ProfileId, Vec<u8>, Vec<Found>)>, StoreError> {
+    let mut live = id;
     for _ in 0..READ_ATTEMPTS_MAX {
-        let mut found = engine
-            .read(vec![
-                Read::Get(keys::profile(live_id).into()),
-                Read::Newest {
-                    prefix: keys::events_of(live_id).into(),
-                    limit: events_max,
-                },
-            ])
-            .await?
-            .into_iter();
-        let record = found.next().and_then(Found::into_value);
-        let newest_events = found.next().map(Found::into_pairs).unwrap_or_default();
-        let Some(bytes) = record else {
-            // Merged away (before this read or between its lookups), or
-            // never existed.
-            match read_alias(engine, live_id).await? {
-                Some(next) if next != live_id => {
-                    live_id = next;
-                    continue;
-                }
-                _ => return Ok(None),
-            }
-        };
-        let record = ProfileRecord::from_bytes(&bytes)?;
-        let traits = record.trait_views()?;
-        return Ok(Some(ProfileView {
-            profile_id: live_id,
-            merged_profile_ids: record.merged_ids.iter().copied().map(ProfileId).collect(),
-            identifiers: record.identifiers.iter().map(|e| e.to_view()).collect(),
-            traits,
-            events: event_views(newest_events)?,
-            event_count: record.event_count,
-            journal: record.journal.iter().map(|entry| entry.to_view()).collect(),
-            activity: record.activity(),
-            consents: record.consents.iter().filter_map(|e| e.to_view()).collect(),
-            consent_history: record
-                .consent_history
-                .iter()
-                .filter_map(|e| e.to_view())
-                .collect(),
-            created_at: crate::model::UnixMillis(record.created_at_ms),
-            updated_at: crate::model::UnixMillis(record.updated_at_ms),
-        }));
+        let mut reads = vec![Read::Get(keys::profile(live).into())];
+        reads.extend(reads_of(live));
+        let mut found = engine.read(reads).await?;
+        let rest = found.split_off(1.min(found.len()));
+        if let Some(record) = found.pop().and_then(Found::into_value) {
+            return Ok(Some((live, record, rest)));
+        }
+        match read_alias(engine, live).await? {
+            Some(next) if next != live => live = next,
+            _ => return Ok(None),
+        }
     }
     Err(StoreError::Corrupt {
         what: "alias chain",
@@ -778,47 +787,25 @@ impl ProfileStore for SledStore {
 
     /// The membership record is read with the profile record, together:
     /// a profile that exists without a membership record is in no
-    /// segment; one that does not exist is not found. The alias is read
-    /// only for an id without a record, as for profiles.
+    /// segment; one that does not exist is not found.
     fn memberships_of(
         &self,
         id: ProfileId,
     ) -> BoxFuture<'static, Result<Option<LiveMemberships>, StoreError>> {
         let engine = Arc::clone(&self.engine);
         Box::pin(async move {
-            let mut live = id;
-            for _ in 0..READ_ATTEMPTS_MAX {
-                let mut found = engine
-                    .read(vec![
-                        Read::Get(keys::membership(live).into()),
-                        Read::Get(keys::profile(live).into()),
-                    ])
-                    .await?
-                    .into_iter();
-                let memberships = found.next().and_then(Found::into_value);
-                if found.next().and_then(Found::into_value).is_none() {
-                    match read_alias(&*engine, live).await? {
-                        Some(next) if next != live => {
-                            live = next;
-                            continue;
-                        }
-                        _ => return Ok(None),
-                    }
-                }
-                let memberships = match memberships {
-                    Some(bytes) => {
-                        membership::memberships_of_record(&decode(&bytes, "membership")?)
-                            .into_iter()
-                            .collect()
-                    }
-                    None => Vec::new(),
-                };
-                return Ok(Some((live, memberships)));
-            }
-            Err(StoreError::Corrupt {
-                what: "alias chain",
-                reason: format!("profile {id} did not settle after {READ_ATTEMPTS_MAX} lookups"),
-            })
+            let membership = |live| vec![Read::Get(keys::membership(live).into())];
+            let Some((live, _, mut found)) = read_with_record(&*engine, id, membership).await?
+            else {
+                return Ok(None);
+            };
+            let memberships = match found.pop().and_then(Found::into_value) {
+                Some(bytes) => membership::memberships_of_record(&decode(&bytes, "membership")?)
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            };
+            Ok(Some((live, memberships)))
         })
     }
 
