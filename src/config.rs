@@ -70,6 +70,19 @@ pub struct PrivacyConfig {
     /// identifiers. When unset, a random one is generated at first start and
     /// kept in the database; set it to keep the secret apart from the data.
     pub suppression_key: Option<String>,
+    /// The file holding the master key (64 hex digits) that seals every
+    /// person's data key. When unset (and `SIGHTLINE_MASTER_KEY` is not
+    /// set either), one is generated at first start as `master.key` in the
+    /// data directory: move it apart from the data and name it here.
+    pub master_key_file: Option<PathBuf>,
+    /// The file of data keys on the embedded engine; `keys` in the data
+    /// directory when unset. On a PostgreSQL-wire database the keys are
+    /// rows of the database.
+    pub key_store_file: Option<PathBuf>,
+    /// Benchmarks only: store values unsealed, to measure what sealing
+    /// costs. Not settable from the configuration file.
+    #[serde(skip)]
+    pub unsealed_for_benchmarks: bool,
     /// Reads of a profile are logged for this many days; 0 keeps them until
     /// the profile is erased.
     pub access_log_retention_days: i64,
@@ -89,6 +102,9 @@ impl Default for PrivacyConfig {
     fn default() -> Self {
         PrivacyConfig {
             suppression_key: None,
+            master_key_file: None,
+            key_store_file: None,
+            unsealed_for_benchmarks: false,
             access_log_retention_days: 365,
             purposes: vec![
                 "Maintaining a single customer profile across systems".to_owned(),

@@ -141,6 +141,12 @@ enum Command {
         /// database URL.
         #[arg(long)]
         privacy_from: Option<String>,
+        /// The installation's key store as it is now: the data directory of
+        /// the stopped server being replaced (its `keys` file, and its
+        /// generated `master.key`), or its database URL. Not needed when
+        /// `[privacy] key_store_file` names one that exists.
+        #[arg(long)]
+        keys_from: Option<String>,
         /// The server's TOML configuration (its `[privacy] suppression_key`
         /// and storage settings).
         #[arg(long)]
@@ -362,12 +368,13 @@ fn main() -> ExitCode {
             data,
             store,
             privacy_from,
+            keys_from,
             config,
         } => match restore(
             &backup_dir,
             data.clone(),
             store.clone(),
-            privacy_from,
+            [privacy_from, keys_from],
             config,
         ) {
             Ok(report) => {
@@ -701,7 +708,7 @@ fn restore(
     backup_dir: &std::path::Path,
     data: Option<PathBuf>,
     store: Option<String>,
-    privacy_from: Option<String>,
+    [privacy_from, keys_from]: [Option<String>; 2],
     config_path: Option<PathBuf>,
 ) -> Result<sightline::store::RestoreReport, Box<dyn std::error::Error>> {
     let mut config = match config_path {
@@ -718,12 +725,14 @@ fn restore(
     let merge_rules =
         sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
     let options = sightline::server::store_options(&config, merge_rules)?;
-    let privacy_from =
-        privacy_from.map(|source| sightline::server::privacy_source(&config, source));
+    let source = |source| sightline::server::privacy_source(&config, source);
+    let privacy_from = privacy_from.map(source);
+    let keys_from = keys_from.map(source);
     Ok(sightline::store::SledStore::restore(
         backup_dir,
         &options,
         privacy_from.as_ref(),
+        keys_from.as_ref(),
     )?)
 }
 

@@ -24,7 +24,13 @@ use crate::personalisation::RecommendationService;
 use crate::privacy::{AccessLog, PrivacyService};
 use crate::segments::{SegmentRegistry, SegmentService};
 use crate::service::ProfileService;
-use crate::store::{ProfileStore, SledStore, SledStoreOptions, StoreError};
+use crate::store::sealing::cipher::SecretKey;
+use crate::store::sealing::master::{
+    GENERATED_MASTER_KEY_FILE, MASTER_KEY_VARIABLE, MasterKeySource,
+};
+use crate::store::{
+    KEY_STORE_FILE, ProfileStore, SealingOptions, SledStore, SledStoreOptions, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -278,6 +284,31 @@ pub fn store_options(
         group_commit_calls_max: config.storage.group_commit_calls_max,
         suppression_key: config.privacy.suppression_key_bytes()?,
         recommendations: config.recommendations.enabled,
+        sealing: sealing_options(config)?,
+    })
+}
+
+/// Where the master key and the data keys come from.
+fn sealing_options(config: &Config) -> Result<SealingOptions, ConfigError> {
+    let master_key = match std::env::var(MASTER_KEY_VARIABLE) {
+        Ok(text) if !text.is_empty() => {
+            MasterKeySource::Given(SecretKey::from_hex(&text).ok_or_else(|| {
+                ConfigError::Invalid(format!("{MASTER_KEY_VARIABLE}: expected 64 hex digits"))
+            })?)
+        }
+        _ => match &config.privacy.master_key_file {
+            Some(path) => MasterKeySource::File(path.clone()),
+            None => MasterKeySource::Generated(config.data_dir.join(GENERATED_MASTER_KEY_FILE)),
+        },
+    };
+    Ok(SealingOptions {
+        master_key,
+        key_store_file: config
+            .privacy
+            .key_store_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(KEY_STORE_FILE)),
+        seal_values: !config.privacy.unsealed_for_benchmarks,
     })
 }
 

@@ -69,25 +69,6 @@ impl Identifier {
     pub fn value(&self) -> &str {
         &self.value
     }
-
-    /// A hash that is stable across versions and machines (FNV-1a over
-    /// kind, a separator and value). Provenance records the hashes of a
-    /// call's identifiers, so that an unmerge can tell which events and
-    /// trait values came with which identifiers without storing the
-    /// identifiers again.
-    pub fn stable_hash(&self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let bytes = self
-            .kind
-            .as_str()
-            .bytes()
-            .chain([0])
-            .chain(self.value.bytes());
-        bytes.fold(OFFSET, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-        })
-    }
 }
 
 /// Identifiers are personal data: the debug-friendly display shows the kind

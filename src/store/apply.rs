@@ -47,10 +47,10 @@ pub fn read_ahead(
     calls: &[&WriteCall],
 ) -> Result<(), StoreError> {
     // How many profiles matching sees, read by every call that matches.
-    let mut first = vec![keys::fuzzy_name_count("")];
+    let mut first = vec![keys::FUZZY_POPULATION.to_vec()];
     for call in calls {
         if let Some(message_id) = call.message_id() {
-            first.push(keys::message(message_id));
+            first.push(keys::message(suppressor, message_id));
         }
         if let (Some(catalogue), WritePayload::Track { event, properties }) =
             (catalogue, &call.payload)
@@ -59,8 +59,8 @@ pub fn read_ahead(
         }
         for identifier in &call.identifiers {
             first.push(keys::suppression(&suppressor.tag(identifier)).to_vec());
-            first.push(keys::hub(identifier));
-            first.push(keys::identifier(identifier));
+            first.push(keys::hub(suppressor, identifier));
+            first.push(keys::identifier(suppressor, identifier));
         }
     }
     reads.read_ahead(&first, &[])?;
@@ -70,7 +70,7 @@ pub fn read_ahead(
     for call in calls {
         let mut of_call = BTreeSet::new();
         for identifier in &call.identifiers {
-            if let Some(bytes) = reads.get(&keys::identifier(identifier))? {
+            if let Some(bytes) = reads.get(&keys::identifier(suppressor, identifier))? {
                 of_call.insert(decode_profile_id(&bytes)?);
             }
         }
@@ -102,7 +102,7 @@ pub fn read_ahead(
     reads.read_ahead(&owned, &moving)?;
     let mut indexed = Vec::new();
     for (id, emails) in matched {
-        indexed.extend(matching::keys_read(reads, id, &emails)?);
+        indexed.extend(matching::keys_read(reads, suppressor, id, &emails)?);
     }
     reads.read_ahead(&indexed, &[])?;
     Ok(())
@@ -127,7 +127,7 @@ pub fn apply_call(
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
     if let Some(message_id) = call.message_id() {
-        if let Some(bytes) = writes.get(&keys::message(message_id))? {
+        if let Some(bytes) = writes.get(&keys::message(writes.index(), message_id))? {
             let original: DedupRecord = decode(&bytes, "message record")?;
             let profile_id = follow_alias(writes, ProfileId(original.profile_id))?;
             return Ok(WriteOutcome::duplicate(profile_id));
@@ -156,7 +156,7 @@ pub fn apply_call(
     let mut owners = Vec::with_capacity(usable.len());
     let mut records: BTreeMap<ProfileId, ProfileRecord> = BTreeMap::new();
     for identifier in &usable {
-        let owner = match writes.get(&keys::identifier(identifier))? {
+        let owner = match writes.get(&keys::identifier(writes.index(), identifier))? {
             Some(bytes) => Some(decode_profile_id(&bytes)?),
             None => None,
         };
@@ -175,7 +175,7 @@ pub fn apply_call(
 
     let received_at = call.provenance.received_at;
     let provenance = ProvenanceRecord {
-        identifier_hashes: usable.iter().map(Identifier::stable_hash).collect(),
+        identifier_hashes: usable.iter().map(|id| suppressor.short_tag(id)).collect(),
         ..ProvenanceRecord::from(&call.provenance)
     };
     let touches_matching = changes_matching_traits(call)
@@ -355,7 +355,10 @@ pub fn apply_call(
             profile_id: profile_id.0,
             received_at_ms: received_at.0,
         };
-        writes.insert(keys::message(message_id), dedup.encode_to_vec());
+        writes.insert(
+            keys::message(writes.index(), message_id),
+            dedup.encode_to_vec(),
+        );
     }
     counters.persist(writes);
 
@@ -409,7 +412,7 @@ pub fn apply_unmerge(
     let hashes: Vec<u64> = call
         .identifiers
         .iter()
-        .map(Identifier::stable_hash)
+        .map(|identifier| writes.index().short_tag(identifier))
         .collect();
 
     let (moved, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut record.identifiers)
@@ -422,7 +425,7 @@ pub fn apply_unmerge(
     record.identifiers = kept;
     for entry in &moved {
         writes.insert(
-            keys::identifier(&entry.to_identifier()),
+            keys::identifier(writes.index(), &entry.to_identifier()),
             keys::encode_u64(new_id.0),
         );
     }
@@ -578,7 +581,10 @@ fn attach_identifiers(
         {
             continue;
         }
-        writes.insert(keys::identifier(identifier), keys::encode_u64(profile_id.0));
+        writes.insert(
+            keys::identifier(writes.index(), identifier),
+            keys::encode_u64(profile_id.0),
+        );
         record.identifiers.push(IdentifierEntry {
             kind: identifier.kind().as_str().to_owned(),
             value: identifier.value().to_owned(),
@@ -662,7 +668,7 @@ fn is_hub(
     rules: &MergeRules,
     identifier: &Identifier,
 ) -> Result<bool, StoreError> {
-    Ok(match writes.get(&keys::hub(identifier))? {
+    Ok(match writes.get(&keys::hub(writes.index(), identifier))? {
         Some(bytes) => {
             let hub: HubRecord = decode(&bytes, "hub record")?;
             hub.profiles.len() >= rules.hub_profiles_min()
@@ -679,7 +685,7 @@ fn count_towards_hub(
     identifier: &Identifier,
     profiles: [Option<ProfileId>; 2],
 ) -> Result<(), StoreError> {
-    let key = keys::hub(identifier);
+    let key = keys::hub(writes.index(), identifier);
     let mut hub: HubRecord = match writes.get(&key)? {
         Some(bytes) => decode(&bytes, "hub record")?,
         None => HubRecord::default(),

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use super::StoreError;
 use super::engine::{Batch, Engine};
+use super::sealing::key_store::KEY_ROW;
 
 const MAGIC: &[u8; 8] = b"SLBACKUP";
 const FORMAT_VERSION: u32 = 1;
@@ -93,6 +94,11 @@ pub(super) fn copy_tree(tree: &dyn Engine, temp: &Path) -> Result<(u64, u32, u64
     let mut keys = 0u64;
     for entry in tree.range(Bound::Unbounded, Bound::Unbounded) {
         let (key, value) = entry?;
+        if key.first() == Some(&KEY_ROW) {
+            // Data keys kept in the database stay out of its backups: a
+            // backup taken before an erasure must not open the person.
+            continue;
+        }
         for part in [&key[..], &value[..]] {
             let length = u32::try_from(part.len()).map_err(|_| StoreError::Corrupt {
                 what: "record",

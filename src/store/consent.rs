@@ -23,7 +23,7 @@ pub fn apply_consent(
 ) -> Result<ProfileId, StoreError> {
     let message_id = Some(call.provenance.message_id.as_str()).filter(|id| !id.is_empty());
     if let Some(message_id) = message_id
-        && let Some(bytes) = writes.get(&keys::message(message_id))?
+        && let Some(bytes) = writes.get(&keys::message(writes.index(), message_id))?
     {
         let original: DedupRecord = decode(&bytes, "message record")?;
         return follow_alias(writes, ProfileId(original.profile_id));
@@ -62,7 +62,7 @@ pub fn apply_consent(
             received_at_ms: call.provenance.received_at.0,
         };
         writes.insert(
-            keys::message(message_id),
+            keys::message(writes.index(), message_id),
             prost::Message::encode_to_vec(&dedup),
         );
     }

@@ -4,13 +4,13 @@
 //!
 //! | tag | key                                   | value                     |
 //! |-----|---------------------------------------|---------------------------|
-//! | `i` | kind, 0x00, normalized value          | live profile id (u64)     |
+//! | `i` | HMAC tag of kind, 0x00, value         | live profile id (u64)     |
 //! | `p` | profile id                            | `ProfileRecord`           |
 //! | `a` | merged-away profile id                | survivor profile id (u64) |
 //! | `e` | profile id, timestamp, event sequence | `EventRecord`             |
-//! | `m` | message id                            | `DedupRecord`             |
-//! | `h` | kind, 0x00, normalized value          | `HubRecord`               |
-//! | `f` | blocking key                          | profile ids (u64s)        |
+//! | `m` | HMAC tag of the message id            | `DedupRecord`             |
+//! | `h` | HMAC tag of kind, 0x00, value         | `HubRecord`               |
+//! | `f` | rule prefix, HMAC tag of blocking key | profile ids (u64s)        |
 //! | `c` | lower profile id, higher profile id   | `CandidateRecord`         |
 //! | `r` | lower profile id, higher profile id   | `RejectionRecord`         |
 //! | `d` | segment id                            | `SegmentRecord`           |
@@ -23,9 +23,19 @@
 //! | `o` | lower product key, higher product key | co-occurrence count (i64) |
 //! | `w` | custom computed trait name            | definition (JSON)         |
 //! | `s` | counter name                          | u64                       |
+//! | `z` | profile id                            | empty: its key destroyed  |
+//! | `K` | profile id (the header: nothing)      | sealed data key           |
+//!
+//! Values under a profile id (`p`, `a`, `e`, `g`, `l`, and the per-profile
+//! `f#` keys) are sealed under that profile's data key (`store::sealing`);
+//! `K` rows exist only on a shared database (elsewhere the keys are in a
+//! file of their own).
 //!
 //! A product key is the first 8 bytes of the SHA-256 of its id
 //! (`recommend::product_key`).
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::model::{Identifier, ProfileId, UnixMillis};
 
@@ -64,28 +74,99 @@ pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
 pub const RFM_QUINTILES: &[u8] = b"srfm_quintiles";
 pub const NEXT_SEGMENT_NUMBER: &[u8] = b"snext_segment_number";
 pub const SUPPRESSION_KEY: &[u8] = b"ssuppression_key";
+/// Names the index secret without revealing it, so that a restore can
+/// tell privacy records of another installation.
+pub const INDEX_KEY_ID: &[u8] = b"sindex_key_id";
 /// Written by the writer to see whether writes succeed again after a
 /// failure; holds only the time of the last probe.
 pub const WRITE_PROBE: &[u8] = b"swrite_probe";
 
-pub fn identifier(identifier: &Identifier) -> Vec<u8> {
-    tagged_identifier(IDENTIFIER, identifier)
+/// Index keys made of personal values (identifiers, message ids, blocking
+/// keys, names) are HMAC-SHA256 tags of them under a secret key, never the
+/// values: lookups compute the same tag, and nothing on disk reads back as
+/// the value. An identifier's index key carries exactly its suppression
+/// tag, so that erased identifiers can be told from a backup's index alone.
+#[derive(Clone)]
+pub struct IndexKeys {
+    secret: Vec<u8>,
 }
 
-pub fn hub(identifier: &Identifier) -> Vec<u8> {
-    tagged_identifier(HUB, identifier)
+impl std::fmt::Debug for IndexKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IndexKeys { secret: <secret> }")
+    }
 }
 
-fn tagged_identifier(tag: u8, identifier: &Identifier) -> Vec<u8> {
-    let kind = identifier.kind().as_str().as_bytes();
-    let value = identifier.value().as_bytes();
-    let mut key = Vec::with_capacity(2 + kind.len() + value.len());
+/// Starts the hashed input of every index key that is not an identifier's;
+/// identifier inputs start with an ASCII kind name, never with this byte.
+const NOT_AN_IDENTIFIER: u8 = 0xff;
+/// Bytes of a tag kept in keys where a collision only costs a wasted read.
+const SHORT_TAG_BYTES: usize = 16;
+
+impl IndexKeys {
+    pub fn new(secret: Vec<u8>) -> Self {
+        IndexKeys { secret }
+    }
+
+    /// The suppression tag of an identifier: HMAC of kind, 0x00, value.
+    pub fn tag(&self, identifier: &Identifier) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(identifier.kind().as_str().as_bytes());
+        // Kind names never contain 0x00 (config validation), so this
+        // separator keeps `(ab, c)` and `(a, bc)` apart.
+        mac.update(&[0]);
+        mac.update(identifier.value().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A short keyed hash of an identifier, for provenance: ties a call's
+    /// identifiers together without naming them, and opens to nobody
+    /// without the secret.
+    pub fn short_tag(&self, identifier: &Identifier) -> u64 {
+        let tag = self.tag(identifier);
+        u64::from_be_bytes([
+            tag[0], tag[1], tag[2], tag[3], tag[4], tag[5], tag[6], tag[7],
+        ])
+    }
+
+    /// Names this secret: equal ids, equal secrets, and nothing else
+    /// learnt.
+    pub fn key_id(&self) -> [u8; SHORT_TAG_BYTES] {
+        let mut id = [0u8; SHORT_TAG_BYTES];
+        id.copy_from_slice(&self.other_tag(b'i', b"index key id")[..SHORT_TAG_BYTES]);
+        id
+    }
+
+    fn other_tag(&self, kind: u8, value: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(&[NOT_AN_IDENTIFIER, kind]);
+        mac.update(value);
+        mac.finalize().into_bytes().into()
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+    }
+}
+
+pub fn identifier(index: &IndexKeys, identifier: &Identifier) -> Vec<u8> {
+    tagged(IDENTIFIER, &index.tag(identifier))
+}
+
+pub fn hub(index: &IndexKeys, identifier: &Identifier) -> Vec<u8> {
+    tagged(HUB, &index.tag(identifier))
+}
+
+/// The suppression tag an identifier index key carries.
+pub fn tag_of_identifier_key(key: &[u8]) -> Option<&[u8]> {
+    (key.len() == 33 && key[0] == IDENTIFIER).then(|| &key[1..])
+}
+
+fn tagged(tag: u8, hash: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + hash.len());
     key.push(tag);
-    key.extend_from_slice(kind);
-    // Kind names never contain 0x00 (config validation), so this separator
-    // keeps `(ab, c)` and `(a, bc)` apart.
-    key.push(0);
-    key.extend_from_slice(value);
+    key.extend_from_slice(hash);
     key
 }
 
@@ -163,32 +244,46 @@ pub fn event_with_suffix(id: ProfileId, suffix: &[u8]) -> Vec<u8> {
     key
 }
 
-pub fn message(message_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + message_id.len());
-    key.push(MESSAGE);
-    key.extend_from_slice(message_id.as_bytes());
-    key
+/// A message id may be derived from a person's data (an import row's
+/// content), so it is stored as a keyed hash.
+pub fn message(index: &IndexKeys, message_id: &str) -> Vec<u8> {
+    tagged(MESSAGE, &index.other_tag(b'm', message_id.as_bytes()))
 }
 
 /// One blocking key; its value lists the profiles under it. A list read
-/// with one point lookup is much cheaper in sled than a prefix scan.
-pub fn fuzzy_block(block: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + block.len());
+/// with one point lookup is much cheaper in sled than a prefix scan. The
+/// rule's prefix (`b:`, `ly:`, ...) stays readable, so that training reads
+/// one rule's blocks; the values that follow it are hashed.
+pub fn fuzzy_block(index: &IndexKeys, block: &str) -> Vec<u8> {
+    let rule_end = block.find(':').map_or(0, |at| at + 1);
+    let mut key = fuzzy_rule_blocks(&block[..rule_end]);
+    key.extend_from_slice(&index.other_tag(b'f', block.as_bytes())[..SHORT_TAG_BYTES]);
+    key
+}
+
+/// The prefix of every block of one blocking rule.
+pub fn fuzzy_rule_blocks(rule_prefix: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rule_prefix.len() + SHORT_TAG_BYTES);
     key.push(FUZZY);
-    key.extend(block.bytes());
+    key.extend(rule_prefix.bytes());
     key
 }
 
 /// How many profiles carry one name: `name_key` from
-/// `fuzzy::name_count_keys`, or empty for all profiles with names. The `#`
-/// keeps these apart from blocking keys, which start with a letter.
-pub fn fuzzy_name_count(name_key: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + name_key.len());
-    key.push(FUZZY);
-    key.push(b'#');
-    key.extend(name_key.bytes());
+/// `fuzzy::name_count_keys` (hashed), or empty for all profiles with
+/// names. The `#` keeps these apart from blocking keys, which start with a
+/// letter; the `$` from the per-profile keys below.
+pub fn fuzzy_name_count(index: &IndexKeys, name_key: &str) -> Vec<u8> {
+    let mut key = vec![FUZZY, b'#'];
+    if !name_key.is_empty() {
+        key.push(b'$');
+        key.extend_from_slice(&index.other_tag(b'n', name_key.as_bytes())[..SHORT_TAG_BYTES]);
+    }
     key
 }
+
+/// The count of every profile with names.
+pub const FUZZY_POPULATION: &[u8] = &[FUZZY, b'#'];
 
 /// The names a profile is counted under in the name counts, so that
 /// re-indexing a profile (the batch pass does it from scratch) never counts

@@ -11,16 +11,18 @@ use std::path::Path;
 
 use super::StoreError;
 use super::backup::{BACKUP_FILE_NAME, each_record};
-use super::engine::Engine;
+use super::engine::{Batch, Engine};
 use super::keys;
 use super::overlay::CallWrites;
 use super::privacy::erase;
 use super::records::{SuppressionRecord, decode};
+use super::sealing::key_store::{KeyState, KeyStore};
 use super::suppression::Suppressor;
 use crate::model::{
     ErasureCall, ErasureCounts, PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus,
     ProfileId, Subject, UnixMillis,
 };
+use prost::Message;
 
 /// The privacy state of a newer copy of an installation.
 #[derive(Debug, Default)]
@@ -75,6 +77,7 @@ impl PrivacyLedger {
             &[keys::SUPPRESSION][..],
             &[keys::PRIVACY_REQUEST][..],
             keys::SUPPRESSION_KEY,
+            keys::INDEX_KEY_ID,
         ] {
             for entry in tree.scan_prefix(prefix) {
                 let (key, value) = entry?;
@@ -85,7 +88,7 @@ impl PrivacyLedger {
     }
 
     fn note(&mut self, key: &[u8], value: &[u8]) {
-        if key == keys::SUPPRESSION_KEY {
+        if key == keys::SUPPRESSION_KEY || key == keys::INDEX_KEY_ID {
             self.generated_key = Some(value.to_vec());
         } else if key.first() == Some(&keys::SUPPRESSION) {
             self.suppressions.insert(key.to_vec(), value.to_vec());
@@ -115,7 +118,6 @@ impl PrivacyLedger {
 /// directly: restore runs offline, nothing else writes.
 pub fn profiles_to_erase(
     tree: &dyn Engine,
-    suppressor: &Suppressor,
     ledger: &PrivacyLedger,
 ) -> Result<BTreeMap<ProfileId, String>, StoreError> {
     let mut new_tags = BTreeMap::new();
@@ -131,8 +133,10 @@ pub fn profiles_to_erase(
     }
     for entry in tree.scan_prefix(&[keys::IDENTIFIER]) {
         let (key, value) = entry?;
-        let tag = suppressor.tag_of_indexed(&key[1..]);
-        if let Some(request_id) = new_tags.get(&tag[..]) {
+        let Some(tag) = keys::tag_of_identifier_key(&key) else {
+            continue;
+        };
+        if let Some(request_id) = new_tags.get(tag) {
             let id = super::profiles::decode_profile_id(&value)?;
             profiles.entry(id).or_insert_with(|| request_id.clone());
         }
@@ -192,4 +196,56 @@ pub fn copy_missing(
         }
     }
     Ok(())
+}
+
+/// What a restore found of people erased after its backup, from the key
+/// store alone.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShreddedReport {
+    /// Profiles whose data keys are destroyed.
+    pub profiles: u64,
+    /// Their identifiers, now suppression tags.
+    pub identifiers_suppressed: u64,
+}
+
+/// Finishes, in a restored backup, the erasures the installation made
+/// after it: every profile whose data key is destroyed loses its record,
+/// and each identifier indexed to it becomes a suppression tag (its index
+/// key is that tag), so that the person is neither readable nor recreated
+/// by a later call. Offline, on the raw engine.
+pub fn drop_shredded(
+    raw: &dyn Engine,
+    key_store: &dyn KeyStore,
+    now: UnixMillis,
+) -> Result<ShreddedReport, StoreError> {
+    let mut report = ShreddedReport::default();
+    let mut batch = Batch::default();
+    let destroyed = |owner: u64| matches!(key_store.state(owner), Ok(KeyState::Destroyed));
+    for entry in raw.scan_prefix(&[keys::PROFILE]) {
+        let (key, _) = entry?;
+        if keys::decode_u64(&key[1..]).is_some_and(destroyed) {
+            batch.remove(key);
+            report.profiles += 1;
+        }
+    }
+    for entry in raw.scan_prefix(&[keys::IDENTIFIER]) {
+        let (key, value) = entry?;
+        let Some(tag) = keys::tag_of_identifier_key(&key) else {
+            continue;
+        };
+        let owner = super::profiles::decode_profile_id(&value)?;
+        if destroyed(owner.0) {
+            let record = SuppressionRecord {
+                at_ms: now.0,
+                request_id: "erased after the backup".to_owned(),
+            };
+            let mut suppression = vec![keys::SUPPRESSION];
+            suppression.extend_from_slice(tag);
+            batch.insert(suppression, record.encode_to_vec());
+            batch.remove(key);
+            report.identifiers_suppressed += 1;
+        }
+    }
+    raw.commit(batch)?;
+    Ok(report)
 }

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use super::StoreError;
 use super::engine::Engine;
-use super::keys;
+use super::keys::{self, IndexKeys};
 use super::matching::{BLOCK_SCORED_MAX, current_fields, decode_profile};
 use super::records::ProfileRecord;
 use crate::identity::fuzzy::{
@@ -39,6 +39,7 @@ type Unit = (ProfileId, usize);
 
 struct Loader<'t> {
     tree: &'t dyn Engine,
+    index: &'t IndexKeys,
     profiles: HashMap<ProfileId, Option<MatchProfile>>,
 }
 
@@ -73,6 +74,7 @@ impl Loader<'_> {
 /// `population` is the number of profiles with names.
 pub fn collect_sample(
     tree: &dyn Engine,
+    index: &IndexKeys,
     next_profile_id: u64,
     population: u64,
     seed: u64,
@@ -80,6 +82,7 @@ pub fn collect_sample(
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut loader = Loader {
         tree,
+        index,
         profiles: HashMap::new(),
     };
 
@@ -169,10 +172,10 @@ fn rule_pairs(
     rule: BlockingRule,
     rng: &mut SmallRng,
 ) -> Result<(Vec<(Unit, Unit)>, bool), StoreError> {
-    let prefix = keys::fuzzy_block(rule.prefix());
+    let prefix = keys::fuzzy_rule_blocks(rule.prefix());
     let mut start = prefix.clone();
-    // Keys continue with digits or upper-case letters (codes, dates).
-    start.push(rng.random_range(b'0'..=b'Z'));
+    // Keys continue with a keyed hash: uniform bytes.
+    start.push(rng.random::<u8>());
     let tree = loader.tree;
     let from_start = tree
         .range(Bound::Included(start.clone()), Bound::Unbounded)
@@ -195,14 +198,17 @@ fn rule_pairs(
             continue;
         }
         blocks += 1;
-        let block = String::from_utf8_lossy(&key[1..]).into_owned();
+        let index_keys = loader.index;
         let mut units = Vec::new();
         for member in members {
             let Some(profile) = loader.profile(member)? else {
                 continue;
             };
             for (index, variant) in profile.variants().iter().enumerate() {
-                if variant_keys(variant).contains(&block) {
+                if variant_keys(variant)
+                    .iter()
+                    .any(|block| keys::fuzzy_block(index_keys, block) == key)
+                {
                     units.push((member, index));
                 }
             }

@@ -12,7 +12,7 @@ use prost::Message;
 use super::StoreError;
 use super::engine::Transaction;
 use super::job::JobContext;
-use super::keys;
+use super::keys::{self, IndexKeys};
 use super::merge::absorb;
 use super::overlay::CallWrites;
 use super::profiles::{follow_alias, live_separations, load_profile};
@@ -92,6 +92,7 @@ pub fn current_fields(record: &ProfileRecord) -> Result<MatchFields, StoreError>
 /// profile that cannot be read yields none (the call itself reports it).
 pub fn keys_read(
     reads: &dyn Transaction,
+    index: &IndexKeys,
     id: ProfileId,
     new_emails: &[&str],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -111,7 +112,7 @@ pub fn keys_read(
     let names = name_count_keys(&current)
         .into_iter()
         .flatten()
-        .map(|name| keys::fuzzy_name_count(&name));
+        .map(|name| keys::fuzzy_name_count(index, &name));
     let mut blocks = Vec::new();
     if !new_emails.is_empty() {
         let emails = current.emails().iter().map(String::as_str);
@@ -126,7 +127,7 @@ pub fn keys_read(
     )));
     Ok(blocks
         .iter()
-        .map(|block| keys::fuzzy_block(block))
+        .map(|block| keys::fuzzy_block(index, block))
         .chain(names)
         .collect())
 }
@@ -189,19 +190,19 @@ pub fn reindex(
     let new: BTreeSet<String> = blocking_keys(after).into_iter().collect();
     let moved: Vec<Vec<u8>> = old
         .symmetric_difference(&new)
-        .map(|block| keys::fuzzy_block(block))
+        .map(|block| keys::fuzzy_block(writes.index(), block))
         .chain(
             after
                 .current()
                 .and_then(name_count_keys)
                 .into_iter()
                 .flatten()
-                .map(|name| keys::fuzzy_name_count(&name)),
+                .map(|name| keys::fuzzy_name_count(writes.index(), &name)),
         )
         .collect();
     writes.read_ahead(&moved)?;
     for block in old.difference(&new) {
-        let key = keys::fuzzy_block(block);
+        let key = keys::fuzzy_block(writes.index(), block);
         let mut members = block_members(writes, &key)?;
         members.retain(|member| *member != id);
         if members.is_empty() {
@@ -211,7 +212,7 @@ pub fn reindex(
         }
     }
     for block in new.difference(&old) {
-        let key = keys::fuzzy_block(block);
+        let key = keys::fuzzy_block(writes.index(), block);
         let mut members = block_members(writes, &key)?;
         // Past the cap a block is skipped by matching anyway; growing it
         // further would only make every write to it slower.
@@ -293,7 +294,7 @@ fn add_to_name_count(
     name_key: &str,
     delta: i64,
 ) -> Result<(), StoreError> {
-    let key = keys::fuzzy_name_count(name_key);
+    let key = keys::fuzzy_name_count(writes.index(), name_key);
     // Counts only fall for names a profile was counted under, so this
     // saturates only if the store was edited by hand.
     let count = name_count(writes, &key)?.saturating_add_signed(delta);
@@ -314,7 +315,7 @@ fn name_count(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<u64, StoreError
 
 /// Profiles counted with both names: the population matching sees.
 pub fn population(writes: &CallWrites<'_, '_>) -> Result<u64, StoreError> {
-    name_count(writes, &keys::fuzzy_name_count(""))
+    name_count(writes, keys::FUZZY_POPULATION)
 }
 
 /// Name counts read during one matching round: the profiles of a block
@@ -334,7 +335,7 @@ fn name_frequencies(
         let holders = match known {
             Some(holders) => holders,
             None => {
-                let holders = name_count(writes, &keys::fuzzy_name_count(&key))?;
+                let holders = name_count(writes, &keys::fuzzy_name_count(writes.index(), &key))?;
                 counts.borrow_mut().insert(key, holders);
                 holders
             }
@@ -425,7 +426,7 @@ fn match_round(
     }
     let blocks: Vec<Vec<u8>> = blocking_keys(fields)
         .iter()
-        .map(|block| keys::fuzzy_block(block))
+        .map(|block| keys::fuzzy_block(writes.index(), block))
         .collect();
     writes.read_ahead(&blocks)?;
     for block in &blocks {

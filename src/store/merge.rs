@@ -28,7 +28,7 @@ pub fn absorb(
     let absorbed_history = products::history_in(&absorbed);
     for entry in absorbed.identifiers {
         writes.insert(
-            keys::identifier(&entry.to_identifier()),
+            keys::identifier(writes.index(), &entry.to_identifier()),
             keys::encode_u64(survivor.0),
         );
         record.identifiers.push(entry);

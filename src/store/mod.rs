@@ -24,6 +24,7 @@ mod privacy;
 mod products;
 mod profiles;
 mod records;
+pub mod sealing;
 mod sled_store;
 mod stats;
 mod suppression;
@@ -50,7 +51,7 @@ pub use engine::postgres::PostgresOptions;
 pub use ledger::ReplayReport;
 pub use membership::{NoSegments, SegmentDraft, SegmentMembers};
 pub use products::{ProductUpload, SharedRecommender};
-pub use sled_store::{PrivacySource, SledStore, SledStoreOptions};
+pub use sled_store::{KEY_STORE_FILE, PrivacySource, SealingOptions, SledStore, SledStoreOptions};
 pub use stats::{GROUP_SIZE_BOUNDS, StoreStats, WriterCounts};
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use std::ops::Bound;
 
 use super::StoreError;
 use super::engine::{Batch, Engine, Transaction, prefix_bounds};
+use super::keys::IndexKeys;
 use crate::model::{MembershipChange, ProfileId};
 use crate::recommend::ShopperHistory;
 
@@ -59,10 +60,14 @@ pub struct GroupWrites<'t> {
     /// For writes made at once, outside the transaction.
     engine: &'t dyn Engine,
     sparse: &'t mut SparseKeys,
+    /// How index keys made of personal values are hashed.
+    index: &'t IndexKeys,
     changes: Changes,
     /// Membership changes of the group, published once it is durable.
     membership_changes: Vec<MembershipChange>,
     history_changes: HistoryChanges,
+    /// Profiles whose data keys the group's commit destroys.
+    destroyed_keys: Vec<ProfileId>,
 }
 
 /// Per profile: its product history before the group (or call) and now.
@@ -86,14 +91,17 @@ impl<'t> GroupWrites<'t> {
         reads: &'t dyn Transaction,
         engine: &'t dyn Engine,
         sparse: &'t mut SparseKeys,
+        index: &'t IndexKeys,
     ) -> Self {
         GroupWrites {
             reads,
             engine,
             sparse,
+            index,
             changes: Changes::new(),
             membership_changes: Vec::new(),
             history_changes: HistoryChanges::new(),
+            destroyed_keys: Vec::new(),
         }
     }
 
@@ -156,6 +164,7 @@ impl<'t> GroupWrites<'t> {
             changes: Changes::new(),
             membership_changes: Vec::new(),
             history_changes: HistoryChanges::new(),
+            destroyed_keys: Vec::new(),
         }
     }
 
@@ -166,6 +175,9 @@ impl<'t> GroupWrites<'t> {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
             }
+        }
+        for id in self.destroyed_keys {
+            batch.destroy_key_of(id.0);
         }
         batch
     }
@@ -178,9 +190,15 @@ pub struct CallWrites<'g, 't> {
     changes: Changes,
     membership_changes: Vec<MembershipChange>,
     history_changes: HistoryChanges,
+    destroyed_keys: Vec<ProfileId>,
 }
 
-impl CallWrites<'_, '_> {
+impl<'t> CallWrites<'_, 't> {
+    /// How index keys made of personal values are hashed.
+    pub fn index(&self) -> &'t IndexKeys {
+        self.group.index
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(change) = self.changes.get(key) {
             return Ok(change.clone());
@@ -236,6 +254,12 @@ impl CallWrites<'_, '_> {
         }
         self.group.engine.put_now(key, &value)?;
         Ok(())
+    }
+
+    /// Destroys the profile's data key once the group is durable, so that
+    /// no copy of its values (old versions, earlier backups) opens again.
+    pub fn destroy_key_of(&mut self, id: ProfileId) {
+        self.destroyed_keys.push(id);
     }
 
     pub fn note_membership_change(&mut self, change: MembershipChange) {
@@ -295,6 +319,7 @@ impl CallWrites<'_, '_> {
             .membership_changes
             .extend(self.membership_changes);
         fold_history_changes(&mut self.group.history_changes, self.history_changes);
+        self.group.destroyed_keys.extend(self.destroyed_keys);
     }
 }
 
@@ -318,7 +343,8 @@ mod tests {
         put(&tree, b"a2", b"tree");
         let mut sparse = SparseKeys::default();
         let transaction = tree.begin().expect("begin");
-        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse);
+        let index = IndexKeys::new(vec![7; 32]);
+        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse, &index);
 
         let mut first = group.call();
         first.remove(b"a1".as_slice());
@@ -356,7 +382,8 @@ mod tests {
         put(&tree, b"h-known", b"1");
         let mut sparse = SparseKeys::load(&tree, b"h").expect("load");
         let transaction = tree.begin().expect("begin");
-        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse);
+        let index = IndexKeys::new(vec![7; 32]);
+        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse, &index);
         let mut writes = group.call();
         assert_eq!(
             writes.get(b"h-known").expect("get").as_deref(),
@@ -368,7 +395,8 @@ mod tests {
         let batch = group.into_batch();
         transaction.commit(batch).expect("commit");
         let transaction = tree.begin().expect("begin");
-        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse);
+        let index = IndexKeys::new(vec![7; 32]);
+        let mut group = GroupWrites::new(transaction.as_ref(), &tree, &mut sparse, &index);
         let writes = group.call();
         assert_eq!(
             writes.get(b"h-new").expect("get").as_deref(),

@@ -55,7 +55,7 @@ pub fn erase(
         Subject::Profile(id) => Some(follow_alias(writes, *id)?),
         Subject::Identifier(identifier) => {
             to_suppress.insert(identifier.clone());
-            match writes.get(&keys::identifier(identifier))? {
+            match writes.get(&keys::identifier(writes.index(), identifier))? {
                 Some(bytes) => Some(super::profiles::decode_profile_id(&bytes)?),
                 None => None,
             }
@@ -111,8 +111,8 @@ fn remove_profile(
     };
     for entry in &record.identifiers {
         let identifier = entry.to_identifier();
-        writes.remove(keys::identifier(&identifier));
-        writes.remove(keys::hub(&identifier));
+        writes.remove(keys::identifier(writes.index(), &identifier));
+        writes.remove(keys::hub(writes.index(), &identifier));
         note(entry.provenance.as_ref());
     }
     counts.identifiers = record.identifiers.len() as u64;
@@ -144,6 +144,7 @@ fn remove_profile(
         .chain(record.merged_ids.iter().copied().map(ProfileId))
         .collect();
     for &id in &all_ids {
+        writes.destroy_key_of(id);
         if id != live {
             writes.remove(keys::alias(id));
         }
@@ -154,7 +155,7 @@ fn remove_profile(
     }
 
     for message_id in &message_ids {
-        let key = keys::message(message_id);
+        let key = keys::message(writes.index(), message_id);
         if writes.get(&key)?.is_some() {
             writes.remove(key);
             counts.message_records += 1;

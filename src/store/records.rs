@@ -19,7 +19,7 @@ pub struct ProvenanceRecord {
     pub source: String,
     #[prost(int64, tag = "3")]
     pub received_at_ms: i64,
-    /// `Identifier::stable_hash` of each identifier the call carried: which
+    /// `IndexKeys::short_tag` (keyed) of each identifier the call carried: which
     /// identifiers brought this data, for unmerge.
     #[prost(fixed64, repeated, tag = "4")]
     pub identifier_hashes: Vec<u64>,

@@ -16,8 +16,9 @@ use super::counters::{Counters, FIRST_COUNTER_VALUE, decode_counter};
 use super::custom_traits;
 use super::engine::postgres::{PostgresEngine, PostgresOptions};
 use super::engine::sled::SledEngine;
-use super::engine::{Batch, Engine, EngineError, Found, Read};
+use super::engine::{Batch, Engine, EngineError, Found, KeyValue, Read};
 use super::job::JobContext;
+use super::keys::IndexKeys;
 use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::match_training;
 use super::matching;
@@ -29,8 +30,12 @@ use super::profiles::decode_profile_id;
 use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
+use super::sealing::key_store::{
+    EngineKeys, KEY_ROW, KeyStore, KeyStoreError, SlotFile, create_private, sync_parent,
+};
+use super::sealing::master::{GENERATED_MASTER_KEY_FILE, MasterKeySource};
+use super::sealing::{SealedEngine, Sealer};
 use super::stats::{StoreStats, WriterStats};
-use super::suppression::Suppressor;
 use super::writer::{Command, Writer, job};
 use super::{ApplyResults, LiveMemberships, ProfileStore, Shopper, StoreError, keys};
 use crate::computed::custom::CustomTraitDefinition;
@@ -63,6 +68,21 @@ pub struct SledStoreOptions {
     /// Keep product histories, the catalogue and the recommendation
     /// counts.
     pub recommendations: bool,
+    pub sealing: SealingOptions,
+}
+
+/// The data key file's name in the data directory, by default.
+pub const KEY_STORE_FILE: &str = "keys";
+
+/// How values are sealed at rest (see `store::sealing`).
+#[derive(Debug, Clone)]
+pub struct SealingOptions {
+    pub master_key: MasterKeySource,
+    /// The embedded engine's slot file of data keys.
+    pub key_store_file: PathBuf,
+    /// Off only in benchmarks that measure what sealing costs; index keys
+    /// are keyed hashes either way.
+    pub seal_values: bool,
 }
 
 /// A profile read races at most with merges that keep moving it; each retry
@@ -71,7 +91,12 @@ const READ_ATTEMPTS_MAX: usize = 4;
 
 /// The embedded default store: one sled tree with prefixed keys.
 pub struct SledStore {
+    /// Seals and opens values on their way to and from `raw`.
     engine: Arc<dyn Engine>,
+    /// What is on disk: sealed values, for backups.
+    raw: Arc<dyn Engine>,
+    /// How index keys made of personal values are hashed.
+    index: IndexKeys,
     memberships: Arc<MembershipIndex>,
     recommender: SharedRecommender,
     queue: mpsc::Sender<Command>,
@@ -118,6 +143,19 @@ impl SledStore {
         options: &SledStoreOptions,
         segments: Arc<dyn MembershipRules>,
     ) -> Result<SledStore, StoreError> {
+        let raw = engine;
+        let sealer = Sealer::new(open_key_store(&raw, options)?);
+        let engine: Arc<dyn Engine> = match options.sealing.seal_values {
+            true => Arc::new(SealedEngine::new(Arc::clone(&raw), sealer.clone())),
+            false => Arc::clone(&raw),
+        };
+        let finished = sealer.finish_shredding(raw.as_ref())?;
+        if finished > 0 {
+            tracing::info!(
+                profiles = finished,
+                "finished destroying the keys of erased profiles"
+            );
+        }
         let tree = engine.as_ref();
         let counters = Counters::load(tree.begin()?.as_ref(), tree.shared())?;
         if let Some(bytes) = tree.get(keys::FUZZY_MODEL)? {
@@ -126,6 +164,14 @@ impl SledStore {
                 // A model of another layout is estimated again from the data.
                 _ => options.merge_rules.request_estimate(),
             }
+        }
+        let index = IndexKeys::new(suppression_key(tree, options, &sealer)?);
+        if options.suppression_key.is_none() && tree.get(keys::INDEX_KEY_ID)?.is_none() {
+            // Tells a restore whose privacy records come from this
+            // installation; servers racing here write the same value.
+            let mut batch = Batch::default();
+            batch.insert(keys::INDEX_KEY_ID, index.key_id().to_vec());
+            raw.commit(batch)?;
         }
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
         let memberships = Arc::new(MembershipIndex::load(tree)?);
@@ -145,7 +191,7 @@ impl SledStore {
             } else {
                 SparseKeys::load(tree, &[keys::HUB, keys::REJECTION, keys::SUPPRESSION])?
             },
-            suppressor: Suppressor::new(suppression_key(tree, options)?),
+            suppressor: index.clone(),
             segments,
             memberships: Arc::clone(&memberships),
             recommender: Arc::clone(&recommender),
@@ -158,6 +204,7 @@ impl SledStore {
         let (commands, received) = std_mpsc::channel();
         let estimator = Estimator {
             engine: Arc::clone(&engine),
+            index: index.clone(),
             queue: queue.clone(),
             rules: options.merge_rules.clone(),
         };
@@ -166,6 +213,8 @@ impl SledStore {
             .spawn(move || estimator.run(received))?;
         Ok(SledStore {
             engine,
+            raw,
+            index,
             memberships,
             recommender,
             queue,
@@ -299,6 +348,7 @@ fn open_engine(options: &SledStoreOptions) -> Result<Arc<dyn Engine>, StoreError
 /// (the population doubled) or an operator does.
 struct Estimator {
     engine: Arc<dyn Engine>,
+    index: IndexKeys,
     queue: mpsc::Sender<Command>,
     rules: MergeRules,
 }
@@ -333,13 +383,14 @@ impl Estimator {
 
     fn estimate(&self, at: UnixMillis) -> Result<MatchModel, StoreError> {
         let next_profile_id = read_counter(self.engine.as_ref(), keys::NEXT_PROFILE_ID)?;
-        let population = match self.engine.get(&keys::fuzzy_name_count(""))? {
+        let population = match self.engine.get(keys::FUZZY_POPULATION)? {
             Some(bytes) => keys::decode_u64(&bytes).unwrap_or(0),
             None => 0,
         };
         let previous = self.rules.match_model();
         let sample = match_training::collect_sample(
             self.engine.as_ref(),
+            &self.index,
             next_profile_id,
             population,
             previous.version.wrapping_add(1),
@@ -372,11 +423,54 @@ impl Estimator {
     }
 }
 
-/// The configured suppression secret, or the one this database generated
-/// at its first start.
-fn suppression_key(tree: &dyn Engine, options: &SledStoreOptions) -> Result<Vec<u8>, StoreError> {
+/// The data keys of this store, opened with the master key; created with
+/// a new store, never over data that has none.
+fn open_key_store(
+    raw: &Arc<dyn Engine>,
+    options: &SledStoreOptions,
+) -> Result<Arc<dyn KeyStore>, StoreError> {
+    let sealing = &options.sealing;
+    let exists = match raw.shared() {
+        true => EngineKeys::exists(raw.as_ref())?,
+        false => SlotFile::exists(&sealing.key_store_file),
+    };
+    if !exists && raw.scan_prefix(&[keys::PROFILE]).next().is_some() {
+        return Err(StoreError::Config(format!(
+            "the store holds profiles but no key store ({}); restore it with its key store \
+             (sightline restore --keys-from), or name it with [privacy] key_store_file",
+            sealing.key_store_file.display()
+        )));
+    }
+    let master = sealing
+        .master_key
+        .load(exists)
+        .map_err(|error| StoreError::Config(error.to_string()))?;
+    let opened: Result<Arc<dyn KeyStore>, KeyStoreError> = match raw.shared() {
+        true => EngineKeys::open(Arc::clone(raw), master, true).map(|keys| Arc::new(keys) as _),
+        false => {
+            SlotFile::open(&sealing.key_store_file, master, true).map(|keys| Arc::new(keys) as _)
+        }
+    };
+    opened.map_err(|error| StoreError::Config(error.to_string()))
+}
+
+/// The configured suppression secret; the one an earlier version generated
+/// and kept in the database; or one derived from the key store's index
+/// secret, which never leaves the key store in the clear.
+fn suppression_key(
+    tree: &dyn Engine,
+    options: &SledStoreOptions,
+    sealer: &Sealer,
+) -> Result<Vec<u8>, StoreError> {
     if let Some(key) = &options.suppression_key {
         return Ok(key.clone());
+    }
+    if tree.get(keys::SUPPRESSION_KEY)?.is_none() {
+        return Ok(sealer
+            .index_secret()
+            .derive("suppression")
+            .expose()
+            .to_vec());
     }
     // Servers starting together on a new shared database race to store
     // the first key; the losers' transactions conflict, and read the
@@ -418,10 +512,17 @@ impl SledStore {
     /// or the data directory of a stopped server of the same installation)
     /// it then re-applies the erasures and suppressions recorded there.
     /// Offline: no server may be using either directory.
+    ///
+    /// A backup holds values sealed under data keys it does not carry: the
+    /// keys come from the installation's key store, as it is now, so that
+    /// people erased since the backup stay unreadable. `keys_from` names it
+    /// (the stopped server's data directory, or its database) unless the
+    /// configured key store file already exists.
     pub fn restore(
         backup_dir: &Path,
         options: &SledStoreOptions,
         privacy_source: Option<&PrivacySource>,
+        keys_from: Option<&PrivacySource>,
     ) -> Result<RestoreReport, StoreError> {
         let data_dir = options.data_dir.as_path();
         let into_directory = options.database.is_none();
@@ -455,7 +556,8 @@ impl SledStore {
         if into_directory {
             std::fs::create_dir_all(data_dir)?;
         }
-        let restored = SledStore::load_and_replay(backup_dir, options, ledger);
+        let restored = install_keys(options, keys_from, target.as_deref())
+            .and_then(|()| SledStore::load_and_replay(backup_dir, options, ledger));
         if restored.is_err() {
             // Leave the target as it was found, so that the restore can
             // simply be run again.
@@ -480,10 +582,24 @@ impl SledStore {
             let engine = open_engine(options)?;
             let tree = engine.as_ref();
             let report = backup::load(backup_dir, tree)?;
+            let key_store = open_key_store(&engine, options)?;
+            let now = crate::model::Clock::now(&crate::model::SystemClock);
+            let shredded = ledger::drop_shredded(tree, key_store.as_ref(), now)?;
+            if shredded.profiles > 0 {
+                tracing::info!(
+                    profiles = shredded.profiles,
+                    identifiers = shredded.identifiers_suppressed,
+                    "people erased after the backup stay erased"
+                );
+            }
             if let Some(ledger) = &ledger
                 && options.suppression_key.is_none()
             {
-                ledger.check_key(tree.get(keys::SUPPRESSION_KEY)?.as_deref())?;
+                let restored = match tree.get(keys::INDEX_KEY_ID)? {
+                    Some(id) => Some(id),
+                    None => tree.get(keys::SUPPRESSION_KEY)?,
+                };
+                ledger.check_key(restored.as_deref())?;
             }
             report
         };
@@ -501,9 +617,9 @@ impl SledStore {
         let now = crate::model::Clock::now(&crate::model::SystemClock);
         let tree = self.engine.clone();
         let found = Arc::clone(&ledger);
-        let profiles = futures::executor::block_on(self.submit(move |context| {
-            ledger::profiles_to_erase(tree.as_ref(), context.suppressor, &found)
-        }))?;
+        let profiles = futures::executor::block_on(
+            self.submit(move |_context| ledger::profiles_to_erase(tree.as_ref(), &found)),
+        )?;
         let mut report = ReplayReport::default();
         // One job per person: each erasure is atomic on its own, as it is
         // when requested through the API.
@@ -550,6 +666,86 @@ fn read_ledger(source: &PrivacySource) -> Result<PrivacyLedger, StoreError> {
             PrivacyLedger::read_engine(&PostgresEngine::open(database)?)
         }
     }
+}
+
+impl SledStore {
+    /// Every pair of a stopped store with its values opened through its
+    /// key store, as the store itself reads them: for inspection, and for
+    /// tests that check what the files hold against what they mean.
+    pub fn opened_pairs(options: &SledStoreOptions) -> Result<Vec<KeyValue>, StoreError> {
+        let raw = open_engine(options)?;
+        let sealer = Sealer::new(open_key_store(&raw, options)?);
+        let engine = SealedEngine::new(raw, sealer);
+        Ok(engine
+            .range(Bound::Unbounded, Bound::Unbounded)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// Puts the installation's key store where the restored store will look
+/// for it.
+fn install_keys(
+    options: &SledStoreOptions,
+    keys_from: Option<&PrivacySource>,
+    target: Option<&dyn Engine>,
+) -> Result<(), StoreError> {
+    let missing = || {
+        StoreError::Precondition(
+            "a backup opens only with the key store of its installation: name the stopped \
+             server's data directory (or database) with --keys-from"
+                .to_owned(),
+        )
+    };
+    match (target, keys_from) {
+        (None, _) if SlotFile::exists(&options.sealing.key_store_file) => Ok(()),
+        (None, Some(PrivacySource::Directory(source))) => {
+            let keys = source.join(KEY_STORE_FILE);
+            if !keys.is_file() {
+                return Err(StoreError::Precondition(format!(
+                    "{} holds no key store ({KEY_STORE_FILE}); name the data directory of the \
+                     stopped server",
+                    source.display()
+                )));
+            }
+            copy_private(&keys, &options.sealing.key_store_file)?;
+            if let Some(generated) = options.sealing.master_key.generated_path() {
+                let master = source.join(GENERATED_MASTER_KEY_FILE);
+                if !generated.exists() && master.is_file() {
+                    copy_private(&master, generated)?;
+                }
+            }
+            Ok(())
+        }
+        (Some(target), Some(PrivacySource::Database(database))) => {
+            let source = PostgresEngine::open(database)?;
+            let mut batch = Batch::default();
+            for entry in source.scan_prefix(&[KEY_ROW]) {
+                let (key, value) = entry?;
+                batch.insert(key, value);
+                if batch.len() >= 1000 {
+                    target.commit(std::mem::take(&mut batch))?;
+                }
+            }
+            if batch.is_empty() && !EngineKeys::exists(target)? {
+                return Err(missing());
+            }
+            target.commit(batch)?;
+            Ok(())
+        }
+        (Some(target), _) if EngineKeys::exists(target)? => Ok(()),
+        _ => Err(missing()),
+    }
+}
+
+/// Copies a secret file, readable by its owner only, durably.
+fn copy_private(from: &Path, to: &Path) -> Result<(), StoreError> {
+    use std::io::Write;
+    let bytes = std::fs::read(from)?;
+    let mut file = create_private(to)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    sync_parent(to)?;
+    Ok(())
 }
 
 /// Removes every pair, in batches.
@@ -727,7 +923,9 @@ impl ProfileStore for SledStore {
     }
 
     fn backup(&self, dir: PathBuf) -> BoxFuture<'static, Result<BackupReport, StoreError>> {
-        let tree = self.engine.clone();
+        // The copy holds values as they are on disk, sealed under data keys
+        // it does not carry.
+        let tree = self.raw.clone();
         // Between groups nothing is in flight and every acknowledged write
         // is in the tree: a copy taken there is one consistent state.
         let copy = self.submit(move |_context| {
@@ -1099,7 +1297,7 @@ impl ProfileStore for SledStore {
     ) -> BoxFuture<'static, Result<Option<ProfileId>, StoreError>> {
         let reading = self
             .engine
-            .read(vec![Read::Get(keys::identifier(identifier))]);
+            .read(vec![Read::Get(keys::identifier(&self.index, identifier))]);
         Box::pin(async move {
             match reading.await?.pop().and_then(Found::into_value) {
                 Some(bytes) => decode_profile_id(&bytes).map(Some),

@@ -401,7 +401,12 @@ impl Writer {
                 &calls,
             )?;
         }
-        let mut group = GroupWrites::new(transaction.as_ref(), engine.as_ref(), &mut self.sparse);
+        let mut group = GroupWrites::new(
+            transaction.as_ref(),
+            engine.as_ref(),
+            &mut self.sparse,
+            &self.suppressor,
+        );
         let mut done = GroupDone::default();
         for command in commands.iter_mut() {
             done.calls += command.call_count() as u64;
@@ -524,7 +529,12 @@ impl Writer {
         }
         let engine = Arc::clone(&self.engine);
         let transaction = engine.begin()?;
-        let mut group = GroupWrites::new(transaction.as_ref(), engine.as_ref(), &mut self.sparse);
+        let mut group = GroupWrites::new(
+            transaction.as_ref(),
+            engine.as_ref(),
+            &mut self.sparse,
+            &self.suppressor,
+        );
         let mut writes = group.call();
         self.counters.release_unused(&mut writes)?;
         writes.commit();

@@ -151,6 +151,7 @@ fn open_faulty(conflict_every: u64) -> Faulty {
         merge_rules: rules.clone(),
         suppression_key: None,
         recommendations: false,
+        sealing: crate::support::sealing_options(data_dir.path()),
     };
     let store = Arc::new(
         SledStore::open_on_engine(engine.clone(), &options, Arc::new(NoSegments))

@@ -806,6 +806,7 @@ impl System {
             merge_rules: rules.clone(),
             suppression_key: None,
             recommendations: true,
+            sealing: crate::support::sealing_options(data_dir.path()),
         };
         let store = Arc::new(open_when_released(&options)?);
         let normalizer = Normalizer::new(&config, limits.identifier_value_bytes_max);

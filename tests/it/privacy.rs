@@ -410,8 +410,15 @@ async fn erasure_leaves_no_trace_and_suppression_keeps_the_person_out() {
         let number: u64 = profile_id[1..].parse().expect("p<number>");
         assert!(!logged.contains(&number), "access log of {profile_id}");
     }
-    // The scan does find data that is there.
-    assert!(!traces_in_database(data_dir.path(), &["bystander@example.com"]).is_empty());
+    // The scan does find data that is there, once opened with the key
+    // store, and never in plain bytes.
+    assert!(traces_in_database(data_dir.path(), &["bystander@example.com"]).is_empty());
+    let needle = b"bystander@example.com";
+    assert!(
+        opened_pairs(data_dir.path())
+            .iter()
+            .any(|(_, value)| value.windows(needle.len()).any(|w| w == needle))
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,39 @@ pub fn test_config(data_dir: &TempDir) -> Config {
     };
     config.identity.default_region = "GB".to_owned();
     config.storage.url = database_url(data_dir.path());
+    config.privacy.master_key_file = test_master_key_file();
     config
+}
+
+/// On PostgreSQL, one master key for the whole run, so that servers and
+/// restores that share a database share its key too; on the embedded
+/// engine each data directory generates its own.
+pub fn test_master_key_file() -> Option<std::path::PathBuf> {
+    postgres_server()?;
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    Some(
+        FILE.get_or_init(|| {
+            let path = std::env::temp_dir()
+                .join(format!("sightline-test-master-{}.key", std::process::id()));
+            let key = sightline::store::sealing::cipher::SecretKey::random();
+            std::fs::write(&path, key.to_hex()).expect("write the test master key");
+            path
+        })
+        .clone(),
+    )
+}
+
+/// How a store opened by a test outside the server seals its values.
+pub fn sealing_options(data_dir: &std::path::Path) -> sightline::store::SealingOptions {
+    use sightline::store::sealing::master::{GENERATED_MASTER_KEY_FILE, MasterKeySource};
+    sightline::store::SealingOptions {
+        master_key: match test_master_key_file() {
+            Some(path) => MasterKeySource::File(path),
+            None => MasterKeySource::Generated(data_dir.join(GENERATED_MASTER_KEY_FILE)),
+        },
+        key_store_file: data_dir.join(sightline::store::KEY_STORE_FILE),
+        seal_values: true,
+    }
 }
 
 /// The PostgreSQL server the suite runs against (`scripts/test-postgres`
@@ -487,6 +519,28 @@ pub fn stored_pairs(data_dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
     }
     pairs
+}
+
+/// Every key and value a stopped server left, values opened with its key
+/// store through the store's own code.
+pub fn opened_pairs(data_dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let mut config = test_config(&scratch);
+    config.data_dir = data_dir.to_owned();
+    config.storage.url = database_url(data_dir);
+    let rules =
+        sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
+    let options = sightline::server::store_options(&config, rules).expect("store options");
+    let mut opened = sightline::store::SledStore::opened_pairs(&options);
+    // sled lets go of the directory lock moments after the server closed.
+    for _ in 0..100 {
+        if opened.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        opened = sightline::store::SledStore::opened_pairs(&options);
+    }
+    opened.expect("open the stopped server's store")
 }
 
 /// A PostgreSQL cluster of one test's own, for tests that stop and start

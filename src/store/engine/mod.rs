@@ -33,9 +33,15 @@ pub enum EngineError {
     /// from its first read may succeed.
     #[error("the transaction conflicted with another writer: {0}")]
     Conflict(String),
+    /// A stored value cannot be opened: its data key is damaged, or it
+    /// was sealed under another key store.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
+/// A key and its new value, or `None` for a removal.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
 /// One read of [`Engine::read`].
 #[derive(Debug, Clone)]
@@ -80,6 +86,8 @@ pub type Scan<'e> = Box<dyn Iterator<Item = Result<KeyValue, EngineError>> + 'e>
 #[derive(Debug, Default)]
 pub struct Batch {
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Profiles whose data keys are destroyed once the batch is durable.
+    destroyed_keys: Vec<u64>,
 }
 
 impl Batch {
@@ -102,6 +110,16 @@ impl Batch {
     /// In the order written; a later write of a key wins.
     pub fn into_writes(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.writes
+    }
+
+    /// Asks that the profile's data key be destroyed with this batch: an
+    /// erasure's records and keys go in one acknowledged step.
+    pub fn destroy_key_of(&mut self, owner: u64) {
+        self.destroyed_keys.push(owner);
+    }
+
+    pub fn into_parts(self) -> (Vec<Write>, Vec<u64>) {
+        (self.writes, self.destroyed_keys)
     }
 }
 
