@@ -246,10 +246,10 @@ fn learn_product(
         product_id: mention.product_id.clone(),
         ..ProductRecord::default()
     });
+    // Names come from catalogue uploads only: a name an order mentions is
+    // part of that person's event, sealed with it, and would outlive their
+    // erasure here in the clear.
     if !record.uploaded {
-        if let Some(name) = &mention.name {
-            record.name.clone_from(name);
-        }
         if let Some(category) = &mention.category {
             record.category.clone_from(category);
         }

@@ -37,6 +37,7 @@ mod scopes;
 mod sdk;
 mod segments;
 mod serve;
+mod shredding;
 mod support;
 mod tls;
 mod validation;
