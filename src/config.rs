@@ -560,6 +560,8 @@ pub struct StorageConfig {
     /// A PostgreSQL-wire database to keep the data in instead of the
     /// embedded one: `postgres://user@host:port/database`.
     pub url: Option<String>,
+    /// When set, backups are written only into directories under it.
+    pub backup_dir: Option<PathBuf>,
     /// Connections to that database for reads (one more writes).
     pub pool_size: usize,
     /// How long one statement may run before the database cancels it.
@@ -578,6 +580,7 @@ impl Default for StorageConfig {
             write_queue_depth: 1024,
             group_commit_calls_max: 2048,
             url: None,
+            backup_dir: None,
             pool_size: 4,
             statement_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,

@@ -152,6 +152,24 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Re-seal every data key under a new master key (offline: stop the
+    /// server first). Stored data and index keys do not change.
+    RotateMasterKey {
+        /// The file of the new key (64 hex digits); generated (readable by
+        /// its owner only) when it does not exist.
+        #[arg(long)]
+        new_key_file: PathBuf,
+        /// The data directory; the configuration's when not given.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The PostgreSQL-wire database, instead of the data directory.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The server's TOML configuration (where the current master key
+        /// is, and the storage settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     #[command(flatten)]
     Operator(OperatorCommand),
     /// Send an identify call to a running server.
@@ -406,6 +424,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::RotateMasterKey {
+            new_key_file,
+            data,
+            store,
+            config,
+        } => match rotate_master_key(&new_key_file, data, store, config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sightline: rotating the master key failed: {error}");
+                ExitCode::FAILURE
+            }
+        },
         client => match run_client(client) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -649,7 +682,10 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 }))
             }
             Command::Operator(command) => cli::run_operator(command).await,
-            Command::Serve { .. } | Command::Token { .. } | Command::Restore { .. } => {
+            Command::Serve { .. }
+            | Command::Token { .. }
+            | Command::Restore { .. }
+            | Command::RotateMasterKey { .. } => {
                 Err(CliError::Usage("not a client command".to_owned()))
             }
         }
@@ -734,6 +770,53 @@ fn restore(
         privacy_from.as_ref(),
         keys_from.as_ref(),
     )?)
+}
+
+fn rotate_master_key(
+    new_key_file: &std::path::Path,
+    data: Option<PathBuf>,
+    store: Option<String>,
+    config_path: Option<PathBuf>,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    use sightline::store::sealing::{cipher::SecretKey, master};
+    let mut config = match config_path {
+        Some(path) => Config::from_file(&path)?,
+        None => Config::default(),
+    };
+    if let Some(data) = data {
+        config.data_dir = data;
+    }
+    if let Some(url) = store {
+        config.storage.url = Some(url);
+    }
+    config.validate()?;
+    let merge_rules =
+        sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
+    let options = sightline::server::store_options(&config, merge_rules)?;
+    if !new_key_file.exists() {
+        master::write(new_key_file, &SecretKey::random())?;
+    }
+    let new_key = master::MasterKeySource::File(new_key_file.to_owned()).load(true)?;
+    let resealed = sightline::store::SledStore::rotate_master_key(&options, &new_key)?;
+    let mut summary = serde_json::json!({
+        "keys_resealed": resealed,
+        "master_key_file": new_key_file.display().to_string(),
+    });
+    if let Some(generated) = options.sealing.master_key.generated_path() {
+        // The store opens with the generated file by default: it now holds
+        // the new key.
+        let temp = generated.with_extension("new");
+        let _ = std::fs::remove_file(&temp);
+        master::write(&temp, &new_key)?;
+        std::fs::rename(&temp, generated)?;
+        summary["master_key_file"] = serde_json::json!(generated.display().to_string());
+    } else {
+        eprintln!(
+            "sightline: the key store is sealed under the new key: point [privacy] \
+             master_key_file (or SIGHTLINE_MASTER_KEY) at it before the next start"
+        );
+    }
+    Ok(summary)
 }
 
 /// What `serve` was told on the command line.

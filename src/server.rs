@@ -388,6 +388,7 @@ pub async fn run_on(
         )
         .with_computed(lifecycle, config.computed.event_retention_days)
         .with_rfm_cache(rfm)
+        .with_backup_root(config.storage.backup_dir.clone())
         .with_custom_traits(custom_traits),
     );
     service

@@ -128,6 +128,8 @@ pub struct ProfileService {
     ingest_counts: IngestCounters,
     /// User-defined computed traits, valued on every read.
     custom_traits: Arc<dyn crate::model::CustomTraitRules>,
+    /// Where backups may be written (anywhere when `None`).
+    backup_root: Option<std::path::PathBuf>,
 }
 
 /// `Ingest` items by outcome.
@@ -164,6 +166,7 @@ impl ProfileService {
             clock,
             ingest_counts: IngestCounters::default(),
             custom_traits: Arc::new(crate::model::NoCustomTraits),
+            backup_root: None,
         }
     }
 
@@ -221,6 +224,17 @@ impl ProfileService {
                 "must be an absolute path",
             ));
         }
+        if let Some(root) = &self.backup_root {
+            let escapes = path
+                .components()
+                .any(|part| matches!(part, std::path::Component::ParentDir));
+            if escapes || !path.starts_with(root) || path == *root {
+                return Err(ServiceError::invalid(
+                    "directory",
+                    format!("must be a directory under {}", root.display()),
+                ));
+            }
+        }
         Ok(self.store.backup(path).await?)
     }
 
@@ -232,6 +246,12 @@ impl ProfileService {
     ) -> Self {
         self.lifecycle = lifecycle;
         self.event_retention_days = event_retention_days;
+        self
+    }
+
+    /// Backups only into directories under `root`, when set.
+    pub fn with_backup_root(mut self, root: Option<std::path::PathBuf>) -> Self {
+        self.backup_root = root;
         self
     }
 

@@ -18,6 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Bound;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -83,10 +84,13 @@ pub(super) fn prepare(dir: &Path) -> Result<PathBuf, StoreError> {
 /// blocked no longer than the copy itself.
 pub(super) fn copy_tree(tree: &dyn Engine, temp: &Path) -> Result<(u64, u32, u64), StoreError> {
     let started = Instant::now();
+    // Readable by its owner only: the file is sealed, but not everyone on
+    // the machine should get to try.
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(temp)?;
     let mut out = BufWriter::with_capacity(1024 * 1024, file);
     out.write_all(&[0; HEADER_BYTES as usize])?;
@@ -137,7 +141,21 @@ pub(super) fn finish(temp: &Path) -> Result<(PathBuf, u64), StoreError> {
     let bytes = file.metadata()?.len();
     let dir = temp.parent().unwrap_or(Path::new("."));
     let path = dir.join(BACKUP_FILE_NAME);
-    fs::rename(temp, &path)?;
+    // A link fails if the name exists: the check that the directory holds
+    // no backup yet and the naming are one step, with no window between.
+    let linked = fs::hard_link(temp, &path);
+    if linked.is_err() {
+        // A partial or refused copy is of no use to anyone.
+        let _ = fs::remove_file(temp);
+    }
+    linked.map_err(|error| match error.kind() {
+        std::io::ErrorKind::AlreadyExists => StoreError::Precondition(format!(
+            "{} already holds a backup; name a new directory",
+            dir.display()
+        )),
+        _ => error.into(),
+    })?;
+    fs::remove_file(temp)?;
     // The rename is durable only once the directory entry is.
     File::open(dir)?.sync_all()?;
     Ok((path, bytes))

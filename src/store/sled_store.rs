@@ -30,8 +30,10 @@ use super::profiles::decode_profile_id;
 use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
+use super::sealing::cipher::SecretKey;
 use super::sealing::key_store::{
-    EngineKeys, KEY_ROW, KeyStore, KeyStoreError, SlotFile, create_private, sync_parent,
+    EngineKeys, KEY_ROW, KeyStore, KeyStoreError, SlotFile, create_private, rotate_engine_keys,
+    rotate_slot_file, sync_parent,
 };
 use super::sealing::master::{GENERATED_MASTER_KEY_FILE, MasterKeySource};
 use super::sealing::{SealedEngine, Sealer};
@@ -679,6 +681,28 @@ impl SledStore {
         Ok(engine
             .range(Bound::Unbounded, Bound::Unbounded)
             .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+impl SledStore {
+    /// Re-seals the key store under a new master key, offline (the engine
+    /// is opened, so a running server holding the data directory refuses
+    /// it). Returns how many data keys were re-sealed.
+    pub fn rotate_master_key(
+        options: &SledStoreOptions,
+        new: &SecretKey,
+    ) -> Result<u64, StoreError> {
+        let raw = open_engine(options)?;
+        let old = options
+            .sealing
+            .master_key
+            .load(true)
+            .map_err(|error| StoreError::Config(error.to_string()))?;
+        let rotated = match raw.shared() {
+            true => rotate_engine_keys(raw.as_ref(), &old, new),
+            false => rotate_slot_file(&options.sealing.key_store_file, &old, new),
+        };
+        rotated.map_err(|error| StoreError::Config(error.to_string()))
     }
 }
 

@@ -316,3 +316,92 @@ async fn an_erased_person_is_unreadable_in_every_file_and_in_an_earlier_backup()
     );
     server.stop().await;
 }
+
+fn options_for(
+    data_dir: &Path,
+    master_key_file: Option<PathBuf>,
+) -> sightline::store::SledStoreOptions {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = test_config(&scratch);
+    config.data_dir = data_dir.to_owned();
+    config.storage.url = database_url(data_dir);
+    config.privacy.master_key_file = master_key_file;
+    let rules = MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
+    sightline::server::store_options(&config, rules).unwrap()
+}
+
+fn open_error(options: &sightline::store::SledStoreOptions) -> String {
+    match SledStore::open(options) {
+        Ok(store) => {
+            sightline::store::ProfileStore::close(&store).unwrap();
+            panic!("the store opened")
+        }
+        Err(error) => error.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn master_keys_are_checked_rotated_and_a_damaged_key_fails_one_person() {
+    let server = TestServer::start().await;
+    if database_url(Path::new("/")).is_some() {
+        // The key store is rows of the database there; the file checks
+        // below are the embedded engine's.
+        server.stop().await;
+        return;
+    }
+    let mut client = server.client().await;
+    let damaged_id = write(&mut client, &ERASED, "a").await;
+    let kept_id = write(&mut client, &BYSTANDER, "b").await;
+    let data_dir = server.stop().await;
+    let keys_file = data_dir.path().join(sightline::store::KEY_STORE_FILE);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data_dir.path().join("master.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the generated master key is private");
+
+    let other = data_dir.path().join("other.key");
+    std::fs::write(
+        &other,
+        sightline::store::sealing::cipher::SecretKey::random().to_hex(),
+    )
+    .unwrap();
+    let wrong = open_error(&options_for(data_dir.path(), Some(other.clone())));
+    assert!(wrong.contains("master key does not open"), "{wrong}");
+
+    let generated = data_dir.path().join("master.key");
+    let kept_aside = data_dir.path().join("kept-aside.key");
+    std::fs::rename(&generated, &kept_aside).unwrap();
+    let missing = open_error(&options_for(data_dir.path(), None));
+    assert!(missing.contains("no master key was given"), "{missing}");
+    assert!(!generated.exists(), "no new key is made over existing data");
+
+    // Rotation re-seals the key store under the new key; the old one no
+    // longer opens it.
+    let rotated = SledStore::rotate_master_key(
+        &options_for(data_dir.path(), Some(kept_aside.clone())),
+        &sightline::store::sealing::master::MasterKeySource::File(other.clone())
+            .load(true)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(rotated >= 2, "{rotated}");
+    let old = open_error(&options_for(data_dir.path(), Some(kept_aside)));
+    assert!(old.contains("master key does not open"), "{old}");
+
+    // One damaged slot: that person's reads fail, everyone else's work.
+    let number: u64 = damaged_id[1..].parse().unwrap();
+    let mut bytes = std::fs::read(&keys_file).unwrap();
+    bytes[128 + number as usize * 64 + 20] ^= 0xff;
+    std::fs::write(&keys_file, bytes).unwrap();
+    let mut config = test_config(&data_dir);
+    config.privacy.master_key_file = Some(other);
+    let server = TestServer::start_with(data_dir, config).await;
+    let mut client = server.client().await;
+    let status = get_by_id(&mut client, &damaged_id).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert!(!status.message().contains(ERASED.email));
+    get_by_id(&mut client, &kept_id).await.unwrap();
+    server.stop().await;
+}

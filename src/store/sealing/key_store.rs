@@ -513,3 +513,80 @@ impl EngineKeys {
             .clone()
     }
 }
+
+/// Re-seals the header and every live slot under `new`, in a copy that
+/// replaces the file only once it is complete and synced. Data keys, and
+/// so every stored value and index key, stay as they are. Returns the
+/// number of live keys re-sealed.
+pub fn rotate_slot_file(
+    path: &Path,
+    old: &SecretKey,
+    new: &SecretKey,
+) -> Result<u64, KeyStoreError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path)?;
+    let index = parse_header(old, &bytes, &name)?;
+    let mut out = header_bytes(new, &index);
+    out.resize(HEADER_SPACE as usize, 0);
+    let mut live = 0;
+    let slots = bytes.get(HEADER_SPACE as usize..).unwrap_or_default();
+    for (owner, slot) in slots.chunks(SLOT_BYTES as usize).enumerate() {
+        let owner = owner as u64;
+        let mut rewritten = match parse_slot(old, owner, slot)? {
+            KeyState::Live(key) => {
+                live += 1;
+                live_slot(new, owner, &key)
+            }
+            KeyState::Destroyed => vec![STATE_DESTROYED],
+            KeyState::Absent => Vec::new(),
+        };
+        rewritten.resize(SLOT_BYTES as usize, 0);
+        out.extend_from_slice(&rewritten);
+    }
+    let temp = path.with_extension("rotating");
+    let _ = std::fs::remove_file(&temp);
+    let file = create_private(&temp)?;
+    file.write_all_at(&out, 0)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    sync_parent(path)?;
+    Ok(live)
+}
+
+/// [`rotate_slot_file`] for key rows, in one transaction.
+pub fn rotate_engine_keys(
+    engine: &dyn Engine,
+    old: &SecretKey,
+    new: &SecretKey,
+) -> Result<u64, KeyStoreError> {
+    const NAME: &str = "of the database";
+    let transaction = engine.begin()?;
+    let header = transaction
+        .get(&[KEY_ROW])?
+        .ok_or_else(|| KeyStoreError::Damaged(NAME.to_owned(), "missing".to_owned()))?;
+    let index = parse_header(old, &header, NAME)?;
+    let mut batch = Batch::default();
+    batch.insert(vec![KEY_ROW], header_bytes(new, &index));
+    let mut live = 0;
+    let rows: Vec<_> = transaction
+        .range(
+            std::ops::Bound::Excluded(vec![KEY_ROW]),
+            std::ops::Bound::Excluded(vec![KEY_ROW + 1]),
+        )
+        .collect::<Result<_, _>>()?;
+    for (key, row) in rows {
+        let Some(owner) = key
+            .get(1..9)
+            .and_then(|id| id.try_into().ok())
+            .map(u64::from_be_bytes)
+        else {
+            continue;
+        };
+        if let KeyState::Live(data_key) = parse_slot(old, owner, &row)? {
+            batch.insert(key, live_slot(new, owner, &data_key));
+            live += 1;
+        }
+    }
+    transaction.commit(batch)?;
+    Ok(live)
+}

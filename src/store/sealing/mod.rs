@@ -112,11 +112,18 @@ impl Sealer {
         Ok(opened)
     }
 
+    /// Scans pass over values that cannot be opened (a damaged data key)
+    /// with a warning, so that one damaged person fails their own reads,
+    /// not every scan of the store; point reads still report it.
     fn open_scan<'s>(&'s self, scan: Scan<'s>) -> Scan<'s> {
         Box::new(scan.filter_map(move |entry| match entry {
             Ok((key, value)) => match self.open(&key, value) {
                 Ok(Some(value)) => Some(Ok((key, value))),
                 Ok(None) => None,
+                Err(EngineError::Unreadable(reason)) => {
+                    tracing::warn!(%reason, "a scan passed over a value it cannot open");
+                    None
+                }
                 Err(error) => Some(Err(error)),
             },
             Err(error) => Some(Err(error)),
