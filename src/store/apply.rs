@@ -126,19 +126,17 @@ pub fn apply_call(
     catalogue: Option<&Recommender>,
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
-    // An erased person's identifiers must not bring them back: the call is
-    // dropped whole, since its other identifiers and data are theirs too.
-    // Checked before the message id, so that a replay of their call never
-    // names their erased profile as the original's.
-    if any_suppressed(writes, suppressor, &call.identifiers)? {
-        return Ok(WriteOutcome::suppressed());
-    }
     if let Some(message_id) = call.message_id() {
         if let Some(bytes) = writes.get(&keys::message(writes.index(), message_id))? {
             let original: DedupRecord = decode(&bytes, "message record")?;
             let profile_id = follow_alias(writes, ProfileId(original.profile_id))?;
             return Ok(WriteOutcome::duplicate(profile_id));
         }
+    }
+    // An erased person's identifiers must not bring them back: the call is
+    // dropped whole, since its other identifiers and data are theirs too.
+    if any_suppressed(writes, suppressor, &call.identifiers)? {
+        return Ok(WriteOutcome::suppressed());
     }
 
     let mut usable = Vec::with_capacity(call.identifiers.len());
