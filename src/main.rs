@@ -740,13 +740,13 @@ fn log_panics_without_messages() {
     }));
 }
 
-fn restore(
-    backup_dir: &std::path::Path,
+/// The configuration and store options of an offline command: the file's,
+/// with the data directory or database given on the command line.
+fn offline_store(
+    config_path: Option<PathBuf>,
     data: Option<PathBuf>,
     store: Option<String>,
-    [privacy_from, keys_from]: [Option<String>; 2],
-    config_path: Option<PathBuf>,
-) -> Result<sightline::store::RestoreReport, Box<dyn std::error::Error>> {
+) -> Result<(Config, sightline::store::SledStoreOptions), Box<dyn std::error::Error>> {
     let mut config = match config_path {
         Some(path) => Config::from_file(&path)?,
         None => Config::default(),
@@ -761,6 +761,17 @@ fn restore(
     let merge_rules =
         sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
     let options = sightline::server::store_options(&config, merge_rules)?;
+    Ok((config, options))
+}
+
+fn restore(
+    backup_dir: &std::path::Path,
+    data: Option<PathBuf>,
+    store: Option<String>,
+    [privacy_from, keys_from]: [Option<String>; 2],
+    config_path: Option<PathBuf>,
+) -> Result<sightline::store::RestoreReport, Box<dyn std::error::Error>> {
+    let (config, options) = offline_store(config_path, data, store)?;
     let source = |source| sightline::server::privacy_source(&config, source);
     let privacy_from = privacy_from.map(source);
     let keys_from = keys_from.map(source);
@@ -779,20 +790,7 @@ fn rotate_master_key(
     config_path: Option<PathBuf>,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     use sightline::store::sealing::{cipher::SecretKey, master};
-    let mut config = match config_path {
-        Some(path) => Config::from_file(&path)?,
-        None => Config::default(),
-    };
-    if let Some(data) = data {
-        config.data_dir = data;
-    }
-    if let Some(url) = store {
-        config.storage.url = Some(url);
-    }
-    config.validate()?;
-    let merge_rules =
-        sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
-    let options = sightline::server::store_options(&config, merge_rules)?;
+    let (_, options) = offline_store(config_path, data, store)?;
     if !new_key_file.exists() {
         master::write(new_key_file, &SecretKey::random())?;
     }
