@@ -5,7 +5,8 @@
 //! Sizes come from the environment: `BENCH_RUNS` (default 3),
 //! `BENCH_EVENTS` (events per ingest run, default 100000), `BENCH_PROFILES`
 //! (distinct people, default 10000), `BENCH_READ_SECONDS` (default 5, after 1 s of warm-up).
-//! Every figure is reported per run and as the median over runs.
+//! Every figure is reported per run and as the median over runs, for the
+//! server as shipped and for the same build storing values unsealed.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 use common::calls::GetProfile;
 use common::measure::{CALLS_IN_FLIGHT, closed_loop, median};
 use common::population::{identifier, number, text};
-use common::{connect, env_number, start_server};
+use common::{connect, env_number, start_server_with};
 
 use sightline::api::pb::{self, ingest_request::Item};
 
@@ -144,6 +145,41 @@ async fn ingest_run(port: u16, events: u64, profiles: u64) -> f64 {
     events as f64 / started.elapsed().as_secs_f64()
 }
 
+/// One server's figures: ingest rate, then reads at 16 in flight.
+struct ModeFigures {
+    ingest: f64,
+    reads: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn measure_mode(
+    runtime: &tokio::runtime::Runtime,
+    flags: &[String],
+    events: u64,
+    profiles: u64,
+    read_seconds: u64,
+) -> ModeFigures {
+    let server = start_server_with(flags);
+    runtime.block_on(async {
+        let ingest = ingest_run(server.port, events, profiles).await;
+        let reads = closed_loop(server.port, read_seconds, |channel| {
+            GetProfile::new(channel, profiles)
+        })
+        .await;
+        ModeFigures {
+            ingest,
+            reads: reads.per_second,
+            p50_us: reads.p50_us,
+            p99_us: reads.p99_us,
+        }
+    })
+}
+
+/// Each run measures the server as shipped (values sealed) and the same
+/// build with the benchmark-only switch that stores them unsealed, in
+/// alternating order, so that what sealing costs is a ratio measured on
+/// the same machine at the same time.
 fn main() {
     let runs = env_number("BENCH_RUNS", 3).max(1);
     let events = env_number("BENCH_EVENTS", 100_000);
@@ -152,31 +188,49 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     println!("sightline service benchmark: {runs} runs, {events} items over {profiles} profiles");
 
-    let (mut ingest_rates, mut read_rates, mut p50s, mut p99s) = (vec![], vec![], vec![], vec![]);
+    let unsealed_flags = ["--unsealed-for-benchmarks".to_owned()];
+    let (mut sealed, mut unsealed) = (Vec::new(), Vec::new());
     for run in 1..=runs {
-        let server = start_server();
-        let (rate, reads) = runtime.block_on(async {
-            let rate = ingest_run(server.port, events, profiles).await;
-            let reads = closed_loop(server.port, read_seconds, |channel| {
-                GetProfile::new(channel, profiles)
-            })
-            .await;
-            (rate, reads)
-        });
-        println!(
-            "run {run}: ingest {rate:.0} items/s durable; GetProfile x{CALLS_IN_FLIGHT} in flight: {:.0} req/s, p50 {} us, p99 {} us",
-            reads.per_second, reads.p50_us, reads.p99_us
-        );
-        ingest_rates.push(rate);
-        read_rates.push(reads.per_second);
-        p50s.push(reads.p50_us);
-        p99s.push(reads.p99_us);
+        let (first, second): (&[String], &[String]) = match run % 2 {
+            1 => (&[], &unsealed_flags),
+            _ => (&unsealed_flags, &[]),
+        };
+        let a = measure_mode(&runtime, first, events, profiles, read_seconds);
+        let b = measure_mode(&runtime, second, events, profiles, read_seconds);
+        let (with, without) = match run % 2 {
+            1 => (a, b),
+            _ => (b, a),
+        };
+        for (name, figures) in [("sealed", &with), ("unsealed", &without)] {
+            println!(
+                "run {run} {name}: ingest {:.0} items/s durable; GetProfile x{CALLS_IN_FLIGHT} in flight: {:.0} req/s, p50 {} us, p99 {} us",
+                figures.ingest, figures.reads, figures.p50_us, figures.p99_us
+            );
+        }
+        sealed.push(with);
+        unsealed.push(without);
     }
+    for (name, figures) in [("sealed", &sealed), ("unsealed", &unsealed)] {
+        let pick = |f: fn(&ModeFigures) -> f64| median(&figures.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "median {name}: ingest {:.0} items/s; GetProfile {:.0} req/s, p50 {:.0} us, p99 {:.0} us",
+            pick(|f| f.ingest),
+            pick(|f| f.reads),
+            pick(|f| f.p50_us),
+            pick(|f| f.p99_us)
+        );
+    }
+    let ratio = |f: fn(&ModeFigures) -> f64| {
+        let ratios: Vec<f64> = sealed
+            .iter()
+            .zip(&unsealed)
+            .map(|(with, without)| f(with) / f(without))
+            .collect();
+        median(&ratios)
+    };
     println!(
-        "median: ingest {:.0} items/s; GetProfile {:.0} req/s, p50 {:.0} us, p99 {:.0} us",
-        median(&ingest_rates),
-        median(&read_rates),
-        median(&p50s),
-        median(&p99s)
+        "sealed / unsealed (median of per-run ratios; target >= 0.85): ingest {:.3}, GetProfile x{CALLS_IN_FLIGHT} {:.3}",
+        ratio(|f| f.ingest),
+        ratio(|f| f.reads)
     );
 }

@@ -58,6 +58,10 @@ enum Command {
         /// on ADDRESS [default: off].
         #[arg(long)]
         http_listen: Option<SocketAddr>,
+        /// Benchmarks only: store values unsealed, to measure what sealing
+        /// costs. Refused on a data directory that already holds data.
+        #[arg(long, hide = true)]
+        unsealed_for_benchmarks: bool,
     },
     /// Manage bearer tokens.
     Token {
@@ -344,6 +348,7 @@ fn main() -> ExitCode {
             insecure,
             metrics_listen,
             http_listen,
+            unsealed_for_benchmarks,
         } => {
             init_tracing(log_json);
             let flags = ServeFlags {
@@ -354,6 +359,7 @@ fn main() -> ExitCode {
                 insecure,
                 metrics_listen,
                 http_listen,
+                unsealed_for_benchmarks,
             };
             match serve(flags) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -826,6 +832,20 @@ struct ServeFlags {
     insecure: bool,
     metrics_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
+    unsealed_for_benchmarks: bool,
+}
+
+/// Unsealed values written among sealed ones would outlive an erasure, so
+/// the benchmark switch only opens a fresh embedded data directory.
+fn refuse_unsealed_over_data(config: &Config) -> Result<(), CliError> {
+    let holds_data = config.storage.url.is_some()
+        || std::fs::read_dir(&config.data_dir).is_ok_and(|mut entries| entries.next().is_some());
+    match holds_data {
+        true => Err(CliError::Usage(
+            "--unsealed-for-benchmarks needs an empty embedded data directory".to_owned(),
+        )),
+        false => Ok(()),
+    }
 }
 
 fn serve(flags: ServeFlags) -> Result<(), Box<dyn std::error::Error>> {
@@ -837,6 +857,7 @@ fn serve(flags: ServeFlags) -> Result<(), Box<dyn std::error::Error>> {
         insecure,
         metrics_listen,
         http_listen,
+        unsealed_for_benchmarks,
     } = flags;
     let mut config = match config_path {
         Some(path) => Config::from_file(&path)?,
@@ -858,6 +879,11 @@ fn serve(flags: ServeFlags) -> Result<(), Box<dyn std::error::Error>> {
         config.listen = listen;
     }
     config.allow_insecure = insecure;
+    if unsealed_for_benchmarks {
+        refuse_unsealed_over_data(&config)?;
+        tracing::warn!("values are stored unsealed: for benchmarks only");
+        config.privacy.unsealed_for_benchmarks = true;
+    }
     config.validate()?;
     // Refuse before binding: an exposed server must not accept even one
     // connection.

@@ -1,11 +1,15 @@
 //! Secret keys and the AEAD that seals values under them:
-//! ChaCha20-Poly1305 with a random 96-bit nonce per value, and the value's
-//! own storage key as associated data, so that a sealed value moved under
-//! another key (or another person's key) fails to open.
+//! ChaCha20-Poly1305 (RFC 8439) with a random 96-bit nonce per value, and
+//! the value's own storage key as associated data, so that a sealed value
+//! moved under another key (or another person's key) fails to open.
+//!
+//! The AEAD is ring's, already behind TLS: its assembly costs a fraction of
+//! a portable implementation on the short values records are, which keeps
+//! reads and ingest within a few percent of unsealed storage. Values are
+//! sealed and opened in place, without a second buffer.
 
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use sha2::Sha256;
 use zeroize::Zeroize;
 
@@ -90,41 +94,51 @@ impl SecretKey {
     pub fn seal(&self, associated: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
-        let sealed = self
-            .cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plain,
-                    aad: associated,
-                },
-            )
-            .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 seals any length sled stores"));
         let mut out = Vec::with_capacity(SEALED_OVERHEAD + plain.len());
         out.push(FORMAT);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        out.extend_from_slice(plain);
+        let tag = self
+            .cipher()
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(associated),
+                &mut out[1 + NONCE_BYTES..],
+            )
+            .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 seals any length sled stores"));
+        out.extend_from_slice(tag.as_ref());
         out
     }
 
     pub fn open(&self, associated: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.open_owned(associated, sealed.to_vec())
+    }
+
+    /// Opens a value in its own buffer, which becomes the plain value.
+    pub fn open_owned(&self, associated: &[u8], mut sealed: Vec<u8>) -> Result<Vec<u8>, SealError> {
         if sealed.len() < SEALED_OVERHEAD || sealed[0] != FORMAT {
             return Err(SealError::Malformed);
         }
-        let (nonce, body) = sealed[1..].split_at(NONCE_BYTES);
-        self.cipher()
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: body,
-                    aad: associated,
-                },
+        let mut nonce = [0u8; NONCE_BYTES];
+        nonce.copy_from_slice(&sealed[1..1 + NONCE_BYTES]);
+        let plain_len = self
+            .cipher()
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(associated),
+                &mut sealed[1 + NONCE_BYTES..],
             )
-            .map_err(|_| SealError::Unauthentic)
+            .map_err(|_| SealError::Unauthentic)?
+            .len();
+        sealed.copy_within(1 + NONCE_BYTES..1 + NONCE_BYTES + plain_len, 0);
+        sealed.truncate(plain_len);
+        Ok(sealed)
     }
 
-    fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new((&self.0).into())
+    fn cipher(&self) -> LessSafeKey {
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &self.0)
+            .unwrap_or_else(|_| unreachable!("a 256-bit key is what ChaCha20-Poly1305 takes"));
+        LessSafeKey::new(key)
     }
 
     /// As 64 hex digits, for the master key file.
@@ -170,6 +184,36 @@ mod tests {
             key.seal(b"p1", b"x"),
             "nonces differ"
         );
+    }
+
+    /// Values sealed before are RFC 8439 ChaCha20-Poly1305 too: the
+    /// standard's own AEAD test vector (section 2.8.2) opens.
+    #[test]
+    fn the_rfc_8439_test_vector_opens() {
+        let hex = |text: &str| -> Vec<u8> {
+            let text: String = text.split_whitespace().collect();
+            (0..text.len())
+                .step_by(2)
+                .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
+                .collect()
+        };
+        let key = SecretKey::from_slice(&hex(
+            "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+        ))
+        .unwrap();
+        let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip \
+                      for the future, sunscreen would be it.";
+        let associated = hex("50515253c0c1c2c3c4c5c6c7");
+        let mut sealed = vec![FORMAT];
+        sealed.extend(hex("070000004041424344454647"));
+        sealed.extend(hex(
+            "d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d6
+             3dbea45e8ca9671282fafb69da92728b1a71de0a9e060b2905d6a5b67ecd3b36
+             92ddbd7f2d778b8c9803aee328091b58fab324e4fad675945585808b4831d7bc
+             3ff4def08e4b7a9de576d26586cec64b6116",
+        ));
+        sealed.extend(hex("1ae10b594f09e26a7e902ecbd0600691"));
+        assert_eq!(key.open(&associated, &sealed).as_deref(), Ok(&plain[..]));
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub fn owner_of(key: &[u8]) -> Option<u64> {
             keys::decode_u64(key.get(1..9)?)
         }
         keys::FUZZY
-            if key.get(1) == Some(&b'#') && matches!(key.get(2), Some(b'@' | b'%' | b'&')) =>
+            if key.get(1) == Some(&b'#')
+                && matches!(key.get(2), Some(b'@' | b'%' | b'&' | b'^')) =>
         {
             keys::decode_u64(key.get(3..11)?)
         }
@@ -91,9 +92,11 @@ impl Sealer {
             return Ok(Some(value));
         };
         match self.keys.state(owner).map_err(unreadable)? {
-            KeyState::Live(data_key) => data_key.open(key, &value).map(Some).map_err(|error| {
-                EngineError::Unreadable(format!("a value of profile {owner}: {error}"))
-            }),
+            KeyState::Live(data_key) => {
+                data_key.open_owned(key, value).map(Some).map_err(|error| {
+                    EngineError::Unreadable(format!("a value of profile {owner}: {error}"))
+                })
+            }
             KeyState::Destroyed => Ok(None),
             KeyState::Absent => Err(EngineError::Unreadable(format!(
                 "a value of profile {owner} has no data key (written before encryption, or \
