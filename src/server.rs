@@ -443,7 +443,7 @@ pub async fn run_on(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let request_metrics = Arc::new(Metrics::new());
+    let request_metrics = Arc::new(Metrics::new().with_access_log(access_log.counts()));
     let metrics_task = spawn_metrics(
         &config,
         metrics_listener,
@@ -475,6 +475,7 @@ pub async fn run_on(
     .await?;
 
     let limits = &config.limits;
+    let read_clock = Arc::clone(service.clock());
     let recommendation_api = RecommendationServer::new(
         RecommendationApi::new(recommendations, Arc::clone(service.clock()))
             .with_access_log(access_log.clone()),
@@ -486,15 +487,17 @@ pub async fn run_on(
             .with_stopping(stopping_seen.clone())
             .with_segments(Arc::clone(&segments))
             .with_privacy(Arc::clone(&privacy))
-            .with_access_log(access_log),
+            .with_access_log(access_log.clone()),
     )
     .max_decoding_message_size(limits.request_message_bytes_max)
     .max_encoding_message_size(limits.response_message_bytes_max);
     let watches = Arc::clone(&segments);
-    let segment_api = SegmentServer::new(SegmentApi::new(segments))
-        .max_decoding_message_size(limits.request_message_bytes_max)
-        .max_encoding_message_size(limits.response_message_bytes_max);
-    let privacy_api = PrivacyServer::new(PrivacyApi::new(privacy))
+    let segment_api = SegmentServer::new(
+        SegmentApi::new(segments).with_access_log(access_log.clone(), read_clock),
+    )
+    .max_decoding_message_size(limits.request_message_bytes_max)
+    .max_encoding_message_size(limits.response_message_bytes_max);
+    let privacy_api = PrivacyServer::new(PrivacyApi::new(privacy).with_access_log(access_log))
         .max_decoding_message_size(limits.request_message_bytes_max)
         .max_encoding_message_size(limits.response_message_bytes_max);
     let mut builder = tonic::transport::Server::builder()

@@ -8,8 +8,10 @@ use super::caller::caller_name;
 use super::convert::{profile_lookup, to_timestamp};
 use super::pb::{self, privacy_service_server::PrivacyService as PrivacyRpc};
 use super::to_status;
-use crate::model::{ErasureCounts, PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus};
-use crate::privacy::{PrivacyService, RequestFilter, RequestInput};
+use crate::model::{
+    AccessEntry, ErasureCounts, PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus,
+};
+use crate::privacy::{AccessLog, PrivacyService, RequestFilter, RequestInput};
 use crate::service::{ProfileLookup, ServiceError};
 
 /// Export documents are sent in pieces of this size, well under message
@@ -19,11 +21,21 @@ const EXPORT_CHUNK_BYTES: usize = 256 * 1024;
 /// `sightline.v1.PrivacyService` over the domain service.
 pub struct PrivacyApi {
     service: Arc<PrivacyService>,
+    access_log: Option<AccessLog>,
 }
 
 impl PrivacyApi {
     pub fn new(service: Arc<PrivacyService>) -> Self {
-        PrivacyApi { service }
+        PrivacyApi {
+            service,
+            access_log: None,
+        }
+    }
+
+    /// Logs every export as a read of the person's data.
+    pub fn with_access_log(mut self, access_log: AccessLog) -> Self {
+        self.access_log = Some(access_log);
+        self
     }
 }
 
@@ -93,14 +105,28 @@ impl PrivacyRpc for PrivacyApi {
             request_id: request.request_id,
             requester: request.requester,
             reason: String::new(),
-            caller,
+            caller: caller.clone(),
         };
-        let (document, _) = self
+        let export = self
             .service
             .export(lookup(request.lookup)?, input)
             .await
             .map_err(to_status)?;
-        let chunks: Vec<Result<pb::ExportChunk, Status>> = document
+        if let Some(access_log) = &self.access_log {
+            access_log
+                .record(AccessEntry {
+                    profile: export.profile,
+                    at: export
+                        .record
+                        .completed_at
+                        .unwrap_or(export.record.received_at),
+                    caller,
+                    method: "ExportSubject".to_owned(),
+                })
+                .await;
+        }
+        let chunks: Vec<Result<pb::ExportChunk, Status>> = export
+            .document
             .chunks(EXPORT_CHUNK_BYTES)
             .map(|chunk| {
                 Ok(pb::ExportChunk {

@@ -224,12 +224,14 @@ impl ProfileRpc for ProfileApi {
             .await
             .map_err(to_status)?;
         if let Some(access_log) = &self.access_log {
-            access_log.record(AccessEntry {
-                profile: profile.profile.profile_id,
-                at: self.service.clock().now(),
-                caller,
-                method: "GetProfile".to_owned(),
-            });
+            access_log
+                .record(AccessEntry {
+                    profile: profile.profile.profile_id,
+                    at: self.service.clock().now(),
+                    caller,
+                    method: "GetProfile".to_owned(),
+                })
+                .await;
         }
         Ok(Response::new(pb::GetProfileResponse {
             profile: Some(proto_profile(&profile.profile, &profile.computed)),

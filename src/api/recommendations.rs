@@ -78,12 +78,14 @@ impl RecommendationRpc for RecommendationApi {
         };
         let answer = self.service.recommend(input).await.map_err(to_status)?;
         if let Some(access_log) = &self.access_log {
-            access_log.record(AccessEntry {
-                profile: answer.profile_id,
-                at: self.clock.now(),
-                caller,
-                method: "GetRecommendations".to_owned(),
-            });
+            access_log
+                .record(AccessEntry {
+                    profile: answer.profile_id,
+                    at: self.clock.now(),
+                    caller,
+                    method: "GetRecommendations".to_owned(),
+                })
+                .await;
         }
         let recommendations = answer
             .items

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::caller::caller_name;
 use super::convert::{profile_lookup, to_timestamp};
 use super::pb::{self, segment_service_server::SegmentService as SegmentRpc};
 use super::to_status;
 use crate::computed::custom::CustomTraitDefinition;
-use crate::model::ProfileId;
+use crate::model::{AccessEntry, Clock, ProfileId};
+use crate::privacy::AccessLog;
 use crate::segments::{ComputedTraitInput, SegmentInput, SegmentService, SegmentSummary};
 use crate::service::ServiceError;
 
@@ -19,11 +21,35 @@ const WATCH_STREAM_BUFFER: usize = 64;
 /// `sightline.v1.SegmentService` over the domain service.
 pub struct SegmentApi {
     service: Arc<SegmentService>,
+    access_log: Option<(AccessLog, Arc<dyn Clock>)>,
 }
 
 impl SegmentApi {
     pub fn new(service: Arc<SegmentService>) -> Self {
-        SegmentApi { service }
+        SegmentApi {
+            service,
+            access_log: None,
+        }
+    }
+
+    /// Logs every answer that names a profile (`CheckMembership`, each
+    /// member `ListMembers` sends) as a read of that person's data.
+    pub fn with_access_log(mut self, access_log: AccessLog, clock: Arc<dyn Clock>) -> Self {
+        self.access_log = Some((access_log, clock));
+        self
+    }
+
+    async fn log_read(&self, profile: ProfileId, caller: &str, method: &str) {
+        if let Some((access_log, clock)) = &self.access_log {
+            access_log
+                .record(AccessEntry {
+                    profile,
+                    at: clock.now(),
+                    caller: caller.to_owned(),
+                    method: method.to_owned(),
+                })
+                .await;
+        }
     }
 }
 
@@ -204,6 +230,7 @@ impl SegmentRpc for SegmentApi {
         &self,
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<Self::ListMembersStream>, Status> {
+        let caller = caller_name(&request);
         let request = request.into_inner();
         let after = match request.after_profile_id.as_str() {
             "" => None,
@@ -219,8 +246,19 @@ impl SegmentRpc for SegmentApi {
         // A bounded channel: a slow reader holds a snapshot of the bitmap,
         // never the writer.
         let (sender, receiver) = tokio::sync::mpsc::channel(MEMBERS_STREAM_BUFFER);
+        let access_log = self.access_log.clone();
         tokio::spawn(async move {
             for member in members {
+                if let Some((access_log, clock)) = &access_log {
+                    access_log
+                        .record(AccessEntry {
+                            profile: member.profile,
+                            at: clock.now(),
+                            caller: caller.clone(),
+                            method: "ListMembers".to_owned(),
+                        })
+                        .await;
+                }
                 let message = pb::SegmentMember {
                     profile_id: member.profile.to_string(),
                     holdout: member.holdout,
@@ -239,8 +277,11 @@ impl SegmentRpc for SegmentApi {
         &self,
         request: Request<pb::CheckMembershipRequest>,
     ) -> Result<Response<pb::CheckMembershipResponse>, Status> {
+        let caller = caller_name(&request);
         let lookup = profile_lookup(request.into_inner().lookup).map_err(to_status)?;
         let check = self.service.check(lookup).await.map_err(to_status)?;
+        self.log_read(check.profile, &caller, "CheckMembership")
+            .await;
         Ok(Response::new(pb::CheckMembershipResponse {
             profile_id: check.profile.to_string(),
             memberships: check

@@ -63,12 +63,14 @@ impl HttpApi {
         let read = self.service.get_profile(lookup, events_limit).await?;
         let profile = &read.profile;
         if let Some(access_log) = &self.access_log {
-            access_log.record(AccessEntry {
-                profile: profile.profile_id,
-                at: self.service.clock().now(),
-                caller,
-                method: "GET /v1/profiles".to_owned(),
-            });
+            access_log
+                .record(AccessEntry {
+                    profile: profile.profile_id,
+                    at: self.service.clock().now(),
+                    caller,
+                    method: "GET /v1/profiles".to_owned(),
+                })
+                .await;
         }
         let mut document = Map::new();
         document.insert(

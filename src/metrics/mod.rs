@@ -13,13 +13,14 @@ mod layer;
 mod text;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use http::serve;
 pub use layer::RequestMetricsLayer;
 
 use crate::api::code_name;
+use crate::privacy::AccessLogCounts;
 use crate::service::ProfileService;
 use crate::store::GROUP_SIZE_BOUNDS;
 use text::{Exposition, Histogram};
@@ -44,6 +45,7 @@ pub struct Metrics {
     /// Routes are the API's own names (`/v1/batch`), never request paths,
     /// so the table stays as small as the API.
     http_routes: Mutex<BTreeMap<&'static str, HttpStats>>,
+    access_log: Option<Arc<AccessLogCounts>>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,12 @@ struct MethodStats {
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::default()
+    }
+
+    /// Reports what became of access-log entries.
+    pub fn with_access_log(mut self, counts: Arc<AccessLogCounts>) -> Metrics {
+        self.access_log = Some(counts);
+        self
     }
 
     /// Counts one finished call of `path` (`/sightline.v1.ProfileService/Identify`).
@@ -165,6 +173,27 @@ pub fn render(metrics: &Metrics, service: &ProfileService) -> String {
                 &stats.latency,
             );
         }
+    }
+
+    if let Some(access_log) = &metrics.access_log {
+        out.single(
+            "sightline_access_log_entries_written_total",
+            "counter",
+            "Reads of profiles written to the access log.",
+            access_log.written() as f64,
+        );
+        out.single(
+            "sightline_access_log_waits_total",
+            "counter",
+            "Reads that waited for room in the full access-log queue.",
+            access_log.waited() as f64,
+        );
+        out.single(
+            "sightline_access_log_entries_lost_total",
+            "counter",
+            "Access-log entries the store refused twice (see the error log).",
+            access_log.lost() as f64,
+        );
     }
 
     let ingest = service.ingest_counts();

@@ -1,9 +1,12 @@
 //! The access log: which authenticated caller read which profile, and
-//! when. Reads must stay cheap, so they only queue an entry; a background
-//! task writes queued entries in batches. A crash can lose the entries of
-//! the last moments, never a profile write.
+//! when. Reads only queue an entry; a background task writes queued
+//! entries in batches. A full queue makes readers wait rather than lose an
+//! entry; entries the store refuses even after a retry are counted as lost
+//! and reported in the metrics. A crash can lose the entries of the last
+//! moments, never a profile write.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -15,10 +18,35 @@ use crate::store::ProfileStore;
 const QUEUE_DEPTH: usize = 65_536;
 const BATCH_MAX: usize = 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// What became of the entries since start.
+#[derive(Debug, Default)]
+pub struct AccessLogCounts {
+    written: AtomicU64,
+    /// Reads that waited for room in a full queue.
+    waited: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl AccessLogCounts {
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    pub fn waited(&self) -> u64 {
+        self.waited.load(Ordering::Relaxed)
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
 
 #[derive(Clone)]
 pub struct AccessLog {
     queue: mpsc::Sender<AccessEntry>,
+    counts: Arc<AccessLogCounts>,
 }
 
 impl AccessLog {
@@ -26,6 +54,8 @@ impl AccessLog {
     /// handle is dropped.
     pub fn start(store: Arc<dyn ProfileStore>) -> (AccessLog, JoinHandle<()>) {
         let (queue, mut receiver) = mpsc::channel::<AccessEntry>(QUEUE_DEPTH);
+        let counts = Arc::new(AccessLogCounts::default());
+        let task_counts = Arc::clone(&counts);
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH_MAX);
             loop {
@@ -42,23 +72,55 @@ impl AccessLog {
                 .unwrap_or(true);
                 if !batch.is_empty() {
                     let entries = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
-                    if let Err(error) = store.record_access(entries).await {
-                        tracing::warn!(%error, "access log entries could not be written");
-                    }
+                    write(store.as_ref(), entries, &task_counts).await;
                 }
                 if !open {
                     return;
                 }
             }
         });
-        (AccessLog { queue }, task)
+        (AccessLog { queue, counts }, task)
     }
 
-    /// Queues a read. When the queue is full the entry is dropped with a
-    /// warning rather than slowing reads down.
-    pub fn record(&self, entry: AccessEntry) {
-        if self.queue.try_send(entry).is_err() {
-            tracing::warn!("access log queue full; an entry was dropped");
+    /// Queues a read, waiting for room when the queue is full.
+    pub async fn record(&self, entry: AccessEntry) {
+        let entry = match self.queue.try_send(entry) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(entry)) => entry,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.counts.lost.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        self.counts.waited.fetch_add(1, Ordering::Relaxed);
+        if self.queue.send(entry).await.is_err() {
+            self.counts.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn counts(&self) -> Arc<AccessLogCounts> {
+        Arc::clone(&self.counts)
+    }
+}
+
+/// Writes one batch, retrying once: a write refused twice (a full disk, a
+/// lost database) is counted, never silently dropped.
+async fn write(store: &dyn ProfileStore, entries: Vec<AccessEntry>, counts: &AccessLogCounts) {
+    let count = entries.len() as u64;
+    let retry = entries.clone();
+    let Err(first) = store.record_access(entries).await else {
+        counts.written.fetch_add(count, Ordering::Relaxed);
+        return;
+    };
+    tracing::warn!(error = %first, "access log entries could not be written; retrying");
+    tokio::time::sleep(RETRY_AFTER).await;
+    match store.record_access(retry).await {
+        Ok(()) => {
+            counts.written.fetch_add(count, Ordering::Relaxed);
+        }
+        Err(error) => {
+            counts.lost.fetch_add(count, Ordering::Relaxed);
+            tracing::error!(%error, entries = count, "access log entries lost");
         }
     }
 }

@@ -16,7 +16,16 @@ use crate::segments::SegmentService;
 use crate::service::{ProfileLookup, ProfileService, ServiceError};
 use crate::store::ProfileStore;
 
-pub use access_log::AccessLog;
+pub use access_log::{AccessLog, AccessLogCounts};
+
+/// An answered subject-access request.
+pub struct SubjectExport {
+    /// The JSON document.
+    pub document: Vec<u8>,
+    pub record: PrivacyRequest,
+    /// The profile it describes.
+    pub profile: ProfileId,
+}
 pub use export::EXPORT_SCHEMA_VERSION;
 
 /// Art. 12(3): a request is answered within one month.
@@ -104,7 +113,7 @@ impl PrivacyService {
         &self,
         lookup: ProfileLookup,
         input: RequestInput,
-    ) -> Result<(Vec<u8>, PrivacyRequest), ServiceError> {
+    ) -> Result<SubjectExport, ServiceError> {
         let record = self.new_record(PrivacyRequestKind::Export, input)?;
         if let Some(existing) = self.store.privacy_request(&record.request_id)?
             && existing.kind != PrivacyRequestKind::Export
@@ -145,7 +154,11 @@ impl PrivacyService {
                 .map_err(|error| ServiceError::Internal(error.to_string()))
         });
         recorded?;
-        Ok((bytes?, completed))
+        Ok(SubjectExport {
+            document: bytes?,
+            record: completed,
+            profile: live,
+        })
     }
 
     pub async fn erase(

@@ -17,13 +17,13 @@ use super::matching::{
     fields_of, forget, known, match_profile, reindex,
 };
 use super::merge::{absorb, corrupt_event_key, insert_trait_entry};
+use super::messages;
 use super::overlay::CallWrites;
 use super::products::{self, HistoryBuilder};
 use super::profiles::{decode_profile_id, follow_alias, load_profile};
 use super::records::{
-    DedupRecord, EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE,
-    JOURNAL_MERGE, JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry,
-    decode,
+    EventRecord, HubRecord, IdentifierEntry, IdentifierRef, JOURNAL_BLOCKED_MERGE, JOURNAL_MERGE,
+    JOURNAL_UNMERGE, JournalEntry, ProfileRecord, ProvenanceRecord, TraitEntry, decode,
 };
 use super::suppression::{Suppressor, any_suppressed};
 use crate::computed::Activity;
@@ -126,12 +126,10 @@ pub fn apply_call(
     catalogue: Option<&Recommender>,
     call: &WriteCall,
 ) -> Result<WriteOutcome, StoreError> {
-    if let Some(message_id) = call.message_id() {
-        if let Some(bytes) = writes.get(&keys::message(writes.index(), message_id))? {
-            let original: DedupRecord = decode(&bytes, "message record")?;
-            let profile_id = follow_alias(writes, ProfileId(original.profile_id))?;
-            return Ok(WriteOutcome::duplicate(profile_id));
-        }
+    if let Some(message_id) = call.message_id()
+        && let Some(profile_id) = messages::replayed(writes, message_id)?
+    {
+        return Ok(WriteOutcome::duplicate(profile_id));
     }
     // An erased person's identifiers must not bring them back: the call is
     // dropped whole, since its other identifiers and data are theirs too.
@@ -351,14 +349,7 @@ pub fn apply_call(
     };
     writes.insert(keys::profile(profile_id), record.into_bytes());
     if let Some(message_id) = call.message_id() {
-        let dedup = DedupRecord {
-            profile_id: profile_id.0,
-            received_at_ms: received_at.0,
-        };
-        writes.insert(
-            keys::message(writes.index(), message_id),
-            dedup.encode_to_vec(),
-        );
+        messages::remember(writes, message_id, profile_id, received_at);
     }
     counters.persist(writes);
 

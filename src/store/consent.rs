@@ -3,9 +3,10 @@
 
 use super::StoreError;
 use super::keys;
+use super::messages;
 use super::overlay::CallWrites;
 use super::profiles::follow_alias;
-use super::records::{ConsentEntry, DedupRecord, ProfileRecord, ProvenanceRecord, decode};
+use super::records::{ConsentEntry, ProfileRecord, ProvenanceRecord};
 use crate::model::{ConsentCall, ProfileId};
 
 /// Decisions kept in a profile's history; the oldest go first.
@@ -23,10 +24,9 @@ pub fn apply_consent(
 ) -> Result<ProfileId, StoreError> {
     let message_id = Some(call.provenance.message_id.as_str()).filter(|id| !id.is_empty());
     if let Some(message_id) = message_id
-        && let Some(bytes) = writes.get(&keys::message(writes.index(), message_id))?
+        && let Some(profile_id) = messages::replayed(writes, message_id)?
     {
-        let original: DedupRecord = decode(&bytes, "message record")?;
-        return follow_alias(writes, ProfileId(original.profile_id));
+        return Ok(profile_id);
     }
     let profile_id = follow_alias(writes, call.profile_id)?;
     let bytes = writes.get(&keys::profile(profile_id))?.ok_or_else(|| {
@@ -57,14 +57,7 @@ pub fn apply_consent(
     record.updated_at_ms = record.updated_at_ms.max(call.provenance.received_at.0);
     writes.insert(keys::profile(profile_id), record.into_bytes());
     if let Some(message_id) = message_id {
-        let dedup = DedupRecord {
-            profile_id: profile_id.0,
-            received_at_ms: call.provenance.received_at.0,
-        };
-        writes.insert(
-            keys::message(writes.index(), message_id),
-            prost::Message::encode_to_vec(&dedup),
-        );
+        messages::remember(writes, message_id, profile_id, call.provenance.received_at);
     }
     Ok(profile_id)
 }

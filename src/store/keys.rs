@@ -9,6 +9,7 @@
 //! | `a` | merged-away profile id                | survivor profile id (u64) |
 //! | `e` | profile id, timestamp, event sequence | `EventRecord`             |
 //! | `m` | HMAC tag of the message id            | `DedupRecord`             |
+//! | `j` | profile id, the `m` key               | empty                     |
 //! | `h` | HMAC tag of kind, 0x00, value         | `HubRecord`               |
 //! | `f` | rule prefix, HMAC tag of blocking key | profile ids (u64s)        |
 //! | `c` | lower profile id, higher profile id   | `CandidateRecord`         |
@@ -44,6 +45,7 @@ pub const PROFILE: u8 = b'p';
 pub const ALIAS: u8 = b'a';
 pub const EVENT: u8 = b'e';
 pub const MESSAGE: u8 = b'm';
+pub const MESSAGE_OF: u8 = b'j';
 pub const HUB: u8 = b'h';
 pub const FUZZY: u8 = b'f';
 pub const CANDIDATE: u8 = b'c';
@@ -250,6 +252,23 @@ pub fn message(index: &IndexKeys, message_id: &str) -> Vec<u8> {
     tagged(MESSAGE, &index.other_tag(b'm', message_id.as_bytes()))
 }
 
+/// One profile's entry for a message record (`message`'s key): what
+/// erasure reads to find every record of the person's calls.
+pub fn message_of(id: ProfileId, message_key: &[u8]) -> Vec<u8> {
+    let mut key = messages_of(id).to_vec();
+    key.extend_from_slice(message_key);
+    key
+}
+
+pub fn messages_of(id: ProfileId) -> [u8; 9] {
+    tagged_u64(MESSAGE_OF, id.0)
+}
+
+/// The message record's key inside a `message_of` key.
+pub fn message_of_entry(key: &[u8]) -> Option<&[u8]> {
+    key.get(9..).filter(|rest| rest.first() == Some(&MESSAGE))
+}
+
 /// One blocking key; its value lists the profiles under it. A list read
 /// with one point lookup is much cheaper in sled than a prefix scan. The
 /// rule's prefix (`b:`, `ly:`, ...) stays readable, so that training reads
@@ -312,6 +331,15 @@ pub const FUZZY_VARIANTS: &[u8] = &[FUZZY, b'#', b'%'];
 pub fn fuzzy_candidates_of(id: ProfileId) -> Vec<u8> {
     let mut key = Vec::with_capacity(11);
     key.extend_from_slice(&[FUZZY, b'#', b'&']);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+/// The profiles a reviewer said are not the same person as this one, so
+/// that erasing either side finds its rejections without scanning them.
+pub fn fuzzy_rejections_of(id: ProfileId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11);
+    key.extend_from_slice(&[FUZZY, b'#', b'^']);
     key.extend_from_slice(&id.0.to_be_bytes());
     key
 }

@@ -206,6 +206,8 @@ pub struct ShreddedReport {
     pub profiles: u64,
     /// Their identifiers, now suppression tags.
     pub identifiers_suppressed: u64,
+    /// Records of their calls' message ids.
+    pub message_records: u64,
 }
 
 /// Finishes, in a restored backup, the erasures the installation made
@@ -244,6 +246,16 @@ pub fn drop_shredded(
             batch.insert(suppression, record.encode_to_vec());
             batch.remove(key);
             report.identifiers_suppressed += 1;
+        }
+    }
+    for entry in raw.scan_prefix(&[keys::MESSAGE_OF]) {
+        let (key, _) = entry?;
+        if keys::decode_u64(key.get(1..9).unwrap_or_default()).is_some_and(destroyed) {
+            if let Some(message) = keys::message_of_entry(&key) {
+                batch.remove(message.to_vec());
+                report.message_records += 1;
+            }
+            batch.remove(key);
         }
     }
     raw.commit(batch)?;

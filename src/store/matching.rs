@@ -602,7 +602,33 @@ pub fn record_rejection(
         message_id: cause.message_id.to_owned(),
     };
     writes.insert(keys::rejection(first, second), rejection.encode_to_vec());
+    for (id, other) in [(first, second), (second, first)] {
+        let list = keys::fuzzy_rejections_of(id);
+        let mut rejected = ids_under(writes, &list)?;
+        if !rejected.contains(&other) {
+            rejected.push(other);
+            set_ids_under(writes, list, &rejected);
+        }
+    }
     remove_candidate(writes, first, second)
+}
+
+/// Removes every rejection naming `id`; returns how many there were.
+pub fn drop_rejections_of(
+    writes: &mut CallWrites<'_, '_>,
+    id: ProfileId,
+) -> Result<u64, StoreError> {
+    let list = keys::fuzzy_rejections_of(id);
+    let rejected = ids_under(writes, &list)?;
+    for &other in &rejected {
+        writes.remove(keys::rejection(id, other).to_vec());
+        let theirs = keys::fuzzy_rejections_of(other);
+        let mut their_list = ids_under(writes, &theirs)?;
+        their_list.retain(|partner| *partner != id);
+        set_ids_under(writes, theirs, &their_list);
+    }
+    writes.remove(list);
+    Ok(rejected.len() as u64)
 }
 
 fn record_candidate(
@@ -659,17 +685,25 @@ fn level_strength(field: crate::identity::fuzzy::Field, level: &str) -> f64 {
 }
 
 fn partners_of(writes: &CallWrites<'_, '_>, id: ProfileId) -> Result<Vec<ProfileId>, StoreError> {
+    ids_under(writes, &keys::fuzzy_candidates_of(id))
+}
+
+fn set_partners(writes: &mut CallWrites<'_, '_>, id: ProfileId, partners: &[ProfileId]) {
+    set_ids_under(writes, keys::fuzzy_candidates_of(id), partners);
+}
+
+fn ids_under(writes: &CallWrites<'_, '_>, key: &[u8]) -> Result<Vec<ProfileId>, StoreError> {
     Ok(writes
-        .get(&keys::fuzzy_candidates_of(id))?
+        .get(key)?
         .map(|bytes| keys::decode_ids(&bytes))
         .unwrap_or_default())
 }
 
-fn set_partners(writes: &mut CallWrites<'_, '_>, id: ProfileId, partners: &[ProfileId]) {
-    if partners.is_empty() {
-        writes.remove(keys::fuzzy_candidates_of(id));
+fn set_ids_under(writes: &mut CallWrites<'_, '_>, key: Vec<u8>, ids: &[ProfileId]) {
+    if ids.is_empty() {
+        writes.remove(key);
     } else {
-        writes.insert(keys::fuzzy_candidates_of(id), keys::encode_ids(partners));
+        writes.insert(key, keys::encode_ids(ids));
     }
 }
 

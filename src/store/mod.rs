@@ -19,6 +19,7 @@ mod match_training;
 mod matching;
 mod membership;
 mod merge;
+mod messages;
 mod overlay;
 mod privacy;
 mod products;

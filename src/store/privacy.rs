@@ -11,7 +11,7 @@ use prost::Message;
 use super::StoreError;
 use super::counters::Counters;
 use super::keys;
-use super::matching::{fields_of, forget};
+use super::matching::{drop_candidates_of, drop_rejections_of, fields_of, forget};
 use super::membership::read_memberships;
 use super::overlay::CallWrites;
 use super::profiles::{follow_alias, load_profile};
@@ -101,6 +101,8 @@ fn remove_profile(
     now: UnixMillis,
     counts: &mut ErasureCounts,
 ) -> Result<(), StoreError> {
+    // Records written before profiles listed their message ids are found
+    // through the provenance of what the person holds.
     let mut message_ids: BTreeSet<String> = BTreeSet::new();
     let mut note = |provenance: Option<&ProvenanceRecord>| {
         if let Some(provenance) = provenance
@@ -154,8 +156,14 @@ fn remove_profile(
         }
     }
 
-    for message_id in &message_ids {
-        let key = keys::message(writes.index(), message_id);
+    let mut message_keys: BTreeSet<Vec<u8>> = message_ids
+        .iter()
+        .map(|message_id| keys::message(writes.index(), message_id))
+        .collect();
+    for &id in &all_ids {
+        message_keys.extend(super::messages::take_all_of(writes, id)?);
+    }
+    for key in message_keys {
         if writes.get(&key)?.is_some() {
             writes.remove(key);
             counts.message_records += 1;
@@ -176,19 +184,15 @@ fn remove_profile(
     }
     writes.remove(keys::membership(live));
 
+    // Candidates and rejections are found through each side's own lists,
+    // so an erasure reads nothing of unrelated pairs.
+    for &id in &all_ids {
+        counts.match_entries += drop_candidates_of(writes, id)?.len() as u64;
+        counts.match_entries += drop_rejections_of(writes, id)?;
+    }
     let fields = fields_of(writes, live, record)?;
     counts.match_entries += blocking_keys(&fields).len() as u64;
     forget(writes, live, &fields)?;
-    for tag in [keys::CANDIDATE, keys::REJECTION] {
-        for (key, _) in writes.scan_prefix(&[tag])? {
-            if let Some((first, second)) = keys::decode_pair(&key)
-                && (all_ids.contains(&first) || all_ids.contains(&second))
-            {
-                writes.remove(key);
-                counts.match_entries += 1;
-            }
-        }
-    }
 
     scrub_other_journals(writes, live, record)?;
     super::products::forget(writes, live, record);
@@ -198,8 +202,11 @@ fn remove_profile(
     Ok(())
 }
 
-/// Journal entries of other profiles (a blocked link, an unmerge) may list
-/// the person's identifiers; they are struck from those entries.
+/// Profiles that shared a call with the person (a blocked link, an
+/// unmerge; the journal names them) may hold the person's identifiers in
+/// their journal and their keyed hashes in the provenance of their traits,
+/// identifiers, consents and events: both are struck, so that nothing in
+/// anyone else's records can be tied to the erased person.
 fn scrub_other_journals(
     writes: &mut CallWrites<'_, '_>,
     live: ProfileId,
@@ -209,6 +216,11 @@ fn scrub_other_journals(
         .identifiers
         .iter()
         .map(|entry| (entry.kind.clone(), entry.value.clone()))
+        .collect();
+    let hashes: Vec<u64> = record
+        .identifiers
+        .iter()
+        .map(|entry| writes.index().short_tag(&entry.to_identifier()))
         .collect();
     let mut others = BTreeSet::new();
     for entry in &record.journal {
@@ -224,7 +236,7 @@ fn scrub_other_journals(
             continue;
         };
         let mut other_record = ProfileRecord::from_bytes(&bytes)?;
-        let mut changed = false;
+        let mut changed = other_record.forget_identifier_hashes(&hashes);
         for entry in &mut other_record.journal {
             let before = entry.identifiers.len();
             entry
@@ -234,6 +246,18 @@ fn scrub_other_journals(
         }
         if changed {
             writes.insert(keys::profile(other), other_record.into_bytes());
+        }
+        for (key, value) in writes.scan_prefix(&keys::events_of(other))? {
+            let Ok(mut event) = super::records::EventRecord::decode(value.as_slice()) else {
+                continue;
+            };
+            if event
+                .provenance
+                .as_mut()
+                .is_some_and(|provenance| provenance.forget_identifier_hashes(&hashes))
+            {
+                writes.insert(key, event.encode_to_vec());
+            }
         }
     }
     Ok(())

@@ -26,6 +26,12 @@ pub struct ProvenanceRecord {
 }
 
 impl ProvenanceRecord {
+    pub fn forget_identifier_hashes(&mut self, hashes: &[u64]) -> bool {
+        let before = self.identifier_hashes.len();
+        self.identifier_hashes.retain(|hash| !hashes.contains(hash));
+        self.identifier_hashes.len() != before
+    }
+
     /// True when every identifier of the call is among `hashes`: the data
     /// came with those identifiers alone.
     pub fn came_only_with(&self, hashes: &[u64]) -> bool {
@@ -265,6 +271,22 @@ impl ProfileRecord {
         let _ = self.each_entry(&mut share);
         self.shared_provenance = shared;
         self.encode_to_vec()
+    }
+
+    /// Strikes `hashes` from the provenance of every entry (an erased
+    /// person's identifiers, from a profile that shared a call with them);
+    /// true when any was there.
+    pub fn forget_identifier_hashes(&mut self, hashes: &[u64]) -> bool {
+        let mut changed = false;
+        let mut forget = |entry: &mut dyn WithProvenance| -> Result<(), StoreError> {
+            if let (Some(provenance), _) = entry.provenance_slots() {
+                changed |= provenance.forget_identifier_hashes(hashes);
+            }
+            Ok(())
+        };
+        // The visitor never fails.
+        let _ = self.each_entry(&mut forget);
+        changed
     }
 
     fn each_entry(

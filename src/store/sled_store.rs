@@ -682,6 +682,19 @@ impl SledStore {
             .range(Bound::Unbounded, Bound::Unbounded)
             .collect::<Result<Vec<_>, _>>()?)
     }
+
+    /// The keyed hash that stands for `identifier` in the provenance of
+    /// records (as stored: protobuf `fixed64`, little-endian), offline: what
+    /// a check needs to show that no record ties anyone to an identifier.
+    pub fn provenance_hash_bytes(
+        options: &SledStoreOptions,
+        identifier: &Identifier,
+    ) -> Result<[u8; 8], StoreError> {
+        let raw = open_engine(options)?;
+        let sealer = Sealer::new(open_key_store(&raw, options)?);
+        let index = IndexKeys::new(suppression_key(raw.as_ref(), options, &sealer)?);
+        Ok(index.short_tag(identifier).to_le_bytes())
+    }
 }
 
 impl SledStore {

@@ -705,3 +705,180 @@ async fn maintenance_applies_access_log_retention_without_a_sweep() {
     let document = export(&mut privacy, who).await.expect("export");
     assert_eq!(logged_reads(&document), 0, "{document:#}");
 }
+
+#[tokio::test]
+async fn a_replay_of_an_erased_persons_own_calls_is_suppressed_never_a_duplicate() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    // Three identifies set one trait in turn: the second's value, and so
+    // its provenance, is gone before the erasure.
+    let mut calls = Vec::new();
+    for (n, plan) in ["bronze", "silver", "gold"].into_iter().enumerate() {
+        let mut call = identify(vec![email(EMAIL)]);
+        call.traits = traits(&[("plan", text(plan))]);
+        call.message_id = format!("crm-{n}");
+        client.identify(call.clone()).await.unwrap();
+        calls.push(call);
+    }
+    let mut order = track(vec![email(EMAIL)], "Order Completed");
+    order.message_id = "order-1".to_owned();
+    client.track(order.clone()).await.unwrap();
+
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+    let erased = erase(&mut privacy, email(EMAIL), "erase-replayed", true).await;
+    assert!(erased.erased);
+    assert_eq!(
+        erased.counts.map(|counts| counts.message_records),
+        Some(4),
+        "every record of the person's calls goes"
+    );
+    for call in calls {
+        let replay = client.identify(call).await.unwrap().into_inner();
+        assert!(replay.suppressed, "{replay:?}");
+        assert!(!replay.duplicate, "{replay:?}");
+        assert!(replay.profile_id.is_empty(), "{replay:?}");
+    }
+    let replay = client.track(order).await.unwrap().into_inner();
+    assert!(replay.suppressed && !replay.duplicate, "{replay:?}");
+    assert_eq!(
+        get_by(&mut client, email(EMAIL)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn after_an_erasure_no_record_of_anyone_else_holds_a_hash_of_the_person() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .identify(identify(vec![user("u-erased"), email(EMAIL)]))
+        .await
+        .unwrap();
+    let bystander = client
+        .identify(identify(vec![user("u-bystander")]))
+        .await
+        .unwrap()
+        .into_inner();
+    // A call carrying both people's identifiers: the link is refused and
+    // the data goes to the bystander, with provenance naming both sides.
+    let mut linking = identify(vec![email(EMAIL), user("u-bystander")]);
+    linking.traits = traits(&[("plan", text("gold"))]);
+    linking.message_id = "link-1".to_owned();
+    let linked = client.identify(linking).await.unwrap().into_inner();
+    assert_eq!(linked.profile_id, bystander.profile_id);
+    assert_eq!(linked.outcome(), pb::ResolutionOutcome::Blocked);
+    let mut event = track(vec![email(EMAIL), user("u-bystander")], "Page Viewed");
+    event.message_id = "link-2".to_owned();
+    client.track(event).await.unwrap();
+
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+    assert!(
+        erase(&mut privacy, user("u-erased"), "erase-linked", true)
+            .await
+            .erased
+    );
+    let kept = get_by(&mut client, user("u-bystander")).await.unwrap();
+    assert_eq!(kept.traits.unwrap().fields["plan"], text("gold"));
+    let data_dir = server.stop().await;
+
+    let opened = opened_pairs(data_dir.path());
+    let hashes = [
+        ("email", provenance_hash(data_dir.path(), "email", EMAIL)),
+        (
+            "user_id",
+            provenance_hash(data_dir.path(), "user_id", "u-erased"),
+        ),
+    ];
+    let control = provenance_hash(data_dir.path(), "user_id", "u-bystander");
+    let holds = |needle: &[u8; 8]| {
+        opened
+            .iter()
+            .filter(|(_, value)| value.windows(8).any(|window| window == needle))
+            .count()
+    };
+    // The search can find a hash: the bystander's own is there.
+    assert!(holds(&control) > 0, "the bystander's own hash is stored");
+    for (kind, hash) in &hashes {
+        assert_eq!(
+            holds(hash),
+            0,
+            "a record still holds the erased {kind}'s hash"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_answer_naming_a_person_is_in_their_access_log() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.identify(identify(vec![email(EMAIL)])).await.unwrap();
+    let mut segments = SegmentServiceClient::new(server.channel().await);
+    segments
+        .put_segment(pb::PutSegmentRequest {
+            segment: Some(pb::Segment {
+                id: "everyone".to_owned(),
+                name: "everyone".to_owned(),
+                rule: "true".to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // The segment's first evaluation runs in the background.
+    for _ in 0..500 {
+        let check = segments
+            .check_membership(pb::CheckMembershipRequest {
+                lookup: Some(pb::check_membership_request::Lookup::Identifier(email(
+                    EMAIL,
+                ))),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !check.memberships.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut members = segments
+        .list_members(pb::ListMembersRequest {
+            segment_id: "everyone".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut listed = 0;
+    while members.message().await.unwrap().is_some() {
+        listed += 1;
+    }
+    assert_eq!(listed, 1);
+    let mut privacy = PrivacyServiceClient::new(server.channel().await);
+    export(&mut privacy, email(EMAIL)).await.unwrap();
+
+    // Reads are logged in the background.
+    let expected = ["CheckMembership", "ListMembers", "ExportSubject"];
+    let mut methods = Vec::new();
+    for _ in 0..500 {
+        let document = export(&mut privacy, email(EMAIL)).await.unwrap();
+        methods = document["profile"]["access_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["method"].as_str().unwrap().to_owned())
+            .collect();
+        if expected
+            .iter()
+            .all(|method| methods.iter().any(|m| m == method))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for method in expected {
+        assert!(
+            methods.iter().any(|m| m == method),
+            "{method} in {methods:?}"
+        );
+    }
+}

@@ -543,6 +543,23 @@ pub fn opened_pairs(data_dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     opened.expect("open the stopped server's store")
 }
 
+/// The keyed hash that stands for an identifier in the provenance of a
+/// stopped server's records, as stored.
+pub fn provenance_hash(data_dir: &std::path::Path, kind: &str, value: &str) -> [u8; 8] {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let mut config = test_config(&scratch);
+    config.data_dir = data_dir.to_owned();
+    config.storage.url = database_url(data_dir);
+    let identifier = sightline::identity::Normalizer::new(&config.identity, 256)
+        .normalize(kind, value)
+        .expect("a valid identifier");
+    let rules =
+        sightline::identity::MergeRules::new(&config.identity.merge, &config.identity.fuzzy);
+    let options = sightline::server::store_options(&config, rules).expect("store options");
+    sightline::store::SledStore::provenance_hash_bytes(&options, &identifier)
+        .expect("open the stopped server's store")
+}
+
 /// A PostgreSQL cluster of one test's own, for tests that stop and start
 /// the database (the suite's shared server must stay up for the others).
 /// Built from the same server binaries `scripts/test-postgres` uses.
