@@ -1,6 +1,8 @@
 //! Subject export and erasure of people with many events (design 9:
-//! p99 <= 20 ms each at 1,000 events). Requests go one at a time: the
-//! latency of one request, not of a queue.
+//! p99 <= 20 ms each at 1,000 events), on a populated store: a population
+//! of matched profiles with near-twins, so that the match-candidate and
+//! rejection tables are not empty. Requests go one at a time: the latency
+//! of one request, not of a queue.
 
 use std::time::Instant;
 
@@ -11,7 +13,81 @@ use sightline::api::pb::{
 };
 use tonic::transport::Channel;
 
+use super::population::{self, identifier, matched_traits, object};
 use super::{connect, start_server};
+use sightline::quality::names::FIRST_NAMES;
+
+/// Every `TWIN_EVERY`th person of the population has a near-twin: the same
+/// birthday and postcode, a first name one letter off and an email of its
+/// own, which fuzzy matching proposes for review (or merges).
+const TWIN_EVERY: u64 = 10;
+/// People of the population sit far from the measured ones' numbers.
+const POPULATION_BASE: u64 = 1 << 40;
+
+fn twin_of(person: u64) -> pb::IngestRequest {
+    let mut traits = matched_traits(person);
+    for (name, value) in &mut traits {
+        if *name == "first_name" {
+            let first = population::pick(FIRST_NAMES, population::mix(person));
+            *value = population::text(format!("{first}x"));
+        }
+    }
+    pb::IngestRequest {
+        item: Some(pb::ingest_request::Item::Identify(pb::IdentifyRequest {
+            identifiers: vec![identifier("email", format!("twin{person}@example.net"))],
+            traits: Some(object(traits)),
+            message_id: format!("twin-{person}"),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Loads `people` matched profiles and their twins; then rejects every
+/// other pending candidate, so that both tables hold thousands of pairs.
+/// Returns (candidates pending, rejections made).
+pub async fn populate(port: u16, people: u64) -> (u64, u64) {
+    population::ingest(port, people, |offset| {
+        let person = POPULATION_BASE + offset;
+        let mut items = vec![population::matched_identify(person)];
+        if offset % TWIN_EVERY == 0 {
+            items.push(twin_of(person));
+        }
+        items
+    })
+    .await;
+    let mut client = connect(port).await;
+    let mut candidates = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_match_candidates(pb::ListMatchCandidatesRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .expect("list candidates")
+            .into_inner();
+        candidates.extend(page.candidates.into_iter().map(|c| c.candidate_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let mut rejected = 0;
+    for candidate_id in candidates.iter().step_by(2) {
+        client
+            .review_match_candidate(pb::ReviewMatchCandidateRequest {
+                candidate_id: candidate_id.clone(),
+                decision: pb::ReviewDecision::Reject as i32,
+                reviewer: "bench".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("reject");
+        rejected += 1;
+    }
+    (candidates.len() as u64 - rejected, rejected)
+}
 
 pub fn who(person: u64) -> pb::Identifier {
     pb::Identifier {
@@ -118,6 +194,8 @@ pub async fn privacy_client(port: u16) -> PrivacyServiceClient<Channel> {
 }
 
 pub struct RunFigures {
+    pub candidates: u64,
+    pub rejections: u64,
     pub export_p50_ms: f64,
     pub export_p99_ms: f64,
     pub export_bytes: usize,
@@ -125,9 +203,10 @@ pub struct RunFigures {
     pub erase_p99_ms: f64,
 }
 
-pub async fn run(people: u64, events: u64) -> RunFigures {
+pub async fn run(population: u64, people: u64, events: u64) -> RunFigures {
     let server = start_server();
     drop(connect(server.port).await);
+    let (candidates, rejections) = populate(server.port, population).await;
     load(server.port, people, events).await;
     let mut privacy = privacy_client(server.port).await;
     let mut exports = Histogram::<u64>::new(3).expect("histogram");
@@ -179,6 +258,8 @@ pub async fn run(people: u64, events: u64) -> RunFigures {
         histogram.value_at_quantile(quantile) as f64 / 1000.0
     };
     RunFigures {
+        candidates,
+        rejections,
         export_p50_ms: ms(&exports, 0.5),
         export_p99_ms: ms(&exports, 0.99),
         export_bytes,

@@ -16,6 +16,10 @@ pub fn to_status(error: ServiceError) -> Status {
         ServiceError::Unavailable(message) => Status::unavailable(message),
         ServiceError::FailedPrecondition(message) => Status::failed_precondition(message),
         ServiceError::ResourceExhausted(message) => Status::resource_exhausted(message),
+        ServiceError::DataLoss(message) => {
+            tracing::error!(error = %message, "unreadable data");
+            Status::data_loss(message)
+        }
         ServiceError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error")

@@ -57,7 +57,9 @@ impl From<ServiceError> for HttpError {
             ServiceError::NotFound(message) => HttpError::NotFound(message),
             ServiceError::Unavailable(message) => HttpError::Unavailable(message),
             ServiceError::ResourceExhausted(_) => HttpError::Overloaded,
-            ServiceError::Internal(detail) => HttpError::Internal(detail),
+            ServiceError::Internal(detail) | ServiceError::DataLoss(detail) => {
+                HttpError::Internal(detail)
+            }
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum ServiceError {
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Stored data that cannot be opened (a damaged data key): the reads
+    /// of that one person fail, saying so.
+    #[error("{0}")]
+    DataLoss(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +62,9 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound(message) => ServiceError::NotFound(message),
             StoreError::Invalid { field, description } => ServiceError::invalid(field, description),
             StoreError::Precondition(message) => ServiceError::FailedPrecondition(message),
+            unreadable @ StoreError::Database(_) if unreadable.is_unreadable() => {
+                ServiceError::DataLoss(format!("stored data cannot be opened: {unreadable}"))
+            }
             other => ServiceError::Internal(other.to_string()),
         }
     }

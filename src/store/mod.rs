@@ -91,6 +91,14 @@ pub enum StoreError {
     Precondition(String),
 }
 
+impl StoreError {
+    /// Stored data that cannot be opened: a damaged data key, or a value
+    /// sealed under another key store.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, StoreError::Database(EngineError::Unreadable(_)))
+    }
+}
+
 impl From<EngineError> for StoreError {
     fn from(error: EngineError) -> Self {
         match error {

@@ -400,7 +400,11 @@ async fn master_keys_are_checked_rotated_and_a_damaged_key_fails_one_person() {
     let server = TestServer::start_with(data_dir, config).await;
     let mut client = server.client().await;
     let status = get_by_id(&mut client, &damaged_id).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::DataLoss, "{status:?}");
+    assert!(
+        status.message().contains("data key"),
+        "the status says what is wrong: {status:?}"
+    );
     assert!(!status.message().contains(ERASED.email));
     get_by_id(&mut client, &kept_id).await.unwrap();
     server.stop().await;
