@@ -8,28 +8,35 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use sightline::api::pb::{
-    self, erase_subject_request, export_subject_request,
+    self, admin_service_client::AdminServiceClient, erase_subject_request, export_subject_request,
     privacy_service_client::PrivacyServiceClient,
 };
 use tonic::transport::Channel;
 
 use super::population::{self, identifier, matched_traits, object};
-use super::{connect, start_server};
+use super::{channel, connect, start_server};
 use sightline::quality::names::FIRST_NAMES;
 
 /// Every `TWIN_EVERY`th person of the population has a near-twin: the same
-/// birthday and postcode, a first name one letter off and an email of its
-/// own, which fuzzy matching proposes for review (or merges).
+/// last name and birthday, a first name one letter off, another postcode
+/// and an email of its own, which fuzzy matching proposes for review (or
+/// merges).
 const TWIN_EVERY: u64 = 10;
 /// People of the population sit far from the measured ones' numbers.
 const POPULATION_BASE: u64 = 1 << 40;
 
 fn twin_of(person: u64) -> pb::IngestRequest {
     let mut traits = matched_traits(person);
+    let elsewhere = matched_traits(person ^ 0x5555);
     for (name, value) in &mut traits {
         if *name == "first_name" {
             let first = population::pick(FIRST_NAMES, population::mix(person));
             *value = population::text(format!("{first}x"));
+        }
+        if *name == "address" {
+            if let Some((_, moved)) = elsewhere.iter().find(|(other, _)| *other == "address") {
+                *value = moved.clone();
+            }
         }
     }
     pb::IngestRequest {
@@ -55,6 +62,13 @@ pub async fn populate(port: u16, people: u64) -> (u64, u64) {
         items
     })
     .await;
+    // The model is estimated as the population grows; one estimate on
+    // demand waits for that work, so that the timed requests meet a server
+    // at rest rather than one still training on the load.
+    AdminServiceClient::new(channel(port).await)
+        .estimate_match_model(pb::EstimateMatchModelRequest {})
+        .await
+        .expect("estimate the match model");
     let mut client = connect(port).await;
     let mut candidates = Vec::new();
     let mut page_token = String::new();

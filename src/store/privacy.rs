@@ -156,18 +156,21 @@ fn remove_profile(
         }
     }
 
-    let mut message_keys: BTreeSet<Vec<u8>> = message_ids
-        .iter()
-        .map(|message_id| keys::message(writes.index(), message_id))
-        .collect();
+    // The profiles' own lists name every record they hold; provenance
+    // finds any older record the lists do not, read to see if it exists.
+    let mut listed: BTreeSet<Vec<u8>> = BTreeSet::new();
     for &id in &all_ids {
-        message_keys.extend(super::messages::take_all_of(writes, id)?);
+        listed.extend(super::messages::take_all_of(writes, id)?);
     }
-    for key in message_keys {
-        if writes.get(&key)?.is_some() {
-            writes.remove(key);
-            counts.message_records += 1;
+    for message_id in &message_ids {
+        let key = keys::message(writes.index(), message_id);
+        if !listed.contains(&key) && writes.get(&key)?.is_some() {
+            listed.insert(key);
         }
+    }
+    counts.message_records = listed.len() as u64;
+    for key in listed {
+        writes.remove(key);
     }
 
     let memberships = read_memberships(writes, live)?;
