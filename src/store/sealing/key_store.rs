@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::cipher::{KEY_BYTES, SEALED_OVERHEAD, SealError, SecretKey};
 use crate::store::engine::{Batch, Engine, EngineError};
@@ -164,20 +164,36 @@ fn live_slot(master: &SecretKey, owner: u64, key: &SecretKey) -> Vec<u8> {
     slot
 }
 
-/// Keys in memory, bounded.
+/// Keys in memory, bounded. Every value read opens through it, from every
+/// thread at once, so hits share a read lock and take no other.
 #[derive(Default)]
-struct Cache(HashMap<u64, SecretKey>);
+struct Cache(RwLock<HashMap<u64, SecretKey>>);
 
 impl Cache {
     fn get(&self, owner: u64) -> Option<SecretKey> {
-        self.0.get(&owner).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&owner)
+            .cloned()
     }
 
-    fn put(&mut self, owner: u64, key: SecretKey) {
-        if self.0.len() >= CACHED_KEYS_MAX {
-            self.0.clear();
+    fn put(&self, owner: u64, key: SecretKey) {
+        let mut keys = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if keys.len() >= CACHED_KEYS_MAX {
+            keys.clear();
         }
-        self.0.insert(owner, key);
+        keys.insert(owner, key);
+    }
+
+    fn remove(&self, owner: u64) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&owner);
     }
 }
 
@@ -187,13 +203,16 @@ pub struct SlotFile {
     master: SecretKey,
     index: SecretKey,
     inner: Mutex<SlotFileState>,
+    /// Filled from slots only while `inner` is held, and emptied of a
+    /// destroyed key while it is held too, so that a read racing an
+    /// erasure never caches the key the erasure wipes.
+    cache: Cache,
 }
 
 struct SlotFileState {
     file: File,
     /// Slots below this owner are written (live or destroyed).
     filled: u64,
-    cache: Cache,
 }
 
 impl SlotFile {
@@ -228,11 +247,8 @@ impl SlotFile {
             path: path.to_owned(),
             master,
             index,
-            inner: Mutex::new(SlotFileState {
-                file,
-                filled,
-                cache: Cache::default(),
-            }),
+            inner: Mutex::new(SlotFileState { file, filled }),
+            cache: Cache::default(),
         })
     }
 
@@ -289,17 +305,17 @@ impl KeyStore for SlotFile {
     }
 
     fn state(&self, owner: u64) -> Result<KeyState, KeyStoreError> {
-        let mut state = self.lock();
-        if let Some(key) = state.cache.get(owner) {
+        if let Some(key) = self.cache.get(owner) {
             return Ok(KeyState::Live(key));
         }
+        let state = self.lock();
         if owner >= state.filled {
             return Ok(KeyState::Absent);
         }
         let slot = SlotFile::read_slot(&state, owner)?;
         let parsed = parse_slot(&self.master, owner, &slot)?;
         if let KeyState::Live(key) = &parsed {
-            state.cache.put(owner, key.clone());
+            self.cache.put(owner, key.clone());
         }
         Ok(parsed)
     }
@@ -322,11 +338,11 @@ impl KeyStore for SlotFile {
         if destroyed.is_empty() {
             return Ok(());
         }
-        let mut state = self.lock();
+        let state = self.lock();
         let mut wiped = [0u8; SLOT_BYTES as usize];
         wiped[0] = STATE_DESTROYED;
         for &owner in destroyed {
-            state.cache.0.remove(&owner);
+            self.cache.remove(owner);
             if owner < state.filled {
                 state.file.write_all_at(&wiped, SlotFile::offset(owner))?;
             }
@@ -493,7 +509,7 @@ impl KeyStore for EngineKeys {
         }
         for owner in destroyed {
             state.pending.remove(owner);
-            state.cache.0.remove(owner);
+            state.cache.remove(*owner);
         }
         Ok(())
     }
