@@ -25,11 +25,25 @@ pub struct ProvenanceRecord {
     pub identifier_hashes: Vec<u64>,
 }
 
+/// Stands in provenance for identifiers of people since erased; a keyed
+/// hash of a real identifier is this value with chance 2^-64.
+pub const ERASED_IDENTIFIER_HASH: u64 = 0;
+
 impl ProvenanceRecord {
+    /// Replaces `hashes` (an erased person's identifiers) by
+    /// [`ERASED_IDENTIFIER_HASH`]: nothing ties the data to the person any
+    /// more, yet it still came with another side's identifiers, so an
+    /// unmerge keeps it where a linking call's data stays.
     pub fn forget_identifier_hashes(&mut self, hashes: &[u64]) -> bool {
         let before = self.identifier_hashes.len();
         self.identifier_hashes.retain(|hash| !hashes.contains(hash));
-        self.identifier_hashes.len() != before
+        if self.identifier_hashes.len() == before {
+            return false;
+        }
+        if !self.identifier_hashes.contains(&ERASED_IDENTIFIER_HASH) {
+            self.identifier_hashes.push(ERASED_IDENTIFIER_HASH);
+        }
+        true
     }
 
     /// True when every identifier of the call is among `hashes`: the data
