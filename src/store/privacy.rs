@@ -197,7 +197,7 @@ fn remove_profile(
     counts.match_entries += blocking_keys(&fields).len() as u64;
     forget(writes, live, &fields)?;
 
-    scrub_other_journals(writes, live, record)?;
+    scrub_linked_profiles(writes, live, record)?;
     super::products::forget(writes, live, record);
     writes.remove(keys::profile(live));
     // The person's profile and every profile merged into it.
@@ -210,7 +210,7 @@ fn remove_profile(
 /// their journal and their keyed hashes in the provenance of their traits,
 /// identifiers, consents and events: both are struck, so that nothing in
 /// anyone else's records can be tied to the erased person.
-fn scrub_other_journals(
+fn scrub_linked_profiles(
     writes: &mut CallWrites<'_, '_>,
     live: ProfileId,
     record: &ProfileRecord,
