@@ -824,7 +824,10 @@ async fn every_answer_naming_a_person_is_in_their_access_log() {
         })
         .await
         .unwrap();
-    // The segment's first evaluation runs in the background.
+    // The segment's first evaluation runs in the background, and the
+    // member list may trail the profile's own membership record by one
+    // commit: wait until both name the person.
+    let mut listed = 0;
     for _ in 0..500 {
         let check = segments
             .check_membership(pb::CheckMembershipRequest {
@@ -835,22 +838,22 @@ async fn every_answer_naming_a_person_is_in_their_access_log() {
             .await
             .unwrap()
             .into_inner();
-        if !check.memberships.is_empty() {
+        let mut members = segments
+            .list_members(pb::ListMembersRequest {
+                segment_id: "everyone".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed = 0;
+        while members.message().await.unwrap().is_some() {
+            listed += 1;
+        }
+        if !check.memberships.is_empty() && listed == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut members = segments
-        .list_members(pb::ListMembersRequest {
-            segment_id: "everyone".to_owned(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut listed = 0;
-    while members.message().await.unwrap().is_some() {
-        listed += 1;
     }
     assert_eq!(listed, 1);
     let mut privacy = PrivacyServiceClient::new(server.channel().await);
