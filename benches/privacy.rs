@@ -40,6 +40,12 @@ fn main() {
             figures.candidates,
             figures.rejections
         );
+        let slowest: Vec<String> = figures
+            .slowest_exports
+            .iter()
+            .map(|(request, ms)| format!("#{request} {ms:.1} ms"))
+            .collect();
+        println!("  slowest exports: {}", slowest.join(", "));
     }
     println!("metric | median | min–max | target");
     let rows: [(&str, Pick); 4] = [

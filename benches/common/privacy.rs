@@ -215,6 +215,9 @@ pub struct RunFigures {
     pub export_bytes: usize,
     pub erase_p50_ms: f64,
     pub erase_p99_ms: f64,
+    /// The slowest exports as (request number from 0, ms), slowest first:
+    /// whether a tail is one cold request or spread over the run.
+    pub slowest_exports: Vec<(u64, f64)>,
 }
 
 pub async fn run(population: u64, people: u64, events: u64) -> RunFigures {
@@ -226,6 +229,7 @@ pub async fn run(population: u64, people: u64, events: u64) -> RunFigures {
     let mut exports = Histogram::<u64>::new(3).expect("histogram");
     let mut erasures = Histogram::<u64>::new(3).expect("histogram");
     let mut export_bytes = 0;
+    let mut export_times = Vec::new();
     for person in 0..people {
         let started = Instant::now();
         let mut stream = privacy
@@ -241,9 +245,9 @@ pub async fn run(population: u64, people: u64, events: u64) -> RunFigures {
         while let Some(chunk) = stream.message().await.expect("chunk") {
             bytes += chunk.data.len();
         }
-        exports
-            .record(started.elapsed().as_micros() as u64)
-            .expect("record");
+        let micros = started.elapsed().as_micros() as u64;
+        exports.record(micros).expect("record");
+        export_times.push((person, micros as f64 / 1000.0));
         export_bytes = export_bytes.max(bytes);
     }
     for person in 0..people {
@@ -271,7 +275,10 @@ pub async fn run(population: u64, people: u64, events: u64) -> RunFigures {
     let ms = |histogram: &Histogram<u64>, quantile: f64| {
         histogram.value_at_quantile(quantile) as f64 / 1000.0
     };
+    export_times.sort_by(|a, b| b.1.total_cmp(&a.1));
+    export_times.truncate(3);
     RunFigures {
+        slowest_exports: export_times,
         candidates,
         rejections,
         export_p50_ms: ms(&exports, 0.5),

@@ -2,13 +2,14 @@
 //! `docs/subject-export.schema.json`; a change of shape bumps
 //! [`EXPORT_SCHEMA_VERSION`].
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::PrivacyConfig;
-use crate::model::{AccessEntry, PrivacyRequest, TraitView, UnixMillis};
+use crate::model::{AccessEntry, PrivacyRequest, Provenance, TraitView, UnixMillis};
 use crate::personalisation::ShopperExport;
 use crate::service::ProfileRead;
-use crate::views::{self, provenance, time};
+use crate::views::{self, time};
 
 pub const EXPORT_SCHEMA_VERSION: &str = "sightline.subject-export/2";
 
@@ -23,56 +24,160 @@ pub struct Subject<'a> {
     pub shopper: ShopperExport,
 }
 
-pub fn document(
-    subject: &Subject<'_>,
+/// The document, serialized straight from the stored views: the events
+/// and histories, which make up nearly all of it, are never copied into an
+/// intermediate JSON tree.
+#[derive(Serialize)]
+pub struct Document<'a> {
+    schema_version: &'static str,
+    generated_at: Time,
+    request: Value,
+    processing: Value,
+    profile: ProfileSection<'a>,
+}
+
+#[derive(Serialize)]
+struct ProfileSection<'a> {
+    profile_id: String,
+    merged_profile_ids: Vec<String>,
+    created_at: Time,
+    updated_at: Time,
+    identifiers: Vec<Value>,
+    traits: serde_json::Map<String, Value>,
+    trait_history: Vec<TraitEntry<'a>>,
+    event_count: u64,
+    events: Vec<EventEntry<'a>>,
+    computed: Value,
+    consent: Vec<Value>,
+    consent_history: Vec<Value>,
+    segments: Value,
+    merge_history: Vec<Value>,
+    access_log: Vec<AccessLogEntry<'a>>,
+    recommendations: Value,
+}
+
+#[derive(Serialize)]
+struct TraitEntry<'a> {
+    name: &'a str,
+    value: &'a Value,
+    updated_at: Time,
+    provenance: ProvenanceEntry<'a>,
+}
+
+#[derive(Serialize)]
+struct EventEntry<'a> {
+    event_id: &'a str,
+    name: &'a str,
+    timestamp: Time,
+    properties: &'a serde_json::Map<String, Value>,
+    provenance: ProvenanceEntry<'a>,
+}
+
+/// The same shape as [`views::provenance`].
+#[derive(Serialize)]
+struct ProvenanceEntry<'a> {
+    source: &'a str,
+    message_id: &'a str,
+    received_at: Time,
+}
+
+impl<'a> From<&'a Provenance> for ProvenanceEntry<'a> {
+    fn from(provenance: &'a Provenance) -> Self {
+        ProvenanceEntry {
+            source: &provenance.source,
+            message_id: &provenance.message_id,
+            received_at: Time(provenance.received_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AccessLogEntry<'a> {
+    at: Time,
+    caller: &'a str,
+    method: &'a str,
+}
+
+/// A time as [`views::time`] writes it.
+struct Time(UnixMillis);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&time(self.0))
+    }
+}
+
+pub fn document<'a>(
+    subject: &'a Subject<'a>,
     request: &PrivacyRequest,
     config: &PrivacyConfig,
     now: UnixMillis,
-) -> Value {
+) -> Document<'a> {
     let profile = &subject.read.profile;
-    let traits = views::traits(&profile.traits);
-    json!({
-        "schema_version": EXPORT_SCHEMA_VERSION,
-        "generated_at": time(now),
-        "request": {
+    Document {
+        schema_version: EXPORT_SCHEMA_VERSION,
+        generated_at: Time(now),
+        request: json!({
             "request_id": request.request_id,
             "requester": request.requester,
             "received_at": time(request.received_at),
-        },
-        "processing": {
+        }),
+        processing: json!({
             "controller_contact": config.controller_contact,
             "purposes": config.purposes,
             "categories": categories(subject),
             "recipients": config.recipients,
             "retention": config.retention,
             "sources": sources(subject, config),
-        },
-        "profile": {
-            "profile_id": profile.profile_id.to_string(),
-            "merged_profile_ids": profile.merged_profile_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "created_at": time(profile.created_at),
-            "updated_at": time(profile.updated_at),
-            "identifiers": profile.identifiers.iter().map(views::identifier).collect::<Vec<_>>(),
-            "traits": traits,
-            "trait_history": subject.trait_history.iter().map(|view| json!({
-                "name": view.name,
-                "value": view.value,
-                "updated_at": time(view.updated_at),
-                "provenance": provenance(&view.provenance),
-            })).collect::<Vec<_>>(),
-            "event_count": profile.event_count,
-            "events": profile.events.iter().map(views::event).collect::<Vec<_>>(),
-            "computed": views::computed(&subject.read.computed),
-            "consent": profile.consents.iter().map(views::consent).collect::<Vec<_>>(),
-            "consent_history": profile.consent_history.iter().map(views::consent).collect::<Vec<_>>(),
-            "segments": views::memberships(&subject.memberships),
-            "merge_history": profile.journal.iter().map(views::journal_entry).collect::<Vec<_>>(),
-            "access_log": subject.access_log.iter().map(|entry| json!({
-                "at": time(entry.at),
-                "caller": entry.caller,
-                "method": entry.method,
-            })).collect::<Vec<_>>(),
-            "recommendations": {
+        }),
+        profile: ProfileSection {
+            profile_id: profile.profile_id.to_string(),
+            merged_profile_ids: profile
+                .merged_profile_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            created_at: Time(profile.created_at),
+            updated_at: Time(profile.updated_at),
+            identifiers: profile.identifiers.iter().map(views::identifier).collect(),
+            traits: views::traits(&profile.traits),
+            trait_history: subject
+                .trait_history
+                .iter()
+                .map(|view| TraitEntry {
+                    name: &view.name,
+                    value: &view.value,
+                    updated_at: Time(view.updated_at),
+                    provenance: (&view.provenance).into(),
+                })
+                .collect(),
+            event_count: profile.event_count,
+            events: profile
+                .events
+                .iter()
+                .map(|event| EventEntry {
+                    event_id: &event.event_id,
+                    name: &event.name,
+                    timestamp: Time(event.timestamp),
+                    properties: &event.properties,
+                    provenance: (&event.provenance).into(),
+                })
+                .collect(),
+            computed: views::computed(&subject.read.computed),
+            consent: profile.consents.iter().map(views::consent).collect(),
+            consent_history: profile.consent_history.iter().map(views::consent).collect(),
+            segments: views::memberships(&subject.memberships),
+            merge_history: profile.journal.iter().map(views::journal_entry).collect(),
+            access_log: subject
+                .access_log
+                .iter()
+                .map(|entry| AccessLogEntry {
+                    at: Time(entry.at),
+                    caller: &entry.caller,
+                    method: &entry.method,
+                })
+                .collect(),
+            recommendations: json!({
                 "products": subject.shopper.products.iter().map(|product| json!({
                     "product_id": product.product_id,
                     "name": product.name,
@@ -81,9 +186,9 @@ pub fn document(
                     "last_viewed_on": product.last_view_day.map(views::day),
                 })).collect::<Vec<_>>(),
                 "logic": subject.shopper.logic,
-            },
+            }),
         },
-    })
+    }
 }
 
 /// The categories of data actually held, in words (Art. 15(1)(b)).
