@@ -13,7 +13,8 @@ use tracing_subscriber::EnvFilter;
 
 /// The writer allocates and frees many short-lived buffers of every size
 /// (records, index lists, sled's copied nodes); glibc's allocator spent
-/// about a third of its time consolidating them.
+/// about a third of its time consolidating them. Built without transparent
+/// huge pages (see Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
