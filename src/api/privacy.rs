@@ -109,7 +109,7 @@ impl PrivacyRpc for PrivacyApi {
         };
         let export = self
             .service
-            .export(lookup(request.lookup)?, input)
+            .export(lookup(request.lookup)?, input, EXPORT_CHUNK_BYTES)
             .await
             .map_err(to_status)?;
         if let Some(access_log) = &self.access_log {
@@ -127,12 +127,8 @@ impl PrivacyRpc for PrivacyApi {
         }
         let chunks: Vec<Result<pb::ExportChunk, Status>> = export
             .document
-            .chunks(EXPORT_CHUNK_BYTES)
-            .map(|chunk| {
-                Ok(pb::ExportChunk {
-                    data: chunk.to_vec(),
-                })
-            })
+            .into_iter()
+            .map(|data| Ok(pb::ExportChunk { data }))
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }

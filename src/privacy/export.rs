@@ -240,3 +240,71 @@ fn sources(subject: &Subject<'_>, config: &PrivacyConfig) -> Vec<String> {
     recorded.dedup();
     config.sources.iter().cloned().chain(recorded).collect()
 }
+
+/// The document pretty-printed in pieces of at most `piece_bytes`, each
+/// allocated once at its full size: a document of a person with thousands
+/// of events is neither reallocated as it grows nor copied into messages.
+pub fn pretty_pieces(
+    document: &Document<'_>,
+    piece_bytes: usize,
+) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+    let mut pieces = Pieces {
+        pieces: Vec::new(),
+        piece_bytes: piece_bytes.max(1),
+    };
+    serde_json::to_writer_pretty(&mut pieces, document)?;
+    Ok(pieces.pieces)
+}
+
+struct Pieces {
+    pieces: Vec<Vec<u8>>,
+    piece_bytes: usize,
+}
+
+impl std::io::Write for Pieces {
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<usize> {
+        let written = bytes.len();
+        while !bytes.is_empty() {
+            if self
+                .pieces
+                .last()
+                .is_none_or(|piece| piece.len() >= self.piece_bytes)
+            {
+                self.pieces.push(Vec::with_capacity(self.piece_bytes));
+            }
+            if let Some(piece) = self.pieces.last_mut() {
+                let room = self.piece_bytes - piece.len();
+                let (now, later) = bytes.split_at(room.min(bytes.len()));
+                piece.extend_from_slice(now);
+                bytes = later;
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::Pieces;
+
+    #[test]
+    fn pieces_hold_every_byte_in_order_and_none_is_over_size() {
+        let mut pieces = Pieces {
+            pieces: Vec::new(),
+            piece_bytes: 4,
+        };
+        for part in [&b"ab"[..], b"", b"cdefghi", b"j"] {
+            assert_eq!(pieces.write(part).ok(), Some(part.len()));
+        }
+        assert_eq!(
+            pieces.pieces,
+            vec![b"abcd".to_vec(), b"efgh".to_vec(), b"ij".to_vec()]
+        );
+    }
+}

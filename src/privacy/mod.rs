@@ -20,8 +20,8 @@ pub use access_log::{AccessLog, AccessLogCounts};
 
 /// An answered subject-access request.
 pub struct SubjectExport {
-    /// The JSON document.
-    pub document: Vec<u8>,
+    /// The JSON document, in pieces of the size asked for.
+    pub document: Vec<Vec<u8>>,
     pub record: PrivacyRequest,
     /// The profile it describes.
     pub profile: ProfileId,
@@ -109,10 +109,12 @@ impl PrivacyService {
 
     /// The JSON document of everything held on the person, and the request
     /// record it was answered under.
+    /// The subject's document comes in pieces of at most `piece_bytes`.
     pub async fn export(
         &self,
         lookup: ProfileLookup,
         input: RequestInput,
+        piece_bytes: usize,
     ) -> Result<SubjectExport, ServiceError> {
         let record = self.new_record(PrivacyRequestKind::Export, input)?;
         if let Some(existing) = self.store.privacy_request(&record.request_id)?
@@ -149,13 +151,13 @@ impl PrivacyService {
         let document = export::document(&subject, &record, &self.config, self.now());
         // The record's job is queued first, so the writer makes it durable
         // while this thread serializes.
-        let (recorded, bytes) = tokio::join!(recorded, async {
-            serde_json::to_vec_pretty(&document)
+        let (recorded, pieces) = tokio::join!(recorded, async {
+            export::pretty_pieces(&document, piece_bytes)
                 .map_err(|error| ServiceError::Internal(error.to_string()))
         });
         recorded?;
         Ok(SubjectExport {
-            document: bytes?,
+            document: pieces?,
             record: completed,
             profile: live,
         })
