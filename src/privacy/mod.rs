@@ -107,9 +107,8 @@ impl PrivacyService {
         })
     }
 
-    /// The JSON document of everything held on the person, and the request
-    /// record it was answered under.
-    /// The subject's document comes in pieces of at most `piece_bytes`.
+    /// The JSON document of everything held on the person, in pieces of at
+    /// most `piece_bytes`, and the request record it was answered under.
     pub async fn export(
         &self,
         lookup: ProfileLookup,
