@@ -73,6 +73,9 @@ pub fn custom_trait(name: &str) -> Vec<u8> {
 
 pub const NEXT_PROFILE_ID: &[u8] = b"snext_profile_id";
 pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
+/// Present once every message record is named in its profile's list
+/// (`message_of`); stores written before the lists gain them at open.
+pub const MESSAGES_LISTED: &[u8] = b"smessages_listed";
 pub const RFM_QUINTILES: &[u8] = b"srfm_quintiles";
 pub const NEXT_SEGMENT_NUMBER: &[u8] = b"snext_segment_number";
 pub const SUPPRESSION_KEY: &[u8] = b"ssuppression_key";

@@ -220,6 +220,9 @@ pub fn drop_shredded(
     key_store: &dyn KeyStore,
     now: UnixMillis,
 ) -> Result<ShreddedReport, StoreError> {
+    // A backup from before the per-profile lists names its message records
+    // only once they are listed.
+    super::messages::list_all(raw)?;
     let mut report = ShreddedReport::default();
     let mut batch = Batch::default();
     let destroyed = |owner: u64| matches!(key_store.state(owner), Ok(KeyState::Destroyed));

@@ -308,6 +308,26 @@ impl<'t> CallWrites<'_, 't> {
             .collect())
     }
 
+    /// Every live key under `prefix`, in key order, without reading a
+    /// value.
+    pub fn scan_keys_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut merged = BTreeMap::new();
+        let (from, to) = prefix_bounds(prefix);
+        for key in self.group.reads.range_keys(from, to) {
+            merged.insert(key?, true);
+        }
+        for layer in [&self.group.changes, &self.changes] {
+            let range = layer.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+            for (key, change) in range.take_while(|(key, _)| key.starts_with(prefix)) {
+                merged.insert(key.clone(), change.is_some());
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(key, live)| live.then_some(key))
+            .collect())
+    }
+
     pub fn commit(self) {
         for (key, change) in &self.changes {
             if change.is_some() {

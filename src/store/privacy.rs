@@ -16,8 +16,7 @@ use super::membership::read_memberships;
 use super::overlay::CallWrites;
 use super::profiles::{follow_alias, load_profile};
 use super::records::{
-    AccessRecord, CountsRecord, PrivacyRequestRecord, ProfileRecord, ProvenanceRecord,
-    SuppressionRecord, decode,
+    AccessRecord, CountsRecord, PrivacyRequestRecord, ProfileRecord, SuppressionRecord, decode,
 };
 use super::suppression::Suppressor;
 use crate::identity::fuzzy::blocking_keys;
@@ -101,43 +100,17 @@ fn remove_profile(
     now: UnixMillis,
     counts: &mut ErasureCounts,
 ) -> Result<(), StoreError> {
-    // Records written before profiles listed their message ids are found
-    // through the provenance of what the person holds.
-    let mut message_ids: BTreeSet<String> = BTreeSet::new();
-    let mut note = |provenance: Option<&ProvenanceRecord>| {
-        if let Some(provenance) = provenance
-            && !provenance.message_id.is_empty()
-        {
-            message_ids.insert(provenance.message_id.clone());
-        }
-    };
     for entry in &record.identifiers {
         let identifier = entry.to_identifier();
         writes.remove(keys::identifier(writes.index(), &identifier));
         writes.remove(keys::hub(writes.index(), &identifier));
-        note(entry.provenance.as_ref());
     }
     counts.identifiers = record.identifiers.len() as u64;
-    for entry in &record.traits {
-        note(entry.provenance.as_ref());
-    }
     counts.traits = record.traits.len() as u64;
-    for entry in record.consents.iter().chain(&record.consent_history) {
-        note(entry.provenance.as_ref());
-    }
     counts.consents = record.consents.len() as u64;
-    for entry in &record.journal {
-        let journal = ProvenanceRecord {
-            message_id: entry.message_id.clone(),
-            ..ProvenanceRecord::default()
-        };
-        note(Some(&journal));
-    }
 
-    for (key, value) in writes.scan_prefix(&keys::events_of(live))? {
-        if let Ok(event) = super::records::EventRecord::decode(value.as_slice()) {
-            note(event.provenance.as_ref());
-        }
+    // By key alone: an event whose value cannot be opened goes too.
+    for key in writes.scan_keys_prefix(&keys::events_of(live))? {
         writes.remove(key);
         counts.events += 1;
     }
@@ -156,17 +129,11 @@ fn remove_profile(
         }
     }
 
-    // The profiles' own lists name every record they hold; provenance
-    // finds any older record the lists do not, read to see if it exists.
+    // The profiles' own lists name every record of their calls (stores
+    // written before the lists existed gain them at open).
     let mut listed: BTreeSet<Vec<u8>> = BTreeSet::new();
     for &id in &all_ids {
         listed.extend(super::messages::take_all_of(writes, id)?);
-    }
-    for message_id in &message_ids {
-        let key = keys::message(writes.index(), message_id);
-        if !listed.contains(&key) && writes.get(&key)?.is_some() {
-            listed.insert(key);
-        }
     }
     counts.message_records = listed.len() as u64;
     for key in listed {

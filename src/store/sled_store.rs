@@ -23,6 +23,7 @@ use super::ledger::{self, PrivacyLedger, ReplayReport};
 use super::match_training;
 use super::matching;
 use super::membership::{self, MembershipIndex, NoSegments, SegmentDraft, SegmentMembers};
+use super::messages;
 use super::overlay::SparseKeys;
 use super::privacy;
 use super::products::{self, ProductUpload, SharedRecommender};
@@ -178,6 +179,13 @@ impl SledStore {
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
         let memberships = Arc::new(MembershipIndex::load(tree)?);
         products::remove_retired_tables(tree)?;
+        let listed = messages::list_all(tree)?;
+        if listed > 0 {
+            tracing::info!(
+                records = listed,
+                "listed message records under their profiles"
+            );
+        }
         let recommender: SharedRecommender = Arc::new(RwLock::new(products::load(tree)?));
         let writer_stats = Arc::new(WriterStats::default());
         writer_stats.set_live_profiles(count_keys(tree, keys::PROFILE)?);

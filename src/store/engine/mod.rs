@@ -81,6 +81,7 @@ pub type Reading = futures::future::BoxFuture<'static, Result<Vec<Found>, Engine
 
 /// Key-value pairs in key order (or reverse key order).
 pub type Scan<'e> = Box<dyn Iterator<Item = Result<KeyValue, EngineError>> + 'e>;
+pub type KeyScan<'e> = Box<dyn Iterator<Item = Result<Vec<u8>, EngineError>> + 'e>;
 
 /// Writes applied together or not at all.
 #[derive(Debug, Default)]
@@ -142,6 +143,12 @@ pub trait Engine: Send + Sync {
 
     /// Pairs with keys between the bounds, highest key first.
     fn range_back(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_>;
+
+    /// The keys between the bounds, in key order: for callers that only
+    /// remove what they find, so that no value is copied or opened.
+    fn range_keys(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> KeyScan<'_> {
+        only_keys(self.range(from, to))
+    }
 
     /// Pairs whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Scan<'_> {
@@ -220,6 +227,11 @@ pub trait Transaction {
     /// Pairs with keys between the bounds, in key order.
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_>;
 
+    /// The keys between the bounds, in key order.
+    fn range_keys(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> KeyScan<'_> {
+        only_keys(self.range(from, to))
+    }
+
     /// Reads these keys, and every pair under these prefixes, ahead and
     /// together, so that later `get`s of the keys and scans of exactly one
     /// of the prefixes need no trip to the database of their own. A hint:
@@ -271,9 +283,17 @@ impl Transaction for SoleWriter<'_> {
         self.engine.range(from, to)
     }
 
+    fn range_keys(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> KeyScan<'_> {
+        self.engine.range_keys(from, to)
+    }
+
     fn commit(self: Box<Self>, batch: Batch) -> Result<Durability, EngineError> {
         self.engine.commit(batch)
     }
+}
+
+fn only_keys(scan: Scan<'_>) -> KeyScan<'_> {
+    Box::new(scan.map(|entry| entry.map(|(key, _)| key)))
 }
 
 /// The bounds of the keys starting with `prefix`.

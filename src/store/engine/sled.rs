@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{Batch, Durability, Engine, EngineError, KeyValue, Scan, SoleWriter, Transaction};
+use super::{
+    Batch, Durability, Engine, EngineError, KeyScan, KeyValue, Scan, SoleWriter, Transaction,
+};
 
 const TREE_NAME: &str = "sightline";
 /// sled's background threads let go of the directory lock moments after a
@@ -249,6 +251,19 @@ impl Engine for SledEngine {
         match self.current() {
             Ok(opened) => pairs(opened.tree.range::<Vec<u8>, _>((from, to)).rev()),
             Err(error) => failed_scan(error),
+        }
+    }
+
+    fn range_keys(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> KeyScan<'_> {
+        match self.current() {
+            Ok(opened) => Box::new(
+                opened
+                    .tree
+                    .range::<Vec<u8>, _>((from, to))
+                    .keys()
+                    .map(|key| key.map(|key| key.to_vec()).map_err(EngineError::from)),
+            ),
+            Err(error) => Box::new(std::iter::once(Err(error))),
         }
     }
 

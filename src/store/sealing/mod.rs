@@ -20,7 +20,8 @@ use cipher::SecretKey;
 use key_store::{KeyState, KeyStore, KeyStoreError};
 
 use super::engine::{
-    Batch, Durability, Engine, EngineError, Found, KeyValue, Read, Reading, Scan, Transaction,
+    Batch, Durability, Engine, EngineError, Found, KeyScan, KeyValue, Read, Reading, Scan,
+    Transaction,
 };
 use super::keys;
 
@@ -216,6 +217,10 @@ impl Engine for SealedEngine {
         self.sealer.open_scan(self.inner.range_back(from, to))
     }
 
+    fn range_keys(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> KeyScan<'_> {
+        self.inner.range_keys(from, to)
+    }
+
     fn read(&self, reads: Vec<Read>) -> Reading {
         let keys: Vec<Option<Vec<u8>>> = reads
             .iter()
@@ -298,6 +303,12 @@ impl Transaction for SealedTransaction<'_> {
 
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Scan<'_> {
         self.sealer.open_scan(self.inner.range(from, to))
+    }
+
+    /// Keys are not sealed: nothing to open, and a value that cannot be
+    /// opened is still found, so that erasure removes it too.
+    fn range_keys(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> KeyScan<'_> {
+        self.inner.range_keys(from, to)
     }
 
     fn read_ahead(&self, keys: &[Vec<u8>], prefixes: &[Vec<u8>]) -> Result<(), EngineError> {
