@@ -97,6 +97,15 @@ pub trait MembershipRules: Send + Sync {
     fn custom_traits(&self) -> &dyn CustomTraitRules {
         &NO_CUSTOM_TRAITS
     }
+
+    /// Puts these stored definitions in force in place of the present
+    /// ones: another server sharing the database changed them.
+    fn replace_definitions(
+        &self,
+        _segments: Vec<SegmentDefinition>,
+        _custom_traits: Vec<crate::computed::custom::CustomTraitDefinition>,
+    ) {
+    }
 }
 
 /// User-defined computed traits, as the store applies them: which events

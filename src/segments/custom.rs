@@ -116,6 +116,27 @@ impl CustomTraitRegistry {
         }
     }
 
+    /// These definitions, and only these, in force; one that no longer
+    /// compiles stays out, as at start-up.
+    pub fn replace_all(&self, definitions: Vec<CustomTraitDefinition>) {
+        let compiled: BTreeMap<String, Arc<CompiledCustomTrait>> = definitions
+            .into_iter()
+            .filter_map(|definition| {
+                let name = definition.name.clone();
+                match CompiledCustomTrait::compile(definition) {
+                    Ok(compiled) => Some((name, Arc::new(compiled))),
+                    Err(error) => {
+                        tracing::error!(computed_trait = %name, field = error.field, message = %error.message, "a stored computed trait does not compile; it is inactive");
+                        None
+                    }
+                }
+            })
+            .collect();
+        if let Ok(mut traits) = self.traits.write() {
+            *traits = compiled;
+        }
+    }
+
     pub fn remove(&self, name: &str) -> Option<Arc<CompiledCustomTrait>> {
         self.traits.write().ok()?.remove(name)
     }

@@ -9,6 +9,7 @@ use super::custom::CustomTraitRegistry;
 use super::evaluate::{EvaluationTime, Evaluator};
 use super::holdout::is_held_out;
 use super::rule::{Needs, Rule};
+use crate::computed::custom::CustomTraitDefinition;
 use crate::computed::{LifecycleThresholds, RfmCache, RfmQuintiles};
 use crate::model::{
     Clock, CustomTraitRules, Membership, MembershipRules, ProfileFacts, SegmentDefinition,
@@ -210,5 +211,28 @@ impl MembershipRules for SegmentRegistry {
 
     fn custom_traits(&self) -> &dyn CustomTraitRules {
         self.custom.as_ref()
+    }
+
+    /// A stored definition that no longer compiles stays out of force, as
+    /// at start-up.
+    fn replace_definitions(
+        &self,
+        segments: Vec<SegmentDefinition>,
+        custom_traits: Vec<CustomTraitDefinition>,
+    ) {
+        let compiled: BTreeMap<SegmentNumber, Arc<CompiledSegment>> = segments
+            .into_iter()
+            .filter_map(|definition| match Rule::compile(&definition.rule) {
+                Ok(rule) => Some((definition.number, Arc::new(CompiledSegment { definition, rule }))),
+                Err(error) => {
+                    tracing::error!(segment = %definition.id, %error, "a stored segment rule does not compile; the segment is inactive");
+                    None
+                }
+            })
+            .collect();
+        if let Ok(mut installed) = self.segments.write() {
+            *installed = compiled;
+        }
+        self.custom.replace_all(custom_traits);
     }
 }

@@ -47,7 +47,11 @@ pub fn read_ahead(
     calls: &[&WriteCall],
 ) -> Result<(), StoreError> {
     // How many profiles matching sees, read by every call that matches.
-    let mut first = vec![keys::FUZZY_POPULATION.to_vec()];
+    // And whether definitions moved (`store::feed`).
+    let mut first = vec![
+        keys::FUZZY_POPULATION.to_vec(),
+        keys::DEFINITIONS_STAMP.to_vec(),
+    ];
     for call in calls {
         if let Some(message_id) = call.message_id() {
             first.push(keys::message(suppressor, message_id));

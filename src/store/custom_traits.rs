@@ -2,7 +2,7 @@
 //! states live in each profile's activity (`records::ActivityRecord`).
 
 use super::StoreError;
-use super::engine::Engine;
+use super::engine::{Engine, Scan};
 use super::keys;
 use super::overlay::CallWrites;
 use crate::computed::custom::CustomTraitDefinition;
@@ -66,8 +66,13 @@ pub(super) fn mark_ready(
 }
 
 pub(super) fn all(tree: &dyn Engine) -> Result<Vec<CustomTraitDefinition>, StoreError> {
+    all_from(tree.scan_prefix(&[keys::CUSTOM_TRAIT]))
+}
+
+/// Every definition in a scan of the computed-trait keys.
+pub(super) fn all_from(scan: Scan<'_>) -> Result<Vec<CustomTraitDefinition>, StoreError> {
     let mut definitions = Vec::new();
-    for entry in tree.scan_prefix(&[keys::CUSTOM_TRAIT]) {
+    for entry in scan {
         let (_, value) = entry?;
         definitions.push(decode(&value)?);
     }

@@ -63,6 +63,29 @@ pub const PRODUCT: u8 = b'u';
 pub const RETIRED_POPULARITY: u8 = b'n';
 pub const RETIRED_PAIR: u8 = b'o';
 pub const CUSTOM_TRAIT: u8 = b'w';
+/// What a group on a shared database changed, for the other servers
+/// (`store::feed`); removed after a retention time.
+pub const FEED: u8 = b'v';
+
+/// A feed entry: the wall-clock time its group was built, the writing
+/// server's instance and its sequence there.
+pub fn feed_entry(at: UnixMillis, instance: u64, sequence: u64) -> [u8; 25] {
+    let mut key = [0u8; 25];
+    key[0] = FEED;
+    key[1..9].copy_from_slice(&sortable_i64(at.0).to_be_bytes());
+    key[9..17].copy_from_slice(&instance.to_be_bytes());
+    key[17..].copy_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The time and instance of a feed entry's key.
+pub fn decode_feed_entry(key: &[u8]) -> Option<(UnixMillis, u64)> {
+    if key.len() != 25 || key[0] != FEED {
+        return None;
+    }
+    let at = decode_u64(&key[1..9])? ^ (1 << 63);
+    Some((UnixMillis(at as i64), decode_u64(&key[9..17])?))
+}
 
 pub fn custom_trait(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len());
@@ -76,6 +99,9 @@ pub const NEXT_EVENT_SEQUENCE: &[u8] = b"snext_event_sequence";
 /// Present once every message record is named in its profile's list
 /// (`message_of`); stores written before the lists gain them at open.
 pub const MESSAGES_LISTED: &[u8] = b"smessages_listed";
+/// Rewritten with every change to a segment or computed-trait definition,
+/// so that servers sharing the database see that theirs are stale.
+pub const DEFINITIONS_STAMP: &[u8] = b"sdefinitions_stamp";
 pub const RFM_QUINTILES: &[u8] = b"srfm_quintiles";
 pub const NEXT_SEGMENT_NUMBER: &[u8] = b"snext_segment_number";
 pub const SUPPRESSION_KEY: &[u8] = b"ssuppression_key";

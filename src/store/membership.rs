@@ -9,14 +9,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use prost::Message;
 use roaring::RoaringTreemap;
 use tokio::sync::broadcast;
 
 use super::StoreError;
-use super::engine::Engine;
+use super::engine::{Engine, Scan};
 use super::keys;
 use super::overlay::CallWrites;
 use super::records::{EventRecord, MembershipRecord, ProfileRecord, SegmentRecord, decode};
@@ -40,10 +40,21 @@ pub struct SegmentMembers {
 pub struct MembershipIndex {
     segments: RwLock<HashMap<SegmentNumber, SegmentMembers>>,
     changes: broadcast::Sender<MembershipChange>,
+    /// On a shared database only: which profiles this server's own groups
+    /// published and when, so that news of another server's change, read
+    /// before a later local one was published, does not undo it.
+    published: Option<Mutex<Published>>,
+}
+
+#[derive(Default)]
+struct Published {
+    sequence: u64,
+    by_profile: HashMap<u64, u64>,
 }
 
 impl MembershipIndex {
     pub fn load(tree: &dyn Engine) -> Result<MembershipIndex, StoreError> {
+        let shared = tree.shared();
         let mut segments: HashMap<SegmentNumber, SegmentMembers> = HashMap::new();
         for entry in tree.scan_prefix(&[keys::MEMBERSHIP]) {
             let (key, value) = entry?;
@@ -62,6 +73,7 @@ impl MembershipIndex {
         Ok(MembershipIndex {
             segments: RwLock::new(segments),
             changes,
+            published: shared.then(Mutex::default),
         })
     }
 
@@ -69,6 +81,15 @@ impl MembershipIndex {
     pub fn publish(&self, changes: Vec<MembershipChange>) {
         if changes.is_empty() {
             return;
+        }
+        if let Some(published) = &self.published
+            && let Ok(mut published) = published.lock()
+        {
+            published.sequence += 1;
+            let sequence = published.sequence;
+            for change in &changes {
+                published.by_profile.insert(change.profile.0, sequence);
+            }
         }
         if let Ok(mut segments) = self.segments.write() {
             for change in &changes {
@@ -88,6 +109,84 @@ impl MembershipIndex {
         for change in changes {
             // No watcher is not an error.
             let _ = self.changes.send(change);
+        }
+    }
+
+    /// Where local publishing stands: what [`MembershipIndex::reconcile`]
+    /// compares against.
+    pub fn mark(&self) -> u64 {
+        self.published
+            .as_ref()
+            .and_then(|published| published.lock().ok().map(|p| p.sequence))
+            .unwrap_or_default()
+    }
+
+    /// Brings one profile's bits to `held`, the memberships its record
+    /// held when read after `mark`, and tells watchers what moved. `false`
+    /// when this server published a change of the profile since `mark`:
+    /// the record read may be older than that change, so the caller reads
+    /// it again later.
+    pub fn reconcile(
+        &self,
+        profile: ProfileId,
+        held: &BTreeSet<Membership>,
+        mark: u64,
+        at: UnixMillis,
+    ) -> bool {
+        let Ok(mut segments) = self.segments.write() else {
+            return true;
+        };
+        if let Some(published) = &self.published
+            && let Ok(published) = published.lock()
+            && published
+                .by_profile
+                .get(&profile.0)
+                .is_some_and(|&sequence| sequence > mark)
+        {
+            return false;
+        }
+        let mut numbers: BTreeSet<SegmentNumber> = segments.keys().copied().collect();
+        numbers.extend(held.iter().map(|membership| membership.segment));
+        let mut changes = Vec::new();
+        for number in numbers {
+            let wanted = held
+                .iter()
+                .find(|membership| membership.segment == number)
+                .map(|membership| membership.holdout);
+            let sets = segments.entry(number).or_default();
+            for (holdout, set) in [(false, &mut sets.members), (true, &mut sets.holdout)] {
+                let want = wanted == Some(holdout);
+                let has = set.contains(profile.0);
+                if want == has {
+                    continue;
+                }
+                if want {
+                    set.insert(profile.0);
+                } else {
+                    set.remove(profile.0);
+                }
+                changes.push(MembershipChange {
+                    segment: number,
+                    profile,
+                    entered: want,
+                    holdout,
+                    at,
+                });
+            }
+        }
+        drop(segments);
+        for change in changes {
+            let _ = self.changes.send(change);
+        }
+        true
+    }
+
+    /// Local publishing up to `mark` can no longer race a reconcile.
+    pub fn forget_published_up_to(&self, mark: u64) {
+        if let Some(published) = &self.published
+            && let Ok(mut published) = published.lock()
+        {
+            published.by_profile.retain(|_, sequence| *sequence > mark);
         }
     }
 
@@ -193,6 +292,29 @@ pub fn read_memberships(
         Some(bytes) => Ok(memberships_of_record(&decode(&bytes, "membership")?)),
         None => Ok(BTreeSet::new()),
     }
+}
+
+/// A profile's memberships as its record holds them, read outside the
+/// writer (none when it has no record: merged away or erased).
+pub fn read_memberships_in(
+    tree: &dyn Engine,
+    profile: ProfileId,
+) -> Result<BTreeSet<Membership>, StoreError> {
+    match tree.get(&keys::membership(profile))? {
+        Some(bytes) => Ok(memberships_of_record(&decode(&bytes, "membership")?)),
+        None => Ok(BTreeSet::new()),
+    }
+}
+
+/// Every stored definition in a scan of the segment keys.
+pub fn definitions_from(scan: Scan<'_>) -> Result<Vec<SegmentDefinition>, StoreError> {
+    let mut definitions = Vec::new();
+    for entry in scan {
+        let (key, value) = entry?;
+        let id = String::from_utf8_lossy(&key[1..]).into_owned();
+        definitions.push(definition_of(&id, &decode(&value, "segment")?));
+    }
+    Ok(definitions)
 }
 
 pub fn memberships_of_record(record: &MembershipRecord) -> BTreeSet<Membership> {
@@ -469,5 +591,62 @@ impl MembershipRules for NoSegments {
 
     fn now(&self) -> UnixMillis {
         UnixMillis(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(shared: bool) -> MembershipIndex {
+        let (changes, _) = broadcast::channel(16);
+        MembershipIndex {
+            segments: RwLock::default(),
+            changes,
+            published: shared.then(Mutex::default),
+        }
+    }
+
+    fn change(profile: u64, entered: bool, holdout: bool) -> MembershipChange {
+        MembershipChange {
+            segment: 1,
+            profile: ProfileId(profile),
+            entered,
+            holdout,
+            at: UnixMillis(0),
+        }
+    }
+
+    #[test]
+    fn another_servers_change_is_reconciled_unless_a_local_one_is_newer() {
+        let index = index(true);
+        let mut watcher = index.subscribe();
+        let in_holdout = BTreeSet::from([Membership {
+            segment: 1,
+            holdout: true,
+        }]);
+
+        let mark = index.mark();
+        assert!(index.reconcile(ProfileId(7), &in_holdout, mark, UnixMillis(5)));
+        assert_eq!(index.members(1).holdout.iter().collect::<Vec<_>>(), [7]);
+        let told = MembershipChange {
+            at: UnixMillis(5),
+            ..change(7, true, true)
+        };
+        assert_eq!(watcher.try_recv().ok(), Some(told));
+        // Reconciling the same state again tells nobody anything.
+        assert!(index.reconcile(ProfileId(7), &in_holdout, index.mark(), UnixMillis(6)));
+        assert!(watcher.try_recv().is_err());
+
+        // A record read before this server's own later change is not
+        // applied over it: the caller reads again.
+        let mark = index.mark();
+        index.publish(vec![change(8, true, false)]);
+        assert!(!index.reconcile(ProfileId(8), &BTreeSet::new(), mark, UnixMillis(7)));
+        assert_eq!(index.members(1).members.iter().collect::<Vec<_>>(), [8]);
+        let mark = index.mark();
+        index.forget_published_up_to(mark);
+        assert!(index.reconcile(ProfileId(8), &BTreeSet::new(), mark, UnixMillis(8)));
+        assert!(index.members(1).members.is_empty());
     }
 }

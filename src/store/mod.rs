@@ -12,6 +12,7 @@ mod consent;
 mod counters;
 mod custom_traits;
 pub mod engine;
+mod feed;
 mod job;
 mod keys;
 mod ledger;

@@ -17,6 +17,7 @@ use super::custom_traits;
 use super::engine::postgres::{PostgresEngine, PostgresOptions};
 use super::engine::sled::SledEngine;
 use super::engine::{Batch, Engine, EngineError, Found, KeyValue, Read};
+use super::feed::{self, FeedWriter, Follower, WakeWriter};
 use super::job::JobContext;
 use super::keys::IndexKeys;
 use super::ledger::{self, PrivacyLedger, ReplayReport};
@@ -110,6 +111,9 @@ pub struct SledStore {
     rules: MergeRules,
     /// Asks the estimator thread for an estimate now, or to stop.
     estimator: Mutex<Option<(std_mpsc::Sender<EstimatorCommand>, JoinHandle<()>)>>,
+    /// On a shared database: the thread reading what other servers
+    /// changed (`store::feed`), stopped by a send or a drop.
+    follower: Mutex<Option<(std_mpsc::Sender<()>, JoinHandle<()>)>>,
 }
 
 /// What the estimator thread is asked to do.
@@ -177,7 +181,9 @@ impl SledStore {
             raw.commit(batch)?;
         }
         let (queue, receiver) = mpsc::channel(options.write_queue_depth);
+        let opened = feed::wall_clock();
         let memberships = Arc::new(MembershipIndex::load(tree)?);
+        let instance = rand::random::<u64>();
         products::remove_retired_tables(tree)?;
         let listed = messages::list_all(tree)?;
         if listed > 0 {
@@ -207,6 +213,8 @@ impl SledStore {
             recommender: Arc::clone(&recommender),
             recommendations: options.recommendations,
             stats: Arc::clone(&writer_stats),
+            feed: tree.shared().then(|| FeedWriter::new(instance)),
+            definitions_stamp: tree.get(keys::DEFINITIONS_STAMP)?,
         };
         let writer_thread = std::thread::Builder::new()
             .name("sightline-writer".to_owned())
@@ -221,7 +229,18 @@ impl SledStore {
         let estimator_thread = std::thread::Builder::new()
             .name("sightline-match-model".to_owned())
             .spawn(move || estimator.run(received))?;
+        let follower = match tree.shared() {
+            true => Some(start_follower(
+                &engine,
+                &memberships,
+                &queue,
+                instance,
+                opened,
+            )?),
+            false => None,
+        };
         Ok(SledStore {
+            follower: Mutex::new(follower),
             engine,
             raw,
             index,
@@ -241,6 +260,34 @@ impl SledStore {
             None => Ok(id),
         }
     }
+}
+
+/// Starts the thread that follows other servers' changes (`store::feed`).
+fn start_follower(
+    engine: &Arc<dyn Engine>,
+    memberships: &Arc<MembershipIndex>,
+    queue: &mpsc::Sender<Command>,
+    instance: u64,
+    opened: UnixMillis,
+) -> Result<(std_mpsc::Sender<()>, JoinHandle<()>), StoreError> {
+    let queue = queue.clone();
+    let wake_writer: WakeWriter = Box::new(move || {
+        let (reply, answer) = oneshot::channel::<Result<(), StoreError>>();
+        queue.try_send(Command::Job(job(|_| Ok(()), reply))).is_ok()
+            && answer.blocking_recv().is_ok_and(|ran| ran.is_ok())
+    });
+    let follower = Follower::new(
+        Arc::clone(engine),
+        Arc::clone(memberships),
+        wake_writer,
+        instance,
+        opened,
+    );
+    let (stop, stopped) = std_mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("sightline-feed".to_owned())
+        .spawn(move || follower.run(stopped))?;
+    Ok((stop, thread))
 }
 
 /// Reads a live profile by its id, or by an id merged into it, with its
@@ -1009,13 +1056,7 @@ impl ProfileStore for SledStore {
     }
 
     fn segments(&self) -> Result<Vec<SegmentDefinition>, StoreError> {
-        let mut definitions = Vec::new();
-        for entry in self.engine.scan_prefix(&[keys::SEGMENT]) {
-            let (key, value) = entry?;
-            let id = String::from_utf8_lossy(&key[1..]).into_owned();
-            definitions.push(membership::definition_of(&id, &decode(&value, "segment")?));
-        }
-        Ok(definitions)
+        membership::definitions_from(self.engine.scan_prefix(&[keys::SEGMENT]))
     }
 
     fn evaluate_memberships(
@@ -1449,7 +1490,15 @@ impl ProfileStore for SledStore {
     }
 
     fn close(&self) -> Result<(), StoreError> {
-        // The estimator may be waiting on the writer: stop it first.
+        // The follower and the estimator may be waiting on the writer: stop
+        // them first.
+        let follower = self.follower.lock().ok().and_then(|mut slot| slot.take());
+        if let Some((stop, thread)) = follower {
+            let _ = stop.send(());
+            if thread.join().is_err() {
+                tracing::error!("feed thread panicked");
+            }
+        }
         let estimator = self.estimator.lock().ok().and_then(|mut slot| slot.take());
         if let Some((commands, thread)) = estimator {
             let _ = commands.send(EstimatorCommand::Stop);

@@ -10,9 +10,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{apply_call, read_ahead};
 use super::counters::Counters;
-use super::engine::{Durability, Engine};
+use super::custom_traits;
+use super::engine::{Durability, Engine, Transaction, prefix_bounds};
+use super::feed::{FeedWriter, stamp_if_definitions_changed};
 use super::job::{Job, JobContext};
-use super::membership::{MembershipIndex, evaluate_profiles};
+use super::membership::{self, MembershipIndex, evaluate_profiles};
 use super::overlay::{GroupWrites, SparseKeys};
 use super::products::{self, SharedRecommender};
 use super::stats::WriterStats;
@@ -125,6 +127,11 @@ pub struct Writer {
     pub recommendations: bool,
     pub suppressor: Suppressor,
     pub stats: Arc<WriterStats>,
+    /// On a shared database: the entries telling other servers of this
+    /// one's membership changes, and the definitions stamp in force
+    /// (`store::feed`).
+    pub feed: Option<FeedWriter>,
+    pub definitions_stamp: Option<Vec<u8>>,
 }
 
 /// Answers computed for a group, sent once the group is durable.
@@ -401,6 +408,9 @@ impl Writer {
                 &calls,
             )?;
         }
+        if self.feed.is_some() {
+            self.follow_definitions(transaction.as_ref())?;
+        }
         let mut group = GroupWrites::new(
             transaction.as_ref(),
             engine.as_ref(),
@@ -462,6 +472,10 @@ impl Writer {
         }
         reevaluate_changed_profiles(&mut group, self.segments.as_ref());
         done.membership_changes = group.take_membership_changes();
+        if let Some(feed) = &mut self.feed {
+            feed.note(&mut group, &done.membership_changes);
+        }
+        stamp_if_definitions_changed(&mut group);
         // The histories stand either way; one that cannot be read is a
         // damaged record, and refusing every later write would not mend it.
         done.model_changes = products::model_changes(&mut group).unwrap_or_else(|error| {
@@ -521,6 +535,22 @@ impl Writer {
         } else {
             work.finish(&self.recommender);
         }
+    }
+
+    /// Loads the definitions again when another server changed them: the
+    /// stamp is read in the group's own transaction (see `store::feed`).
+    fn follow_definitions(&mut self, reads: &dyn Transaction) -> Result<(), StoreError> {
+        let stamp = reads.get(keys::DEFINITIONS_STAMP)?;
+        if stamp == self.definitions_stamp {
+            return Ok(());
+        }
+        let (from, to) = prefix_bounds(&[keys::SEGMENT]);
+        let segments = membership::definitions_from(reads.range(from, to))?;
+        let (from, to) = prefix_bounds(&[keys::CUSTOM_TRAIT]);
+        let custom = custom_traits::all_from(reads.range(from, to))?;
+        self.segments.replace_definitions(segments, custom);
+        self.definitions_stamp = stamp;
+        Ok(())
     }
 
     fn release_blocks(&mut self) -> Result<(), StoreError> {

@@ -3,11 +3,17 @@
 
 use std::io::Write;
 
-use sightline::api::pb::{
-    self, erase_subject_request, privacy_service_client::PrivacyServiceClient,
-};
+use std::time::Duration;
 
-use crate::support::{self, TestServer, email, get_by, get_by_id, identify, phone, user};
+use sightline::api::pb::{
+    self, check_membership_request, erase_subject_request,
+    privacy_service_client::PrivacyServiceClient, segment_service_client::SegmentServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::support::{
+    self, TestServer, email, get_by, get_by_id, identify, phone, text, traits, user,
+};
 
 /// Says which half of the suite ran, past the test harness's capture of
 /// `println!`, so that a run without PostgreSQL says what it skipped; and
@@ -182,6 +188,137 @@ async fn an_erasure_through_one_server_suppresses_writes_through_the_other() {
         .into_inner();
     assert!(replay.suppressed, "the other server suppresses the person");
     assert!(replay.profile_id.is_empty());
+}
+
+/// How long another server may take to learn of a definition or a
+/// membership change (`docs/architecture.md`: within a second; a hang
+/// guard here).
+const ACROSS_SERVERS: Duration = Duration::from_secs(10);
+
+/// Polls `probe` until it holds, or fails after [`ACROSS_SERVERS`].
+async fn within_bound<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + ACROSS_SERVERS;
+    while !probe().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn listed(segments: &mut SegmentServiceClient<Channel>, id: &str) -> Vec<String> {
+    let mut stream = segments
+        .list_members(pb::ListMembersRequest {
+            segment_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("list members")
+        .into_inner();
+    let mut members = Vec::new();
+    while let Some(member) = stream.message().await.expect("member") {
+        members.push(member.profile_id);
+    }
+    members
+}
+
+async fn checked(segments: &mut SegmentServiceClient<Channel>, who: pb::Identifier) -> Vec<String> {
+    segments
+        .check_membership(pb::CheckMembershipRequest {
+            lookup: Some(check_membership_request::Lookup::Identifier(who)),
+        })
+        .await
+        .expect("check membership")
+        .into_inner()
+        .memberships
+        .into_iter()
+        .map(|membership| membership.segment_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn segments_and_memberships_agree_across_two_servers() {
+    let Some((first, second)) = two_servers_on_one_database().await else {
+        return;
+    };
+    let mut segments_first = SegmentServiceClient::new(first.channel().await);
+    let mut segments_second = SegmentServiceClient::new(second.channel().await);
+    let mut through_second = second.client().await;
+    segments_first
+        .put_segment(pb::PutSegmentRequest {
+            segment: Some(pb::Segment {
+                id: "gold".to_owned(),
+                name: "gold".to_owned(),
+                rule: r#"profile.traits.plan == "gold""#.to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("define through the first server");
+    within_bound("the second server knows the segment", || {
+        let mut segments = segments_second.clone();
+        async move {
+            segments
+                .get_segment(pb::GetSegmentRequest {
+                    id: "gold".to_owned(),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let mut watch = segments_first
+        .watch_membership(pb::WatchMembershipRequest {
+            segment_ids: vec!["gold".to_owned()],
+        })
+        .await
+        .expect("watch through the first server")
+        .into_inner();
+
+    let who = email("gold@example.com");
+    let mut request = identify(vec![who.clone()]);
+    request.traits = traits(&[("plan", text("gold"))]);
+    let profile_id = through_second
+        .identify(request)
+        .await
+        .expect("identify through the second server")
+        .into_inner()
+        .profile_id;
+    // The write's own server evaluated the rule it learnt from the other.
+    for segments in [&mut segments_second, &mut segments_first] {
+        assert_eq!(checked(segments, who.clone()).await, ["gold"]);
+    }
+    assert_eq!(
+        listed(&mut segments_second, "gold").await,
+        std::slice::from_ref(&profile_id)
+    );
+    within_bound("the first server lists the member", || {
+        let mut segments = segments_first.clone();
+        let profile_id = profile_id.clone();
+        async move { listed(&mut segments, "gold").await == [profile_id] }
+    })
+    .await;
+    let entered = tokio::time::timeout(ACROSS_SERVERS, watch.message())
+        .await
+        .expect("the first server's watcher hears of the change")
+        .expect("stream healthy")
+        .expect("stream open");
+    assert_eq!(entered.profile_id, profile_id);
+    assert_eq!(entered.kind, pb::membership_change::Kind::Entered as i32);
+
+    let mut request = identify(vec![who.clone()]);
+    request.traits = traits(&[("plan", text("silver"))]);
+    through_second.identify(request).await.expect("downgrade");
+    let exited = tokio::time::timeout(ACROSS_SERVERS, watch.message())
+        .await
+        .expect("the first server's watcher hears of the exit")
+        .expect("stream healthy")
+        .expect("stream open");
+    assert_eq!(exited.kind, pb::membership_change::Kind::Exited as i32);
+    assert!(listed(&mut segments_first, "gold").await.is_empty());
+    assert!(checked(&mut segments_first, who).await.is_empty());
 }
 
 /// TLS to the database when the URL asks for it: against a cluster that
