@@ -122,8 +122,39 @@ fn serve_on(url: &str) -> (common::Server, u16) {
         url.to_owned(),
         "--metrics-listen".to_owned(),
         format!("127.0.0.1:{metrics}"),
+        "--config".to_owned(),
+        shared_master_key_config().display().to_string(),
     ]);
     (server, metrics)
+}
+
+/// A configuration naming one master key for every server of the run:
+/// servers sharing a database must open its key store with the same key.
+fn shared_master_key_config() -> &'static std::path::Path {
+    static CONFIG: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, path) = CONFIG.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("config dir");
+        let key = dir.path().join("master.key");
+        std::fs::write(
+            &key,
+            sightline::store::sealing::cipher::SecretKey::random().to_hex(),
+        )
+        .expect("master key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("master key private");
+        let path = dir.path().join("sightline.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[privacy]\nmaster_key_file = {:?}\n",
+                key.display().to_string()
+            ),
+        )
+        .expect("config");
+        (dir, path)
+    });
+    path
 }
 
 /// Key and value sizes of the event records the server stored.
