@@ -190,6 +190,50 @@ async fn an_erasure_through_one_server_suppresses_writes_through_the_other() {
     assert!(replay.profile_id.is_empty());
 }
 
+/// Two servers creating profiles at once conflict on shared keys (block
+/// lists, name counts, id reservations) and run groups again, sometimes
+/// with ids of another block; no data key made for an abandoned id may
+/// end up sealing, or overwriting the key of, another server's profile.
+#[tokio::test]
+async fn profiles_written_through_two_servers_at_once_stay_readable_through_both() {
+    let Some((first, second)) = two_servers_on_one_database().await else {
+        return;
+    };
+    const PEOPLE: usize = 400;
+    let people = |server: usize| {
+        (0..PEOPLE)
+            .filter(move |person| person % 2 == server)
+            .map(|person| {
+                let mut request = identify(vec![email(&format!("shared{person}@example.com"))]);
+                request.traits = traits(&[
+                    ("first_name", text(["Ann", "Bob", "Cy"][person % 3])),
+                    ("last_name", text(["Lee", "Roe"][person % 2])),
+                    ("birthday", text(&format!("1980-01-{:02}", person % 28 + 1))),
+                ]);
+                pb::IngestRequest {
+                    item: Some(pb::ingest_request::Item::Identify(request)),
+                }
+            })
+    };
+    let (mut client_first, mut client_second) = (first.client().await, second.client().await);
+    let (through_first, through_second) = tokio::join!(
+        client_first.ingest(futures::stream::iter(people(0).collect::<Vec<_>>())),
+        client_second.ingest(futures::stream::iter(people(1).collect::<Vec<_>>())),
+    );
+    for summary in [through_first, through_second] {
+        let summary = summary.expect("ingest").into_inner();
+        assert_eq!(summary.rejected, 0, "{:?}", summary.errors.first());
+    }
+    for server in [&first, &second] {
+        let mut client = server.client().await;
+        for person in 0..PEOPLE {
+            let who = email(&format!("shared{person}@example.com"));
+            let status = get_by(&mut client, who).await.err();
+            assert!(status.is_none(), "person {person}: {status:?}");
+        }
+    }
+}
+
 /// How long another server may take to learn of a definition or a
 /// membership change (`docs/architecture.md`: within a second; a hang
 /// guard here).

@@ -11,7 +11,7 @@
 //!   write-ahead log may keep the sealed key until vacuumed and recycled
 //!   (README, Privacy).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -83,16 +83,22 @@ pub trait KeyStore: Send + Sync {
     /// `owner` is an id just allocated: it has no key anywhere yet.
     fn note_new(&self, _owner: u64) {}
 
-    /// Adds to the batch what must commit with it: keys made since the
-    /// last commit, and the destruction of `destroyed`'s keys, where the
-    /// keys live in the engine.
-    fn before_commit(&self, _batch: &mut Batch, _destroyed: &[u64]) {}
+    /// A writer transaction begins: keys made for ids an earlier group
+    /// allocated and did not commit are void (on a shared database another
+    /// server may since have reserved those ids).
+    fn begin_group(&self) {}
+
+    /// Adds to the batch what must commit with it, where the keys live in
+    /// the engine: the keys made for the owners it seals values of
+    /// (`sealed`) and not stored yet, and the destruction of `destroyed`'s
+    /// keys.
+    fn before_commit(&self, _batch: &mut Batch, _sealed: &BTreeSet<u64>, _destroyed: &[u64]) {}
 
     /// The batch is durable: keys it carried are stored, and `destroyed`'s
     /// keys are destroyed for good before this returns.
     fn after_commit(&self, destroyed: &[u64]) -> Result<(), KeyStoreError>;
 
-    /// The batch failed: keys made for it are kept for its retry.
+    /// The batch failed: nothing it carried is stored.
     fn after_failure(&self) {}
 }
 
@@ -389,6 +395,9 @@ struct EngineKeysState {
     pending: HashMap<u64, SecretKey>,
     /// Keys the batch being committed carries.
     in_flight: Vec<u64>,
+    /// The owners in `pending` that are ids allocated by the writer's
+    /// current group, rather than profiles found without a key.
+    allocated: HashSet<u64>,
 }
 
 pub fn key_row(owner: u64) -> [u8; 9] {
@@ -484,15 +493,31 @@ impl KeyStore for EngineKeys {
         let mut state = self.lock();
         if !state.pending.contains_key(&owner) && state.cache.get(owner).is_none() {
             state.pending.insert(owner, SecretKey::random());
+            state.allocated.insert(owner);
         }
     }
 
-    fn before_commit(&self, batch: &mut Batch, destroyed: &[u64]) {
+    fn begin_group(&self) {
         let mut state = self.lock();
-        let mut in_flight = Vec::with_capacity(state.pending.len());
-        for (owner, key) in &state.pending {
-            batch.insert(key_row(*owner), live_slot(&self.master, *owner, key));
-            in_flight.push(*owner);
+        let EngineKeysState {
+            pending, allocated, ..
+        } = &mut *state;
+        for owner in allocated.drain() {
+            pending.remove(&owner);
+        }
+    }
+
+    /// Only the keys of owners whose values the batch seals: a key made
+    /// for an id that a failed group reserved, and that another server may
+    /// have reserved since, must never overwrite that server's row.
+    fn before_commit(&self, batch: &mut Batch, sealed: &BTreeSet<u64>, destroyed: &[u64]) {
+        let mut state = self.lock();
+        let mut in_flight = Vec::new();
+        for owner in sealed {
+            if let Some(key) = state.pending.get(owner) {
+                batch.insert(key_row(*owner), live_slot(&self.master, *owner, key));
+                in_flight.push(*owner);
+            }
         }
         state.in_flight = in_flight;
         for owner in destroyed {
@@ -503,6 +528,7 @@ impl KeyStore for EngineKeys {
     fn after_commit(&self, destroyed: &[u64]) -> Result<(), KeyStoreError> {
         let mut state = self.lock();
         for owner in std::mem::take(&mut state.in_flight) {
+            state.allocated.remove(&owner);
             if let Some(key) = state.pending.remove(&owner) {
                 state.cache.put(owner, key);
             }
@@ -514,8 +540,17 @@ impl KeyStore for EngineKeys {
         Ok(())
     }
 
+    /// Keys made for the failed group's new ids are dropped: its retry may
+    /// be handed other ids, and makes keys again for those it uses.
     fn after_failure(&self) {
-        self.lock().in_flight.clear();
+        let mut state = self.lock();
+        state.in_flight.clear();
+        let EngineKeysState {
+            pending, allocated, ..
+        } = &mut *state;
+        for owner in allocated.drain() {
+            pending.remove(&owner);
+        }
     }
 }
 

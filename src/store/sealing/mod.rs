@@ -13,6 +13,7 @@ pub mod cipher;
 pub mod key_store;
 pub mod master;
 
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -139,9 +140,11 @@ impl Sealer {
     fn seal_batch(&self, batch: Batch) -> Result<(Batch, Vec<u64>), EngineError> {
         let (writes, destroyed) = batch.into_parts();
         let mut sealed = Batch::default();
+        let mut owners = BTreeSet::new();
         for (key, value) in writes {
             match value {
                 Some(value) => {
+                    owners.extend(owner_of(&key));
                     let value = self.seal(&key, value)?;
                     sealed.insert(key, value);
                 }
@@ -151,7 +154,7 @@ impl Sealer {
         for owner in &destroyed {
             sealed.insert(shredded(*owner), Vec::new());
         }
-        self.keys.before_commit(&mut sealed, &destroyed);
+        self.keys.before_commit(&mut sealed, &owners, &destroyed);
         Ok((sealed, destroyed))
     }
 
@@ -273,6 +276,7 @@ impl Engine for SealedEngine {
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction + '_>, EngineError> {
+        self.sealer.keys.begin_group();
         Ok(Box::new(SealedTransaction {
             inner: self.inner.begin()?,
             sealer: &self.sealer,
