@@ -26,7 +26,7 @@ use super::engine::{Batch, Engine};
 use super::keys;
 use super::membership::{MembershipIndex, read_memberships_in};
 use super::overlay::GroupWrites;
-use crate::model::{MembershipChange, ProfileId, UnixMillis};
+use crate::model::{Clock, MembershipChange, ProfileId, SystemClock, UnixMillis};
 
 /// How often a server reads what the others wrote: the bound, with a
 /// round trip, on how stale its bitmaps and watchers are.
@@ -59,13 +59,7 @@ pub fn stamp_if_definitions_changed(group: &mut GroupWrites<'_>) {
 /// The wall clock: feed entries are ordered across servers by it, so a
 /// test's manual clock has no say.
 pub fn wall_clock() -> UnixMillis {
-    UnixMillis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-            }),
-    )
+    SystemClock.now()
 }
 
 /// The writer's side: one entry per group that changed memberships.

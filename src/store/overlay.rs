@@ -296,16 +296,29 @@ impl<'t> CallWrites<'_, 't> {
             }
             merged.insert(key, Some(value));
         }
-        for layer in [&self.group.changes, &self.changes] {
-            let range = layer.range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
-            for (key, change) in range.take_while(|(key, _)| key.starts_with(prefix)) {
-                merged.insert(key.clone(), change.clone());
-            }
+        for (key, change) in self.changes_from(prefix, start) {
+            merged.insert(key.clone(), change.clone());
         }
         Ok(merged
             .into_iter()
             .filter_map(|(key, value)| value.map(|value| (key, value)))
             .collect())
+    }
+
+    /// The group's and this call's changes under `prefix` from `start` on,
+    /// the call's after the group's, so that the later of two wins.
+    fn changes_from<'s>(
+        &'s self,
+        prefix: &'s [u8],
+        start: &'s [u8],
+    ) -> impl Iterator<Item = (&'s Vec<u8>, &'s Option<Vec<u8>>)> + 's {
+        [&self.group.changes, &self.changes]
+            .into_iter()
+            .flat_map(move |layer| {
+                layer
+                    .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+                    .take_while(move |(key, _)| key.starts_with(prefix))
+            })
     }
 
     /// Every live key under `prefix`, in key order, without reading a
@@ -316,11 +329,8 @@ impl<'t> CallWrites<'_, 't> {
         for key in self.group.reads.range_keys(from, to) {
             merged.insert(key?, true);
         }
-        for layer in [&self.group.changes, &self.changes] {
-            let range = layer.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
-            for (key, change) in range.take_while(|(key, _)| key.starts_with(prefix)) {
-                merged.insert(key.clone(), change.is_some());
-            }
+        for (key, change) in self.changes_from(prefix, prefix) {
+            merged.insert(key.clone(), change.is_some());
         }
         Ok(merged
             .into_iter()

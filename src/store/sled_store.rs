@@ -47,10 +47,10 @@ use crate::computed::{Activity, RankKey, RfmQuintiles};
 use crate::identity::MergeRules;
 use crate::identity::fuzzy::{MatchModel, estimate};
 use crate::model::{
-    AccessEntry, CandidateReview, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
+    AccessEntry, CandidateReview, Clock, ConsentCall, ErasureCall, ErasureOutcome, Identifier,
     MatchCandidate, MatchEvidence, MatchPassOutcome, MembershipChange, MembershipRules,
     PrivacyRequest, ProfileFacts, ProfileId, ProfileView, ReviewOutcome, SegmentDefinition,
-    SegmentScope, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
+    SegmentScope, SystemClock, UnixMillis, UnmergeCall, UnmergeOutcome, WriteCall,
 };
 use prost::Message;
 
@@ -422,14 +422,7 @@ impl Estimator {
                 }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
                     if self.rules.take_estimate_request() {
-                        let now = UnixMillis(
-                            std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |elapsed| {
-                                    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-                                }),
-                        );
-                        if let Err(error) = self.estimate(now) {
+                        if let Err(error) = self.estimate(SystemClock.now()) {
                             tracing::warn!(%error, "estimating the match model failed");
                         }
                     }
@@ -640,7 +633,7 @@ impl SledStore {
             let tree = engine.as_ref();
             let report = backup::load(backup_dir, tree)?;
             let key_store = open_key_store(&engine, options)?;
-            let now = crate::model::Clock::now(&crate::model::SystemClock);
+            let now = SystemClock.now();
             let shredded = ledger::drop_shredded(tree, key_store.as_ref(), now)?;
             if shredded.profiles > 0 {
                 tracing::info!(
@@ -671,7 +664,7 @@ impl SledStore {
 
     fn replay(&self, ledger: PrivacyLedger) -> Result<ReplayReport, StoreError> {
         let ledger = Arc::new(ledger);
-        let now = crate::model::Clock::now(&crate::model::SystemClock);
+        let now = SystemClock.now();
         let tree = self.engine.clone();
         let found = Arc::clone(&ledger);
         let profiles = futures::executor::block_on(

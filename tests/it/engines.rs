@@ -6,8 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use sightline::api::pb::{
-    self, check_membership_request, erase_subject_request,
-    privacy_service_client::PrivacyServiceClient, segment_service_client::SegmentServiceClient,
+    self, erase_subject_request, privacy_service_client::PrivacyServiceClient,
+    segment_service_client::SegmentServiceClient,
 };
 use tonic::transport::Channel;
 
@@ -252,33 +252,18 @@ where
     }
 }
 
+/// The ids of a segment's members (holdouts left out).
 async fn listed(segments: &mut SegmentServiceClient<Channel>, id: &str) -> Vec<String> {
-    let mut stream = segments
-        .list_members(pb::ListMembersRequest {
-            segment_id: id.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .expect("list members")
-        .into_inner();
-    let mut members = Vec::new();
-    while let Some(member) = stream.message().await.expect("member") {
-        members.push(member.profile_id);
-    }
-    members
+    let members = support::members(segments, id, false).await;
+    members.into_iter().map(|(profile, _)| profile).collect()
 }
 
+/// The ids of the segments a profile is in.
 async fn checked(segments: &mut SegmentServiceClient<Channel>, who: pb::Identifier) -> Vec<String> {
-    segments
-        .check_membership(pb::CheckMembershipRequest {
-            lookup: Some(check_membership_request::Lookup::Identifier(who)),
-        })
-        .await
-        .expect("check membership")
-        .into_inner()
-        .memberships
+    let memberships = support::memberships(segments, who).await;
+    memberships
         .into_iter()
-        .map(|membership| membership.segment_id)
+        .map(|(segment, _)| segment)
         .collect()
 }
 

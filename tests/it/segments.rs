@@ -68,37 +68,6 @@ async fn wait_ready(segments: &mut Segments, id: &str) {
     panic!("segment {id} never became ready");
 }
 
-async fn memberships(segments: &mut Segments, who: pb::Identifier) -> Vec<(String, bool)> {
-    segments
-        .check_membership(pb::CheckMembershipRequest {
-            lookup: Some(check_membership_request::Lookup::Identifier(who)),
-        })
-        .await
-        .expect("check membership")
-        .into_inner()
-        .memberships
-        .into_iter()
-        .map(|m| (m.segment_id, m.holdout))
-        .collect()
-}
-
-async fn members(segments: &mut Segments, id: &str, include_holdout: bool) -> Vec<(String, bool)> {
-    let mut stream = segments
-        .list_members(pb::ListMembersRequest {
-            segment_id: id.to_owned(),
-            include_holdout,
-            ..Default::default()
-        })
-        .await
-        .expect("list members")
-        .into_inner();
-    let mut listed = Vec::new();
-    while let Some(member) = stream.message().await.expect("member") {
-        listed.push((member.profile_id, member.holdout));
-    }
-    listed
-}
-
 fn in_segment(id: &str) -> Vec<(String, bool)> {
     vec![(id.to_owned(), false)]
 }

@@ -3,7 +3,8 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use sightline::api::pb::{
-    self, get_profile_request::Lookup, profile_service_client::ProfileServiceClient,
+    self, check_membership_request, get_profile_request::Lookup,
+    profile_service_client::ProfileServiceClient, segment_service_client::SegmentServiceClient,
 };
 use sightline::cli::{BearerToken, ProfileClient, profile_client};
 use sightline::config::Config;
@@ -726,4 +727,44 @@ fn is_root() -> bool {
         .output()
         .map(|output| output.stdout.starts_with(b"0"))
         .unwrap_or(false)
+}
+
+/// A profile's memberships (segment id, held out) through `CheckMembership`.
+pub async fn memberships(
+    segments: &mut SegmentServiceClient<Channel>,
+    who: pb::Identifier,
+) -> Vec<(String, bool)> {
+    segments
+        .check_membership(pb::CheckMembershipRequest {
+            lookup: Some(check_membership_request::Lookup::Identifier(who)),
+        })
+        .await
+        .expect("check membership")
+        .into_inner()
+        .memberships
+        .into_iter()
+        .map(|m| (m.segment_id, m.holdout))
+        .collect()
+}
+
+/// A segment's members (profile id, held out) through `ListMembers`.
+pub async fn members(
+    segments: &mut SegmentServiceClient<Channel>,
+    id: &str,
+    include_holdout: bool,
+) -> Vec<(String, bool)> {
+    let mut stream = segments
+        .list_members(pb::ListMembersRequest {
+            segment_id: id.to_owned(),
+            include_holdout,
+            ..Default::default()
+        })
+        .await
+        .expect("list members")
+        .into_inner();
+    let mut listed = Vec::new();
+    while let Some(member) = stream.message().await.expect("member") {
+        listed.push((member.profile_id, member.holdout));
+    }
+    listed
 }
