@@ -271,6 +271,10 @@ enum Command {
         /// between their profiles.
         #[arg(long)]
         explain_missed: bool,
+        /// Also list the profiles holding records of more than one person,
+        /// with what each person's records said.
+        #[arg(long)]
+        explain_merged: bool,
     },
 }
 
@@ -578,6 +582,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 seed,
                 scenarios,
                 explain_missed,
+                explain_merged,
             } => {
                 let options = QualityOptions {
                     token: target.bearer()?,
@@ -587,6 +592,7 @@ fn run_client(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     scenarios: parse_scenarios(&scenarios)
                         .map_err(|error| CliError::Usage(error.to_string()))?,
                     explain_missed,
+                    explain_merged,
                     ..QualityOptions::default()
                 };
                 let report = run_quality(options)

@@ -1,5 +1,5 @@
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use regex::Regex;
@@ -7,6 +7,10 @@ use regex::Regex;
 use super::fuzzy::{MatchModel, MatchThresholds};
 use crate::config::{FuzzyConfig, MergeConfig};
 use crate::model::{Identifier, IdentifierKind};
+
+/// Review candidates after which the model is estimated again, however
+/// little the population grew.
+const CANDIDATES_PER_ESTIMATE_MAX: u64 = 100;
 
 /// The configured merge-protection rules, compiled once.
 #[derive(Debug, Clone)]
@@ -31,6 +35,8 @@ pub struct MergeRules {
 struct SharedModel {
     current: RwLock<Arc<MatchModel>>,
     estimate_wanted: AtomicBool,
+    /// Review candidates recorded since the model was last replaced.
+    candidates_since_estimate: AtomicU64,
 }
 
 impl MergeRules {
@@ -73,6 +79,7 @@ impl MergeRules {
             model: Arc::new(SharedModel {
                 current: RwLock::new(Arc::new(MatchModel::prior())),
                 estimate_wanted: AtomicBool::new(false),
+                candidates_since_estimate: AtomicU64::new(0),
             }),
             estimate_profiles_min: fuzzy.estimate_profiles_min,
         }
@@ -93,6 +100,9 @@ impl MergeRules {
     }
 
     pub fn set_match_model(&self, model: MatchModel) {
+        self.model
+            .candidates_since_estimate
+            .store(0, Ordering::Relaxed);
         let model = Arc::new(model);
         match self.model.current.write() {
             Ok(mut current) => *current = model,
@@ -102,10 +112,31 @@ impl MergeRules {
 
     /// Whether `population` profiles with names call for a new estimate
     /// of a model estimated at `estimated_population`: at the first
-    /// threshold, then at every doubling.
+    /// threshold, then whenever the population has grown by a tenth, so
+    /// every profile is matched with a model estimated on at least nine
+    /// tenths of what it meets. A run costs the same at any size (its
+    /// sample is bounded), so that is about a hundred runs up to millions.
+    ///
+    /// A burst of review candidates calls for one sooner: pairs the model
+    /// cannot decide pile up when the data shows a kind of variation it
+    /// has not weighed yet (people moving, new email addresses), and the
+    /// next estimate, with the recheck after it, settles them.
     pub fn estimate_due(&self, population: u64, estimated_population: u64) -> bool {
-        population >= self.estimate_profiles_min
-            && population >= estimated_population.saturating_mul(2)
+        if population < self.estimate_profiles_min {
+            return false;
+        }
+        let grown = population >= estimated_population.saturating_add(estimated_population / 10);
+        let undecided = self.model.candidates_since_estimate.load(Ordering::Relaxed)
+            >= CANDIDATES_PER_ESTIMATE_MAX
+            && population > estimated_population;
+        grown || undecided
+    }
+
+    /// Counts review candidates toward [`Self::estimate_due`].
+    pub fn note_candidates(&self, recorded: u64) {
+        self.model
+            .candidates_since_estimate
+            .fetch_add(recorded, Ordering::Relaxed);
     }
 
     /// Asks for the model to be re-estimated; see [`Self::take_estimate_request`].

@@ -16,8 +16,8 @@ use std::fmt;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 
-use super::generate::PersonId;
-use super::{Cluster, QualityError};
+use super::generate::{PersonId, Record};
+use super::{Cluster, Placement, QualityError};
 use crate::api::convert::json_value;
 use crate::api::pb::{self, get_profile_request::Lookup};
 use crate::cli::ProfileClient;
@@ -194,4 +194,92 @@ async fn match_fields_of(
         .collect();
     let fields = MatchFields::from_traits(&traits).with_emails(emails.iter().map(String::as_str));
     Ok(MatchProfile::new(fields, []))
+}
+
+/// Most wrongly joined profiles listed per scenario.
+const MERGED_LISTED_MAX: usize = 40;
+
+/// Profiles holding records of more than one person: what each person's
+/// records said, so a wrong join can be traced to the fields behind it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WrongJoins {
+    /// Profiles with records of two or more people, counted whole.
+    pub profiles: u64,
+    /// The first [`MERGED_LISTED_MAX`], each a list of people with the
+    /// distinct record summaries they contributed.
+    pub listed: Vec<Vec<(PersonId, Vec<String>)>>,
+}
+
+impl fmt::Display for WrongJoins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} profiles hold records of more than one person",
+            self.profiles
+        )?;
+        for (number, people) in self.listed.iter().enumerate() {
+            writeln!(f, "profile {}:", number + 1)?;
+            for (person, records) in people {
+                for record in records {
+                    writeln!(f, "  person {:>6}  {record}", person.0)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lists the profiles of `placements` that hold more than one person's
+/// records, from the records themselves (no server call).
+pub(super) fn explain_merged(records: &[Record], placements: &[Placement]) -> WrongJoins {
+    let mut people_by_profile: BTreeMap<&str, BTreeMap<PersonId, Vec<String>>> = BTreeMap::new();
+    for (record, placement) in records.iter().zip(placements) {
+        let Placement::Profile(profile_id) = placement else {
+            continue;
+        };
+        let summaries = people_by_profile
+            .entry(profile_id.as_str())
+            .or_default()
+            .entry(record.person)
+            .or_default();
+        if let Some(summary) = summarise(record) {
+            if !summaries.contains(&summary) {
+                summaries.push(summary);
+            }
+        }
+    }
+    let mut joins = WrongJoins::default();
+    for people in people_by_profile.into_values() {
+        if people.len() < 2 {
+            continue;
+        }
+        joins.profiles += 1;
+        if joins.listed.len() < MERGED_LISTED_MAX {
+            joins.listed.push(people.into_iter().collect());
+        }
+    }
+    joins
+}
+
+/// One line for an identify record: its identifiers and traits.
+fn summarise(record: &Record) -> Option<String> {
+    let Some(pb::ingest_request::Item::Identify(identify)) = &record.request.item else {
+        return None;
+    };
+    let identifiers: Vec<String> = identify
+        .identifiers
+        .iter()
+        .map(|identifier| format!("{}:{}", identifier.kind, identifier.value))
+        .collect();
+    let traits: Map<String, Value> = identify
+        .traits
+        .iter()
+        .flat_map(|traits| &traits.fields)
+        .filter_map(|(name, value)| Some((name.clone(), json_value(value)?)))
+        .collect();
+    Some(format!(
+        "{} {}",
+        identifiers.join(" "),
+        Value::Object(traits)
+    ))
 }

@@ -47,7 +47,7 @@ mod report;
 mod review;
 
 pub use evaluate::{Placement, junk_stored, place_records};
-pub use explain::{MissedClass, MissedPairs};
+pub use explain::{MissedClass, MissedPairs, WrongJoins};
 pub use generate::{
     Address, Dataset, PEOPLE_PER_SCENARIO_MAX, Person, PersonId, Record, Scenario, generate,
     parse_scenarios,
@@ -99,6 +99,9 @@ pub struct QualityOptions {
     /// between their profiles (see `explain.rs`); costs one `GetProfile`
     /// per split profile.
     pub explain_missed: bool,
+    /// List the profiles holding records of more than one person, with
+    /// what each person's records said, online and after `RunMatching`.
+    pub explain_merged: bool,
 }
 
 impl Default for QualityOptions {
@@ -113,6 +116,7 @@ impl Default for QualityOptions {
             super_profile_persons_max: 3,
             token: BearerToken::default(),
             explain_missed: false,
+            explain_merged: false,
         }
     }
 }
@@ -266,6 +270,10 @@ pub async fn run_quality(options: QualityOptions) -> Result<QualityReport, Quali
             options.super_profile_persons_max,
         );
         report.after_matching = Some(score.pairs);
+        if options.explain_merged {
+            report.merged_after_matching =
+                Some(explain::explain_merged(&dataset.records, &placements));
+        }
         report.super_profiles_after_matching = Some(score.super_profiles.count);
     }
     Ok(QualityReport {
@@ -337,6 +345,9 @@ async fn run_scenario(
     };
     let mut report = ScenarioReport::new(&dataset, &load, unresolved, &score, &review, missed);
     report.junk_stored = junk_stored;
+    if options.explain_merged {
+        report.merged = Some(explain::explain_merged(&dataset.records, &placements));
+    }
     let rejected = load.rejected_records.clone();
     Ok((report, dataset, rejected))
 }

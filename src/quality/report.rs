@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::explain::MissedPairs;
+use super::explain::{MissedPairs, WrongJoins};
 use super::generate::{Dataset, Scenario};
 use super::load::LoadSummary;
 use super::metrics::{ClusterScore, PairCounts, SuperProfiles};
@@ -58,6 +58,10 @@ pub struct ScenarioReport {
     pub pairs_reviewed: PairCounts,
     /// The missed true pairs by evidence class, when asked for.
     pub missed: Option<MissedPairs>,
+    /// Profiles joining several people, online and after `RunMatching`,
+    /// when asked for.
+    pub merged: Option<WrongJoins>,
+    pub merged_after_matching: Option<WrongJoins>,
 }
 
 impl ScenarioReport {
@@ -95,6 +99,8 @@ impl ScenarioReport {
             candidates_true: review.candidates_true,
             pairs_reviewed: review.pairs_reviewed,
             missed,
+            merged: None,
+            merged_after_matching: None,
         }
     }
 
@@ -228,6 +234,24 @@ impl fmt::Display for QualityReport {
             if let Some(missed) = report.missed.as_ref().filter(|m| !m.classes.is_empty()) {
                 writeln!(f, "\nmissed true pairs in {}:", report.scenario.name())?;
                 write!(f, "{missed}")?;
+            }
+            if let Some(merged) = report.merged.as_ref().filter(|m| m.profiles > 0) {
+                writeln!(
+                    f,
+                    "\nwrong joins in {}, online: {merged}",
+                    report.scenario.name()
+                )?;
+            }
+            if let Some(merged) = report
+                .merged_after_matching
+                .as_ref()
+                .filter(|m| m.profiles > 0)
+            {
+                writeln!(
+                    f,
+                    "\nwrong joins in {}, after RunMatching: {merged}",
+                    report.scenario.name()
+                )?;
             }
         }
         Ok(())

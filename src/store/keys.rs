@@ -364,6 +364,24 @@ pub fn fuzzy_candidates_of(id: ProfileId) -> Vec<u8> {
     key
 }
 
+/// The comparisons of the closest pairs matching left alone for this
+/// profile (`recheck.rs`), re-scored under the next model.
+pub fn fuzzy_recheck(id: ProfileId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11);
+    key.extend_from_slice(FUZZY_RECHECK);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+/// The prefix of every recheck mark.
+pub const FUZZY_RECHECK: &[u8] = &[FUZZY, b'#', b'*'];
+
+/// The profile a recheck mark names.
+pub fn decode_fuzzy_recheck(key: &[u8]) -> Option<ProfileId> {
+    let bytes: [u8; 8] = key.strip_prefix(FUZZY_RECHECK)?.try_into().ok()?;
+    Some(ProfileId(u64::from_be_bytes(bytes)))
+}
+
 /// The profiles a reviewer said are not the same person as this one, so
 /// that erasing either side finds its rejections without scanning them.
 pub fn fuzzy_rejections_of(id: ProfileId) -> Vec<u8> {
@@ -376,7 +394,7 @@ pub fn fuzzy_rejections_of(id: ProfileId) -> Vec<u8> {
 /// The point keys stored under one profile id, besides its events: what
 /// the writer reads of a profile it resolves to, and what cannot exist yet
 /// under an id just allocated.
-pub fn profile_point_keys(id: ProfileId) -> [Vec<u8>; 6] {
+pub fn profile_point_keys(id: ProfileId) -> [Vec<u8>; 7] {
     [
         profile(id).to_vec(),
         alias(id).to_vec(),
@@ -384,6 +402,7 @@ pub fn profile_point_keys(id: ProfileId) -> [Vec<u8>; 6] {
         fuzzy_counted_names(id),
         fuzzy_variants(id),
         fuzzy_candidates_of(id),
+        fuzzy_recheck(id),
     ]
 }
 

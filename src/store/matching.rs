@@ -16,6 +16,7 @@ use super::keys::{self, IndexKeys};
 use super::merge::absorb;
 use super::overlay::CallWrites;
 use super::profiles::{follow_alias, live_separations, load_profile};
+use super::recheck::NearMisses;
 use super::records::{
     CandidateRecord, EvidenceRecord, IdentifierEntry, IdentifierRef, JOURNAL_MERGE, JournalEntry,
     ProfileRecord, RejectionRecord, decode,
@@ -240,6 +241,7 @@ pub fn forget(
 ) -> Result<(), StoreError> {
     reindex(writes, id, fields, &MatchProfile::default())?;
     drop_candidates_of(writes, id)?;
+    writes.remove(keys::fuzzy_recheck(id));
     Ok(())
 }
 
@@ -421,8 +423,11 @@ fn match_round(
 
     // Earlier candidates are always re-scored.
     let mut shared_keys: HashMap<ProfileId, usize> = HashMap::new();
+    let mut earlier_partners = BTreeSet::new();
     for partner in partners {
-        shared_keys.insert(follow_alias(writes, partner)?, usize::MAX);
+        let partner = follow_alias(writes, partner)?;
+        shared_keys.insert(partner, usize::MAX);
+        earlier_partners.insert(partner);
     }
     let blocks: Vec<Vec<u8>> = blocking_keys(fields)
         .iter()
@@ -461,6 +466,7 @@ fn match_round(
     writes.read_ahead(&about_others)?;
     let name_counts = NameCounts::default();
     let mut scored = Vec::new();
+    let mut near_misses = NearMisses::default();
     for other in others {
         if writes.get(&keys::rejection(id, other))?.is_some() {
             continue;
@@ -502,9 +508,12 @@ fn match_round(
         let decision = decide(&match_score, &thresholds);
         if decision != MatchDecision::NoMatch {
             scored.push((other, match_score, decision));
+        } else {
+            near_misses.offer(other, &match_score);
         }
     }
     scored.sort_by(|a, b| b.1.bits.total_cmp(&a.1.bits));
+    near_misses.store(writes, id)?;
 
     let (mut current_id, mut current) = (id, record);
     for (other, match_score, decision) in scored {
@@ -544,6 +553,10 @@ fn match_round(
             continue;
         }
         record_candidate(writes, current_id, other, &match_score, cause.at)?;
+        // Only a pair newly left undecided says the model lags the data.
+        if !earlier_partners.contains(&other) {
+            rules.note_candidates(1);
+        }
         report.candidates_recorded += 1;
     }
     Ok((current_id, current))

@@ -25,6 +25,7 @@ mod overlay;
 mod privacy;
 mod products;
 mod profiles;
+mod recheck;
 mod records;
 pub mod sealing;
 mod sled_store;

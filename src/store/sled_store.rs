@@ -29,6 +29,7 @@ use super::overlay::SparseKeys;
 use super::privacy;
 use super::products::{self, ProductUpload, SharedRecommender};
 use super::profiles::decode_profile_id;
+use super::recheck;
 use super::records::{
     AccessRecord, CandidateRecord, EventRecord, ProfileRecord, RfmRecord, decode,
 };
@@ -128,6 +129,10 @@ enum EstimatorCommand {
 /// How often the estimator thread looks whether matching asked for a new
 /// estimate: often enough to follow a bulk load's doublings.
 const ESTIMATE_POLL_INTERVAL_MS: u64 = 200;
+/// Profiles matched again after one estimate; the rest wait for the next.
+const RECHECKED_PER_ESTIMATE_MAX: usize = 100_000;
+/// Profiles matched again per writer job.
+const RECHECK_CHUNK_PROFILES: usize = 256;
 
 impl SledStore {
     pub fn open(options: &SledStoreOptions) -> Result<SledStore, StoreError> {
@@ -422,13 +427,56 @@ impl Estimator {
                 }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
                     if self.rules.take_estimate_request() {
-                        if let Err(error) = self.estimate(SystemClock.now()) {
+                        let estimated = self.estimate(SystemClock.now());
+                        if let Err(error) = estimated.and_then(|_| self.recheck()) {
                             tracing::warn!(%error, "estimating the match model failed");
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Matches the near misses and pending candidates again under the
+    /// model just estimated, a chunk per writer job so that ingest flows
+    /// between chunks.
+    fn recheck(&self) -> Result<(), StoreError> {
+        let Some(thresholds) = self.rules.fuzzy_thresholds().copied() else {
+            return Ok(());
+        };
+        let population = match self.engine.get(keys::FUZZY_POPULATION)? {
+            Some(bytes) => keys::decode_u64(&bytes).unwrap_or(0),
+            None => 0,
+        };
+        let ids = recheck::due(
+            self.engine.as_ref(),
+            &self.rules.match_model(),
+            population,
+            thresholds.review,
+            RECHECKED_PER_ESTIMATE_MAX,
+        )?;
+        let mut merges = 0;
+        for chunk in ids.chunks(RECHECK_CHUNK_PROFILES) {
+            let chunk = chunk.to_vec();
+            let at = SystemClock.now();
+            let (reply, answer) = oneshot::channel();
+            let body = move |context: &mut JobContext<'_, '_, '_>| {
+                matching::match_stored(context, &chunk, at)
+            };
+            self.queue
+                .blocking_send(Command::Job(job(body, reply)))
+                .map_err(|_| StoreError::Closed)?;
+            merges += answer
+                .blocking_recv()
+                .map_err(|_| StoreError::Closed)??
+                .merges;
+        }
+        tracing::info!(
+            profiles = ids.len(),
+            merges,
+            "profiles matched again under the new model"
+        );
+        Ok(())
     }
 
     fn estimate(&self, at: UnixMillis) -> Result<MatchModel, StoreError> {

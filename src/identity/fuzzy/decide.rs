@@ -59,13 +59,77 @@ pub fn score_profiles(
 }
 
 pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision {
-    if score.probability >= thresholds.auto_merge && !possibly_relatives(score) {
-        MatchDecision::AutoMerge
-    } else if score.probability >= thresholds.review {
+    if score.probability < thresholds.review {
+        return MatchDecision::NoMatch;
+    }
+    if !possibly_relatives(score) {
+        return if score.probability >= thresholds.auto_merge {
+            MatchDecision::AutoMerge
+        } else {
+            MatchDecision::Review
+        };
+    }
+    if within_household_probability(score) >= thresholds.review {
         MatchDecision::Review
     } else {
         MatchDecision::NoMatch
     }
+}
+
+/// People sharing a home without sharing a family name (flatmates, a
+/// couple), whose records a shared device may also link: both names
+/// disagree outright, so do the birthdays where both are known, and the
+/// address agrees. The address's bits, summed over fields that move
+/// together, are then no sign of one person. One person's record with
+/// both names garbled still shares the birthday.
+fn possibly_housemates(score: &MatchScore) -> bool {
+    let level = |field| score.level_of(field);
+    let names_differ = level(Field::FirstName) == Some(ELSE)
+        && level(Field::LastName) == Some(ELSE)
+        && !matches!(
+            level(Field::Birthday),
+            Some(EXACT | "one_digit_or_transposed")
+        );
+    let same_street = matches!(level(Field::StreetName), Some(EXACT | "jaro_winkler_0.90"));
+    let same_number = level(Field::StreetNumber) == Some(EXACT);
+    let shares_an_address = match level(Field::PostalCode) {
+        Some(EXACT) => same_street || same_number,
+        None => same_street && same_number,
+        Some(_) => false,
+    };
+    names_differ && shares_an_address
+}
+
+/// Fields that members of one household share, and so say nothing about
+/// which member a record is.
+const HOUSEHOLD_FIELDS: [Field; 8] = [
+    Field::LastName,
+    Field::PostalCode,
+    Field::StreetNumber,
+    Field::StreetName,
+    Field::Line2,
+    Field::City,
+    Field::State,
+    Field::Country,
+];
+/// Prior log2 odds that two records of one household are one person: a
+/// household holds a few people.
+const HOUSEHOLD_PRIOR_LOG2_ODDS: f64 = -1.6;
+
+/// The probability that two possible relatives are one person, judged as
+/// two records of one household: by the fields that tell its members apart
+/// (given name, birthday, contact details), the household's own fields
+/// left out. Members whose given names, birthdays or emails disagree then
+/// never reach a reviewer, who would only ever reject them.
+fn within_household_probability(score: &MatchScore) -> f64 {
+    let bits: f64 = score
+        .evidence
+        .iter()
+        .filter(|item| !HOUSEHOLD_FIELDS.contains(&item.field))
+        .map(|item| item.bits)
+        .sum::<f64>()
+        + score.adjustments.iter().map(|(_, bits)| bits).sum::<f64>();
+    1.0 / (1.0 + (-(bits + HOUSEHOLD_PRIOR_LOG2_ODDS)).exp2())
 }
 
 /// Relatives look like one person in every field that describes a
@@ -82,7 +146,10 @@ pub fn decide(score: &MatchScore, thresholds: &MatchThresholds) -> MatchDecision
 /// - without a birthday to compare, the same holds: different given names
 ///   with emails of their own are two members of the household.
 ///
-/// Such a pair is left to a reviewer, never merged automatically. Records
+/// Such a pair is never merged automatically: it is judged as two records
+/// of one household (`within_household_probability`) and left to a
+/// reviewer only when the fields that tell members apart lean toward one
+/// person. Records
 /// without contact details (an in-store form) that differ only in the
 /// given name are as often one person with a mistyped or misheard name,
 /// and the model decides them like any other pair.
@@ -92,7 +159,7 @@ pub fn possibly_relatives(score: &MatchScore) -> bool {
         Some(EXACT | "jaro_winkler_0.92")
     );
     if !family_name_agrees {
-        return false;
+        return possibly_housemates(score);
     }
     let given_name = score.level_of(Field::FirstName);
     let own_emails = score.level_of(Field::Email) == Some(ELSE);
@@ -100,9 +167,12 @@ pub fn possibly_relatives(score: &MatchScore) -> bool {
         Some(EXACT) | None => given_name == Some(ELSE) && own_emails,
         // Siblings' names are often alike (Daniel, Danielle; Emma, Emily):
         // with different birthdays, only the same name or a nickname of it
-        // is the same person's.
-        Some("same_year" | ELSE) => {
-            !matches!(given_name, Some(EXACT | "nickname" | SWAPPED) | None)
+        // is the same person's. A parent and a child named after them share
+        // the given name as well; birthdays years apart with emails of
+        // their own are then the two of them.
+        Some(birthday @ ("same_year" | ELSE)) => {
+            let named_apart = !matches!(given_name, Some(EXACT | "nickname" | SWAPPED) | None);
+            named_apart || (birthday == ELSE && own_emails)
         }
         _ => false,
     }
@@ -185,6 +255,79 @@ mod tests {
         assert_ne!(
             decide(&score, &MatchThresholds::default()),
             MatchDecision::AutoMerge
+        );
+    }
+
+    #[test]
+    fn a_parent_and_a_child_of_one_name_with_emails_of_their_own_wait_for_a_reviewer() {
+        let address =
+            json!({"street": "119 New Road", "city": "Aberdeen", "postal_code": "AB21 2LD"});
+        let member = |birthday: &str, email: &str| {
+            let fields = MatchFields::from_traits(
+                json!({"first_name": "Jordan", "last_name": "Williamson", "birthday": birthday, "address": address})
+                    .as_object()
+                    .unwrap(),
+            );
+            MatchProfile::new(fields.with_emails([email]), [])
+        };
+        let model = MatchModel::prior();
+        let thresholds = MatchThresholds::default();
+        let father = member("1951-07-21", "jordan.williamson@example.com");
+        let son = member("1969-06-09", "jwilliamson64@example.org");
+        let score = score_profiles(&model, &father, &son, &no_frequencies, 1_000).unwrap();
+        assert!(
+            score.probability > 0.999,
+            "the model alone would merge them"
+        );
+        assert_eq!(decide(&score, &thresholds), MatchDecision::Review);
+
+        // One person whose birthday was mistyped in a digit is still one.
+        let mistyped = member("1951-07-27", "jwilliamson64@example.org");
+        let score = score_profiles(&model, &father, &mistyped, &no_frequencies, 1_000).unwrap();
+        assert_eq!(decide(&score, &thresholds), MatchDecision::AutoMerge);
+    }
+
+    #[test]
+    fn flatmates_linked_by_a_shared_device_are_left_apart() {
+        let address =
+            json!({"street": "134 Station Road", "city": "Cardiff", "postal_code": "CF1 0DZ"});
+        let flatmate = |first: &str, last: &str, birthday: &str| {
+            profile(
+                json!({"first_name": first, "last_name": last, "birthday": birthday, "address": address}),
+            )
+        };
+        let model = MatchModel::prior();
+        let score = score_profiles(
+            &model,
+            &flatmate("Daniel", "Hawkins", "1978-12-23"),
+            &flatmate("Archie", "Holmes", "1997-02-16"),
+            &no_frequencies,
+            1_000,
+        )
+        .unwrap()
+        .with_adjustment("refused_link", 5.0);
+        assert!(
+            score.probability > 0.999,
+            "the model alone would merge them"
+        );
+        assert_eq!(
+            decide(&score, &MatchThresholds::default()),
+            MatchDecision::NoMatch
+        );
+    }
+
+    #[test]
+    fn a_swap_of_the_two_names_counts_once() {
+        let straight = profile(json!({"first_name": "Mason", "last_name": "Taylor"}));
+        let swapped = profile(json!({"first_name": "Taylor", "last_name": "Mason"}));
+        let model = MatchModel::prior();
+        let copied = score_profiles(&model, &straight, &straight, &no_frequencies, 1_000).unwrap();
+        let crossed = score_profiles(&model, &straight, &swapped, &no_frequencies, 1_000).unwrap();
+        assert!(
+            crossed.bits < copied.bits,
+            "a swap ({:.1} bits) weighs less than two names copied straight ({:.1})",
+            crossed.bits,
+            copied.bits
         );
     }
 

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use super::blocking::BlockingRule;
 use super::compare::{Comparison, ELSE, EXACT, FIELD_COUNT, Field};
-use super::model::{LevelParameters, MatchModel, PROBABILITY_MIN};
+use super::model::{LevelParameters, MatchModel, PROBABILITY_MIN, repeats_the_swap};
 
 /// Random pairs' worth of the previous `u` mixed into the new one.
 const U_PRIOR_PAIRS: f64 = 1_000.0;
@@ -256,6 +256,9 @@ fn posterior(
     let mut log2_odds = (match_share / (1.0 - match_share)).log2();
     for field in Field::ALL {
         if skipped.contains(&field) {
+            continue;
+        }
+        if repeats_the_swap(comparison, field) {
             continue;
         }
         if let Some(parameters) =

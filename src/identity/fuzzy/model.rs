@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::compare::{Comparison, EXACT, FIELD_COUNT, Field};
+use super::compare::{Comparison, EXACT, FIELD_COUNT, Field, SWAPPED};
 
 /// One level's parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,7 +167,11 @@ impl MatchModel {
             let Some(parameters) = self.level(field, level) else {
                 continue;
             };
-            let mut bits = parameters.bits();
+            let mut bits = if repeats_the_swap(comparison, field) {
+                0.0
+            } else {
+                parameters.bits()
+            };
             let term_frequency = match field {
                 Field::FirstName => name_frequencies.first_name,
                 Field::LastName => name_frequencies.last_name,
@@ -195,6 +199,20 @@ impl MatchModel {
             model_version: self.version,
         }
     }
+}
+
+/// A swap of given and family name is one event seen from both fields:
+/// both crossings must agree for either field to fire `swapped`, so the
+/// level's `u` (from random pairs) and `m` (from matches) already describe
+/// the pair of names. The given name carries the evidence; the family
+/// name's level repeats it and counts nothing, else a swap would weigh
+/// twice what two names copied straight do.
+pub(crate) fn repeats_the_swap(comparison: &Comparison, field: Field) -> bool {
+    let swapped_in = |field: Field| {
+        comparison[field.index()].is_some()
+            && comparison[field.index()] == field.level_index(SWAPPED)
+    };
+    field == Field::LastName && swapped_in(Field::LastName) && swapped_in(Field::FirstName)
 }
 
 fn valid(level: &LevelParameters) -> bool {
@@ -264,6 +282,15 @@ impl MatchScore {
         self.adjustments.push((name, bits));
         self.probability = probability(self.bits + self.prior_log2_odds);
         self
+    }
+
+    /// The level each field fired at, as compared.
+    pub fn comparison(&self) -> Comparison {
+        let mut comparison: Comparison = [None; FIELD_COUNT];
+        for item in &self.evidence {
+            comparison[item.field.index()] = item.field.level_index(item.level);
+        }
+        comparison
     }
 
     pub fn level_of(&self, field: Field) -> Option<&'static str> {

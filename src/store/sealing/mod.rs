@@ -48,7 +48,7 @@ pub fn owner_of(key: &[u8]) -> Option<u64> {
         }
         keys::FUZZY
             if key.get(1) == Some(&b'#')
-                && matches!(key.get(2), Some(b'@' | b'%' | b'&' | b'^')) =>
+                && matches!(key.get(2), Some(b'@' | b'%' | b'&' | b'^' | b'*')) =>
         {
             keys::decode_u64(key.get(3..11)?)
         }
