@@ -38,13 +38,15 @@ pub const MATCHING_TRAITS: [&str; 4] = ["first_name", "last_name", "birthday", "
 /// scoring it would make every identify touching it expensive; real
 /// duplicates share several keys, so skipping one loses little.
 pub const BLOCK_SCORED_MAX: usize = 100;
-/// Profiles scored per matching round. Beyond it, those sharing the most
-/// blocking keys with the profile are scored: a duplicate shares every key
-/// its records agree on (a typo or a move breaks a few of seven rules), a
-/// stranger usually one (a birthday, a surname in a city). This keeps the
-/// work per identify flat as blocks fill with a growing population, while
-/// a small store, where blocks hold a few profiles, scores everything.
-const SCORED_PER_ROUND_MAX: usize = 16;
+/// Profiles scored per matching round. Beyond it, those whose shared
+/// blocking keys tell the most are scored (`block_selectivity`): a
+/// duplicate shares every key its records agree on (a typo or a move
+/// breaks a few of seven rules), a stranger usually one (a birthday, a
+/// surname in a city), and a key few profiles hold says more than one
+/// shared by a hundred. This keeps the work per identify flat as blocks
+/// fill with a growing population, while a small store, where blocks hold
+/// a few profiles, scores everything.
+const SCORED_PER_ROUND_MAX: usize = 8;
 /// Review candidates recorded per matching pass, best first: a person has a
 /// handful of duplicates, not hundreds, and a reviewer cannot use more.
 const CANDIDATES_PER_PASS_MAX: u64 = 10;
@@ -57,6 +59,14 @@ const MATCH_ROUNDS_MAX: usize = 3;
 const REFUSED_LINK_BITS: f64 = 5.0;
 /// How the refused link shows in a candidate's evidence.
 const REFUSED_LINK_FIELD: &str = "refused_link";
+
+/// What sharing a block of `members` profiles says about a pair, in bits:
+/// how much rarer the shared key is than the largest block scored. Two
+/// profiles alone in a block share something nearly nobody else has; a
+/// stranger in a full birthday block shares what a hundred do.
+fn block_selectivity(members: usize) -> f64 {
+    ((BLOCK_SCORED_MAX + 1) as f64 / members.max(1) as f64).log2()
+}
 
 /// Who caused a matching pass, for the journal.
 pub struct Cause<'a> {
@@ -422,11 +432,11 @@ fn match_round(
     }
 
     // Earlier candidates are always re-scored.
-    let mut shared_keys: HashMap<ProfileId, usize> = HashMap::new();
+    let mut shared_keys: HashMap<ProfileId, f64> = HashMap::new();
     let mut earlier_partners = BTreeSet::new();
     for partner in partners {
         let partner = follow_alias(writes, partner)?;
-        shared_keys.insert(partner, usize::MAX);
+        shared_keys.insert(partner, f64::INFINITY);
         earlier_partners.insert(partner);
     }
     let blocks: Vec<Vec<u8>> = blocking_keys(fields)
@@ -441,16 +451,16 @@ fn match_round(
         if members.len() > BLOCK_SCORED_MAX {
             continue;
         }
+        let selectivity = block_selectivity(members.len());
         for member in members {
-            let count = shared_keys.entry(member).or_default();
-            *count = count.saturating_add(1);
+            *shared_keys.entry(member).or_default() += selectivity;
         }
     }
     shared_keys.remove(&id);
-    let mut others: Vec<(ProfileId, usize)> = shared_keys.into_iter().collect();
-    // Most shared keys first; between equals the older profile, so the
-    // choice does not depend on hashing.
-    others.sort_unstable_by_key(|&(other, shared)| (std::cmp::Reverse(shared), other));
+    let mut others: Vec<(ProfileId, f64)> = shared_keys.into_iter().collect();
+    // Most telling shared keys first; between equals the older profile, so
+    // the choice does not depend on hashing.
+    others.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     others.truncate(SCORED_PER_ROUND_MAX);
     let others: BTreeSet<ProfileId> = others.into_iter().map(|(other, _)| other).collect();
 
