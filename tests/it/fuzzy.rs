@@ -540,3 +540,112 @@ async fn the_batch_pass_counts_a_name_once_however_often_it_runs() {
         .into_inner();
     assert_eq!(bob.profile_id, robert.profile_id, "still a rare name");
 }
+
+/// Someone at 134 Station Road, Cardiff, with an email of their own and,
+/// optionally, the household's tablet.
+fn resident(
+    email_value: &str,
+    first: &str,
+    last: &str,
+    birthday: &str,
+    tablet: Option<&str>,
+) -> pb::IdentifyRequest {
+    let address = prost_types::Value {
+        kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
+            fields: [
+                ("street".to_owned(), text("134 Station Road")),
+                ("city".to_owned(), text("Cardiff")),
+                ("postal_code".to_owned(), text("CF1 0DZ")),
+                ("country".to_owned(), text("GB")),
+            ]
+            .into_iter()
+            .collect(),
+        })),
+    };
+    let mut identifiers = vec![email(email_value)];
+    identifiers.extend(tablet.map(|device| id("device_id", device)));
+    let mut request = identify(identifiers);
+    request.traits = traits(&[
+        ("first_name", text(first)),
+        ("last_name", text(last)),
+        ("birthday", text(birthday)),
+        ("address", address),
+    ]);
+    request
+}
+
+#[tokio::test]
+async fn flatmates_sharing_a_tablet_stay_apart_and_are_not_listed_for_review() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let tablet = Some("tablet-134-station-road");
+    let daniel = client
+        .identify(resident(
+            "daniel.hawkins@example.com",
+            "Daniel",
+            "Hawkins",
+            "1978-12-23",
+            tablet,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // The shared tablet is refused as a link between two emails; the
+    // address, summed over fields that move together, must not stand in
+    // for it.
+    let archie = client
+        .identify(resident(
+            "archie.holmes@example.org",
+            "Archie",
+            "Holmes",
+            "1997-02-16",
+            tablet,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(archie.profile_id, daniel.profile_id, "{archie:?}");
+    assert!(candidates(&mut client).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_parent_and_a_child_of_one_name_are_never_merged_automatically() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let father = client
+        .identify(resident(
+            "jordan.williamson@example.com",
+            "Jordan",
+            "Williamson",
+            "1951-07-21",
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let son = client
+        .identify(resident(
+            "jwilliamson69@example.org",
+            "Jordan",
+            "Williamson",
+            "1979-06-09",
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(son.profile_id, father.profile_id, "{son:?}");
+    // One mistyped digit of the birthday is the father again.
+    let again = client
+        .identify(resident(
+            "jordan.williamson@example.com",
+            "Jordan",
+            "Williamson",
+            "1951-07-27",
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.profile_id, father.profile_id);
+}
