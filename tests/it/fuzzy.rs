@@ -14,17 +14,30 @@ fn person(
     birthday: &str,
     postal_code: &str,
 ) -> pb::IdentifyRequest {
-    let address = prost_types::Value {
+    let address = address(&[("postal_code", postal_code), ("country", "GB")]);
+    named(vec![email(email_value)], first, last, birthday, address)
+}
+
+/// An address trait of these parts.
+fn address(parts: &[(&str, &str)]) -> prost_types::Value {
+    prost_types::Value {
         kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
-            fields: [
-                ("postal_code".to_owned(), text(postal_code)),
-                ("country".to_owned(), text("GB")),
-            ]
-            .into_iter()
-            .collect(),
+            fields: parts
+                .iter()
+                .map(|(part, value)| ((*part).to_owned(), text(value)))
+                .collect(),
         })),
-    };
-    let mut request = identify(vec![email(email_value)]);
+    }
+}
+
+fn named(
+    identifiers: Vec<pb::Identifier>,
+    first: &str,
+    last: &str,
+    birthday: &str,
+    address: prost_types::Value,
+) -> pb::IdentifyRequest {
+    let mut request = identify(identifiers);
     request.traits = traits(&[
         ("first_name", text(first)),
         ("last_name", text(last)),
@@ -550,28 +563,15 @@ fn resident(
     birthday: &str,
     tablet: Option<&str>,
 ) -> pb::IdentifyRequest {
-    let address = prost_types::Value {
-        kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
-            fields: [
-                ("street".to_owned(), text("134 Station Road")),
-                ("city".to_owned(), text("Cardiff")),
-                ("postal_code".to_owned(), text("CF1 0DZ")),
-                ("country".to_owned(), text("GB")),
-            ]
-            .into_iter()
-            .collect(),
-        })),
-    };
+    let address = address(&[
+        ("street", "134 Station Road"),
+        ("city", "Cardiff"),
+        ("postal_code", "CF1 0DZ"),
+        ("country", "GB"),
+    ]);
     let mut identifiers = vec![email(email_value)];
     identifiers.extend(tablet.map(|device| id("device_id", device)));
-    let mut request = identify(identifiers);
-    request.traits = traits(&[
-        ("first_name", text(first)),
-        ("last_name", text(last)),
-        ("birthday", text(birthday)),
-        ("address", address),
-    ]);
-    request
+    named(identifiers, first, last, birthday, address)
 }
 
 #[tokio::test]
