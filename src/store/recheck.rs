@@ -60,15 +60,20 @@ impl NearMisses {
             }
             return Ok(());
         }
+        let bytes = self.encode();
+        if stored.as_deref() != Some(bytes.as_slice()) {
+            writes.insert(key, bytes);
+        }
+        Ok(())
+    }
+
+    fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.pairs.len() * PAIR_BYTES);
         for (_, other, comparison) in &self.pairs {
             bytes.extend_from_slice(&other.0.to_be_bytes());
             bytes.extend(comparison.iter().map(|level| level.unwrap_or(NOT_COMPARED)));
         }
-        if stored.as_deref() != Some(bytes.as_slice()) {
-            writes.insert(key, bytes);
-        }
-        Ok(())
+        bytes
     }
 }
 
@@ -160,13 +165,8 @@ mod tests {
         .unwrap();
         let mut kept = NearMisses::default();
         kept.offer(ProfileId(7), &score);
-        let mut bytes = Vec::new();
-        for (_, other, comparison) in &kept.pairs {
-            bytes.extend_from_slice(&other.0.to_be_bytes());
-            bytes.extend(comparison.iter().map(|level| level.unwrap_or(NOT_COMPARED)));
-        }
         assert_eq!(
-            decode(&bytes),
+            decode(&kept.encode()),
             vec![(ProfileId(7), crate::identity::fuzzy::compare(&a, &b))]
         );
     }

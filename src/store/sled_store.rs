@@ -437,6 +437,14 @@ impl Estimator {
         }
     }
 
+    /// Profiles with names, as the writer last counted them.
+    fn population(&self) -> Result<u64, StoreError> {
+        Ok(match self.engine.get(keys::FUZZY_POPULATION)? {
+            Some(bytes) => keys::decode_u64(&bytes).unwrap_or(0),
+            None => 0,
+        })
+    }
+
     /// Matches the near misses and pending candidates again under the
     /// model just estimated, a chunk per writer job so that ingest flows
     /// between chunks.
@@ -444,10 +452,7 @@ impl Estimator {
         let Some(thresholds) = self.rules.fuzzy_thresholds().copied() else {
             return Ok(());
         };
-        let population = match self.engine.get(keys::FUZZY_POPULATION)? {
-            Some(bytes) => keys::decode_u64(&bytes).unwrap_or(0),
-            None => 0,
-        };
+        let population = self.population()?;
         let ids = recheck::due(
             self.engine.as_ref(),
             &self.rules.match_model(),
@@ -481,10 +486,7 @@ impl Estimator {
 
     fn estimate(&self, at: UnixMillis) -> Result<MatchModel, StoreError> {
         let next_profile_id = read_counter(self.engine.as_ref(), keys::NEXT_PROFILE_ID)?;
-        let population = match self.engine.get(keys::FUZZY_POPULATION)? {
-            Some(bytes) => keys::decode_u64(&bytes).unwrap_or(0),
-            None => 0,
-        };
+        let population = self.population()?;
         let previous = self.rules.match_model();
         let sample = match_training::collect_sample(
             self.engine.as_ref(),

@@ -4,7 +4,7 @@
 
 use super::compare::{ELSE, EXACT, Field, SWAPPED, compare};
 use super::fields::{MatchFields, MatchProfile};
-use super::model::{MatchModel, MatchScore, NameFrequencies};
+use super::model::{MatchModel, MatchScore, NameFrequencies, probability};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatchThresholds {
@@ -129,7 +129,7 @@ fn within_household_probability(score: &MatchScore) -> f64 {
         .map(|item| item.bits)
         .sum::<f64>()
         + score.adjustments.iter().map(|(_, bits)| bits).sum::<f64>();
-    1.0 / (1.0 + (-(bits + HOUSEHOLD_PRIOR_LOG2_ODDS)).exp2())
+    probability(bits + HOUSEHOLD_PRIOR_LOG2_ODDS)
 }
 
 /// Relatives look like one person in every field that describes a

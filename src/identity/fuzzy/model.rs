@@ -231,7 +231,7 @@ fn adjusted_u(average_u: f64, frequency: NameFrequency) -> f64 {
     )
 }
 
-fn probability(log2_odds: f64) -> f64 {
+pub(crate) fn probability(log2_odds: f64) -> f64 {
     1.0 / (1.0 + (-log2_odds).exp2())
 }
 
